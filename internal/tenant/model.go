@@ -1,0 +1,188 @@
+package tenant
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Limits of the model.
+const (
+	MinTID      = 1     // 802.1Q VLAN IDs 1..4094
+	MaxTID      = 4094  //
+	MaxPriority = 65535 // ACR priority range is 0..MaxPriority
+	// MaxRulesPerPerimeter bounds the rules on one subnet perimeter so that
+	// each can get a distinct OpenFlow priority.
+	MaxRulesPerPerimeter = 50000
+)
+
+// Mode selects how replies are treated.
+type Mode string
+
+// Modes.
+const (
+	Stateless Mode = "stateless" // the paper's: replies need explicit reverse rules
+	Stateful  Mode = "stateful"  // conntrack: replies of passed connections pass
+)
+
+// Action is what an ACR does with matching traffic.
+type Action string
+
+// Actions.
+const (
+	Pass Action = "pass"
+	Drop Action = "drop"
+)
+
+// Domain is a tenant domain TD = (TID, TNet, VMs, ACRs, Cons).
+type Domain struct {
+	TID    int    `json:"tid" yaml:"tid"`
+	Name   string `json:"name" yaml:"name"`
+	Tenant string `json:"tenant,omitempty" yaml:"tenant,omitempty"`
+	Mode   Mode   `json:"mode,omitempty" yaml:"mode,omitempty"`
+	// Uplinks are switch ports that lead outside the domain (a router, a
+	// physical NIC). Traffic on them carries the TID as its 802.1Q tag.
+	Uplinks []string `json:"uplinks,omitempty" yaml:"uplinks,omitempty"`
+	Subnets []Subnet `json:"subnets" yaml:"subnets"`
+}
+
+// Subnet is a TSNet: a Layer 2 broadcast domain with its VMs and its
+// perimeter rule set ACR_i.
+type Subnet struct {
+	Name string `json:"name" yaml:"name"`
+	CIDR string `json:"cidr,omitempty" yaml:"cidr,omitempty"`
+	VMs  []VM   `json:"vms,omitempty" yaml:"vms,omitempty"`
+	ACRs []ACR  `json:"acrs,omitempty" yaml:"acrs,omitempty"`
+}
+
+// VM is a tenant virtual machine attached to a switch port.
+type VM struct {
+	UUID string `json:"uuid,omitempty" yaml:"uuid,omitempty"`
+	Name string `json:"name" yaml:"name"`
+	MAC  string `json:"mac" yaml:"mac"`
+	IP   string `json:"ip" yaml:"ip"`
+	Port string `json:"port" yaml:"port"`
+}
+
+// ACR is a communication access control rule.
+type ACR struct {
+	ID       string    `json:"id,omitempty" yaml:"id,omitempty"`
+	Priority int       `json:"priority" yaml:"priority"`
+	SrcMAC   []string  `json:"srcmac,omitempty" yaml:"srcmac,omitempty"`
+	DstMAC   []string  `json:"dstmac,omitempty" yaml:"dstmac,omitempty"`
+	SrcIP    []string  `json:"srcip,omitempty" yaml:"srcip,omitempty"`
+	DstIP    []string  `json:"dstip,omitempty" yaml:"dstip,omitempty"`
+	Proto    string    `json:"proto,omitempty" yaml:"proto,omitempty"`
+	SrcPort  PortRange `json:"srcport,omitzero" yaml:"srcport,omitempty"`
+	DstPort  PortRange `json:"dstport,omitzero" yaml:"dstport,omitempty"`
+	Action   Action    `json:"action" yaml:"action"`
+}
+
+// PortRange is an inclusive transport port range; the zero value means any.
+// It is written as a number (22) or a string ("1000-2000").
+type PortRange struct {
+	Lo, Hi uint16
+}
+
+// Any reports whether r matches every port.
+func (r PortRange) Any() bool { return r.Lo == 0 && r.Hi == 0 || r.Lo == 0 && r.Hi == 0xffff }
+
+// Contains reports whether port p is in r.
+func (r PortRange) Contains(p uint16) bool { return r.Any() || p >= r.Lo && p <= r.Hi }
+
+// IsZero reports whether r is unset.
+func (r PortRange) IsZero() bool { return r.Lo == 0 && r.Hi == 0 }
+
+func (r PortRange) String() string {
+	if r.Lo == r.Hi {
+		return strconv.Itoa(int(r.Lo))
+	}
+	return fmt.Sprintf("%d-%d", r.Lo, r.Hi)
+}
+
+// ParsePortRange parses "22", "1000-2000" or "" (any).
+func ParsePortRange(s string) (PortRange, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "*" || s == "any" {
+		return PortRange{}, nil
+	}
+	lo, hi, isRange := strings.Cut(s, "-")
+	a, err := parsePort(lo)
+	if err != nil {
+		return PortRange{}, err
+	}
+	if !isRange {
+		if a == 0 {
+			return PortRange{}, fmt.Errorf("port 0 is not a port")
+		}
+		return PortRange{a, a}, nil
+	}
+	b, err := parsePort(hi)
+	if err != nil {
+		return PortRange{}, err
+	}
+	if a > b {
+		return PortRange{}, fmt.Errorf("port range %q is reversed", s)
+	}
+	return PortRange{a, b}, nil
+}
+
+func parsePort(s string) (uint16, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 16)
+	if err != nil {
+		return 0, fmt.Errorf("port %q is not a number in 0..65535", s)
+	}
+	return uint16(n), nil
+}
+
+// MarshalJSON writes a single port as a number and a range as a string.
+func (r PortRange) MarshalJSON() ([]byte, error) {
+	if r.Lo == r.Hi {
+		return []byte(strconv.Itoa(int(r.Lo))), nil
+	}
+	return json.Marshal(r.String())
+}
+
+// UnmarshalJSON accepts a number or a string.
+func (r *PortRange) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if len(b) > 0 && b[0] == '"' {
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+	}
+	if s == "null" {
+		*r = PortRange{}
+		return nil
+	}
+	v, err := ParsePortRange(s)
+	if err != nil {
+		return err
+	}
+	*r = v
+	return nil
+}
+
+// MarshalYAML writes the range like MarshalJSON.
+func (r PortRange) MarshalYAML() (any, error) {
+	if r.Lo == r.Hi {
+		return int(r.Lo), nil
+	}
+	return r.String(), nil
+}
+
+// UnmarshalYAML accepts a number or a string.
+func (r *PortRange) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: port must be a number or a range like 1000-2000", n.Line)
+	}
+	v, err := ParsePortRange(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*r = v
+	return nil
+}
