@@ -1,0 +1,383 @@
+package flow
+
+import (
+	"fmt"
+	"net/netip"
+
+	"secaas/internal/tenant"
+)
+
+// Ports maps switch port names to OpenFlow port numbers. A port missing from
+// the map is not attached: its VM gets no flows (and so no connectivity)
+// until it appears.
+type Ports map[string]uint32
+
+// Priorities of the fixed flows.
+const (
+	prioDefault     = 0
+	prioRuleTop     = 60000 // rule k of a perimeter gets prioRuleTop-k
+	prioOutside     = 65000 // the "outside the domain" perimeter
+	prioSpoofedIPv4 = 200
+	prioVM          = 300
+)
+
+// ruleCookieBase marks cookies that name a rule; the low bits are its Seq.
+const ruleCookieBase = 0x5ec0_0000_0000_0000
+
+// Compile turns a validated tenant net into the flow set that enforces it.
+// It does no I/O and is deterministic.
+func Compile(n *tenant.Net, ports Ports) (*Set, error) {
+	c := &compiler{set: &Set{Rules: map[uint64]tenant.RuleRef{}}, ports: ports}
+	for _, d := range n.Domains {
+		c.domain(d)
+	}
+	// Table-miss: explicit drops so the intent is visible in dumps, plus the
+	// fixed fall-throughs.
+	for _, t := range []uint8{TableClassify, TableL2, TableLookup, TableCTState, TableSrcPerim, TableDstPerim, TableOutput} {
+		c.add(t, prioDefault, Match{})
+	}
+	c.add(TableConntrack, prioDefault, Match{}, Action{Kind: Goto, Value: TableSrcPerim})
+	c.add(TableCommit, prioDefault, Match{}, Action{Kind: Goto, Value: TableOutput})
+	// The outside of a domain has no perimeter of its own (constraint c).
+	c.add(TableSrcPerim, prioOutside, reg(RegSrcNet, 0), Action{Kind: Goto, Value: TableDstPerim})
+	c.add(TableDstPerim, prioOutside, reg(RegDstNet, 0), Action{Kind: Goto, Value: TableCommit})
+	if c.err != nil {
+		return nil, c.err
+	}
+	c.set.sort()
+	return c.set, nil
+}
+
+type compiler struct {
+	set   *Set
+	ports Ports
+	err   error
+}
+
+func (c *compiler) add(table uint8, prio int, m Match, acts ...Action) *Flow {
+	if prio < 0 || prio > 65535 {
+		c.err = fmt.Errorf("compile: priority %d out of range", prio)
+		prio = 0
+	}
+	c.set.Flows = append(c.set.Flows, Flow{Table: table, Priority: uint16(prio), Match: m, Actions: acts})
+	return &c.set.Flows[len(c.set.Flows)-1]
+}
+
+func reg(i int, v uint32) Match {
+	var m Match
+	m.setReg(i, v)
+	return m
+}
+
+func (m *Match) setReg(i int, v uint32) {
+	m.Has |= FReg0 << i
+	m.Regs[i] = v
+}
+
+func set(r int, v uint32) Action { return Action{Kind: SetReg, Reg: r, Value: v} }
+func gotoT(t uint8) Action       { return Action{Kind: Goto, Value: uint32(t)} }
+
+var multicastBit = tenant.MAC{1}
+
+func (c *compiler) domain(d *tenant.RDomain) {
+	tid := uint32(d.TID)
+	var uplinks []uint32
+	for _, u := range d.Uplinks {
+		if no, ok := c.ports[u]; ok {
+			uplinks = append(uplinks, no)
+		}
+	}
+	toUplinks := func() []Action {
+		if len(uplinks) == 0 {
+			return nil
+		}
+		acts := []Action{{Kind: PushVLAN, Value: tid}}
+		for _, u := range uplinks {
+			acts = append(acts, Action{Kind: Output, Value: u})
+		}
+		return acts
+	}
+
+	// Ingress from VM ports, with anti-spoofing.
+	var flood []Action
+	for _, vm := range d.VMs {
+		no, ok := c.ports[vm.Port]
+		if !ok {
+			continue
+		}
+		flood = append(flood, Action{Kind: Output, Value: no})
+		classify := []Action{set(RegTID, tid), set(RegSrcNet, uint32(vm.Subnet.ID))}
+		base := Match{Has: FInPort | FUntagged | FDlSrc, InPort: no, DlSrc: vm.HW}
+		if vm.Addr.Is4() {
+			m := base
+			m.Has |= FDlType | FArpSPA | FArpSHA
+			m.DlType, m.ArpSPA, m.ArpSHA = tenant.EthARP, vm.Addr, vm.HW
+			c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
+			m = base
+			m.Has |= FDlType | FNwSrc
+			m.DlType, m.NwSrc = tenant.EthIPv4, netip.PrefixFrom(vm.Addr, 32)
+			c.add(TableClassify, prioVM, m, append(classify, gotoT(TableLookup))...)
+		}
+		for _, typ := range ndTypes {
+			m := base
+			m.Has |= FDlType | FNwProto | FICMPType
+			m.DlType, m.NwProto, m.ICMPType = tenant.EthIPv6, tenant.ProtoICMP6, typ
+			c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
+		}
+		for _, et := range []uint16{tenant.EthARP, tenant.EthIPv4} {
+			m := base
+			m.Has |= FDlType
+			m.DlType = et
+			c.add(TableClassify, prioSpoofedIPv4, m) // drop: wrong ARP sender or IPv4 source
+		}
+		c.add(TableClassify, 100, base, append(classify, gotoT(TableLookup))...)
+	}
+	// Ingress from uplinks: the tag selects the domain.
+	for _, u := range uplinks {
+		classify := []Action{{Kind: PopVLAN}, set(RegTID, tid), set(RegSrcNet, 0)}
+		base := Match{Has: FInPort | FVLAN, InPort: u, VLAN: uint16(tid)}
+		m := base
+		m.Has |= FDlType
+		m.DlType = tenant.EthARP
+		c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
+		for _, typ := range ndTypes {
+			m := base
+			m.Has |= FDlType | FNwProto | FICMPType
+			m.DlType, m.NwProto, m.ICMPType = tenant.EthIPv6, tenant.ProtoICMP6, typ
+			c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
+		}
+		c.add(TableClassify, 100, base, append(classify, gotoT(TableLookup))...)
+	}
+
+	// ARP/ND: flood or deliver inside the domain only.
+	mcast := reg(RegTID, tid)
+	mcast.Has |= FDlDst
+	mcast.DlDst, mcast.DlDstMask = multicastBit, multicastBit
+	if acts := append(append([]Action{}, flood...), toUplinks()...); len(acts) > 0 {
+		c.add(TableL2, 100, mcast, acts...)
+	}
+	for _, vm := range d.VMs {
+		m := reg(RegTID, tid)
+		m.Has |= FDlDst
+		m.DlDst = vm.HW
+		if no, ok := c.ports[vm.Port]; ok {
+			c.add(TableL2, 100, m, Action{Kind: Output, Value: no})
+		} else {
+			c.add(TableL2, 100, m) // known VM, not attached: drop
+		}
+	}
+	if len(uplinks) > 0 {
+		c.add(TableL2, 50, reg(RegTID, tid), toUplinks()...)
+	}
+
+	// Destination lookup.
+	for _, vm := range d.VMs {
+		m := reg(RegTID, tid)
+		m.Has |= FDlDst
+		m.DlDst = vm.HW
+		no, ok := c.ports[vm.Port]
+		if !ok {
+			c.add(TableLookup, 100, m) // known VM, not attached: drop, never to an uplink
+			continue
+		}
+		c.add(TableLookup, 100, m, set(RegDstNet, uint32(vm.Subnet.ID)), set(RegOutPort, no), gotoT(TableConntrack))
+	}
+	c.add(TableLookup, 60, mcast) // other broadcast/multicast: drop
+	if len(uplinks) > 0 {
+		fromUp := reg(RegTID, tid)
+		fromUp.setReg(RegSrcNet, 0)
+		c.add(TableLookup, 55, fromUp) // uplink to uplink: drop
+		c.add(TableLookup, 50, reg(RegTID, tid), set(RegDstNet, 0), set(RegOutPort, UplinkPort), gotoT(TableConntrack))
+		m := reg(RegTID, tid)
+		m.setReg(RegOutPort, UplinkPort)
+		c.add(TableOutput, 100, m, toUplinks()...)
+	}
+
+	// Conntrack for stateful domains, zone = TID.
+	if d.Stateful {
+		for _, et := range []uint16{tenant.EthIPv4, tenant.EthIPv6} {
+			m := reg(RegTID, tid)
+			m.Has |= FDlType
+			m.DlType = et
+			c.add(TableConntrack, 100, m, Action{Kind: CT, Value: TableCTState, Zone: uint16(tid)})
+			c.add(TableCommit, 100, m, Action{Kind: CT, Commit: true, Zone: uint16(tid)}, gotoT(TableOutput))
+		}
+		for _, st := range []uint8{CTEst, CTRel} {
+			m := reg(RegTID, tid)
+			m.Has |= FCTState
+			m.CTSet = CTTrk | st
+			m.CTClear = CTInv
+			c.add(TableCTState, 100, m, gotoT(TableOutput))
+		}
+		m := reg(RegTID, tid)
+		m.Has |= FCTState
+		m.CTSet = CTTrk | CTNew
+		m.CTClear = CTInv | CTEst | CTRel
+		c.add(TableCTState, 90, m, gotoT(TableSrcPerim))
+		// +inv and anything else: table-miss drop.
+	}
+
+	// Perimeters: the same ordered rule list serves as source (reg1) and
+	// destination (reg3) perimeter; priorities are distinct per perimeter.
+	for _, s := range d.Subnets {
+		for k, r := range s.Perimeter {
+			cookie := ruleCookieBase | uint64(r.Seq)
+			c.set.Rules[cookie] = r.Ref
+			for _, m := range ruleMatches(r) {
+				for _, side := range []struct {
+					table, next uint8
+					reg         int
+				}{{TableSrcPerim, TableDstPerim, RegSrcNet}, {TableDstPerim, TableCommit, RegDstNet}} {
+					mm := m
+					mm.setReg(side.reg, uint32(s.ID))
+					var acts []Action
+					if r.Action == tenant.Pass {
+						acts = []Action{gotoT(side.next)}
+					}
+					c.add(side.table, prioRuleTop-k, mm, acts...).Cookie = cookie
+				}
+			}
+		}
+		// The VM ports themselves.
+		for _, vm := range d.VMs {
+			if vm.Subnet != s {
+				continue
+			}
+			if no, ok := c.ports[vm.Port]; ok {
+				c.add(TableOutput, 100, reg(RegOutPort, no), Action{Kind: Output, Value: no})
+			}
+		}
+	}
+}
+
+var ndTypes = []uint8{133, 134, 135, 136}
+
+// ruleMatches expands a rule into the cross product of its sets.
+func ruleMatches(r *tenant.Rule) []Match {
+	out := []Match{{}}
+	cross := func(vals int, f func(m *Match, i int)) {
+		if vals == 0 {
+			return
+		}
+		next := make([]Match, 0, len(out)*vals)
+		for _, m := range out {
+			for i := 0; i < vals; i++ {
+				mm := m
+				f(&mm, i)
+				next = append(next, mm)
+			}
+		}
+		out = next
+	}
+	cross(len(r.SrcMAC), func(m *Match, i int) { m.Has |= FDlSrc; m.DlSrc = r.SrcMAC[i] })
+	cross(len(r.DstMAC), func(m *Match, i int) { m.Has |= FDlDst; m.DlDst = r.DstMAC[i] })
+	needIP := len(r.SrcIP) > 0 || len(r.DstIP) > 0 || r.Proto != 0 || r.HasPorts()
+	if !needIP {
+		return dedupe(out)
+	}
+	// Layer 3: one branch per (family, src prefix, dst prefix, protocol).
+	type l3 struct {
+		et       uint16
+		src, dst netip.Prefix
+		proto    uint8
+	}
+	var l3s []l3
+	for _, et := range []uint16{tenant.EthIPv4, tenant.EthIPv6} {
+		is4 := et == tenant.EthIPv4
+		srcs := famPrefixes(r.SrcIP, is4)
+		dsts := famPrefixes(r.DstIP, is4)
+		if srcs == nil || dsts == nil {
+			continue
+		}
+		var protos []uint8
+		switch {
+		case r.Proto == tenant.ProtoICMP && !is4, r.Proto == tenant.ProtoICMP6 && is4:
+			continue
+		case r.Proto != 0:
+			protos = []uint8{r.Proto}
+		case r.HasPorts():
+			protos = []uint8{tenant.ProtoTCP, tenant.ProtoUDP}
+		default:
+			protos = []uint8{0}
+		}
+		for _, s := range srcs {
+			for _, d := range dsts {
+				for _, p := range protos {
+					l3s = append(l3s, l3{et, s, d, p})
+				}
+			}
+		}
+	}
+	cross(len(l3s), func(m *Match, i int) {
+		x := l3s[i]
+		m.Has |= FDlType
+		m.DlType = x.et
+		if x.src.IsValid() {
+			m.Has |= FNwSrc
+			m.NwSrc = x.src
+		}
+		if x.dst.IsValid() {
+			m.Has |= FNwDst
+			m.NwDst = x.dst
+		}
+		if x.proto != 0 {
+			m.Has |= FNwProto
+			m.NwProto = x.proto
+		}
+	})
+	if len(l3s) == 0 {
+		return nil // cannot match anything
+	}
+	if !r.SrcPort.Any() {
+		blocks := portBlocks(r.SrcPort)
+		cross(len(blocks), func(m *Match, i int) { m.Has |= FTpSrc; m.TpSrc, m.TpSrcMask = blocks[i][0], blocks[i][1] })
+	}
+	if !r.DstPort.Any() {
+		blocks := portBlocks(r.DstPort)
+		cross(len(blocks), func(m *Match, i int) { m.Has |= FTpDst; m.TpDst, m.TpDstMask = blocks[i][0], blocks[i][1] })
+	}
+	return dedupe(out)
+}
+
+// dedupe drops repeated matches (a set may name one address twice).
+func dedupe(ms []Match) []Match {
+	seen := make(map[Match]bool, len(ms))
+	out := ms[:0]
+	for _, m := range ms {
+		if !seen[m] {
+			seen[m] = true
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// famPrefixes returns the prefixes of one family, [invalid] for "any", or nil
+// when the rule has prefixes but none of this family.
+func famPrefixes(ps []netip.Prefix, is4 bool) []netip.Prefix {
+	if len(ps) == 0 {
+		return []netip.Prefix{{}}
+	}
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.Addr().Is4() == is4 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// portBlocks covers an inclusive port range with value/mask pairs.
+func portBlocks(r tenant.PortRange) [][2]uint16 {
+	var out [][2]uint16
+	lo, hi := uint32(r.Lo), uint32(r.Hi)
+	for lo <= hi {
+		size := uint32(1)
+		for lo%(size*2) == 0 && lo+size*2-1 <= hi && size < 1<<16 {
+			size *= 2
+		}
+		out = append(out, [2]uint16{uint16(lo), uint16(^(size - 1))})
+		lo += size
+	}
+	return out
+}

@@ -1,0 +1,286 @@
+package flow
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"secaas/internal/tenant"
+)
+
+// Tables of the pipeline.
+const (
+	TableClassify  = 0  // ingress: port -> domain, anti-spoofing
+	TableL2        = 10 // ARP and neighbour discovery inside a domain
+	TableLookup    = 20 // destination MAC -> destination subnet and port
+	TableConntrack = 24 // stateful domains: send IP through conntrack
+	TableCTState   = 25 // established/related skip the perimeters
+	TableSrcPerim  = 30 // perimeter of the source subnet
+	TableDstPerim  = 35 // perimeter of the destination subnet
+	TableCommit    = 40 // stateful domains: commit passed connections
+	TableOutput    = 45 // reg4 -> port
+)
+
+// Registers.
+const (
+	RegTID     = 0 // domain TID
+	RegSrcNet  = 1 // source subnet id (0: outside the domain)
+	RegDstNet  = 3 // destination subnet id (0: outside the domain)
+	RegOutPort = 4 // output port (UplinkPort: the domain's uplinks)
+)
+
+// UplinkPort in RegOutPort means "leave by the domain's uplinks".
+const UplinkPort = 0xffff
+
+// Field bits of Match.Has.
+const (
+	FInPort uint32 = 1 << iota
+	FUntagged
+	FVLAN
+	FDlSrc
+	FDlDst
+	FDlType
+	FNwSrc
+	FNwDst
+	FNwProto
+	FTpSrc
+	FTpDst
+	FICMPType
+	FArpSPA
+	FArpSHA
+	FCTState
+	FReg0 // FReg0<<i for register i (0..4)
+)
+
+// CT state bits.
+const (
+	CTNew uint8 = 1 << iota
+	CTEst
+	CTRel
+	CTInv
+	CTTrk
+)
+
+// Match is an OpenFlow match; Has says which fields are set.
+type Match struct {
+	Has       uint32
+	InPort    uint32
+	VLAN      uint16
+	DlSrc     tenant.MAC
+	DlDst     tenant.MAC
+	DlDstMask tenant.MAC // zero: exact
+	DlType    uint16
+	NwSrc     netip.Prefix
+	NwDst     netip.Prefix
+	NwProto   uint8
+	TpSrc     uint16
+	TpSrcMask uint16
+	TpDst     uint16
+	TpDstMask uint16
+	ICMPType  uint8
+	ArpSPA    netip.Addr
+	ArpSHA    tenant.MAC
+	CTSet     uint8 // bits that must be 1
+	CTClear   uint8 // bits that must be 0
+	Regs      [5]uint32
+}
+
+// Kind of an action.
+type Kind uint8
+
+// Action kinds.
+const (
+	SetReg Kind = iota + 1
+	Output
+	Goto
+	PushVLAN
+	PopVLAN
+	CT
+)
+
+// Action is one OpenFlow action or instruction.
+type Action struct {
+	Kind   Kind
+	Reg    int
+	Value  uint32 // SetReg value, Output port, Goto/CT table, PushVLAN vid
+	Zone   uint16
+	Commit bool
+}
+
+// Flow is one flow entry.
+type Flow struct {
+	Table    uint8
+	Priority uint16
+	Cookie   uint64
+	Match    Match
+	Actions  []Action // empty: drop
+}
+
+// Set is a compiled flow set and what its cookies mean.
+type Set struct {
+	Flows []Flow
+	Rules map[uint64]tenant.RuleRef // rule cookie -> rule
+}
+
+// String renders the set in ovs-ofctl syntax, one flow per line, sorted.
+func (s *Set) String() string {
+	var b strings.Builder
+	for i := range s.Flows {
+		b.WriteString(s.Flows[i].String())
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+func (s *Set) sort() {
+	sort.SliceStable(s.Flows, func(i, j int) bool {
+		a, b := &s.Flows[i], &s.Flows[j]
+		if a.Table != b.Table {
+			return a.Table < b.Table
+		}
+		return a.Priority > b.Priority
+	})
+}
+
+// String renders one flow for ovs-ofctl (add-flow / replace-flows).
+func (f *Flow) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "table=%d, priority=%d", f.Table, f.Priority)
+	if f.Cookie != 0 {
+		fmt.Fprintf(&b, ", cookie=%#x", f.Cookie)
+	}
+	if m := f.Match.String(); m != "" {
+		b.WriteString(", ")
+		b.WriteString(m)
+	}
+	b.WriteString(" actions=")
+	if len(f.Actions) == 0 {
+		b.WriteString("drop")
+		return b.String()
+	}
+	for i, a := range f.Actions {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(a.String())
+	}
+	return b.String()
+}
+
+func (a Action) String() string {
+	switch a.Kind {
+	case SetReg:
+		return fmt.Sprintf("set_field:%d->reg%d", a.Value, a.Reg)
+	case Output:
+		return "output:" + strconv.Itoa(int(a.Value))
+	case Goto:
+		return "goto_table:" + strconv.Itoa(int(a.Value))
+	case PushVLAN:
+		return fmt.Sprintf("push_vlan:0x8100,set_field:%d->vlan_vid", 0x1000|a.Value)
+	case PopVLAN:
+		return "pop_vlan"
+	case CT:
+		if a.Commit {
+			return fmt.Sprintf("ct(commit,zone=%d)", a.Zone)
+		}
+		return fmt.Sprintf("ct(table=%d,zone=%d)", a.Value, a.Zone)
+	}
+	return "?"
+}
+
+var ctNames = []struct {
+	bit  uint8
+	name string
+}{{CTNew, "new"}, {CTEst, "est"}, {CTRel, "rel"}, {CTInv, "inv"}, {CTTrk, "trk"}}
+
+// String renders the match in ovs-ofctl syntax.
+func (m *Match) String() string {
+	var p []string
+	add := func(f string, a ...any) { p = append(p, fmt.Sprintf(f, a...)) }
+	for i := range m.Regs {
+		if m.Has&(FReg0<<i) != 0 {
+			add("reg%d=%d", i, m.Regs[i])
+		}
+	}
+	if m.Has&FCTState != 0 {
+		s := "ct_state="
+		for _, c := range ctNames {
+			if m.CTSet&c.bit != 0 {
+				s += "+" + c.name
+			}
+			if m.CTClear&c.bit != 0 {
+				s += "-" + c.name
+			}
+		}
+		p = append(p, s)
+	}
+	if m.Has&FInPort != 0 {
+		add("in_port=%d", m.InPort)
+	}
+	if m.Has&FUntagged != 0 {
+		add("vlan_tci=0x0000/0x1fff")
+	}
+	if m.Has&FVLAN != 0 {
+		add("dl_vlan=%d", m.VLAN)
+	}
+	if m.Has&FDlSrc != 0 {
+		add("dl_src=%s", m.DlSrc)
+	}
+	if m.Has&FDlDst != 0 {
+		if m.DlDstMask != (tenant.MAC{}) {
+			add("dl_dst=%s/%s", m.DlDst, m.DlDstMask)
+		} else {
+			add("dl_dst=%s", m.DlDst)
+		}
+	}
+	if m.Has&FDlType != 0 {
+		add("dl_type=0x%04x", m.DlType)
+	}
+	v6 := m.DlType == tenant.EthIPv6
+	if m.Has&FNwProto != 0 {
+		add("nw_proto=%d", m.NwProto)
+	}
+	if m.Has&FNwSrc != 0 {
+		if v6 {
+			add("ipv6_src=%s", m.NwSrc)
+		} else {
+			add("nw_src=%s", m.NwSrc)
+		}
+	}
+	if m.Has&FNwDst != 0 {
+		if v6 {
+			add("ipv6_dst=%s", m.NwDst)
+		} else {
+			add("nw_dst=%s", m.NwDst)
+		}
+	}
+	portField := func(name string, v, mask uint16) {
+		if mask == 0 || mask == 0xffff {
+			add("%s=%d", name, v)
+		} else {
+			add("%s=%#x/%#x", name, v, mask)
+		}
+	}
+	if m.Has&FTpSrc != 0 {
+		portField("tp_src", m.TpSrc, m.TpSrcMask)
+	}
+	if m.Has&FTpDst != 0 {
+		portField("tp_dst", m.TpDst, m.TpDstMask)
+	}
+	if m.Has&FICMPType != 0 {
+		if v6 {
+			add("icmpv6_type=%d", m.ICMPType)
+		} else {
+			add("icmp_type=%d", m.ICMPType)
+		}
+	}
+	if m.Has&FArpSPA != 0 {
+		add("arp_spa=%s", m.ArpSPA)
+	}
+	if m.Has&FArpSHA != 0 {
+		add("arp_sha=%s", m.ArpSHA)
+	}
+	return strings.Join(p, ",")
+}

@@ -1,0 +1,199 @@
+package flow
+
+import (
+	"flag"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"testing"
+
+	"secaas/internal/tenant"
+	"secaas/internal/tenant/tenanttest"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func table2(t testing.TB) (*tenant.Net, Ports) {
+	t.Helper()
+	_, n, err := tenant.LoadPolicy("../../examples/table2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, Ports{"vm1": 1, "vm2": 2, "vm3": 3}
+}
+
+func TestGoldenTable2(t *testing.T) {
+	n, ports := table2(t)
+	set, err := Compile(n, ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := set.String()
+	const golden = "testdata/table2.golden"
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != string(want) {
+		t.Fatalf("flow set differs from %s (rerun with -update after checking):\n%s", golden, got)
+	}
+}
+
+func TestPortBlocks(t *testing.T) {
+	for _, r := range []tenant.PortRange{{22, 22}, {1000, 2000}, {1, 65535}, {0, 0xffff}, {65535, 65535}, {1023, 1025}} {
+		blocks := portBlocks(r)
+		for p := 0; p <= 0xffff; p++ {
+			in := false
+			for _, b := range blocks {
+				if uint16(p)&b[1] == b[0] {
+					in = true
+				}
+			}
+			if in != (uint16(p) >= r.Lo && uint16(p) <= r.Hi) {
+				t.Fatalf("range %v port %d: blocks %v say %v", r, p, blocks, in)
+			}
+		}
+	}
+}
+
+// TestPropertyOracleAgreesAndNoCrossTenant runs the compiled flows on random
+// packets over random nets: the interpreter must agree with the oracle on
+// every packet and never deliver a packet outside its ingress domain.
+func TestPropertyOracleAgreesAndNoCrossTenant(t *testing.T) {
+	nets, perNet := 1000, 12
+	if testing.Short() {
+		nets = 100
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	cases, passed := 0, 0
+	for i := 0; i < nets; i++ {
+		ds := tenanttest.Net(r, tenanttest.Options{Domains: 2 + r.IntN(2), Uplinks: true, AllowStateful: true})
+		n, err := tenant.NewNet(ds)
+		if err != nil {
+			t.Fatalf("generator made an invalid net: %v", err)
+		}
+		ports := Ports{}
+		names := map[uint32]string{}
+		for _, d := range n.Domains {
+			for _, vm := range d.VMs {
+				if r.IntN(12) != 0 { // a few VMs are not attached
+					ports[vm.Port] = uint32(len(ports) + 1)
+					names[ports[vm.Port]] = vm.Port
+				}
+			}
+		}
+		ports[tenanttest.UplinkPort] = 100
+		names[100] = tenanttest.UplinkPort
+		set, err := Compile(n, ports)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < perNet; k++ {
+			p := tenanttest.Packet(r, n)
+			cases++
+			res, err := set.Run(p, ports)
+			if err != nil {
+				t.Fatalf("net %d packet %+v: %v", i, p, err)
+			}
+			// No cross-tenant delivery, ever.
+			ingress := ingressTID(n, p)
+			for j, o := range res.Out {
+				if vm, ok := n.VMByPort(names[o]); ok {
+					if vm.Subnet.Domain.TID != ingress {
+						t.Fatalf("packet %+v from domain %d delivered to vm %s of domain %d", p, ingress, vm.Name, vm.Subnet.Domain.TID)
+					}
+				} else if res.VLAN[j] != ingress {
+					t.Fatalf("packet %+v from domain %d left uplink with tag %d", p, ingress, res.VLAN[j])
+				}
+			}
+			// Agreement with the oracle on attached ports.
+			v := n.Decide(p)
+			var want []string
+			if v.Action == tenant.Pass {
+				for _, o := range v.Out {
+					if _, ok := ports[o]; ok && (o != p.InPort) {
+						want = append(want, o)
+					}
+				}
+			}
+			if _, ok := ports[p.InPort]; !ok {
+				want = nil
+			}
+			var got []string
+			for _, o := range res.Out {
+				got = append(got, names[o])
+			}
+			slices.Sort(want)
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				t.Fatalf("net %d: packet %+v\noracle: %v %v (%s)\nflows:  %v\ntrace: %v\npolicy: %+v", i, p, v.Action, want, v.Reason, got, res.Trace, ds)
+			}
+			if len(got) > 0 {
+				passed++
+			}
+		}
+	}
+	t.Logf("%d cases, %d delivered", cases, passed)
+	if passed == 0 || passed == cases {
+		t.Fatalf("degenerate sample: %d of %d delivered", passed, cases)
+	}
+}
+
+func ingressTID(n *tenant.Net, p tenant.Packet) int {
+	if vm, ok := n.VMByPort(p.InPort); ok {
+		return vm.Subnet.Domain.TID
+	}
+	if d, ok := n.UplinkDomain(p.InPort, p.VLAN); ok {
+		return d.TID
+	}
+	return -1
+}
+
+func TestTable2ThroughFlows(t *testing.T) {
+	n, ports := table2(t)
+	set, err := Compile(n, ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := func(name string) *tenant.RVM { v, _ := n.VMByName(0, name); return v }
+	pkt := func(a, b string, proto uint8, sp, dp uint16) tenant.Packet {
+		x, y := vm(a), vm(b)
+		return tenant.Packet{InPort: x.Port, EthSrc: x.HW, EthDst: y.HW, EthType: tenant.EthIPv4, Src: x.Addr, Dst: y.Addr, Proto: proto, SrcPort: sp, DstPort: dp}
+	}
+	for _, tc := range []struct {
+		name string
+		p    tenant.Packet
+		out  int
+	}{
+		{"ping VM1->VM2", pkt("VM1", "VM2", tenant.ProtoICMP, 0, 0), 1},
+		{"ping VM1->VM3", pkt("VM1", "VM3", tenant.ProtoICMP, 0, 0), 0},
+		{"tcp VM1->VM3:22", pkt("VM1", "VM3", tenant.ProtoTCP, 40000, 22), 1},
+		{"tcp VM3:22->VM1", pkt("VM3", "VM1", tenant.ProtoTCP, 22, 40000), 1},
+	} {
+		res, err := set.Run(tc.p, ports)
+		if err != nil || len(res.Out) != tc.out {
+			t.Errorf("%s: out %v err %v, want %d outputs", tc.name, res.Out, err, tc.out)
+		}
+	}
+}
+
+func BenchmarkCompile10kACRs(b *testing.B) {
+	n := BigNet(b, 10000)
+	ports := Ports{}
+	for _, d := range n.Domains {
+		for i, vm := range d.VMs {
+			ports[vm.Port] = uint32(i + 1)
+		}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Compile(n, ports); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

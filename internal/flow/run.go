@@ -1,0 +1,163 @@
+package flow
+
+import (
+	"fmt"
+	"net/netip"
+
+	"secaas/internal/tenant"
+)
+
+// Result is what the pipeline did with a packet.
+type Result struct {
+	Out   []uint32 // ports the packet left by, in action order
+	VLAN  []int    // the packet's tag at each output (0: untagged)
+	Trace []*Flow  // the flows that matched, in order
+}
+
+// MaxSteps bounds a pipeline walk (resubmission loops in a hand-written set).
+const MaxSteps = 64
+
+// Run interprets the flow set on p the way Open vSwitch does for the subset
+// of OpenFlow the compiler emits: highest priority match per table, actions
+// in order, table-miss drops, output to the ingress port is skipped. It
+// reports an error when two matching flows share the highest priority
+// (undefined in OpenFlow) or the walk does not end.
+func (s *Set) Run(p tenant.Packet, ports Ports) (Result, error) {
+	var res Result
+	var regs [5]uint32
+	inPort, ok := ports[p.InPort]
+	if !ok {
+		return res, nil
+	}
+	vlan := p.VLAN
+	var ct uint8
+	table := uint8(0)
+	for step := 0; ; step++ {
+		if step >= MaxSteps {
+			return res, fmt.Errorf("run: more than %d tables visited", MaxSteps)
+		}
+		f, err := s.lookup(table, &p, inPort, vlan, &regs, ct)
+		if err != nil {
+			return res, err
+		}
+		if f == nil {
+			return res, nil
+		}
+		res.Trace = append(res.Trace, f)
+		next := -1
+		for _, a := range f.Actions {
+			switch a.Kind {
+			case SetReg:
+				regs[a.Reg] = a.Value
+			case Output:
+				if a.Value != inPort {
+					res.Out = append(res.Out, a.Value)
+					res.VLAN = append(res.VLAN, vlan)
+				}
+			case Goto:
+				next = int(a.Value)
+			case PushVLAN:
+				vlan = int(a.Value)
+			case PopVLAN:
+				vlan = 0
+			case CT:
+				if !a.Commit {
+					ct = CTTrk | CTNew
+					if p.Established {
+						ct = CTTrk | CTEst
+					}
+					next = int(a.Value)
+				}
+			}
+		}
+		if next < 0 {
+			return res, nil
+		}
+		table = uint8(next)
+	}
+}
+
+func (s *Set) lookup(table uint8, p *tenant.Packet, inPort uint32, vlan int, regs *[5]uint32, ct uint8) (*Flow, error) {
+	var best *Flow
+	for i := range s.Flows {
+		f := &s.Flows[i]
+		if f.Table != table || !f.Match.matches(p, inPort, vlan, regs, ct) {
+			continue
+		}
+		switch {
+		case best == nil || f.Priority > best.Priority:
+			best = f
+		case f.Priority == best.Priority && (f.Cookie == 0 || f.Cookie != best.Cookie):
+			// Overlapping flows of one rule share its action; anything else
+			// is undefined in OpenFlow.
+			return nil, fmt.Errorf("run: table %d: flows %q and %q both match at priority %d", table, best, f, f.Priority)
+		}
+	}
+	return best, nil
+}
+
+func (m *Match) matches(p *tenant.Packet, inPort uint32, vlan int, regs *[5]uint32, ct uint8) bool {
+	h := m.Has
+	for i := range m.Regs {
+		if h&(FReg0<<i) != 0 && regs[i] != m.Regs[i] {
+			return false
+		}
+	}
+	switch {
+	case h&FCTState != 0 && (ct&m.CTSet != m.CTSet || ct&m.CTClear != 0):
+		return false
+	case h&FInPort != 0 && inPort != m.InPort:
+		return false
+	case h&FUntagged != 0 && vlan != 0:
+		return false
+	case h&FVLAN != 0 && vlan != int(m.VLAN):
+		return false
+	case h&FDlSrc != 0 && p.EthSrc != m.DlSrc:
+		return false
+	case h&FDlDst != 0 && !macMatch(p.EthDst, m.DlDst, m.DlDstMask):
+		return false
+	case h&FDlType != 0 && p.EthType != m.DlType:
+		return false
+	}
+	isIP := p.EthType == tenant.EthIPv4 || p.EthType == tenant.EthIPv6
+	switch {
+	case h&FNwProto != 0 && (!isIP || p.Proto != m.NwProto):
+		return false
+	case h&FNwSrc != 0 && (!isIP || !prefixMatch(m.NwSrc, p.Src)):
+		return false
+	case h&FNwDst != 0 && (!isIP || !prefixMatch(m.NwDst, p.Dst)):
+		return false
+	case h&FTpSrc != 0 && p.SrcPort&mask16(m.TpSrcMask) != m.TpSrc:
+		return false
+	case h&FTpDst != 0 && p.DstPort&mask16(m.TpDstMask) != m.TpDst:
+		return false
+	case h&FICMPType != 0 && p.ICMPType != m.ICMPType:
+		return false
+	case h&FArpSPA != 0 && p.ARPSPA != m.ArpSPA:
+		return false
+	case h&FArpSHA != 0 && p.ARPSHA != m.ArpSHA:
+		return false
+	}
+	return true
+}
+
+func mask16(m uint16) uint16 {
+	if m == 0 {
+		return 0xffff
+	}
+	return m
+}
+
+func macMatch(a, v, mask tenant.MAC) bool {
+	if mask == (tenant.MAC{}) {
+		return a == v
+	}
+	for i := range a {
+		if a[i]&mask[i] != v[i]&mask[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func prefixMatch(p netip.Prefix, a netip.Addr) bool { return a.IsValid() && p.Contains(a) }

@@ -1,0 +1,3 @@
+// Package tenanttest generates random tenant nets and packets for property
+// and differential tests of every enforcement backend.
+package tenanttest
