@@ -186,8 +186,9 @@ func NewNet(domains []Domain) (*Net, error) {
 		rd := resolveDomain(d, where, &pr, &sid, &seq)
 		n.Domains = append(n.Domains, rd)
 		for _, vm := range rd.VMs {
-			if other, ok := n.byPort[vm.Port]; ok {
-				pr.add("%s: vm %q: port %q already belongs to vm %q of domain %d", where, vm.Name, vm.Port, other.Name, other.Subnet.Domain.TID)
+			if _, ok := n.byPort[vm.Port]; ok {
+				// Say nothing of the other VM: it may be another tenant's.
+				pr.add("%s: vm %q: port %q is already in use", where, vm.Name, vm.Port)
 				continue
 			}
 			n.byPort[vm.Port] = vm

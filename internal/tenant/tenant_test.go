@@ -111,7 +111,7 @@ func TestValidationErrors(t *testing.T) {
 		{"ip outside cidr", "outside the subnet", func(d *Domain) { d.Subnets[0].VMs[0].IP = "10.0.1.1" }},
 		{"bad cidr", "not an IP prefix", func(d *Domain) { d.Subnets[0].CIDR = "10.0.0.0/33" }},
 		{"dup ip", "also vm", func(d *Domain) { d.Subnets[0].VMs[1].IP = "10.0.0.1" }},
-		{"dup port", "already belongs", func(d *Domain) { d.Subnets[0].VMs[1].Port = "pa" }},
+		{"dup port", "already in use", func(d *Domain) { d.Subnets[0].VMs[1].Port = "pa" }},
 		{"long port", "not a valid port name", func(d *Domain) { d.Subnets[0].VMs[1].Port = "port-name-too-long" }},
 		{"unknown vm in acr", "neither a VM", func(d *Domain) { d.Subnets[0].ACRs[0].SrcMAC = []string{"ghost"} }},
 		{"priority range", "outside 0..65535", func(d *Domain) { d.Subnets[0].ACRs[0].Priority = 70000 }},

@@ -1,0 +1,7 @@
+// Package ovs drives a real Open vSwitch bridge with the userspace (netdev)
+// datapath through its own command-line tools (ovs-vsctl, ovs-ofctl,
+// ovs-appctl): it makes sure the bridge exists with fail_mode=secure, reads
+// port numbers, replaces the whole flow table atomically in one OpenFlow
+// bundle, reports drift against a desired flow set, and asks the switch to
+// trace a packet (ofproto/trace). Flow sets come from package flow.
+package ovs

@@ -1,0 +1,338 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"secaas/internal/tenant"
+)
+
+// Sentinel errors, for errors.Is.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+var migrations = []string{
+	`CREATE TABLE tenants (
+		id TEXT PRIMARY KEY,
+		name TEXT NOT NULL,
+		token_sha256 TEXT NOT NULL UNIQUE,
+		created_at TEXT NOT NULL
+	)`,
+	`CREATE TABLE domains (
+		tid INTEGER PRIMARY KEY,
+		tenant_id TEXT NOT NULL REFERENCES tenants(id),
+		doc TEXT NOT NULL,
+		version INTEGER NOT NULL,
+		updated_at TEXT NOT NULL
+	)`,
+	`CREATE TABLE events (
+		id INTEGER PRIMARY KEY AUTOINCREMENT,
+		time TEXT NOT NULL,
+		tenant_id TEXT NOT NULL DEFAULT '',
+		kind TEXT NOT NULL,
+		subject TEXT NOT NULL DEFAULT '',
+		detail TEXT NOT NULL DEFAULT ''
+	)`,
+	`CREATE INDEX events_tenant ON events(tenant_id, id)`,
+}
+
+// Store is the control plane's database.
+type Store struct {
+	db  *sql.DB
+	now func() time.Time
+}
+
+// Open opens (creating if needed) the database at path and migrates it.
+// Use ":memory:" for a throwaway store.
+func Open(ctx context.Context, path string) (*Store, error) {
+	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
+	if path == ":memory:" {
+		dsn = "file::memory:?_pragma=foreign_keys(1)"
+	}
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db.SetMaxOpenConns(1) // one writer; also keeps :memory: one database
+	s := &Store{db: db, now: time.Now}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }
+
+func (s *Store) migrate(ctx context.Context) error {
+	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var have int
+	if err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&have); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if have > len(migrations) {
+		return fmt.Errorf("migrate: database schema %d is newer than this program (%d)", have, len(migrations))
+	}
+	for v := have + 1; v <= len(migrations); v++ {
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version) VALUES (?)`, v); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("migrate to %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// SchemaVersion is the number of applied migrations.
+func (s *Store) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := s.db.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&v)
+	return v, err
+}
+
+// Tenant is a tenant account.
+type Tenant struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// Event is one entry of the event history.
+type Event struct {
+	ID      int64     `json:"id"`
+	Time    time.Time `json:"time"`
+	Tenant  string    `json:"tenant,omitempty"`
+	Kind    string    `json:"kind"`
+	Subject string    `json:"subject,omitempty"`
+	Detail  string    `json:"detail,omitempty"`
+}
+
+// HashToken is how tokens are stored and looked up.
+func HashToken(tok string) string {
+	h := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(h[:])
+}
+
+// Tx is one store transaction.
+type Tx struct {
+	tx  *sql.Tx
+	ctx context.Context
+	now time.Time
+}
+
+// Update runs fn in a write transaction; an error from fn rolls it back.
+func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	if err := fn(&Tx{tx: tx, ctx: ctx, now: s.now().UTC()}); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// View runs fn in a transaction that is always rolled back.
+func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback()
+	return fn(&Tx{tx: tx, ctx: ctx, now: s.now().UTC()})
+}
+
+// CreateTenant adds a tenant whose API token hashes to tokenHash.
+func (t *Tx) CreateTenant(id, name, tokenHash string) (Tenant, error) {
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO tenants(id, name, token_sha256, created_at) VALUES (?, ?, ?, ?)`,
+		id, name, tokenHash, t.now.Format(time.RFC3339Nano))
+	if err != nil {
+		if t.exists(`SELECT 1 FROM tenants WHERE id = ?`, id) {
+			return Tenant{}, fmt.Errorf("tenant %q already exists: %w", id, ErrConflict)
+		}
+		return Tenant{}, fmt.Errorf("create tenant: %w", err)
+	}
+	return Tenant{ID: id, Name: name, CreatedAt: t.now}, nil
+}
+
+func (t *Tx) exists(q string, args ...any) bool {
+	var one int
+	return t.tx.QueryRowContext(t.ctx, q, args...).Scan(&one) == nil
+}
+
+// TenantByToken finds the tenant whose token hashes to tokenHash.
+func (t *Tx) TenantByToken(tokenHash string) (Tenant, error) {
+	return t.scanTenant(t.tx.QueryRowContext(t.ctx, `SELECT id, name, created_at FROM tenants WHERE token_sha256 = ?`, tokenHash))
+}
+
+// Tenant returns one tenant.
+func (t *Tx) Tenant(id string) (Tenant, error) {
+	return t.scanTenant(t.tx.QueryRowContext(t.ctx, `SELECT id, name, created_at FROM tenants WHERE id = ?`, id))
+}
+
+func (t *Tx) scanTenant(row *sql.Row) (Tenant, error) {
+	var tn Tenant
+	var at string
+	if err := row.Scan(&tn.ID, &tn.Name, &at); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return Tenant{}, fmt.Errorf("tenant: %w", ErrNotFound)
+		}
+		return Tenant{}, fmt.Errorf("tenant: %w", err)
+	}
+	tn.CreatedAt, _ = time.Parse(time.RFC3339Nano, at)
+	return tn, nil
+}
+
+// Tenants lists every tenant.
+func (t *Tx) Tenants() ([]Tenant, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT id, name, created_at FROM tenants ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list tenants: %w", err)
+	}
+	defer rows.Close()
+	var out []Tenant
+	for rows.Next() {
+		var tn Tenant
+		var at string
+		if err := rows.Scan(&tn.ID, &tn.Name, &at); err != nil {
+			return nil, fmt.Errorf("list tenants: %w", err)
+		}
+		tn.CreatedAt, _ = time.Parse(time.RFC3339Nano, at)
+		out = append(out, tn)
+	}
+	return out, rows.Err()
+}
+
+// DeleteTenant removes a tenant that owns no domain.
+func (t *Tx) DeleteTenant(id string) error {
+	if t.exists(`SELECT 1 FROM domains WHERE tenant_id = ?`, id) {
+		return fmt.Errorf("tenant %q still owns domains: %w", id, ErrConflict)
+	}
+	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM tenants WHERE id = ?`, id)
+	if err != nil {
+		return fmt.Errorf("delete tenant: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("tenant %q: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// Domains returns every domain, by TID.
+func (t *Tx) Domains() ([]tenant.Domain, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT doc FROM domains ORDER BY tid`)
+	if err != nil {
+		return nil, fmt.Errorf("list domains: %w", err)
+	}
+	defer rows.Close()
+	var out []tenant.Domain
+	for rows.Next() {
+		var doc string
+		if err := rows.Scan(&doc); err != nil {
+			return nil, fmt.Errorf("list domains: %w", err)
+		}
+		var d tenant.Domain
+		if err := json.Unmarshal([]byte(doc), &d); err != nil {
+			return nil, fmt.Errorf("list domains: corrupt document: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// PutDomain inserts or replaces a domain document.
+func (t *Tx) PutDomain(d tenant.Domain) error {
+	doc, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("put domain: %w", err)
+	}
+	_, err = t.tx.ExecContext(t.ctx, `INSERT INTO domains(tid, tenant_id, doc, version, updated_at) VALUES (?, ?, ?, 1, ?)
+		ON CONFLICT(tid) DO UPDATE SET doc = excluded.doc, tenant_id = excluded.tenant_id, version = version + 1, updated_at = excluded.updated_at`,
+		d.TID, d.Tenant, string(doc), t.now.Format(time.RFC3339Nano))
+	if err != nil {
+		if !t.exists(`SELECT 1 FROM tenants WHERE id = ?`, d.Tenant) {
+			return fmt.Errorf("tenant %q: %w", d.Tenant, ErrNotFound)
+		}
+		return fmt.Errorf("put domain: %w", err)
+	}
+	return nil
+}
+
+// DeleteDomain removes a domain.
+func (t *Tx) DeleteDomain(tid int) error {
+	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM domains WHERE tid = ?`, tid)
+	if err != nil {
+		return fmt.Errorf("delete domain: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("domain %d: %w", tid, ErrNotFound)
+	}
+	return nil
+}
+
+// AddEvent appends to the event history and returns the stored event.
+func (t *Tx) AddEvent(e Event) (Event, error) {
+	e.Time = t.now
+	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail) VALUES (?, ?, ?, ?, ?)`,
+		e.Time.Format(time.RFC3339Nano), e.Tenant, e.Kind, e.Subject, e.Detail)
+	if err != nil {
+		return e, fmt.Errorf("add event: %w", err)
+	}
+	e.ID, _ = res.LastInsertId()
+	return e, nil
+}
+
+// Events returns up to limit events with id > after; tenant "" means all.
+func (t *Tx) Events(tenantID string, after int64, limit int) ([]Event, error) {
+	q := `SELECT id, time, tenant_id, kind, subject, detail FROM events WHERE id > ?`
+	args := []any{after}
+	if tenantID != "" {
+		q += ` AND tenant_id = ?`
+		args = append(args, tenantID)
+	}
+	q += ` ORDER BY id LIMIT ?`
+	args = append(args, limit)
+	rows, err := t.tx.QueryContext(t.ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list events: %w", err)
+	}
+	defer rows.Close()
+	var out []Event
+	for rows.Next() {
+		var e Event
+		var at string
+		if err := rows.Scan(&e.ID, &at, &e.Tenant, &e.Kind, &e.Subject, &e.Detail); err != nil {
+			return nil, fmt.Errorf("list events: %w", err)
+		}
+		e.Time, _ = time.Parse(time.RFC3339Nano, at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}

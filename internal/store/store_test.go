@@ -1,0 +1,74 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+
+	"secaas/internal/tenant"
+)
+
+func TestStoreRoundTripAndRollback(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error {
+		if _, err := tx.CreateTenant("acme", "Acme", HashToken("tok")); err != nil {
+			return err
+		}
+		return tx.PutDomain(tenant.Domain{TID: 5, Name: "d", Tenant: "acme"})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A failing transaction leaves nothing behind.
+	boom := errors.New("apply failed")
+	err = s.Update(ctx, func(tx *Tx) error {
+		if err := tx.PutDomain(tenant.Domain{TID: 6, Name: "e", Tenant: "acme"}); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("got %v", err)
+	}
+	s.Close()
+	s, err = Open(ctx, path) // reopen: migrations are idempotent
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, _ := s.SchemaVersion(ctx); v != len(migrations) {
+		t.Fatalf("schema version %d", v)
+	}
+	s.View(ctx, func(tx *Tx) error {
+		ds, err := tx.Domains()
+		if err != nil || len(ds) != 1 || ds[0].TID != 5 {
+			t.Fatalf("domains %+v %v", ds, err)
+		}
+		tn, err := tx.TenantByToken(HashToken("tok"))
+		if err != nil || tn.ID != "acme" {
+			t.Fatalf("by token: %+v %v", tn, err)
+		}
+		if _, err := tx.TenantByToken(HashToken("nope")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("unknown token: %v", err)
+		}
+		return nil
+	})
+	err = s.Update(ctx, func(tx *Tx) error { return tx.DeleteTenant("acme") })
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("delete tenant with domains: %v", err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error { _, err := tx.CreateTenant("acme", "x", HashToken("t2")); return err })
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("duplicate tenant: %v", err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error { return tx.PutDomain(tenant.Domain{TID: 9, Name: "x", Tenant: "ghost"}) })
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("domain of unknown tenant: %v", err)
+	}
+}
