@@ -45,7 +45,7 @@ func TestGoldenTable2(t *testing.T) {
 }
 
 func TestPortBlocks(t *testing.T) {
-	for _, r := range []tenant.PortRange{{22, 22}, {1000, 2000}, {1, 65535}, {0, 0xffff}, {65535, 65535}, {1023, 1025}} {
+	for _, r := range []tenant.PortRange{{Lo: 22, Hi: 22}, {Lo: 1000, Hi: 2000}, {Lo: 1, Hi: 65535}, {Lo: 0, Hi: 0xffff}, {Lo: 65535, Hi: 65535}, {Lo: 1023, Hi: 1025}} {
 		blocks := portBlocks(r)
 		for p := 0; p <= 0xffff; p++ {
 			in := false

@@ -16,6 +16,7 @@ type Options struct {
 	MaxRules      int  // per subnet (default 6)
 	Uplinks       bool // give some domains a shared uplink port
 	AllowStateful bool
+	PortPrefix    string // switch port names are PortPrefix+N (default "p")
 }
 
 func (o *Options) defaults() {
@@ -30,6 +31,9 @@ func (o *Options) defaults() {
 	}
 	if o.MaxRules == 0 {
 		o.MaxRules = 6
+	}
+	if o.PortPrefix == "" {
+		o.PortPrefix = "p"
 	}
 }
 
@@ -77,7 +81,7 @@ func Net(r *rand.Rand, o Options) []tenant.Domain {
 				name := fmt.Sprintf("v%d_%d_%d", di, si, vi)
 				names = append(names, name)
 				s.VMs = append(s.VMs, tenant.VM{Name: name, MAC: fmt.Sprintf("02:00:00:00:00:%02x", mac),
-					IP: fmt.Sprintf("10.0.0.%d", ip), Port: fmt.Sprintf("p%d", port)})
+					IP: fmt.Sprintf("10.0.0.%d", ip), Port: fmt.Sprintf("%s%d", o.PortPrefix, port)})
 			}
 			d.Subnets = append(d.Subnets, s)
 		}

@@ -1,0 +1,269 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"secaas/internal/flow"
+	"secaas/internal/ovs"
+	"secaas/internal/tenant"
+)
+
+// Event is something the agent did that the control plane should record.
+type Event struct {
+	Kind   string // "flows.applied", "flows.drift_repaired", "flows.recompiled"
+	Detail string
+}
+
+// Agent enforces tenant domains on one bridge.
+type Agent struct {
+	br      *ovs.Bridge
+	log     *slog.Logger
+	onEvent func(Event)
+
+	mu      sync.Mutex // guards the fields below and serialises switch writes
+	domains []tenant.Domain
+	net     *tenant.Net
+	ports   flow.Ports
+	set     *flow.Set
+	flows   string
+}
+
+// New returns an agent for br. onEvent may be nil.
+func New(br *ovs.Bridge, log *slog.Logger, onEvent func(Event)) *Agent {
+	if onEvent == nil {
+		onEvent = func(Event) {}
+	}
+	return &Agent{br: br, log: log, onEvent: onEvent, net: mustEmpty()}
+}
+
+func mustEmpty() *tenant.Net {
+	n, err := tenant.NewNet(nil)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// Start makes sure the bridge exists (fail_mode=secure) and installs the
+// current desired state (initially: drop everything).
+func (a *Agent) Start(ctx context.Context) error {
+	if err := a.br.Ensure(ctx); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applyLocked(ctx, a.domains)
+}
+
+// Apply validates domains, compiles them against the bridge's current ports
+// and replaces the bridge's flows in one bundle. On error the switch and the
+// agent keep the previous state.
+func (a *Agent) Apply(ctx context.Context, domains []tenant.Domain) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.applyLocked(ctx, domains)
+}
+
+func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error {
+	n, err := tenant.NewNet(domains)
+	if err != nil {
+		return err
+	}
+	ports, err := a.br.Ports(ctx)
+	if err != nil {
+		return err
+	}
+	set, err := flow.Compile(n, ports)
+	if err != nil {
+		return err
+	}
+	text := set.String()
+	if err := a.br.Replace(ctx, text); err != nil {
+		return err
+	}
+	a.domains, a.net, a.ports, a.set, a.flows = domains, n, ports, set, text
+	a.log.Info("flows applied", "bridge", a.br.Name, "domains", len(domains), "flows", len(set.Flows))
+	a.onEvent(Event{Kind: "flows.applied", Detail: fmt.Sprintf("%d domains, %d flows on %s", len(domains), len(set.Flows), a.br.Name)})
+	return nil
+}
+
+// Reconcile runs one pass: recompile if the bridge's ports changed, then
+// restore the desired flows if the switch drifted from them. It reports
+// whether it changed the switch.
+func (a *Agent) Reconcile(ctx context.Context) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ports, err := a.br.Ports(ctx)
+	if err != nil {
+		return false, err
+	}
+	if !maps.Equal(ports, a.ports) {
+		a.log.Info("ports changed, recompiling", "bridge", a.br.Name)
+		if err := a.applyLocked(ctx, a.domains); err != nil {
+			return false, fmt.Errorf("reconcile: %w", err)
+		}
+		a.onEvent(Event{Kind: "flows.recompiled", Detail: "switch ports changed"})
+		return true, nil
+	}
+	diff, err := a.br.Diff(ctx, a.flows)
+	if err != nil {
+		return false, fmt.Errorf("reconcile: %w", err)
+	}
+	if strings.TrimSpace(diff) == "" {
+		return false, nil
+	}
+	lines := strings.Count(strings.TrimSpace(diff), "\n") + 1
+	if err := a.br.Replace(ctx, a.flows); err != nil {
+		return false, fmt.Errorf("reconcile: %w", err)
+	}
+	a.log.Warn("flow drift repaired", "bridge", a.br.Name, "differences", lines)
+	a.onEvent(Event{Kind: "flows.drift_repaired", Detail: fmt.Sprintf("%d flow differences on %s repaired", lines, a.br.Name)})
+	return true, nil
+}
+
+// Run reconciles every interval until ctx ends.
+func (a *Agent) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := a.Reconcile(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("reconcile failed", "bridge", a.br.Name, "err", err)
+			}
+		}
+	}
+}
+
+// Flows returns the desired flow set currently enforced.
+func (a *Agent) Flows() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.flows
+}
+
+// TraceResult is the switch's verdict on a packet, in policy terms.
+type TraceResult struct {
+	Action tenant.Action    `json:"action"`
+	Out    []string         `json:"out,omitempty"`
+	Rules  []tenant.RuleRef `json:"rules,omitempty"`
+	Raw    string           `json:"raw,omitempty"`
+}
+
+// Trace asks the real switch (ofproto/trace) what it does with p.
+func (a *Agent) Trace(ctx context.Context, p tenant.Packet) (TraceResult, error) {
+	a.mu.Lock()
+	ports, set := a.ports, a.set
+	a.mu.Unlock()
+	return TraceOn(ctx, a.br, ports, set, p)
+}
+
+// TraceOn traces p on br, naming ports and rules with ports and set.
+func TraceOn(ctx context.Context, br *ovs.Bridge, ports flow.Ports, set *flow.Set, p tenant.Packet) (TraceResult, error) {
+	spec, err := TraceSpec(p, ports)
+	if err != nil {
+		return TraceResult{}, err
+	}
+	ct := ""
+	if p.IsIP() {
+		ct = "trk,new"
+		if p.Established {
+			ct = "trk,est"
+		}
+	}
+	tr, err := br.Trace(ctx, spec, ct)
+	if err != nil {
+		return TraceResult{}, err
+	}
+	res := TraceResult{Action: tenant.Drop, Raw: tr.Raw}
+	names := map[uint32]string{}
+	for n, no := range ports {
+		names[no] = n
+	}
+	for _, o := range tr.Out {
+		res.Out = append(res.Out, names[o])
+	}
+	if !tr.Dropped && len(res.Out) > 0 {
+		res.Action = tenant.Pass
+	}
+	seen := map[uint64]bool{}
+	for _, c := range tr.Cookies {
+		if ref, ok := set.Rules[c]; ok && !seen[c] {
+			seen[c] = true
+			res.Rules = append(res.Rules, ref)
+		}
+	}
+	return res, nil
+}
+
+// l3Keyword names the protocol the way ovs-ofctl wants it for prerequisites.
+func l3Keyword(v6 bool, proto uint8) string {
+	k := map[uint8]string{tenant.ProtoTCP: "tcp", tenant.ProtoUDP: "udp", tenant.ProtoICMP: "icmp", tenant.ProtoICMP6: "icmp6"}[proto]
+	switch {
+	case k == "icmp6" && v6, k == "icmp" && !v6:
+		return k
+	case k != "" && k != "icmp" && k != "icmp6":
+		if v6 {
+			return k + "6"
+		}
+		return k
+	case v6:
+		return fmt.Sprintf("ipv6,nw_proto=%d", proto)
+	}
+	return fmt.Sprintf("ip,nw_proto=%d", proto)
+}
+
+// TraceSpec renders p as an ofproto/trace flow description.
+func TraceSpec(p tenant.Packet, ports flow.Ports) (string, error) {
+	no, ok := ports[p.InPort]
+	if !ok {
+		return "", fmt.Errorf("trace: port %q is not on the bridge", p.InPort)
+	}
+	f := []string{fmt.Sprintf("in_port=%d", no)}
+	if p.VLAN != 0 {
+		f = append(f, fmt.Sprintf("dl_vlan=%d", p.VLAN))
+	}
+	f = append(f, "dl_src="+p.EthSrc.String(), "dl_dst="+p.EthDst.String())
+	addr := func(k string, a netip.Addr) {
+		if a.IsValid() {
+			f = append(f, k+"="+a.String())
+		}
+	}
+	switch p.EthType {
+	case tenant.EthARP:
+		f = append(f, "arp", "arp_op=1", "arp_sha="+p.ARPSHA.String())
+		addr("arp_spa", p.ARPSPA)
+	case tenant.EthIPv4, tenant.EthIPv6:
+		v6 := p.EthType == tenant.EthIPv6
+		f = append(f, l3Keyword(v6, p.Proto))
+		if v6 {
+			addr("ipv6_src", p.Src)
+			addr("ipv6_dst", p.Dst)
+		} else {
+			addr("nw_src", p.Src)
+			addr("nw_dst", p.Dst)
+		}
+		switch p.Proto {
+		case tenant.ProtoTCP:
+			f = append(f, fmt.Sprintf("tcp_src=%d,tcp_dst=%d", p.SrcPort, p.DstPort))
+		case tenant.ProtoUDP: // ofproto/trace refuses tp_src for UDP
+			f = append(f, fmt.Sprintf("udp_src=%d,udp_dst=%d", p.SrcPort, p.DstPort))
+		case tenant.ProtoICMP:
+			f = append(f, fmt.Sprintf("icmp_type=%d", p.ICMPType))
+		case tenant.ProtoICMP6:
+			f = append(f, fmt.Sprintf("icmpv6_type=%d", p.ICMPType))
+		}
+	default:
+		f = append(f, fmt.Sprintf("dl_type=0x%04x", p.EthType))
+	}
+	return strings.Join(f, ","), nil
+}

@@ -1,0 +1,52 @@
+// Package labtest gates integration tests on what they need. Outside CI a
+// missing prerequisite skips the test with the reason; with CI=true it fails
+// the run, so that CI can never pass by skipping.
+package labtest
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"secaas/internal/lab"
+	"secaas/internal/ovs"
+)
+
+// Missing skips (or, under CI, fails) the test because of reason.
+func Missing(t testing.TB, reason string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("integration prerequisite missing under CI: %s", reason)
+	}
+	t.Skipf("skipping integration test: %s (run make test as root: it installs and starts what is needed)", reason)
+}
+
+// RequireOVS needs root, namespaces and a running Open vSwitch.
+func RequireOVS(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		Missing(t, "-short")
+	}
+	if err := lab.Available(); err != nil {
+		Missing(t, err.Error())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ovs.Available(ctx); err != nil {
+		Missing(t, "open vswitch is not running: "+err.Error())
+	}
+}
+
+// Bridge makes a fresh bridge for the test and deletes it afterwards.
+func Bridge(t testing.TB, name string) *ovs.Bridge {
+	t.Helper()
+	ctx := context.Background()
+	br := ovs.NewBridge(name)
+	br.Delete(ctx)
+	if err := br.Ensure(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { br.Delete(context.Background()) })
+	return br
+}
