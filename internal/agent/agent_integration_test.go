@@ -329,4 +329,3 @@ func udpDelivered(src, dst *lab.Host, sport, dport uint16, expect bool) (bool, e
 	}
 	return false, nil
 }
-

@@ -1,0 +1,283 @@
+package api
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"secaas/internal/controller"
+	"secaas/internal/tenant"
+)
+
+//go:embed openapi.json
+var openAPI []byte
+
+// MaxBody bounds request bodies.
+const MaxBody = 1 << 20
+
+// Server is the HTTP API.
+type Server struct {
+	c   *controller.Controller
+	log *slog.Logger
+	mux *http.ServeMux
+}
+
+// New returns the API handler.
+func New(c *controller.Controller, log *slog.Logger) *Server {
+	s := &Server{c: c, log: log, mux: http.NewServeMux()}
+	s.routes()
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Routes lists "METHOD /path" of every route, for the OpenAPI test.
+var Routes []string
+
+func (s *Server) handle(pattern string, h func(w http.ResponseWriter, r *http.Request, who controller.Caller) error) {
+	Routes = append(Routes, pattern)
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		who, err := s.c.Authenticate(r.Context(), strings.TrimSpace(tok))
+		if err == nil {
+			err = h(w, r, who)
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+		}
+	})
+}
+
+func (s *Server) routes() {
+	Routes = nil
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	s.mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(openAPI)
+	})
+	s.handle("POST /v1/tenants", s.createTenant)
+	s.handle("GET /v1/tenants", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		ts, err := s.c.Tenants(r.Context(), who)
+		return reply(w, http.StatusOK, ts, err)
+	})
+	s.handle("DELETE /v1/tenants/{id}", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		return noContent(w, s.c.DeleteTenant(r.Context(), who, r.PathValue("id")))
+	})
+	s.handle("GET /v1/domains", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		ds, err := s.c.Domains(r.Context(), who)
+		if ds == nil {
+			ds = []tenant.Domain{}
+		}
+		return reply(w, http.StatusOK, ds, err)
+	})
+	s.handle("POST /v1/domains", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		var d tenant.Domain
+		if err := decode(r, &d); err != nil {
+			return err
+		}
+		d, err := s.c.CreateDomain(r.Context(), who, d)
+		return reply(w, http.StatusCreated, d, err)
+	})
+	s.handle("GET /v1/domains/{tid}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		d, err := s.c.Domain(r.Context(), who, tid)
+		return reply(w, http.StatusOK, d, err)
+	}))
+	s.handle("PUT /v1/domains/{tid}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var d tenant.Domain
+		if err := decode(r, &d); err != nil {
+			return err
+		}
+		d, err := s.c.ReplaceDomain(r.Context(), who, tid, d)
+		return reply(w, http.StatusOK, d, err)
+	}))
+	s.handle("DELETE /v1/domains/{tid}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		return noContent(w, s.c.DeleteDomain(r.Context(), who, tid))
+	}))
+	s.handle("POST /v1/domains/{tid}/subnets", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var sn tenant.Subnet
+		if err := decode(r, &sn); err != nil {
+			return err
+		}
+		d, err := s.c.AddSubnet(r.Context(), who, tid, sn)
+		return reply(w, http.StatusCreated, d, err)
+	}))
+	s.handle("DELETE /v1/domains/{tid}/subnets/{subnet}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		_, err := s.c.DeleteSubnet(r.Context(), who, tid, r.PathValue("subnet"))
+		return noContent(w, err)
+	}))
+	s.handle("GET /v1/domains/{tid}/vms", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		d, err := s.c.Domain(r.Context(), who, tid)
+		type row struct {
+			tenant.VM
+			Subnet string `json:"subnet"`
+		}
+		rows := []row{}
+		for _, sn := range d.Subnets {
+			for _, vm := range sn.VMs {
+				rows = append(rows, row{vm, sn.Name})
+			}
+		}
+		return reply(w, http.StatusOK, rows, err)
+	}))
+	s.handle("POST /v1/domains/{tid}/subnets/{subnet}/vms", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var vm tenant.VM
+		if err := decode(r, &vm); err != nil {
+			return err
+		}
+		vm, err := s.c.AddVM(r.Context(), who, tid, r.PathValue("subnet"), vm)
+		return reply(w, http.StatusCreated, vm, err)
+	}))
+	s.handle("DELETE /v1/domains/{tid}/vms/{vm}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		return noContent(w, s.c.DeleteVM(r.Context(), who, tid, r.PathValue("vm")))
+	}))
+	s.handle("GET /v1/domains/{tid}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		d, err := s.c.Domain(r.Context(), who, tid)
+		type row struct {
+			tenant.ACR
+			Subnet string `json:"subnet"`
+		}
+		rows := []row{}
+		for _, sn := range d.Subnets {
+			for _, a := range sn.ACRs {
+				rows = append(rows, row{a, sn.Name})
+			}
+		}
+		return reply(w, http.StatusOK, rows, err)
+	}))
+	s.handle("POST /v1/domains/{tid}/subnets/{subnet}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var a tenant.ACR
+		if err := decode(r, &a); err != nil {
+			return err
+		}
+		a, err := s.c.AddACR(r.Context(), who, tid, r.PathValue("subnet"), a)
+		return reply(w, http.StatusCreated, a, err)
+	}))
+	s.handle("DELETE /v1/domains/{tid}/acrs/{id}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		return noContent(w, s.c.DeleteACR(r.Context(), who, tid, r.PathValue("id")))
+	}))
+	s.handle("POST /v1/domains/{tid}/check", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var req controller.CheckRequest
+		if err := decode(r, &req); err != nil {
+			return err
+		}
+		v, err := s.c.Check(r.Context(), who, tid, req)
+		return reply(w, http.StatusOK, v, err)
+	}))
+	s.handle("GET /v1/events", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		ev, err := s.c.Events(r.Context(), who, after, limit)
+		return reply(w, http.StatusOK, ev, err)
+	})
+}
+
+func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+	var req struct {
+		ID   string `json:"id"`
+		Name string `json:"name,omitempty"`
+	}
+	if err := decode(r, &req); err != nil {
+		return err
+	}
+	tn, tok, err := s.c.CreateTenant(r.Context(), who, req.ID, req.Name)
+	return reply(w, http.StatusCreated, map[string]any{"id": tn.ID, "name": tn.Name, "created_at": tn.CreatedAt, "token": tok}, err)
+}
+
+func (s *Server) withTID(h func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error) func(http.ResponseWriter, *http.Request, controller.Caller) error {
+	return func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		tid, err := strconv.Atoi(r.PathValue("tid"))
+		if err != nil || tid < tenant.MinTID || tid > tenant.MaxTID {
+			return badRequest("tid %q is not a number in %d..%d", r.PathValue("tid"), tenant.MinTID, tenant.MaxTID)
+		}
+		return h(w, r, who, tid)
+	}
+}
+
+// requestError is a malformed request.
+type requestError struct{ msg string }
+
+func (e *requestError) Error() string { return e.msg }
+
+func badRequest(format string, a ...any) error { return &requestError{fmt.Sprintf(format, a...)} }
+
+// decode reads exactly one JSON value with no unknown fields.
+func decode(r *http.Request, v any) error {
+	body := http.MaxBytesReader(nil, r.Body, MaxBody)
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return badRequest("request body exceeds %d bytes", MaxBody)
+		}
+		return badRequest("malformed JSON: %v", err)
+	}
+	if dec.More() {
+		return badRequest("malformed JSON: trailing data after the object")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return badRequest("malformed JSON: trailing data after the object")
+	}
+	return nil
+}
+
+func reply(w http.ResponseWriter, status int, v any, err error) error {
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func noContent(w http.ResponseWriter, err error) error {
+	if err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// APIError is the body of every error response.
+type APIError struct {
+	Status  int    `json:"status"`
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// writeError is the one place errors become statuses and user-safe text.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	var re *requestError
+	e := APIError{Status: http.StatusInternalServerError, Error: "internal", Message: "internal error"}
+	switch {
+	case errors.As(err, &re):
+		e = APIError{http.StatusBadRequest, "bad_request", re.msg}
+	case errors.Is(err, controller.ErrUnauthorized):
+		e = APIError{http.StatusUnauthorized, "unauthorized", err.Error()}
+		w.Header().Set("WWW-Authenticate", `Bearer realm="secaas"`)
+	case errors.Is(err, controller.ErrForbidden):
+		e = APIError{http.StatusForbidden, "forbidden", err.Error()}
+	case errors.Is(err, controller.ErrInvalid):
+		e = APIError{http.StatusUnprocessableEntity, "invalid", err.Error()}
+	case errors.Is(err, controller.ErrNotFound):
+		e = APIError{http.StatusNotFound, "not_found", err.Error()}
+	case errors.Is(err, controller.ErrConflict):
+		e = APIError{http.StatusConflict, "conflict", err.Error()}
+	case errors.Is(err, controller.ErrApply):
+		e = APIError{http.StatusBadGateway, "apply_failed", "the switch refused the change; nothing was changed"}
+		s.log.Error("apply failed", "path", r.URL.Path, "err", err)
+	default:
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	json.NewEncoder(w).Encode(e)
+}

@@ -1,0 +1,350 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"secaas/internal/controller"
+	"secaas/internal/store"
+	"secaas/internal/tenant"
+)
+
+const admin = "admin-token-0123456789"
+
+// fakeNode records what it is asked to apply and can refuse.
+type fakeNode struct {
+	mu      sync.Mutex
+	applied [][]tenant.Domain
+	fail    bool
+}
+
+func (f *fakeNode) Apply(_ context.Context, ds []tenant.Domain) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.fail {
+		return errors.New("switch said no")
+	}
+	f.applied = append(f.applied, ds)
+	return nil
+}
+
+type env struct {
+	t    *testing.T
+	srv  *httptest.Server
+	node *fakeNode
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	st, err := store.Open(context.Background(), ":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	node := &fakeNode{}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := controller.New(st, node, admin, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(New(c, log))
+	t.Cleanup(srv.Close)
+	return &env{t: t, srv: srv, node: node}
+}
+
+func (e *env) do(method, path, token string, body any) (int, []byte) {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		js, _ := json.Marshal(b)
+		rd = bytes.NewReader(js)
+	}
+	req, _ := http.NewRequest(method, e.srv.URL+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, out
+}
+
+func (e *env) tenant(id string) string {
+	code, body := e.do("POST", "/v1/tenants", admin, map[string]string{"id": id})
+	if code != 201 {
+		e.t.Fatalf("create tenant: %d %s", code, body)
+	}
+	var r struct{ Token string }
+	json.Unmarshal(body, &r)
+	return r.Token
+}
+
+func table2Body(t *testing.T) tenant.Domain {
+	b, err := os.ReadFile("../../examples/table2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := tenant.ParsePolicy(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.Domains[0]
+	d.Tenant = ""
+	return d
+}
+
+func TestTenantIsolation(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.tenant("alice"), e.tenant("bob")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("alice create: %d %s", code, body)
+	}
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/v1/domains/100"}, {"PUT", "/v1/domains/100"}, {"DELETE", "/v1/domains/100"},
+		{"GET", "/v1/domains/100/vms"}, {"POST", "/v1/domains/100/subnets/subD1/vms"},
+		{"POST", "/v1/domains/100/subnets/subD1/acrs"}, {"DELETE", "/v1/domains/100/vms/VM1"},
+		{"POST", "/v1/domains/100/check"},
+	} {
+		var body any
+		switch tc.method {
+		case "PUT":
+			body = table2Body(t)
+		case "POST":
+			body = map[string]any{}
+			if strings.HasSuffix(tc.path, "vms") {
+				body = tenant.VM{Name: "evil", MAC: "02:00:00:00:00:99", IP: "192.168.1.99", Port: "evil"}
+			} else if strings.HasSuffix(tc.path, "check") {
+				body = controller.CheckRequest{From: "VM1", To: "VM3"}
+			} else {
+				body = tenant.ACR{Priority: 9, Action: "pass"}
+			}
+		}
+		if code, out := e.do(tc.method, tc.path, b, body); code != 404 {
+			t.Errorf("bob %s %s: %d %s, want 404", tc.method, tc.path, code, out)
+		}
+	}
+	code, out := e.do("GET", "/v1/domains", b, nil)
+	if code != 200 || strings.TrimSpace(string(out)) != "[]" {
+		t.Fatalf("bob sees domains: %s", out)
+	}
+	// Bob's conflicting domain (same port) gets an error that names nothing of alice's.
+	evil := tenant.Domain{TID: 200, Name: "b", Subnets: []tenant.Subnet{{Name: "s", VMs: []tenant.VM{{Name: "x", MAC: "02:00:00:00:00:01", IP: "10.0.0.1", Port: "vm1"}}}}}
+	code, out = e.do("POST", "/v1/domains", b, evil)
+	if code != 422 || strings.Contains(string(out), "paper-table2") || strings.Contains(string(out), "VM1") {
+		t.Fatalf("cross-tenant conflict: %d %s", code, out)
+	}
+	if code, _ := e.do("POST", "/v1/tenants", a, map[string]string{"id": "mallory"}); code != 403 {
+		t.Fatalf("tenant created a tenant: %d", code)
+	}
+	if code, _ := e.do("GET", "/v1/domains/100", admin, nil); code != 200 {
+		t.Fatalf("admin cannot read: %d", code)
+	}
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	a := e.tenant("alice")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	_, before := e.do("GET", "/v1/domains", a, nil)
+	applies := len(e.node.applied)
+	tests := []struct {
+		name, method, path, token string
+		body                      any
+		want                      int
+		msg                       string
+	}{
+		{"no token", "GET", "/v1/domains", "", nil, 401, "token"},
+		{"bad token", "GET", "/v1/domains", "nope", nil, 401, "token"},
+		{"malformed json", "POST", "/v1/domains", a, `{"tid": 5,`, 400, "malformed JSON"},
+		{"unknown field", "POST", "/v1/domains", a, `{"tid": 5, "name": "x", "evil": 1}`, 400, "unknown field"},
+		{"trailing data", "POST", "/v1/domains", a, `{"tid": 5, "name": "x"} {}`, 400, "trailing"},
+		{"duplicate tid", "POST", "/v1/domains", a, table2Body(t), 409, "constraint a"},
+		{"bad tid path", "GET", "/v1/domains/abc", a, nil, 400, "not a number"},
+		{"bad mac", "POST", "/v1/domains/100/subnets/subD1/vms", a, tenant.VM{Name: "v4", MAC: "xx", IP: "192.168.1.40", Port: "vm4"}, 422, "MAC"},
+		{"bad ip", "POST", "/v1/domains/100/subnets/subD1/vms", a, tenant.VM{Name: "v4", MAC: "02:00:00:00:00:44", IP: "192.168.1", Port: "vm4"}, 422, "IP"},
+		{"bad cidr", "POST", "/v1/domains/100/subnets", a, tenant.Subnet{Name: "s3", CIDR: "10.0.0.0/40"}, 422, "prefix"},
+		{"unknown subnet", "POST", "/v1/domains/100/subnets/nope/vms", a, tenant.VM{Name: "v4", MAC: "02:00:00:00:00:44", IP: "192.168.1.40", Port: "vm4"}, 404, "subnet"},
+		{"unknown vm in acr", "POST", "/v1/domains/100/subnets/subD1/acrs", a, tenant.ACR{Priority: 3, SrcMAC: []string{"VM9"}, Action: "pass"}, 422, "VM9"},
+		{"priority out of range", "POST", "/v1/domains/100/subnets/subD1/acrs", a, `{"priority": 70000, "action": "pass"}`, 422, "priority"},
+		{"bad port", "POST", "/v1/domains/100/subnets/subD1/acrs", a, `{"priority": 1, "dstport": 70000, "action": "pass"}`, 400, "port"},
+		{"delete vm named by acrs", "DELETE", "/v1/domains/100/vms/VM3", a, nil, 422, "VM3"},
+		{"unknown acr", "DELETE", "/v1/domains/100/acrs/acr-nope", a, nil, 404, "acr"},
+		{"huge body", "POST", "/v1/domains", a, `{"name":"` + strings.Repeat("x", MaxBody) + `"}`, 400, "exceeds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, out := e.do(tt.method, tt.path, tt.token, tt.body)
+			if code != tt.want || !strings.Contains(string(out), tt.msg) {
+				t.Fatalf("got %d %s, want %d with %q", code, out, tt.want, tt.msg)
+			}
+			var ae APIError
+			if json.Unmarshal(out, &ae) != nil || ae.Status != code || ae.Message == "" {
+				t.Fatalf("error body %s is not an APIError", out)
+			}
+		})
+	}
+	if _, after := e.do("GET", "/v1/domains", a, nil); !bytes.Equal(before, after) {
+		t.Fatalf("bad requests changed the state:\n%s\n%s", before, after)
+	}
+	if len(e.node.applied) != applies {
+		t.Fatalf("bad requests reached the switch")
+	}
+}
+
+func TestApplyFailureRollsBack(t *testing.T) {
+	e := newEnv(t)
+	a := e.tenant("alice")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	_, before := e.do("GET", "/v1/domains", a, nil)
+	e.node.fail = true
+	code, out := e.do("POST", "/v1/domains/100/subnets/subD1/acrs", a, tenant.ACR{Priority: 9, Action: "pass"})
+	if code != 502 {
+		t.Fatalf("got %d %s", code, out)
+	}
+	e.node.fail = false
+	if _, after := e.do("GET", "/v1/domains", a, nil); !bytes.Equal(before, after) {
+		t.Fatal("a change the switch refused was stored")
+	}
+}
+
+func TestCRUDAndCheck(t *testing.T) {
+	e := newEnv(t)
+	a := e.tenant("alice")
+	d := table2Body(t)
+	d.Subnets[1].ACRs = nil // VM3 unreachable at first
+	if code, body := e.do("POST", "/v1/domains", a, d); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	check := func() string {
+		code, out := e.do("POST", "/v1/domains/100/check", a, controller.CheckRequest{From: "VM1", To: "VM3", Proto: "tcp", DstPort: 22})
+		if code != 200 {
+			t.Fatalf("check: %d %s", code, out)
+		}
+		var v tenant.Verdict
+		json.Unmarshal(out, &v)
+		return string(v.Action)
+	}
+	if got := check(); got != "drop" {
+		t.Fatalf("before rules: %s", got)
+	}
+	var ids []string
+	for _, body := range []string{
+		`{"priority": 5, "srcmac": ["VM1", "VM2"], "dstmac": ["VM3"], "dstport": 22, "action": "pass"}`,
+		`{"priority": 5, "srcmac": ["VM3"], "dstmac": ["VM1", "VM2"], "srcport": 22, "action": "pass"}`,
+	} {
+		code, out := e.do("POST", "/v1/domains/100/subnets/subD2/acrs", a, body)
+		if code != 201 {
+			t.Fatalf("add acr: %d %s", code, out)
+		}
+		var r tenant.ACR
+		json.Unmarshal(out, &r)
+		ids = append(ids, r.ID)
+	}
+	if got := check(); got != "pass" {
+		t.Fatalf("after rules: %s", got)
+	}
+	last := e.node.applied[len(e.node.applied)-1]
+	if n := len(last[0].Subnets[1].ACRs); n != 2 {
+		t.Fatalf("the switch got %d rules", n)
+	}
+	for _, id := range ids {
+		if code, out := e.do("DELETE", "/v1/domains/100/acrs/"+id, a, nil); code != 204 {
+			t.Fatalf("delete acr: %d %s", code, out)
+		}
+	}
+	if got := check(); got != "drop" {
+		t.Fatalf("after delete: %s", got)
+	}
+	code, out := e.do("POST", "/v1/domains/100/subnets/subD2/vms", a, tenant.VM{Name: "VM4", MAC: "02:00:00:00:00:44", IP: "192.168.1.44", Port: "vm4"})
+	if code != 201 || !regexp.MustCompile(`"uuid": "[0-9a-f-]{36}"`).Match(out) {
+		t.Fatalf("add vm: %d %s", code, out)
+	}
+	if code, _ := e.do("DELETE", "/v1/domains/100/vms/VM4", a, nil); code != 204 {
+		t.Fatalf("delete vm: %d", code)
+	}
+	code, out = e.do("GET", "/v1/events", a, nil)
+	if code != 200 || !strings.Contains(string(out), "acr.deleted") {
+		t.Fatalf("events: %d %s", code, out)
+	}
+	if code, _ := e.do("DELETE", "/v1/domains/100", a, nil); code != 204 {
+		t.Fatalf("delete domain: %d", code)
+	}
+	if last := e.node.applied[len(e.node.applied)-1]; len(last) != 0 {
+		t.Fatalf("switch still has %d domains", len(last))
+	}
+}
+
+func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
+	e := newEnv(t)
+	code, out := e.do("GET", "/v1/openapi.json", "", nil)
+	if code != 200 {
+		t.Fatalf("openapi: %d", code)
+	}
+	var doc struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil || !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Fatalf("bad document: %v", err)
+	}
+	for _, r := range Routes {
+		method, path, _ := strings.Cut(r, " ")
+		if _, ok := doc.Paths[path][strings.ToLower(method)]; !ok {
+			t.Errorf("route %s is not in openapi.json", r)
+		}
+	}
+}
+
+func FuzzDomainJSON(f *testing.F) {
+	seed, _ := json.Marshal(tenant.Domain{TID: 7, Name: "d", Subnets: []tenant.Subnet{{Name: "s", VMs: []tenant.VM{{Name: "a", MAC: "02:00:00:00:00:01", IP: "10.0.0.1", Port: "pa"}}, ACRs: []tenant.ACR{{Priority: 1, Action: "pass", DstPort: tenant.PortRange{Lo: 1, Hi: 9}}}}}})
+	f.Add(seed)
+	f.Add([]byte(`{"tid": 1}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		st, err := store.Open(context.Background(), ":memory:")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		log := slog.New(slog.NewTextHandler(io.Discard, nil))
+		c, _ := controller.New(st, &fakeNode{}, admin, log)
+		h := New(c, log)
+		req := httptest.NewRequest("POST", "/v1/domains", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+admin)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%d for %q: %s", rec.Code, body, rec.Body)
+		}
+		if rec.Code != 201 {
+			st.View(context.Background(), func(tx *store.Tx) error {
+				if ds, _ := tx.Domains(); len(ds) != 0 {
+					t.Fatalf("rejected request stored %d domains", len(ds))
+				}
+				return nil
+			})
+		}
+	})
+}

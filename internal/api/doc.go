@@ -1,0 +1,6 @@
+// Package api is the REST API of the control plane: JSON over HTTP with
+// bearer tokens, a thin layer over package controller. It decodes strictly
+// (unknown fields, trailing data and oversized bodies are errors), maps
+// errors to statuses in one place (writeError), and serves its own OpenAPI
+// document at /v1/openapi.json.
+package api

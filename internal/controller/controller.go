@@ -1,0 +1,566 @@
+package controller
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"secaas/internal/store"
+	"secaas/internal/tenant"
+)
+
+// Sentinel errors; package api maps them to HTTP statuses.
+var (
+	ErrUnauthorized = errors.New("missing or unknown token")
+	ErrForbidden    = errors.New("admin token required")
+	ErrNotFound     = store.ErrNotFound
+	ErrConflict     = store.ErrConflict
+	ErrInvalid      = tenant.ErrInvalid
+	// ErrApply: the node refused the change; store and switch are unchanged.
+	ErrApply = errors.New("apply to switch")
+)
+
+// Node is what the controller needs of a host's agent.
+type Node interface {
+	Apply(ctx context.Context, domains []tenant.Domain) error
+}
+
+// Caller is an authenticated API client.
+type Caller struct {
+	Admin  bool
+	Tenant string // set for tenant tokens
+}
+
+// Controller serialises policy changes over the store and the node.
+type Controller struct {
+	st        *store.Store
+	node      Node
+	log       *slog.Logger
+	adminHash string
+
+	mu sync.Mutex // serialises changes so that store and switch move together
+}
+
+// New returns a controller; adminToken must be non-empty.
+func New(st *store.Store, node Node, adminToken string, log *slog.Logger) (*Controller, error) {
+	if len(adminToken) < 16 {
+		return nil, errors.New("controller: admin token must have at least 16 characters")
+	}
+	return &Controller{st: st, node: node, log: log, adminHash: store.HashToken(adminToken)}, nil
+}
+
+// Sync applies the stored state to the node (at start-up).
+func (c *Controller) Sync(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.syncLocked(ctx)
+}
+
+func (c *Controller) syncLocked(ctx context.Context) error {
+	var all []tenant.Domain
+	if err := c.st.View(ctx, func(tx *store.Tx) (err error) { all, err = tx.Domains(); return err }); err != nil {
+		return err
+	}
+	return c.node.Apply(ctx, all)
+}
+
+// Authenticate maps a bearer token to a caller.
+func (c *Controller) Authenticate(ctx context.Context, token string) (Caller, error) {
+	if token == "" {
+		return Caller{}, ErrUnauthorized
+	}
+	h := store.HashToken(token)
+	if subtle.ConstantTimeCompare([]byte(h), []byte(c.adminHash)) == 1 {
+		return Caller{Admin: true}, nil
+	}
+	var tn store.Tenant
+	err := c.st.View(ctx, func(tx *store.Tx) (err error) { tn, err = tx.TenantByToken(h); return err })
+	if errors.Is(err, store.ErrNotFound) {
+		return Caller{}, ErrUnauthorized
+	}
+	if err != nil {
+		return Caller{}, err
+	}
+	return Caller{Tenant: tn.ID}, nil
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func newUUID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	h := hex.EncodeToString(b)
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func invalid(format string, a ...any) error {
+	return &tenant.ValidationError{Problems: []string{fmt.Sprintf(format, a...)}}
+}
+
+// CreateTenant adds a tenant and returns its API token (shown only once).
+func (c *Controller) CreateTenant(ctx context.Context, who Caller, id, name string) (store.Tenant, string, error) {
+	if !who.Admin {
+		return store.Tenant{}, "", ErrForbidden
+	}
+	if !tenant.ValidName(id) {
+		return store.Tenant{}, "", invalid("tenant id %q: 1-63 letters, digits, '.', '_' or '-'", id)
+	}
+	if name == "" {
+		name = id
+	}
+	tok := "st_" + randHex(24)
+	var tn store.Tenant
+	err := c.st.Update(ctx, func(tx *store.Tx) (err error) {
+		if tn, err = tx.CreateTenant(id, name, store.HashToken(tok)); err != nil {
+			return err
+		}
+		_, err = tx.AddEvent(store.Event{Tenant: id, Kind: "tenant.created", Subject: id})
+		return err
+	})
+	return tn, tok, err
+}
+
+// Tenants lists tenants: all for the admin, itself for a tenant.
+func (c *Controller) Tenants(ctx context.Context, who Caller) ([]store.Tenant, error) {
+	var out []store.Tenant
+	err := c.st.View(ctx, func(tx *store.Tx) error {
+		if who.Admin {
+			var err error
+			out, err = tx.Tenants()
+			return err
+		}
+		tn, err := tx.Tenant(who.Tenant)
+		out = []store.Tenant{tn}
+		return err
+	})
+	return out, err
+}
+
+// DeleteTenant removes a tenant that owns no domain.
+func (c *Controller) DeleteTenant(ctx context.Context, who Caller, id string) error {
+	if !who.Admin {
+		return ErrForbidden
+	}
+	return c.st.Update(ctx, func(tx *store.Tx) error {
+		if err := tx.DeleteTenant(id); err != nil {
+			return err
+		}
+		_, err := tx.AddEvent(store.Event{Tenant: id, Kind: "tenant.deleted", Subject: id})
+		return err
+	})
+}
+
+func owns(who Caller, d tenant.Domain) bool { return who.Admin || d.Tenant == who.Tenant }
+
+// Domains lists the caller's domains.
+func (c *Controller) Domains(ctx context.Context, who Caller) ([]tenant.Domain, error) {
+	var all []tenant.Domain
+	if err := c.st.View(ctx, func(tx *store.Tx) (err error) { all, err = tx.Domains(); return err }); err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(all, func(d tenant.Domain) bool { return !owns(who, d) }), nil
+}
+
+// Domain returns one of the caller's domains. Another tenant's domain is
+// reported as not found, never as forbidden.
+func (c *Controller) Domain(ctx context.Context, who Caller, tid int) (tenant.Domain, error) {
+	ds, err := c.Domains(ctx, who)
+	if err != nil {
+		return tenant.Domain{}, err
+	}
+	for _, d := range ds {
+		if d.TID == tid {
+			return d, nil
+		}
+	}
+	return tenant.Domain{}, fmt.Errorf("domain %d: %w", tid, ErrNotFound)
+}
+
+// change is one policy change: it edits the list of all domains in place
+// and names the domain it touched (for events and error scoping).
+type change func(all *[]tenant.Domain) (tenant.Domain, error)
+
+// commit runs a change: validate everything, apply to the node, then
+// commit; any failure leaves store and switch as they were.
+func (c *Controller) commit(ctx context.Context, who Caller, kind string, ch change) (tenant.Domain, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out tenant.Domain
+	applied := false
+	err := c.st.Update(ctx, func(tx *store.Tx) error {
+		all, err := tx.Domains()
+		if err != nil {
+			return err
+		}
+		before := make(map[int]bool, len(all))
+		for _, d := range all {
+			before[d.TID] = true
+		}
+		d, err := ch(&all)
+		if err != nil {
+			return err
+		}
+		out = d
+		if _, err := tenant.NewNet(all); err != nil {
+			return scopeError(who, d, err)
+		}
+		if !slices.ContainsFunc(all, func(x tenant.Domain) bool { return x.TID == d.TID }) {
+			if err := tx.DeleteDomain(d.TID); err != nil {
+				return err
+			}
+		} else if err := tx.PutDomain(d); err != nil {
+			return err
+		}
+		if _, err := tx.AddEvent(store.Event{Tenant: d.Tenant, Kind: kind, Subject: fmt.Sprintf("domain/%d", d.TID)}); err != nil {
+			return err
+		}
+		if err := c.node.Apply(ctx, all); err != nil {
+			return fmt.Errorf("%w: %w", ErrApply, err)
+		}
+		applied = true
+		return nil
+	})
+	if err != nil && applied {
+		// The switch took a change the store then failed to commit: put the
+		// stored state back on the switch.
+		if serr := c.syncLocked(ctx); serr != nil {
+			c.log.Error("resync after failed commit", "err", serr)
+		}
+	}
+	return out, err
+}
+
+// scopeError keeps a tenant from learning about other tenants' domains
+// through cross-domain validation messages.
+func scopeError(who Caller, d tenant.Domain, err error) error {
+	var ve *tenant.ValidationError
+	if who.Admin || !errors.As(err, &ve) {
+		return err
+	}
+	mine := fmt.Sprintf("domain %q (tid %d)", d.Name, d.TID)
+	var keep []string
+	for _, p := range ve.Problems {
+		if strings.HasPrefix(p, mine) {
+			keep = append(keep, p)
+		}
+	}
+	if len(keep) == 0 {
+		keep = []string{fmt.Sprintf("%s: its tid or a switch port is already used by another domain", mine)}
+	}
+	return &tenant.ValidationError{Problems: keep}
+}
+
+// mine finds the caller's domain tid in all.
+func mine(who Caller, all []tenant.Domain, tid int) (int, error) {
+	for i, d := range all {
+		if d.TID == tid && owns(who, d) {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("domain %d: %w", tid, ErrNotFound)
+}
+
+// CreateDomain adds a domain. A tenant creates domains for itself; the
+// admin names the tenant.
+func (c *Controller) CreateDomain(ctx context.Context, who Caller, d tenant.Domain) (tenant.Domain, error) {
+	if !who.Admin {
+		if d.Tenant != "" && d.Tenant != who.Tenant {
+			return tenant.Domain{}, invalid("tenant %q: a tenant token creates domains only for its own tenant", d.Tenant)
+		}
+		d.Tenant = who.Tenant
+	}
+	if d.Tenant == "" {
+		return tenant.Domain{}, invalid("tenant is required")
+	}
+	fillIDs(&d)
+	return c.commit(ctx, who, "domain.created", func(all *[]tenant.Domain) (tenant.Domain, error) {
+		for _, x := range *all {
+			if x.TID == d.TID {
+				return d, fmt.Errorf("tid %d is already taken (constraint a): %w", d.TID, ErrConflict)
+			}
+		}
+		*all = append(*all, d)
+		return d, nil
+	})
+}
+
+// ReplaceDomain replaces a domain document (tid and tenant stay).
+func (c *Controller) ReplaceDomain(ctx context.Context, who Caller, tid int, d tenant.Domain) (tenant.Domain, error) {
+	return c.commit(ctx, who, "domain.replaced", func(all *[]tenant.Domain) (tenant.Domain, error) {
+		i, err := mine(who, *all, tid)
+		if err != nil {
+			return d, err
+		}
+		if d.TID != 0 && d.TID != tid {
+			return d, invalid("tid %d in the body differs from %d in the path", d.TID, tid)
+		}
+		if d.Tenant != "" && d.Tenant != (*all)[i].Tenant {
+			return d, invalid("a domain cannot change tenant")
+		}
+		d.TID, d.Tenant = tid, (*all)[i].Tenant
+		fillIDs(&d)
+		(*all)[i] = d
+		return d, nil
+	})
+}
+
+// DeleteDomain removes a domain.
+func (c *Controller) DeleteDomain(ctx context.Context, who Caller, tid int) error {
+	_, err := c.commit(ctx, who, "domain.deleted", func(all *[]tenant.Domain) (tenant.Domain, error) {
+		i, err := mine(who, *all, tid)
+		if err != nil {
+			return tenant.Domain{}, err
+		}
+		d := (*all)[i]
+		*all = slices.Delete(*all, i, i+1)
+		return d, nil
+	})
+	return err
+}
+
+// edit applies fn to a deep copy of the caller's domain tid.
+func (c *Controller) edit(ctx context.Context, who Caller, tid int, kind string, fn func(d *tenant.Domain) error) (tenant.Domain, error) {
+	return c.commit(ctx, who, kind, func(all *[]tenant.Domain) (tenant.Domain, error) {
+		i, err := mine(who, *all, tid)
+		if err != nil {
+			return tenant.Domain{}, err
+		}
+		d := clone((*all)[i])
+		if err := fn(&d); err != nil {
+			return d, err
+		}
+		(*all)[i] = d
+		return d, nil
+	})
+}
+
+func clone(d tenant.Domain) tenant.Domain {
+	b, _ := json.Marshal(d)
+	var out tenant.Domain
+	json.Unmarshal(b, &out)
+	return out
+}
+
+func subnetIndex(d *tenant.Domain, name string) (int, error) {
+	for i := range d.Subnets {
+		if d.Subnets[i].Name == name {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("subnet %q: %w", name, ErrNotFound)
+}
+
+// AddSubnet adds an empty subnet.
+func (c *Controller) AddSubnet(ctx context.Context, who Caller, tid int, s tenant.Subnet) (tenant.Domain, error) {
+	return c.edit(ctx, who, tid, "subnet.created", func(d *tenant.Domain) error {
+		if _, err := subnetIndex(d, s.Name); err == nil {
+			return fmt.Errorf("subnet %q already exists: %w", s.Name, ErrConflict)
+		}
+		d.Subnets = append(d.Subnets, s)
+		fillIDs(d)
+		return nil
+	})
+}
+
+// DeleteSubnet removes a subnet with its VMs and ACRs.
+func (c *Controller) DeleteSubnet(ctx context.Context, who Caller, tid int, name string) (tenant.Domain, error) {
+	return c.edit(ctx, who, tid, "subnet.deleted", func(d *tenant.Domain) error {
+		i, err := subnetIndex(d, name)
+		if err != nil {
+			return err
+		}
+		d.Subnets = slices.Delete(d.Subnets, i, i+1)
+		return nil
+	})
+}
+
+// AddVM adds a VM to a subnet (a UUID is generated when missing).
+func (c *Controller) AddVM(ctx context.Context, who Caller, tid int, subnet string, vm tenant.VM) (tenant.VM, error) {
+	if vm.UUID == "" {
+		vm.UUID = newUUID()
+	}
+	_, err := c.edit(ctx, who, tid, "vm.created", func(d *tenant.Domain) error {
+		i, err := subnetIndex(d, subnet)
+		if err != nil {
+			return err
+		}
+		d.Subnets[i].VMs = append(d.Subnets[i].VMs, vm)
+		return nil
+	})
+	return vm, err
+}
+
+// DeleteVM removes a VM by name. ACRs that still name it make the change
+// invalid (unknown VM), so the caller removes those first.
+func (c *Controller) DeleteVM(ctx context.Context, who Caller, tid int, name string) error {
+	_, err := c.edit(ctx, who, tid, "vm.deleted", func(d *tenant.Domain) error {
+		for si := range d.Subnets {
+			for vi, vm := range d.Subnets[si].VMs {
+				if vm.Name == name {
+					d.Subnets[si].VMs = slices.Delete(d.Subnets[si].VMs, vi, vi+1)
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("vm %q: %w", name, ErrNotFound)
+	})
+	return err
+}
+
+// AddACR appends a rule to a subnet's set and returns it with its id.
+func (c *Controller) AddACR(ctx context.Context, who Caller, tid int, subnet string, a tenant.ACR) (tenant.ACR, error) {
+	if a.ID == "" {
+		a.ID = "acr-" + randHex(4)
+	}
+	_, err := c.edit(ctx, who, tid, "acr.created", func(d *tenant.Domain) error {
+		i, err := subnetIndex(d, subnet)
+		if err != nil {
+			return err
+		}
+		for _, s := range d.Subnets {
+			for _, x := range s.ACRs {
+				if x.ID == a.ID {
+					return fmt.Errorf("acr %q already exists: %w", a.ID, ErrConflict)
+				}
+			}
+		}
+		d.Subnets[i].ACRs = append(d.Subnets[i].ACRs, a)
+		return nil
+	})
+	return a, err
+}
+
+// DeleteACR removes a rule by id.
+func (c *Controller) DeleteACR(ctx context.Context, who Caller, tid int, id string) error {
+	_, err := c.edit(ctx, who, tid, "acr.deleted", func(d *tenant.Domain) error {
+		for si := range d.Subnets {
+			for k, a := range d.Subnets[si].ACRs {
+				if a.ID == id {
+					d.Subnets[si].ACRs = slices.Delete(d.Subnets[si].ACRs, k, k+1)
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("acr %q: %w", id, ErrNotFound)
+	})
+	return err
+}
+
+// fillIDs gives VMs and ACRs that lack one a generated id.
+func fillIDs(d *tenant.Domain) {
+	for si := range d.Subnets {
+		for vi := range d.Subnets[si].VMs {
+			if d.Subnets[si].VMs[vi].UUID == "" {
+				d.Subnets[si].VMs[vi].UUID = newUUID()
+			}
+		}
+		for k := range d.Subnets[si].ACRs {
+			if d.Subnets[si].ACRs[k].ID == "" {
+				d.Subnets[si].ACRs[k].ID = "acr-" + randHex(4)
+			}
+		}
+	}
+}
+
+// CheckRequest describes a packet between two VMs of one domain, for the
+// oracle.
+type CheckRequest struct {
+	From    string `json:"from"`
+	To      string `json:"to"`
+	Proto   string `json:"proto"`
+	SrcPort uint16 `json:"sport,omitempty"`
+	DstPort uint16 `json:"dport,omitempty"`
+}
+
+// Check evaluates a packet with the reference oracle over the caller's domain.
+func (c *Controller) Check(ctx context.Context, who Caller, tid int, req CheckRequest) (tenant.Verdict, error) {
+	d, err := c.Domain(ctx, who, tid)
+	if err != nil {
+		return tenant.Verdict{}, err
+	}
+	n, err := tenant.NewNet([]tenant.Domain{d})
+	if err != nil {
+		return tenant.Verdict{}, err
+	}
+	p, err := BuildPacket(n, tid, req)
+	if err != nil {
+		return tenant.Verdict{}, err
+	}
+	return n.Decide(p), nil
+}
+
+// BuildPacket makes the packet VM from sends to VM to (by name).
+func BuildPacket(n *tenant.Net, tid int, req CheckRequest) (tenant.Packet, error) {
+	a, ok := n.VMByName(tid, req.From)
+	if !ok {
+		return tenant.Packet{}, invalid("from: unknown vm %q", req.From)
+	}
+	b, ok := n.VMByName(tid, req.To)
+	if !ok {
+		return tenant.Packet{}, invalid("to: unknown vm %q", req.To)
+	}
+	p := tenant.Packet{InPort: a.Port, EthSrc: a.HW, EthDst: b.HW, Src: a.Addr, Dst: b.Addr,
+		SrcPort: req.SrcPort, DstPort: req.DstPort, EthType: tenant.EthIPv4}
+	if a.Addr.Is6() {
+		p.EthType = tenant.EthIPv6
+	}
+	switch strings.ToLower(req.Proto) {
+	case "tcp", "":
+		p.Proto = tenant.ProtoTCP
+		if p.SrcPort == 0 {
+			p.SrcPort = 40000
+		}
+	case "udp":
+		p.Proto = tenant.ProtoUDP
+		if p.SrcPort == 0 {
+			p.SrcPort = 40000
+		}
+	case "icmp", "icmp6", "ping":
+		p.Proto, p.ICMPType, p.SrcPort, p.DstPort = tenant.ProtoICMP, 8, 0, 0
+		if p.EthType == tenant.EthIPv6 {
+			p.Proto, p.ICMPType = tenant.ProtoICMP6, 128
+		}
+	default:
+		return tenant.Packet{}, invalid("proto %q is not tcp, udp or icmp", req.Proto)
+	}
+	return p, nil
+}
+
+// Events returns the caller's events after id.
+func (c *Controller) Events(ctx context.Context, who Caller, after int64, limit int) ([]store.Event, error) {
+	if limit <= 0 || limit > 1000 {
+		limit = 1000
+	}
+	tn := who.Tenant
+	if who.Admin {
+		tn = ""
+	}
+	var out []store.Event
+	err := c.st.View(ctx, func(tx *store.Tx) (err error) { out, err = tx.Events(tn, after, limit); return err })
+	return out, err
+}
+
+// RecordNodeEvent stores an event reported by the node (no tenant).
+func (c *Controller) RecordNodeEvent(ctx context.Context, kind, detail string) {
+	err := c.st.Update(ctx, func(tx *store.Tx) error {
+		_, err := tx.AddEvent(store.Event{Kind: kind, Detail: detail})
+		return err
+	})
+	if err != nil {
+		c.log.Error("record event", "kind", kind, "err", err)
+	}
+}

@@ -1,0 +1,7 @@
+// Package controller is the control plane's core: it authenticates callers
+// (an admin token and per-tenant tokens), enforces that a tenant only ever
+// sees and changes its own objects, validates every change against the
+// whole tenant net, and moves the store and the node together: a change is
+// committed only if the node applied it, otherwise both stay as they were.
+// The API (package api) is a thin HTTP layer over it.
+package controller
