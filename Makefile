@@ -1,0 +1,47 @@
+# secaas — make demo runs the main job, make test runs everything CI runs.
+export PATH := /usr/local/go/bin:$(PATH)
+GO ?= go
+FUZZTIME ?= 10s
+
+.PHONY: all build deps ovs test unit fuzz lint demo demo-clean bench clean
+
+all: build
+
+deps:
+	scripts/deps.sh
+
+build:
+	$(GO) build -o bin/ ./cmd/...
+
+ovs: deps
+	scripts/ovs-start.sh
+
+# Unit, golden, property and integration tests (real OVS, namespaces), then
+# a short run of every fuzzer. CI=true turns any skipped integration test
+# into a failure.
+test: deps ovs build
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePolicy$$' -fuzztime $(FUZZTIME) ./internal/tenant
+	$(GO) test -run '^$$' -fuzz '^FuzzDomainJSON$$' -fuzztime $(FUZZTIME) ./internal/api
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTrace$$' -fuzztime $(FUZZTIME) ./internal/ovs
+
+lint:
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+demo: deps ovs build
+	scripts/demo.sh
+
+demo-clean:
+	scripts/demo-clean.sh
+
+bench: deps ovs build
+	bin/secaas bench acl --out docs/bench-acl.md
+
+clean:
+	rm -rf bin

@@ -1,0 +1,142 @@
+// Command secaasd is the secaas daemon: REST API, store and the node agent
+// for this host's Open vSwitch bridge, in one process.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"secaas/internal/agent"
+	"secaas/internal/api"
+	"secaas/internal/controller"
+	"secaas/internal/ovs"
+	"secaas/internal/store"
+)
+
+type config struct {
+	listen, db, bridge, tokenFile string
+	reconcile                     time.Duration
+	debug                         bool
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.listen, "listen", "127.0.0.1:8470", "API listen address")
+	flag.StringVar(&c.db, "db", "/var/lib/secaas/secaas.db", "SQLite database path")
+	flag.StringVar(&c.bridge, "bridge", "secaas0", "Open vSwitch bridge to enforce tenant domains on")
+	flag.StringVar(&c.tokenFile, "admin-token-file", "/var/lib/secaas/admin.token", "admin API token file (created with a random token if missing)")
+	flag.DurationVar(&c.reconcile, "reconcile", 2*time.Second, "interval of the flow reconcile loop")
+	flag.BoolVar(&c.debug, "debug", false, "debug logging")
+	flag.Parse()
+	level := slog.LevelInfo
+	if c.debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, c, log); err != nil {
+		log.Error("secaasd failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func adminToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	raw := make([]byte, 24)
+	rand.Read(raw)
+	tok := "sa_" + hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	return tok, os.WriteFile(path, []byte(tok+"\n"), 0o600)
+}
+
+func run(ctx context.Context, c config, log *slog.Logger) error {
+	tok, err := adminToken(c.tokenFile)
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(c.db), 0o700); err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, c.db)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+
+	// Node events travel through a bounded queue: the agent may report
+	// while the controller holds the store's write transaction.
+	events := make(chan agent.Event, 256)
+	node := agent.New(ovs.NewBridge(c.bridge), log, func(e agent.Event) {
+		select {
+		case events <- e:
+		default:
+			log.Warn("event queue full, dropping", "kind", e.Kind)
+		}
+	})
+	ctl, err := controller.New(st, node, tok, log)
+	if err != nil {
+		return err
+	}
+	if err := node.Start(ctx); err != nil {
+		return err
+	}
+	if err := ctl.Sync(ctx); err != nil {
+		return fmt.Errorf("apply stored policy: %w", err)
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-events:
+				ctl.RecordNodeEvent(ctx, e.Kind, e.Detail)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		node.Run(ctx, c.reconcile)
+	}()
+
+	srv := &http.Server{Addr: c.listen, Handler: api.New(ctl, log), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("secaasd listening", "addr", c.listen, "bridge", c.bridge, "db", c.db, "admin_token_file", c.tokenFile)
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shut, cancelShut := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShut()
+	return srv.Shutdown(shut)
+}

@@ -1,0 +1,141 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
+
+// Env is what a command may touch.
+type Env struct {
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+type command struct {
+	name, usage string
+	run         func(ctx context.Context, env *Env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"acl compile", "-f POLICY [--ports name=N,...]: print the OpenFlow flow set", aclCompile},
+		{"acl check", "-f POLICY --from VM --to VM [--proto tcp|udp|icmp] [--sport N] [--dport N] [--json]: the oracle's verdict and rule", aclCheck},
+		{"acl trace", "-f POLICY --bridge BR --from VM --to VM ...: ask the real switch (ofproto/trace) and compare with the oracle", aclTrace},
+		{"acl apply", "-f POLICY --bridge BR: enforce a policy file on a bridge without the daemon", aclApply},
+		{"lab up", "-f POLICY --bridge BR [--prefix P]: one namespace per VM, attached to the bridge", labUp},
+		{"lab down", "-f POLICY --bridge BR [--prefix P]: remove the lab's namespaces", labDown},
+		{"lab matrix", "-f POLICY [--prefix P] [--json]: reachability matrix from real pings and TCP connects, beside the oracle", labMatrix},
+		{"bench acl", "[--acrs N] [--seconds S] [--out FILE]: compile/apply/enforcement timings and the paper's Table 3/4 experiment", benchACL},
+		{"tenant create", "ID [--name NAME]: create a tenant (admin); prints its token", tenantCreate},
+		{"tenant list", ": list tenants", tenantList},
+		{"tenant delete", "ID: delete a tenant", tenantDelete},
+		{"domain create", "-f POLICY: create every domain of a policy file", domainCreate},
+		{"domain list", ": list domains", domainList},
+		{"domain get", "TID: print one domain", domainGet},
+		{"domain delete", "TID: delete a domain", domainDelete},
+		{"vm add", "--tid N --subnet S --name N --mac M --ip A --port P: add a VM", vmAdd},
+		{"vm list", "--tid N: list VMs", vmList},
+		{"vm delete", "--tid N NAME: delete a VM", vmDelete},
+		{"acr add", "--tid N --subnet S --priority P [--srcmac a,b] [--dstmac ..] [--srcip ..] [--dstip ..] [--proto P] [--sport R] [--dport R] --action pass|drop", acrAdd},
+		{"acr list", "--tid N: list ACRs", acrList},
+		{"acr delete", "--tid N ID: delete an ACR", acrDelete},
+		{"check", "--tid N --from VM --to VM [--proto P] [--dport N]: the daemon's oracle verdict", apiCheck},
+		{"events", "[--after ID]: event history", events},
+	}
+}
+
+// Main runs the command line args (without the program name).
+func Main(ctx context.Context, env *Env, args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(env.Stdout)
+		return 0
+	}
+	for _, c := range commands() {
+		words := strings.Fields(c.name)
+		if len(args) >= len(words) && strings.Join(args[:len(words)], " ") == c.name {
+			err := c.run(ctx, env, args[len(words):])
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			if err != nil {
+				fmt.Fprintf(env.Stderr, "secaas %s: %v\n", c.name, err)
+				var ee exitError
+				if errors.As(err, &ee) {
+					return int(ee)
+				}
+				return 1
+			}
+			return 0
+		}
+	}
+	fmt.Fprintf(env.Stderr, "secaas: unknown command %q\n\n", strings.Join(args, " "))
+	usage(env.Stderr)
+	return 2
+}
+
+// exitError carries a specific exit status.
+type exitError int
+
+func (e exitError) Error() string { return "exit status " + strconv.Itoa(int(e)) }
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: secaas COMMAND [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.usage)
+	}
+	fmt.Fprintln(w, "\nAPI commands use --api (or SECAAS_API, default http://127.0.0.1:8470) and --token (or SECAAS_TOKEN).")
+}
+
+func newFlags(name string, env *Env) *flag.FlagSet {
+	fs := flag.NewFlagSet("secaas "+name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	return fs
+}
+
+// parse parses flags that may come before or after positional arguments.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func mustFile(f string) error {
+	if f == "" {
+		return errors.New("-f POLICY is required")
+	}
+	return nil
+}

@@ -1,0 +1,329 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"secaas/internal/tenant"
+)
+
+// client talks to secaasd.
+type client struct {
+	base, token string
+	http        *http.Client
+}
+
+func addClientFlags(fs *flag.FlagSet, env *Env) *client {
+	c := &client{http: &http.Client{Timeout: 60 * time.Second}}
+	def := env.Getenv("SECAAS_API")
+	if def == "" {
+		def = "http://127.0.0.1:8470"
+	}
+	fs.StringVar(&c.base, "api", def, "secaasd API address")
+	fs.StringVar(&c.token, "token", env.Getenv("SECAAS_TOKEN"), "API bearer token")
+	return c
+}
+
+func (c *client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.base, "/")+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if resp.StatusCode >= 300 {
+		var e struct{ Message string }
+		if json.Unmarshal(b, &e) == nil && e.Message != "" {
+			return fmt.Errorf("%s %s: %d: %s", method, path, resp.StatusCode, e.Message)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if out != nil && len(b) > 0 {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}
+
+// simple runs a client command with positional arguments.
+func simple(name string, env *Env, args []string, npos int, extra func(fs *flag.FlagSet)) (*client, []string, error) {
+	fs := newFlags(name, env)
+	c := addClientFlags(fs, env)
+	if extra != nil {
+		extra(fs)
+	}
+	pos, err := parse(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(pos) != npos {
+		return nil, nil, fmt.Errorf("want %d argument(s), got %d", npos, len(pos))
+	}
+	return c, pos, nil
+}
+
+func tenantCreate(ctx context.Context, env *Env, args []string) error {
+	var name string
+	c, pos, err := simple("tenant create", env, args, 1, func(fs *flag.FlagSet) { fs.StringVar(&name, "name", "", "display name") })
+	if err != nil {
+		return err
+	}
+	var out map[string]any
+	if err := c.do(ctx, "POST", "/v1/tenants", map[string]string{"id": pos[0], "name": name}, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+func tenantList(ctx context.Context, env *Env, args []string) error {
+	c, _, err := simple("tenant list", env, args, 0, nil)
+	if err != nil {
+		return err
+	}
+	var out []map[string]any
+	if err := c.do(ctx, "GET", "/v1/tenants", nil, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+func tenantDelete(ctx context.Context, env *Env, args []string) error {
+	c, pos, err := simple("tenant delete", env, args, 1, nil)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", "/v1/tenants/"+pos[0], nil, nil)
+}
+
+func domainCreate(ctx context.Context, env *Env, args []string) error {
+	var file, as string
+	c, _, err := simple("domain create", env, args, 0, func(fs *flag.FlagSet) {
+		fs.StringVar(&file, "f", "", "policy file")
+		fs.StringVar(&as, "tenant", "", "tenant to own the domains (admin token; default: the file's)")
+	})
+	if err != nil {
+		return err
+	}
+	if err := mustFile(file); err != nil {
+		return err
+	}
+	p, _, err := tenant.LoadPolicy(file)
+	if err != nil {
+		return err
+	}
+	for _, d := range p.Domains {
+		if as != "" {
+			d.Tenant = as
+		}
+		var out tenant.Domain
+		if err := c.do(ctx, "POST", "/v1/domains", d, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "created domain %d (%s) for tenant %s\n", out.TID, out.Name, out.Tenant)
+	}
+	return nil
+}
+
+func domainList(ctx context.Context, env *Env, args []string) error {
+	c, _, err := simple("domain list", env, args, 0, nil)
+	if err != nil {
+		return err
+	}
+	var ds []tenant.Domain
+	if err := c.do(ctx, "GET", "/v1/domains", nil, &ds); err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TID\tNAME\tTENANT\tMODE\tSUBNETS\tVMS\tACRS")
+	for _, d := range ds {
+		vms, acrs := 0, 0
+		for _, s := range d.Subnets {
+			vms += len(s.VMs)
+			acrs += len(s.ACRs)
+		}
+		mode := d.Mode
+		if mode == "" {
+			mode = tenant.Stateless
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\n", d.TID, d.Name, d.Tenant, mode, len(d.Subnets), vms, acrs)
+	}
+	return tw.Flush()
+}
+
+func domainGet(ctx context.Context, env *Env, args []string) error {
+	c, pos, err := simple("domain get", env, args, 1, nil)
+	if err != nil {
+		return err
+	}
+	var d tenant.Domain
+	if err := c.do(ctx, "GET", "/v1/domains/"+pos[0], nil, &d); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, d)
+}
+
+func domainDelete(ctx context.Context, env *Env, args []string) error {
+	c, pos, err := simple("domain delete", env, args, 1, nil)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", "/v1/domains/"+pos[0], nil, nil)
+}
+
+func vmAdd(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	var subnet string
+	var vm tenant.VM
+	c, _, err := simple("vm add", env, args, 0, func(fs *flag.FlagSet) {
+		fs.IntVar(&tid, "tid", 0, "domain TID")
+		fs.StringVar(&subnet, "subnet", "", "subnet")
+		fs.StringVar(&vm.Name, "name", "", "VM name")
+		fs.StringVar(&vm.MAC, "mac", "", "MAC")
+		fs.StringVar(&vm.IP, "ip", "", "IP")
+		fs.StringVar(&vm.Port, "port", "", "switch port")
+		fs.StringVar(&vm.UUID, "uuid", "", "UUID (default: generated)")
+	})
+	if err != nil {
+		return err
+	}
+	var out tenant.VM
+	if err := c.do(ctx, "POST", fmt.Sprintf("/v1/domains/%d/subnets/%s/vms", tid, subnet), vm, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+func vmList(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	c, _, err := simple("vm list", env, args, 0, func(fs *flag.FlagSet) { fs.IntVar(&tid, "tid", 0, "domain TID") })
+	if err != nil {
+		return err
+	}
+	var out []map[string]any
+	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/vms", tid), nil, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+func vmDelete(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	c, pos, err := simple("vm delete", env, args, 1, func(fs *flag.FlagSet) { fs.IntVar(&tid, "tid", 0, "domain TID") })
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", fmt.Sprintf("/v1/domains/%d/vms/%s", tid, pos[0]), nil, nil)
+}
+
+func acrAdd(ctx context.Context, env *Env, args []string) error {
+	var tid, prio int
+	var subnet, srcmac, dstmac, srcip, dstip, proto, sport, dport, action string
+	c, _, err := simple("acr add", env, args, 0, func(fs *flag.FlagSet) {
+		fs.IntVar(&tid, "tid", 0, "domain TID")
+		fs.StringVar(&subnet, "subnet", "", "subnet whose perimeter set gets the rule")
+		fs.IntVar(&prio, "priority", 0, "priority (0..65535, higher first)")
+		fs.StringVar(&srcmac, "srcmac", "", "source MACs or VM names, comma separated")
+		fs.StringVar(&dstmac, "dstmac", "", "destination MACs or VM names")
+		fs.StringVar(&srcip, "srcip", "", "source prefixes or VM names")
+		fs.StringVar(&dstip, "dstip", "", "destination prefixes or VM names")
+		fs.StringVar(&proto, "proto", "", "tcp, udp, icmp, icmp6 (default any)")
+		fs.StringVar(&sport, "sport", "", "source port or range lo-hi")
+		fs.StringVar(&dport, "dport", "", "destination port or range lo-hi")
+		fs.StringVar(&action, "action", "", "pass or drop")
+	})
+	if err != nil {
+		return err
+	}
+	a := tenant.ACR{Priority: prio, SrcMAC: splitList(srcmac), DstMAC: splitList(dstmac), SrcIP: splitList(srcip),
+		DstIP: splitList(dstip), Proto: proto, Action: tenant.Action(action)}
+	if a.SrcPort, err = tenant.ParsePortRange(sport); err != nil {
+		return fmt.Errorf("--sport: %w", err)
+	}
+	if a.DstPort, err = tenant.ParsePortRange(dport); err != nil {
+		return fmt.Errorf("--dport: %w", err)
+	}
+	var out tenant.ACR
+	if err := c.do(ctx, "POST", fmt.Sprintf("/v1/domains/%d/subnets/%s/acrs", tid, subnet), a, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+func acrList(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	c, _, err := simple("acr list", env, args, 0, func(fs *flag.FlagSet) { fs.IntVar(&tid, "tid", 0, "domain TID") })
+	if err != nil {
+		return err
+	}
+	var out []map[string]any
+	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/acrs", tid), nil, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+func acrDelete(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	c, pos, err := simple("acr delete", env, args, 1, func(fs *flag.FlagSet) { fs.IntVar(&tid, "tid", 0, "domain TID") })
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", fmt.Sprintf("/v1/domains/%d/acrs/%s", tid, pos[0]), nil, nil)
+}
+
+func apiCheck(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("check", env)
+	c := addClientFlags(fs, env)
+	pf := addPacketFlags(fs)
+	asJSON := fs.Bool("json", false, "JSON output")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	req, err := pf.request()
+	if err != nil {
+		return err
+	}
+	var v tenant.Verdict
+	if err := c.do(ctx, "POST", fmt.Sprintf("/v1/domains/%d/check", *pf.tid), req, &v); err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(env.Stdout, v)
+	}
+	printVerdict(env, "oracle", v.Action, v.Out, v.Rules, v.Reason)
+	return nil
+}
+
+func events(ctx context.Context, env *Env, args []string) error {
+	var after int64
+	c, _, err := simple("events", env, args, 0, func(fs *flag.FlagSet) { fs.Int64Var(&after, "after", 0, "only events after this id") })
+	if err != nil {
+		return err
+	}
+	var out []map[string]any
+	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/events?after=%d", after), nil, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
