@@ -1,5 +1,37 @@
 package cli
 
-import "context"
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
 
-func benchACL(ctx context.Context, env *Env, args []string) error { return nil }
+	"secaas/internal/bench"
+)
+
+func benchACL(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("bench acl", env)
+	var o bench.ACLOptions
+	fs.IntVar(&o.ACRs, "acrs", 10000, "ACRs for the compile and apply timings")
+	secs := fs.Int("seconds", 10, "seconds per forwarding case (the paper used 200)")
+	out := fs.String("out", "", "also write the tables to this Markdown file")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	o.Duration = time.Duration(*secs) * time.Second
+	o.Progress = env.Stderr
+	r, err := bench.RunACL(ctx, o)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	bench.WriteACL(io.MultiWriter(env.Stdout, &buf), r, o)
+	if *out != "" {
+		if err := os.WriteFile(*out, buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", *out, err)
+		}
+	}
+	return nil
+}

@@ -33,14 +33,23 @@ func Compile(n *tenant.Net, ports Ports) (*Set, error) {
 	}
 	// Table-miss: explicit drops so the intent is visible in dumps, plus the
 	// fixed fall-throughs.
-	for _, t := range []uint8{TableClassify, TableL2, TableLookup, TableCTState, TableSrcPerim, TableDstPerim, TableOutput} {
+	for _, t := range []uint8{TableClassify, TableL2, TableLookup, TableCTState, TablePerimeter, TableVerdict, TableOutput} {
 		c.add(t, prioDefault, Match{})
 	}
-	c.add(TableConntrack, prioDefault, Match{}, Action{Kind: Goto, Value: TableSrcPerim})
+	c.add(TableConntrack, prioDefault, Match{}, Action{Kind: Goto, Value: TablePerims})
 	c.add(TableCommit, prioDefault, Match{}, Action{Kind: Goto, Value: TableOutput})
+	// Evaluate the source perimeter, keep its verdict, evaluate the
+	// destination perimeter; pass only if both passed.
+	c.add(TablePerims, prioDefault, Match{},
+		Action{Kind: Move, Reg: RegSrcNet, Value: RegPerim}, Action{Kind: Resubmit, Value: TablePerimeter},
+		Action{Kind: Move, Reg: RegPass, Value: RegPass1}, set(RegPass, 0),
+		Action{Kind: Move, Reg: RegDstNet, Value: RegPerim}, Action{Kind: Resubmit, Value: TablePerimeter},
+		gotoT(TableVerdict))
+	both := reg(RegPass, 1)
+	both.setReg(RegPass1, 1)
+	c.add(TableVerdict, 100, both, gotoT(TableCommit))
 	// The outside of a domain has no perimeter of its own (constraint c).
-	c.add(TableSrcPerim, prioOutside, reg(RegSrcNet, 0), Action{Kind: Goto, Value: TableDstPerim})
-	c.add(TableDstPerim, prioOutside, reg(RegDstNet, 0), Action{Kind: Goto, Value: TableCommit})
+	c.add(TablePerimeter, prioOutside, reg(RegPerim, 0), set(RegPass, 1))
 	if c.err != nil {
 		return nil, c.err
 	}
@@ -106,7 +115,7 @@ func (c *compiler) domain(d *tenant.RDomain) {
 			continue
 		}
 		flood = append(flood, Action{Kind: Output, Value: no})
-		classify := []Action{set(RegTID, tid), set(RegSrcNet, uint32(vm.Subnet.ID))}
+		classify := []Action{set(RegTID, tid), set(RegSrcNet, vm.Subnet.Bit)}
 		base := Match{Has: FInPort | FUntagged | FDlSrc, InPort: no, DlSrc: vm.HW}
 		if vm.Addr.Is4() {
 			m := base
@@ -180,7 +189,7 @@ func (c *compiler) domain(d *tenant.RDomain) {
 			c.add(TableLookup, 100, m) // known VM, not attached: drop, never to an uplink
 			continue
 		}
-		c.add(TableLookup, 100, m, set(RegDstNet, uint32(vm.Subnet.ID)), set(RegOutPort, no), gotoT(TableConntrack))
+		c.add(TableLookup, 100, m, set(RegDstNet, vm.Subnet.Bit), set(RegOutPort, no), gotoT(TableConntrack))
 	}
 	c.add(TableLookup, 60, mcast) // other broadcast/multicast: drop
 	if len(uplinks) > 0 {
@@ -213,31 +222,29 @@ func (c *compiler) domain(d *tenant.RDomain) {
 		m.Has |= FCTState
 		m.CTSet = CTTrk | CTNew
 		m.CTClear = CTInv | CTEst | CTRel
-		c.add(TableCTState, 90, m, gotoT(TableSrcPerim))
+		c.add(TableCTState, 90, m, gotoT(TablePerims))
 		// +inv and anything else: table-miss drop.
 	}
 
-	// Perimeters: the same ordered rule list serves as source (reg1) and
-	// destination (reg3) perimeter; priorities are distinct per perimeter.
-	for _, s := range d.Subnets {
-		for k, r := range s.Perimeter {
-			cookie := ruleCookieBase | uint64(r.Seq)
-			c.set.Rules[cookie] = r.Ref
-			for _, m := range ruleMatches(r) {
-				for _, side := range []struct {
-					table, next uint8
-					reg         int
-				}{{TableSrcPerim, TableDstPerim, RegSrcNet}, {TableDstPerim, TableCommit, RegDstNet}} {
-					mm := m
-					mm.setReg(side.reg, uint32(s.ID))
-					var acts []Action
-					if r.Action == tenant.Pass {
-						acts = []Action{gotoT(side.next)}
-					}
-					c.add(side.table, prioRuleTop-k, mm, acts...).Cookie = cookie
-				}
-			}
+	// Perimeters: one flow set per rule, whatever the number of perimeters
+	// it sits on: reg5 (a one-hot subnet bit) must fall inside the rule's
+	// perimeter set. Rule k of the domain gets priority prioRuleTop-k, so
+	// each perimeter sees its rules in tenant order with distinct priorities.
+	for k, r := range d.Rules {
+		cookie := ruleCookieBase | uint64(r.Seq)
+		c.set.Rules[cookie] = r.Ref
+		var acts []Action
+		if r.Action == tenant.Pass {
+			acts = []Action{set(RegPass, 1)}
 		}
+		for _, m := range ruleMatches(r) {
+			m.setReg(RegTID, tid)
+			m.setReg(RegPerim, 0)
+			m.RegMasks[RegPerim] = ^r.Perimeters
+			c.add(TablePerimeter, prioRuleTop-k, m, acts...).Cookie = cookie
+		}
+	}
+	for _, s := range d.Subnets {
 		// The VM ports themselves.
 		for _, vm := range d.VMs {
 			if vm.Subnet != s {

@@ -5,21 +5,27 @@
 // The pipeline (tables):
 //
 //	 0 classify   in_port (+ dl_src, nw_src, arp_sha/spa: anti-spoofing) or
-//	              uplink + 802.1Q tag -> reg0=TID, reg1=source subnet
+//	              uplink + 802.1Q tag -> reg0=TID, reg1=source subnet bit
 //	10 l2         ARP and ND: flood or deliver inside the domain only
-//	20 lookup     dl_dst inside the domain -> reg3=destination subnet,
+//	20 lookup     dl_dst inside the domain -> reg3=destination subnet bit,
 //	              reg4=output port; unknown unicast -> uplinks; other
 //	              broadcast/multicast dropped
 //	24 conntrack  stateful domains: ct(zone=TID)
 //	25 ct state   +est/+rel skip the perimeters, +new continues
-//	30 source perimeter        rules of subnet reg1 (reg1=0: outside, passes)
-//	35 destination perimeter   rules of subnet reg3 (reg3=0: outside, passes)
+//	30 perimeters reg5=reg1, resubmit(,31), reg7=reg6, reg6=0,
+//	              reg5=reg3, resubmit(,31), goto 32
+//	31 perimeter  the domain's rules; a rule matches reg5 (one subnet bit)
+//	              against the set of perimeters it sits on with one masked
+//	              match, and pass sets reg6=1 (reg5=0, outside, passes)
+//	32 verdict    reg6=1 and reg7=1 (both perimeters passed) -> 40
 //	40 commit     stateful domains: ct(commit,zone=TID)
 //	45 output     reg4 -> port (uplinks get the TID pushed as VLAN tag)
 //
-// Every table ends in an explicit drop. Rule k of a perimeter gets OpenFlow
-// priority 60000-k, so no two rules of one perimeter share a priority and the
-// evaluation order of package tenant is kept exactly. A rule's sets (MACs,
-// prefixes, protocols, port ranges as value/mask blocks) expand to the cross
-// product of flows, all with the rule's priority and a cookie that names it.
+// Every table ends in an explicit drop. Rule k of a domain (in the tenant
+// package's total order) gets OpenFlow priority 60000-k, so no two rules
+// share a priority and every perimeter sees its rules in exactly the
+// oracle's order. A rule's sets (MACs, prefixes, protocols, port ranges as
+// value/mask blocks) expand to the cross product of flows, all with the
+// rule's priority and a cookie that names it; a rule costs those flows once,
+// however many perimeters it sits on.
 package flow

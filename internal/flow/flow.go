@@ -17,8 +17,9 @@ const (
 	TableLookup    = 20 // destination MAC -> destination subnet and port
 	TableConntrack = 24 // stateful domains: send IP through conntrack
 	TableCTState   = 25 // established/related skip the perimeters
-	TableSrcPerim  = 30 // perimeter of the source subnet
-	TableDstPerim  = 35 // perimeter of the destination subnet
+	TablePerims    = 30 // evaluate the source, then the destination perimeter
+	TablePerimeter = 31 // the rules; called twice with reg5 = one perimeter
+	TableVerdict   = 32 // both perimeters passed?
 	TableCommit    = 40 // stateful domains: commit passed connections
 	TableOutput    = 45 // reg4 -> port
 )
@@ -26,9 +27,13 @@ const (
 // Registers.
 const (
 	RegTID     = 0 // domain TID
-	RegSrcNet  = 1 // source subnet id (0: outside the domain)
-	RegDstNet  = 3 // destination subnet id (0: outside the domain)
+	RegSrcNet  = 1 // source subnet bit (0: outside the domain)
+	RegDstNet  = 3 // destination subnet bit (0: outside the domain)
 	RegOutPort = 4 // output port (UplinkPort: the domain's uplinks)
+	RegPerim   = 5 // the perimeter being evaluated (a subnet bit)
+	RegPass    = 6 // 1 if that perimeter passed the packet
+	RegPass1   = 7 // the source perimeter's RegPass
+	NumRegs    = 8
 )
 
 // UplinkPort in RegOutPort means "leave by the domain's uplinks".
@@ -84,7 +89,8 @@ type Match struct {
 	ArpSHA    tenant.MAC
 	CTSet     uint8 // bits that must be 1
 	CTClear   uint8 // bits that must be 0
-	Regs      [5]uint32
+	Regs      [NumRegs]uint32
+	RegMasks  [NumRegs]uint32 // 0: exact match
 }
 
 // Kind of an action.
@@ -98,6 +104,8 @@ const (
 	PushVLAN
 	PopVLAN
 	CT
+	Move     // register Reg -> register Value
+	Resubmit // run table Value, then continue
 )
 
 // Action is one OpenFlow action or instruction.
@@ -181,6 +189,10 @@ func (a Action) String() string {
 		return fmt.Sprintf("push_vlan:0x8100,set_field:%d->vlan_vid", 0x1000|a.Value)
 	case PopVLAN:
 		return "pop_vlan"
+	case Move:
+		return fmt.Sprintf("move:NXM_NX_REG%d[]->NXM_NX_REG%d[]", a.Reg, a.Value)
+	case Resubmit:
+		return fmt.Sprintf("resubmit(,%d)", a.Value)
 	case CT:
 		if a.Commit {
 			return fmt.Sprintf("ct(commit,zone=%d)", a.Zone)
@@ -201,7 +213,11 @@ func (m *Match) String() string {
 	add := func(f string, a ...any) { p = append(p, fmt.Sprintf(f, a...)) }
 	for i := range m.Regs {
 		if m.Has&(FReg0<<i) != 0 {
-			add("reg%d=%d", i, m.Regs[i])
+			if m.RegMasks[i] != 0 {
+				add("reg%d=%#x/%#x", i, m.Regs[i], m.RegMasks[i])
+			} else {
+				add("reg%d=%d", i, m.Regs[i])
+			}
 		}
 	}
 	if m.Has&FCTState != 0 {

@@ -23,61 +23,79 @@ const MaxSteps = 64
 // reports an error when two matching flows share the highest priority
 // (undefined in OpenFlow) or the walk does not end.
 func (s *Set) Run(p tenant.Packet, ports Ports) (Result, error) {
-	var res Result
-	var regs [5]uint32
 	inPort, ok := ports[p.InPort]
 	if !ok {
-		return res, nil
+		return Result{}, nil
 	}
-	vlan := p.VLAN
-	var ct uint8
-	table := uint8(0)
-	for step := 0; ; step++ {
-		if step >= MaxSteps {
-			return res, fmt.Errorf("run: more than %d tables visited", MaxSteps)
+	st := &runState{set: s, p: &p, inPort: inPort, vlan: p.VLAN}
+	err := st.table(0, 0)
+	return st.res, err
+}
+
+type runState struct {
+	set    *Set
+	p      *tenant.Packet
+	inPort uint32
+	regs   [NumRegs]uint32
+	vlan   int
+	ct     uint8
+	steps  int
+	res    Result
+}
+
+// table looks up one table and runs the flow's actions; goto_table moves
+// on, resubmit runs a table and comes back.
+func (st *runState) table(t uint8, depth int) error {
+	for {
+		st.steps++
+		if st.steps > MaxSteps || depth > 8 {
+			return fmt.Errorf("run: more than %d tables visited", MaxSteps)
 		}
-		f, err := s.lookup(table, &p, inPort, vlan, &regs, ct)
-		if err != nil {
-			return res, err
+		f, err := st.set.lookup(t, st.p, st.inPort, st.vlan, &st.regs, st.ct)
+		if err != nil || f == nil {
+			return err
 		}
-		if f == nil {
-			return res, nil
-		}
-		res.Trace = append(res.Trace, f)
+		st.res.Trace = append(st.res.Trace, f)
 		next := -1
 		for _, a := range f.Actions {
 			switch a.Kind {
 			case SetReg:
-				regs[a.Reg] = a.Value
+				st.regs[a.Reg] = a.Value
+			case Move:
+				st.regs[a.Value] = st.regs[a.Reg]
+			case Resubmit:
+				if err := st.table(uint8(a.Value), depth+1); err != nil {
+					return err
+				}
 			case Output:
-				if a.Value != inPort {
-					res.Out = append(res.Out, a.Value)
-					res.VLAN = append(res.VLAN, vlan)
+				if a.Value != st.inPort {
+					st.res.Out = append(st.res.Out, a.Value)
+					st.res.VLAN = append(st.res.VLAN, st.vlan)
 				}
 			case Goto:
 				next = int(a.Value)
 			case PushVLAN:
-				vlan = int(a.Value)
+				st.vlan = int(a.Value)
 			case PopVLAN:
-				vlan = 0
+				st.vlan = 0
 			case CT:
 				if !a.Commit {
-					ct = CTTrk | CTNew
-					if p.Established {
-						ct = CTTrk | CTEst
+					st.ct = CTTrk | CTNew
+					if st.p.Established {
+						st.ct = CTTrk | CTEst
 					}
 					next = int(a.Value)
 				}
 			}
 		}
 		if next < 0 {
-			return res, nil
+			return nil
 		}
-		table = uint8(next)
+		t = uint8(next)
 	}
 }
 
-func (s *Set) lookup(table uint8, p *tenant.Packet, inPort uint32, vlan int, regs *[5]uint32, ct uint8) (*Flow, error) {
+func (s *Set) lookup(table uint8, p *tenant.Packet, inPort uint32, vlan int, regs *[NumRegs]uint32, ct uint8) (*Flow, error) {
 	var best *Flow
 	for i := range s.Flows {
 		f := &s.Flows[i]
@@ -96,10 +114,17 @@ func (s *Set) lookup(table uint8, p *tenant.Packet, inPort uint32, vlan int, reg
 	return best, nil
 }
 
-func (m *Match) matches(p *tenant.Packet, inPort uint32, vlan int, regs *[5]uint32, ct uint8) bool {
+func (m *Match) matches(p *tenant.Packet, inPort uint32, vlan int, regs *[NumRegs]uint32, ct uint8) bool {
 	h := m.Has
 	for i := range m.Regs {
-		if h&(FReg0<<i) != 0 && regs[i] != m.Regs[i] {
+		if h&(FReg0<<i) == 0 {
+			continue
+		}
+		mask := m.RegMasks[i]
+		if mask == 0 {
+			mask = ^uint32(0)
+		}
+		if regs[i]&mask != m.Regs[i]&mask {
 			return false
 		}
 	}

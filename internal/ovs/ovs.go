@@ -282,3 +282,34 @@ func ParseTrace(s string) (Trace, error) {
 	}
 	return t, nil
 }
+
+// EnsureLearning creates a plain learning switch (fail_mode=standalone,
+// NORMAL forwarding) on the userspace datapath. Labs use it to stand in for
+// the physical network behind an uplink.
+func (b *Bridge) EnsureLearning(ctx context.Context) error {
+	_, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10", "--may-exist", "add-br", b.Name,
+		"--", "set", "bridge", b.Name, "datapath_type=netdev", "fail_mode=standalone")
+	if err != nil {
+		return fmt.Errorf("ensure bridge %s: %w", b.Name, err)
+	}
+	return nil
+}
+
+// AddPatch adds a patch port name whose peer is the patch port peer (on
+// another bridge).
+func (b *Bridge) AddPatch(ctx context.Context, name, peer string) error {
+	_, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10", "--may-exist", "add-port", b.Name, name,
+		"--", "set", "interface", name, "type=patch", "options:peer="+peer)
+	if err != nil {
+		return fmt.Errorf("add patch %s: %w", name, err)
+	}
+	return nil
+}
+
+// SetAccessTag makes port an access port of VLAN tag (learning bridges).
+func (b *Bridge) SetAccessTag(ctx context.Context, port string, tag int) error {
+	if _, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10", "set", "port", port, "tag="+strconv.Itoa(tag)); err != nil {
+		return fmt.Errorf("tag %s: %w", port, err)
+	}
+	return nil
+}

@@ -14,6 +14,12 @@ const (
 	MinTID      = 1     // 802.1Q VLAN IDs 1..4094
 	MaxTID      = 4094  //
 	MaxPriority = 65535 // ACR priority range is 0..MaxPriority
+	// MaxSubnets per domain: a subnet is one bit of a 32-bit register in
+	// the flow pipeline.
+	MaxSubnets = 32
+	// MaxRulesPerDomain bounds a domain's ACRs so that each can get a
+	// distinct OpenFlow priority.
+	MaxRulesPerDomain = 50000
 	// MaxRulesPerPerimeter bounds the rules on one subnet perimeter so that
 	// each can get a distinct OpenFlow priority.
 	MaxRulesPerPerimeter = 50000

@@ -84,12 +84,14 @@ type RDomain struct {
 	Uplinks  []string
 	Subnets  []*RSubnet
 	VMs      []*RVM
+	Rules    []*Rule // every rule of the domain, in evaluation order
 	byMAC    map[MAC]*RVM
 }
 
 // RSubnet is a resolved subnet with its ordered perimeter.
 type RSubnet struct {
-	ID        int // unique in the Net, >= 1; 0 stands for "outside the domain"
+	ID        int    // unique in the Net, >= 1; 0 stands for "outside the domain"
+	Bit       uint32 // 1 << index of the subnet in its domain
 	Name      string
 	Domain    *RDomain
 	Perimeter []*Rule // evaluation order
@@ -133,6 +135,8 @@ type Rule struct {
 	SrcPort  PortRange
 	DstPort  PortRange
 	exports  map[*RSubnet]bool
+	// Perimeters is the set of subnets (by Bit) whose perimeter holds the rule.
+	Perimeters uint32
 }
 
 // HasPorts reports whether the rule restricts transport ports.
@@ -240,6 +244,9 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 		seenUp[u] = true
 		rd.Uplinks = append(rd.Uplinks, u)
 	}
+	if len(d.Subnets) > MaxSubnets {
+		pr.add("%s: %d subnets exceed the limit of %d per domain", where, len(d.Subnets), MaxSubnets)
+	}
 	byName := map[string]*RVM{}
 	byIP := map[netip.Addr]*RVM{}
 	subnets := map[string]bool{}
@@ -254,7 +261,7 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 		}
 		subnets[s.Name] = true
 		*sid++
-		rs := &RSubnet{ID: *sid, Name: s.Name, Domain: rd}
+		rs := &RSubnet{ID: *sid, Bit: 1 << (si % MaxSubnets), Name: s.Name, Domain: rd}
 		rd.Subnets = append(rd.Subnets, rs)
 		var cidr netip.Prefix
 		if s.CIDR != "" {
@@ -313,10 +320,6 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 	for si := range d.Subnets {
 		s := &d.Subnets[si]
 		rs := rd.Subnets[si]
-		if len(s.ACRs) > MaxRulesPerPerimeter {
-			pr.add("%s: subnet %q: %d ACRs exceed the limit of %d", where, s.Name, len(s.ACRs), MaxRulesPerPerimeter)
-			continue
-		}
 		for i, a := range s.ACRs {
 			*seq++
 			r := resolveRule(a, RuleRef{TID: d.TID, Subnet: s.Name, Index: i, ID: a.ID}, *seq, rd, byName, byIP,
@@ -328,16 +331,24 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 			all = append(all, r)
 		}
 	}
+	if len(all) > MaxRulesPerDomain {
+		pr.add("%s: %d ACRs exceed the limit of %d per domain", where, len(all), MaxRulesPerDomain)
+	}
+	// One order serves every perimeter: Before is a total order, so the
+	// relative order of two rules is the same on each perimeter they share.
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Before(all[j]) })
+	rd.Rules = all
+	for _, r := range all {
+		for rs := range r.exports {
+			r.Perimeters |= rs.Bit
+		}
+	}
 	for _, rs := range rd.Subnets {
 		for _, r := range all {
 			if r.exports[rs] {
 				rs.Perimeter = append(rs.Perimeter, r)
 			}
 		}
-		if len(rs.Perimeter) > MaxRulesPerPerimeter {
-			pr.add("%s: subnet %q: its perimeter holds %d rules, more than %d", where, rs.Name, len(rs.Perimeter), MaxRulesPerPerimeter)
-		}
-		sort.SliceStable(rs.Perimeter, func(i, j int) bool { return rs.Perimeter[i].Before(rs.Perimeter[j]) })
 	}
 	return rd
 }

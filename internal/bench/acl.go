@@ -1,0 +1,567 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"os/exec"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"secaas/internal/agent"
+	"secaas/internal/api"
+	"secaas/internal/controller"
+	"secaas/internal/flow"
+	"secaas/internal/lab"
+	"secaas/internal/ovs"
+	"secaas/internal/store"
+	"secaas/internal/tenant"
+)
+
+// ACLOptions configure the access-control benchmark.
+type ACLOptions struct {
+	ACRs     int           // ACRs for compile/apply timings (default 10000)
+	Duration time.Duration // per forwarding case (paper: 200 s)
+	Progress io.Writer
+}
+
+// ACLResult is what secaas bench acl measured.
+type ACLResult struct {
+	ACRs, Flows         int
+	Validate, Compile   time.Duration
+	ApplyFull, ApplyOne time.Duration
+	PlainReplace        time.Duration
+	PlainFlows          int
+	APIToEnforce        []time.Duration // small policy, then with ACRs more on the switch
+	APIToEnforceLabels  []string
+	Forwarding          []ForwardCase
+}
+
+// ForwardCase is one row of the paper's Tables 3/4.
+type ForwardCase struct {
+	ID        int
+	ACRs      string
+	RateMbps  int
+	Scenario  string
+	GotMbps   float64
+	OVSCPU    float64 // ovs-vswitchd CPU, % of one core
+	HostCPU   float64 // whole host, % of all cores
+	MemPct    float64 // ovs-vswitchd RSS, % of host memory
+	RTTAvgMs  float64
+	RTTMdevMs float64
+	PaperCPU  float64
+	PaperMem  float64
+}
+
+const benchBridge = "secaas-bench"
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func (o *ACLOptions) say(format string, a ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, format+"\n", a...)
+	}
+}
+
+// RunACL runs every part of the access-control benchmark.
+func RunACL(ctx context.Context, o ACLOptions) (*ACLResult, error) {
+	if o.ACRs == 0 {
+		o.ACRs = 10000
+	}
+	if o.Duration == 0 {
+		o.Duration = 10 * time.Second
+	}
+	if err := lab.Available(); err != nil {
+		return nil, err
+	}
+	if err := ovs.Available(ctx); err != nil {
+		return nil, fmt.Errorf("open vswitch is not running (make ovs): %w", err)
+	}
+	res := &ACLResult{ACRs: o.ACRs}
+	br := ovs.NewBridge(benchBridge)
+	br.Delete(ctx)
+	if err := br.Ensure(ctx); err != nil {
+		return nil, err
+	}
+	defer br.Delete(context.Background())
+
+	// 1. Validate + compile.
+	o.say("compile: %d ACRs", o.ACRs)
+	big := flow.BigDomain(100, o.ACRs)
+	var vals, comps []time.Duration
+	var set *flow.Set
+	var n *tenant.Net
+	for i := 0; i < 5; i++ {
+		t0 := time.Now()
+		var err error
+		n, err = tenant.NewNet([]tenant.Domain{big})
+		if err != nil {
+			return nil, err
+		}
+		t1 := time.Now()
+		ports := flow.Ports{}
+		for k, vm := range n.Domains[0].VMs {
+			ports[vm.Port] = uint32(k + 1)
+		}
+		if set, err = flow.Compile(n, ports); err != nil {
+			return nil, err
+		}
+		vals, comps = append(vals, t1.Sub(t0)), append(comps, time.Since(t1))
+	}
+	res.Validate, res.Compile, res.Flows = median(vals), median(comps), len(set.Flows)
+
+	// 2. Atomic apply on the real bridge, with the VMs' ports attached.
+	o.say("apply: %d flows on %s", res.Flows, benchBridge)
+	var links []string
+	defer func() {
+		for _, l := range links {
+			exec.Command("ip", "link", "del", l).Run()
+		}
+	}()
+	for _, vm := range n.Domains[0].VMs {
+		exec.Command("ip", "link", "del", vm.Port).Run()
+		if out, err := exec.CommandContext(ctx, "ip", "link", "add", vm.Port, "type", "veth", "peer", "name", vm.Port+"x").CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("veth %s: %v: %s", vm.Port, err, out)
+		}
+		links = append(links, vm.Port)
+		exec.CommandContext(ctx, "ip", "link", "set", vm.Port, "up").Run()
+		if err := br.AddPort(ctx, vm.Port, 0); err != nil {
+			return nil, err
+		}
+	}
+	a := agent.New(br, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	var fulls, ones []time.Duration
+	for i := 0; i < 3; i++ {
+		if err := br.DelFlows(ctx, ""); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		if err := a.Apply(ctx, []tenant.Domain{big}); err != nil {
+			return nil, err
+		}
+		fulls = append(fulls, time.Since(t0))
+		changed := big
+		changed.Subnets = slices.Clone(big.Subnets)
+		changed.Subnets[0].ACRs = append(slices.Clone(big.Subnets[0].ACRs), tenant.ACR{Priority: 5000 + i, Action: tenant.Pass, Proto: "udp", DstPort: tenant.PortRange{Lo: 9999, Hi: 9999}})
+		t0 = time.Now()
+		if err := a.Apply(ctx, []tenant.Domain{changed}); err != nil {
+			return nil, err
+		}
+		ones = append(ones, time.Since(t0))
+	}
+	res.ApplyFull, res.ApplyOne = median(fulls), median(ones)
+	// Reference: 10k plain flows with ovs-ofctl alone.
+	var plain strings.Builder
+	for i := 0; i < 10000; i++ {
+		fmt.Fprintf(&plain, "table=0, priority=%d, tcp,nw_dst=10.%d.%d.%d,tp_dst=%d actions=drop\n", 1+i%60000, i>>16&255, i>>8&255, i&255, 1+i%60000)
+	}
+	res.PlainFlows = 10000
+	var plains []time.Duration
+	for i := 0; i < 3; i++ {
+		br.DelFlows(ctx, "")
+		t0 := time.Now()
+		if err := br.Replace(ctx, plain.String()); err != nil {
+			return nil, err
+		}
+		plains = append(plains, time.Since(t0))
+	}
+	res.PlainReplace = median(plains)
+	br.DelFlows(ctx, "")
+
+	// 3. API change -> enforcement, measured with real packets.
+	if err := apiToEnforce(ctx, o, br, res); err != nil {
+		return nil, fmt.Errorf("api to enforcement: %w", err)
+	}
+	// 4. The paper's Tables 3/4.
+	if err := forwarding(ctx, o, br, res); err != nil {
+		return nil, fmt.Errorf("forwarding: %w", err)
+	}
+	return res, nil
+}
+
+// twoVMs is the domain of the enforcement and forwarding experiments: VA and
+// VB in one subnet, P1 outside behind an uplink, and the paper's 7 ACRs.
+func twoVMs(extra int) tenant.Domain {
+	d := tenant.Domain{TID: 300, Name: "bench", Tenant: "bench", Uplinks: []string{"bup"},
+		Subnets: []tenant.Subnet{{Name: "s", CIDR: "10.30.0.0/24", VMs: []tenant.VM{
+			{Name: "VA", MAC: "02:30:00:00:00:0a", IP: "10.30.0.10", Port: "bva"},
+			{Name: "VB", MAC: "02:30:00:00:00:0b", IP: "10.30.0.11", Port: "bvb"}}}}}
+	p1 := "10.30.0.100"
+	d.Subnets[0].ACRs = []tenant.ACR{
+		{Priority: 10, SrcMAC: []string{"VA", "VB"}, DstMAC: []string{"VA", "VB"}, Action: tenant.Pass},
+		{Priority: 9, SrcIP: []string{"VA"}, DstIP: []string{p1}, Action: tenant.Pass},
+		{Priority: 9, SrcIP: []string{p1}, DstIP: []string{"VA"}, Action: tenant.Pass},
+		{Priority: 8, Proto: "icmp", Action: tenant.Pass},
+		{Priority: 7, Proto: "tcp", DstPort: tenant.PortRange{Lo: 22, Hi: 22}, Action: tenant.Pass},
+		{Priority: 6, Proto: "udp", DstPort: tenant.PortRange{Lo: 53, Hi: 53}, Action: tenant.Pass},
+		{Priority: 1, Action: tenant.Drop},
+	}
+	for i := 0; i < extra; i++ {
+		d.Subnets[0].ACRs = append(d.Subnets[0].ACRs, tenant.ACR{Priority: 2 + i%5, Proto: []string{"tcp", "udp"}[i%2],
+			SrcIP: []string{fmt.Sprintf("172.%d.%d.0/24", 16+i%16, i/16%256)}, DstPort: tenant.PortRange{Lo: uint16(1000 + i), Hi: uint16(1000 + i)},
+			Action: []tenant.Action{tenant.Pass, tenant.Drop}[i%2]})
+	}
+	return d
+}
+
+type benchLab struct {
+	hosts map[string]*lab.Host
+	p1    *lab.Host
+	ext   *ovs.Bridge // the "physical network" behind the uplink
+}
+
+func (l *benchLab) close(br *ovs.Bridge) {
+	ctx := context.Background()
+	lab.RemoveAll(ctx, br, l.hosts)
+	if l.p1 != nil {
+		l.p1.Remove(ctx, l.ext)
+	}
+	br.DelPort(ctx, "bup")
+	if l.ext != nil {
+		l.ext.Delete(ctx)
+	}
+}
+
+func buildLab(ctx context.Context, br *ovs.Bridge) (*benchLab, error) {
+	n, err := tenant.NewNet([]tenant.Domain{twoVMs(0)})
+	if err != nil {
+		return nil, err
+	}
+	l := &benchLab{}
+	if l.hosts, err = lab.HostsFor(ctx, br, n, "sb-", nil); err != nil {
+		return nil, err
+	}
+	// P1: an outside host behind the uplink. A learning bridge stands in
+	// for the physical network: the uplink is a patch port (802.1Q trunk)
+	// into it, and P1 sits on an access port of VLAN 300 (the TID).
+	l.ext = ovs.NewBridge("sb-ext")
+	if err := l.ext.EnsureLearning(ctx); err != nil {
+		l.close(br)
+		return nil, err
+	}
+	if err := br.AddPatch(ctx, "bup", "bupx"); err != nil {
+		l.close(br)
+		return nil, err
+	}
+	if err := l.ext.AddPatch(ctx, "bupx", "bup"); err != nil {
+		l.close(br)
+		return nil, err
+	}
+	mac, _ := tenant.ParseMAC("02:30:00:00:00:99")
+	if l.p1, err = lab.AddHost(ctx, l.ext, "sb-p1", "bp1", mac, netip.MustParsePrefix("10.30.0.100/24")); err != nil {
+		l.close(br)
+		return nil, err
+	}
+	if err := l.ext.SetAccessTag(ctx, "bp1", 300); err != nil {
+		l.close(br)
+		return nil, err
+	}
+	return l, nil
+}
+
+func apiToEnforce(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLResult) error {
+	l, err := buildLab(ctx, br)
+	if err != nil {
+		return err
+	}
+	defer l.close(br)
+	for _, withBig := range []bool{false, true} {
+		label := "7 ACRs on the switch"
+		if withBig {
+			label = fmt.Sprintf("7 + %d ACRs on the switch", o.ACRs)
+		}
+		o.say("api -> enforcement: %s", label)
+		d, err := measureAPIToEnforce(ctx, br, l, withBig, o.ACRs)
+		if err != nil {
+			return err
+		}
+		res.APIToEnforce = append(res.APIToEnforce, d)
+		res.APIToEnforceLabels = append(res.APIToEnforceLabels, label)
+	}
+	return nil
+}
+
+func measureAPIToEnforce(ctx context.Context, br *ovs.Bridge, l *benchLab, withBig bool, nACR int) (time.Duration, error) {
+	st, err := store.Open(ctx, ":memory:")
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	node := agent.New(br, log, nil)
+	if err := node.Start(ctx); err != nil {
+		return 0, err
+	}
+	const admin = "bench-admin-token-0000"
+	ctl, err := controller.New(st, node, admin, log)
+	if err != nil {
+		return 0, err
+	}
+	srv := httptest.NewServer(api.New(ctl, log))
+	defer srv.Close()
+	who := controller.Caller{Admin: true}
+	if _, _, err := ctl.CreateTenant(ctx, who, "bench", ""); err != nil {
+		return 0, err
+	}
+	base := twoVMs(0)
+	base.Subnets[0].ACRs[0].DstMAC = []string{"VA"} // VA->VB blocked at first
+	if _, err := ctl.CreateDomain(ctx, who, base); err != nil {
+		return 0, err
+	}
+	if withBig {
+		big := flow.BigDomain(400, nACR)
+		big.Tenant = "bench"
+		if _, err := ctl.CreateDomain(ctx, who, big); err != nil {
+			return 0, err
+		}
+	}
+	va, vb := l.hosts["bva"], l.hosts["bvb"]
+	rc, err := vb.ListenUDP(5001)
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	sc, err := va.ListenUDP(5002)
+	if err != nil {
+		return 0, err
+	}
+	defer sc.Close()
+	dst := netip.AddrPortFrom(vb.IP.Addr(), 5001)
+	// Warm ARP, and make sure nothing passes yet.
+	sc.WriteToUDPAddrPort([]byte("x"), dst)
+	rc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	buf := make([]byte, 16)
+	if _, _, err := rc.ReadFromUDPAddrPort(buf); err == nil {
+		return 0, fmt.Errorf("VA->VB passed before the change")
+	}
+	got := make(chan time.Time, 1)
+	go func() {
+		rc.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, _, err := rc.ReadFromUDPAddrPort(buf); err == nil {
+			got <- time.Now()
+		}
+		close(got)
+	}()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				sc.WriteToUDPAddrPort([]byte("x"), dst)
+				time.Sleep(200 * time.Microsecond)
+			}
+		}
+	}()
+	body := `{"priority": 11, "srcmac": ["VA"], "dstmac": ["VB"], "action": "pass"}`
+	req, _ := http.NewRequestWithContext(ctx, "POST", srv.URL+"/v1/domains/300/subnets/s/acrs", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+admin)
+	t0 := time.Now()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		return 0, fmt.Errorf("POST acr: %s", resp.Status)
+	}
+	at, ok := <-got
+	if !ok {
+		return 0, fmt.Errorf("the new rule never let a packet through")
+	}
+	return at.Sub(t0), nil
+}
+
+var rttRE = regexp.MustCompile(`= [\d.]+/([\d.]+)/[\d.]+/([\d.]+) ms`)
+
+func forwarding(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLResult) error {
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		return fmt.Errorf("iperf3 is not installed (make deps)")
+	}
+	l, err := buildLab(ctx, br)
+	if err != nil {
+		return err
+	}
+	defer l.close(br)
+	a := agent.New(br, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	cases := []ForwardCase{
+		{ID: 1, ACRs: "7", RateMbps: 200, Scenario: "VA -> VB (same subnet)", PaperCPU: 0.685, PaperMem: 0.063},
+		{ID: 2, ACRs: "7+650", RateMbps: 200, Scenario: "VA -> VB (same subnet)", PaperCPU: 0.695, PaperMem: 0.063},
+		{ID: 3, ACRs: "7", RateMbps: 100, Scenario: "VA -> P1 (outside, via uplink)", PaperCPU: 0.675, PaperMem: 0.063},
+		{ID: 4, ACRs: "7+100", RateMbps: 100, Scenario: "VA -> P1 (outside, via uplink)", PaperCPU: 0.680, PaperMem: 0.063},
+	}
+	extras := map[int]int{1: 0, 2: 650, 3: 0, 4: 100}
+	for i := range cases {
+		c := &cases[i]
+		o.say("forwarding case %d: %s ACRs, %d Mbit/s, %s, %s", c.ID, c.ACRs, c.RateMbps, c.Scenario, o.Duration)
+		if err := a.Apply(ctx, []tenant.Domain{twoVMs(extras[c.ID])}); err != nil {
+			return err
+		}
+		server, target := l.hosts["bvb"], "10.30.0.11"
+		if c.ID >= 3 {
+			server, target = l.p1, "10.30.0.100"
+		}
+		if err := runCase(ctx, c, l.hosts["bva"], server, target, o.Duration); err != nil {
+			return fmt.Errorf("case %d: %w", c.ID, err)
+		}
+	}
+	res.Forwarding = cases
+	return nil
+}
+
+func runCase(ctx context.Context, c *ForwardCase, client, server *lab.Host, target string, dur time.Duration) error {
+	srv := exec.CommandContext(ctx, "ip", "netns", "exec", server.NS, "iperf3", "-s", "-1", "-B", target)
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer srv.Wait()
+	defer srv.Process.Kill()
+	time.Sleep(300 * time.Millisecond)
+	client.Ping(ctx, netip.MustParseAddr(target), 1, time.Second) // ARP
+	pid, err := vswitchdPID()
+	if err != nil {
+		return err
+	}
+	p0, h0, err := cpuTicks(pid)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	pingc := exec.CommandContext(ctx, "ip", "netns", "exec", client.NS, "ping", "-n", "-q", "-i", "0.05", "-w", strconv.Itoa(int(dur.Seconds())), target)
+	var pingOut strings.Builder
+	pingc.Stdout = &pingOut
+	if err := pingc.Start(); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", client.NS, "iperf3", "-u", "-c", target, "-b", fmt.Sprintf("%dM", c.RateMbps),
+		"-t", strconv.Itoa(int(dur.Seconds())), "-f", "m").CombinedOutput()
+	pingc.Wait()
+	wall := time.Since(t0).Seconds()
+	if err != nil {
+		return fmt.Errorf("iperf3: %v: %s", err, out)
+	}
+	p1, h1, err := cpuTicks(pid)
+	if err != nil {
+		return err
+	}
+	const hz = 100.0 // USER_HZ
+	c.OVSCPU = float64(p1-p0) / hz / wall * 100
+	c.HostCPU = float64(h1-h0) / hz / wall * 100 / float64(numCPU())
+	c.MemPct = rssPct(pid)
+	if m := regexp.MustCompile(`([\d.]+) Mbits/sec\s+[\d.]+ ms\s+\d+/\d+ \([\d.e+-]+%\)\s+receiver`).FindSubmatch(out); m != nil {
+		c.GotMbps, _ = strconv.ParseFloat(string(m[1]), 64)
+	}
+	if m := rttRE.FindStringSubmatch(pingOut.String()); m != nil {
+		c.RTTAvgMs, _ = strconv.ParseFloat(m[1], 64)
+		c.RTTMdevMs, _ = strconv.ParseFloat(m[2], 64)
+	}
+	return nil
+}
+
+func vswitchdPID() (int, error) {
+	b, err := os.ReadFile("/var/run/openvswitch/ovs-vswitchd.pid")
+	if err != nil {
+		return 0, fmt.Errorf("ovs-vswitchd pid: %w", err)
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// cpuTicks returns the process's and the host's busy clock ticks.
+func cpuTicks(pid int) (proc, host uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	s, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line := strings.Fields(strings.SplitN(string(s), "\n", 2)[0])
+	for i, v := range line[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		n, _ := strconv.ParseUint(v, 10, 64)
+		host += n
+	}
+	return ut + st, host, nil
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/stat")
+	return max(1, strings.Count(string(b), "\ncpu")) // cpu0, cpu1, ...
+}
+
+func rssPct(pid int) float64 {
+	var rss, total float64
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			rss, _ = strconv.ParseFloat(strings.Fields(v)[0], 64)
+		}
+	}
+	m, _ := os.ReadFile("/proc/meminfo")
+	for _, l := range strings.Split(string(m), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			total, _ = strconv.ParseFloat(strings.Fields(v)[0], 64)
+		}
+	}
+	if total == 0 {
+		return 0
+	}
+	return rss / total * 100
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+// WriteACL prints the result as Markdown tables.
+func WriteACL(w io.Writer, r *ACLResult, o ACLOptions) {
+	fmt.Fprintf(w, "### Access control (secaas bench acl)\n\nMachine: %d cores; Open vSwitch userspace (netdev) datapath; %s per forwarding case (the paper ran 200 s).\n\n", numCPU(), o.Duration)
+	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(tw, "| measurement\t ours\t goal / reference\t")
+	fmt.Fprintln(tw, "|---\t---\t---\t")
+	fmt.Fprintf(tw, "| validate %d ACRs\t %s\t -\t\n", r.ACRs, ms(r.Validate))
+	fmt.Fprintf(tw, "| compile %d ACRs -> %d flows\t %s\t <= 100 ms\t\n", r.ACRs, r.Flows, ms(r.Compile))
+	fmt.Fprintf(tw, "| atomic apply of the %d flows (one bundle, from empty)\t %s\t <= 500 ms\t\n", r.Flows, ms(r.ApplyFull))
+	fmt.Fprintf(tw, "| atomic apply of a one-ACR change on top of them\t %s\t <= 500 ms\t\n", ms(r.ApplyOne))
+	fmt.Fprintf(tw, "| reference: ovs-ofctl --bundle replace-flows, %d plain flows\t %s\t 240-380 ms measured before\t\n", r.PlainFlows, ms(r.PlainReplace))
+	for i, d := range r.APIToEnforce {
+		fmt.Fprintf(tw, "| API POST acr -> first real packet through (%s)\t %s\t -\t\n", r.APIToEnforceLabels[i], ms(d))
+	}
+	tw.Flush()
+	fmt.Fprintf(w, "\nThe paper's Tables 3/4 re-run (CPU of ovs-vswitchd as %% of one core; host CPU as %% of all cores; paper: host load mean):\n\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
+	fmt.Fprintln(tw, "| case\t ACRs\t scenario\t rate asked\t rate got\t ovs CPU %\t host CPU %\t ovs mem %\t RTT avg (mdev)\t paper CPU %\t paper mem %\t")
+	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	for _, c := range r.Forwarding {
+		fmt.Fprintf(tw, "| %d\t %s\t %s\t %d Mbit/s\t %.0f Mbit/s\t %.2f\t %.2f\t %.3f\t %.3f ms (%.3f)\t %.3f\t %.3f\t\n",
+			c.ID, c.ACRs, c.Scenario, c.RateMbps, c.GotMbps, c.OVSCPU, c.HostCPU, c.MemPct, c.RTTAvgMs, c.RTTMdevMs, c.PaperCPU, c.PaperMem)
+	}
+	tw.Flush()
+	if len(r.Forwarding) == 4 {
+		ov := func(a, b ForwardCase) string {
+			return fmt.Sprintf("ovs CPU %+.1f%%, RTT %+.1f%%", (b.OVSCPU-a.OVSCPU)/a.OVSCPU*100, (b.RTTAvgMs-a.RTTAvgMs)/a.RTTAvgMs*100)
+		}
+		p := func(a, b ForwardCase) string { return fmt.Sprintf("%+.1f%%", (b.PaperCPU-a.PaperCPU)/a.PaperCPU*100) }
+		fmt.Fprintf(w, "\nOverhead of the extra ACRs: case 2 vs 1: %s (paper: CPU %s); case 4 vs 3: %s (paper: CPU %s). Goal: <= 1 %%.\n",
+			ov(r.Forwarding[0], r.Forwarding[1]), p(r.Forwarding[0], r.Forwarding[1]), ov(r.Forwarding[2], r.Forwarding[3]), p(r.Forwarding[2], r.Forwarding[3]))
+	}
+}
