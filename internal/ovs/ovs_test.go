@@ -15,7 +15,7 @@ func TestParseTrace(t *testing.T) {
 		cookies int
 	}{
 		{"testdata/trace-pass.txt", false, []uint32{3}, 2},
-		{"testdata/trace-drop.txt", true, nil, 1},              // the isolation rule
+		{"testdata/trace-drop.txt", true, nil, 2},              // the isolation rule
 		{"testdata/trace-flood.txt", false, []uint32{2, 3}, 0}, // output to the ingress port is skipped
 	} {
 		b, err := os.ReadFile(tc.file)
