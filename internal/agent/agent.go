@@ -33,7 +33,15 @@ type Agent struct {
 	ports   flow.Ports
 	set     *flow.Set
 	flows   string
+	// synced: the switch is known to hold exactly flows, so a change can be
+	// sent as a difference instead of a full replacement.
+	synced bool
+	ticks  int // reconcile ticks since the last full comparison
 }
+
+// FullCheckEvery is how many reconcile ticks pass between full flow-table
+// comparisons; ticks in between only compare the flow count.
+const FullCheckEvery = 15
 
 // New returns an agent for br. onEvent may be nil.
 func New(br *ovs.Bridge, log *slog.Logger, onEvent func(Event)) *Agent {
@@ -80,12 +88,16 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 	if err != nil {
 		return err
 	}
-	set, err := flow.Compile(n, ports)
+	var prev flow.Priorities
+	if a.set != nil {
+		prev = a.set.Priorities
+	}
+	set, err := flow.CompileFrom(n, ports, prev)
 	if err != nil {
 		return err
 	}
 	text := set.String()
-	if err := a.br.Replace(ctx, text); err != nil {
+	if err := a.install(ctx, text); err != nil {
 		return err
 	}
 	a.domains, a.net, a.ports, a.set, a.flows = domains, n, ports, set, text
@@ -94,12 +106,71 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 	return nil
 }
 
-// Reconcile runs one pass: recompile if the bridge's ports changed, then
-// restore the desired flows if the switch drifted from them. It reports
-// whether it changed the switch.
+// install puts text on the switch: as a one-bundle difference when the
+// switch is known to hold a.flows, else as one-bundle full replacement.
+func (a *Agent) install(ctx context.Context, text string) error {
+	if a.synced {
+		del, add := lineDiff(a.flows, text)
+		if len(del)+len(add) == 0 {
+			return nil
+		}
+		if err := a.br.Modify(ctx, del, add); err == nil {
+			return nil
+		}
+		a.log.Warn("incremental flow update failed, replacing the table", "bridge", a.br.Name)
+	}
+	a.synced = false
+	if err := a.br.Replace(ctx, text); err != nil {
+		return err
+	}
+	a.synced = true
+	return nil
+}
+
+// lineDiff returns the lines only in old and the lines only in new.
+func lineDiff(old, new string) (del, add []string) {
+	have := map[string]bool{}
+	for _, l := range strings.Split(old, "\n") {
+		if l != "" {
+			have[l] = true
+		}
+	}
+	want := map[string]bool{}
+	for _, l := range strings.Split(new, "\n") {
+		if l == "" {
+			continue
+		}
+		want[l] = true
+		if !have[l] {
+			add = append(add, l)
+		}
+	}
+	for l := range have {
+		if !want[l] {
+			del = append(del, l)
+		}
+	}
+	return del, add
+}
+
+// Reconcile runs one full pass: recompile if the bridge's ports changed,
+// then compare the whole flow table and restore the desired flows if the
+// switch drifted from them. It reports whether it changed the switch.
 func (a *Agent) Reconcile(ctx context.Context) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	return a.reconcileLocked(ctx, true)
+}
+
+// ReconcileQuick is the cheap pass of the loop: it compares only the flow
+// count, and runs the full comparison when the count differs.
+func (a *Agent) ReconcileQuick(ctx context.Context) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.reconcileLocked(ctx, false)
+}
+
+func (a *Agent) reconcileLocked(ctx context.Context, full bool) (bool, error) {
 	ports, err := a.br.Ports(ctx)
 	if err != nil {
 		return false, err
@@ -112,6 +183,15 @@ func (a *Agent) Reconcile(ctx context.Context) (bool, error) {
 		a.onEvent(Event{Kind: "flows.recompiled", Detail: "switch ports changed"})
 		return true, nil
 	}
+	if !full {
+		n, err := a.br.FlowCount(ctx)
+		if err != nil {
+			return false, fmt.Errorf("reconcile: %w", err)
+		}
+		if n == len(a.set.Flows) {
+			return false, nil
+		}
+	}
 	diff, err := a.br.Diff(ctx, a.flows)
 	if err != nil {
 		return false, fmt.Errorf("reconcile: %w", err)
@@ -120,7 +200,8 @@ func (a *Agent) Reconcile(ctx context.Context) (bool, error) {
 		return false, nil
 	}
 	lines := strings.Count(strings.TrimSpace(diff), "\n") + 1
-	if err := a.br.Replace(ctx, a.flows); err != nil {
+	a.synced = false
+	if err := a.install(ctx, a.flows); err != nil {
 		return false, fmt.Errorf("reconcile: %w", err)
 	}
 	a.log.Warn("flow drift repaired", "bridge", a.br.Name, "differences", lines)
@@ -137,7 +218,15 @@ func (a *Agent) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := a.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			a.mu.Lock()
+			a.ticks++
+			full := a.ticks >= FullCheckEvery
+			if full {
+				a.ticks = 0
+			}
+			_, err := a.reconcileLocked(ctx, full)
+			a.mu.Unlock()
+			if err != nil && ctx.Err() == nil {
 				a.log.Error("reconcile failed", "bridge", a.br.Name, "err", err)
 			}
 		}

@@ -21,13 +21,18 @@ const (
 	prioVM          = 300
 )
 
-// ruleCookieBase marks cookies that name a rule; the low bits are its Seq.
+// ruleCookieBase marks cookies that name a rule; below it: TID<<32 | priority.
 const ruleCookieBase = 0x5ec0_0000_0000_0000
 
 // Compile turns a validated tenant net into the flow set that enforces it.
 // It does no I/O and is deterministic.
-func Compile(n *tenant.Net, ports Ports) (*Set, error) {
-	c := &compiler{set: &Set{Rules: map[uint64]tenant.RuleRef{}}, ports: ports}
+func Compile(n *tenant.Net, ports Ports) (*Set, error) { return CompileFrom(n, ports, nil) }
+
+// CompileFrom compiles like Compile but keeps the OpenFlow priorities that
+// prev (an earlier Set's Priorities) gave to rules that still exist, so that
+// adding or removing one rule changes only that rule's flows.
+func CompileFrom(n *tenant.Net, ports Ports, prev Priorities) (*Set, error) {
+	c := &compiler{set: &Set{Rules: map[uint64]tenant.RuleRef{}, Priorities: Priorities{}}, ports: ports, prev: prev}
 	for _, d := range n.Domains {
 		c.domain(d)
 	}
@@ -60,6 +65,7 @@ func Compile(n *tenant.Net, ports Ports) (*Set, error) {
 type compiler struct {
 	set   *Set
 	ports Ports
+	prev  Priorities
 	err   error
 }
 
@@ -228,10 +234,12 @@ func (c *compiler) domain(d *tenant.RDomain) {
 
 	// Perimeters: one flow set per rule, whatever the number of perimeters
 	// it sits on: reg5 (a one-hot subnet bit) must fall inside the rule's
-	// perimeter set. Rule k of the domain gets priority prioRuleTop-k, so
-	// each perimeter sees its rules in tenant order with distinct priorities.
+	// perimeter set. Priorities strictly decrease along the domain's rule
+	// order, so each perimeter sees its rules in tenant order.
+	prios := assignPriorities(d.Rules, c.prev, c.set.Priorities)
 	for k, r := range d.Rules {
-		cookie := ruleCookieBase | uint64(r.Seq)
+		// The cookie names the rule and is as stable as its priority.
+		cookie := ruleCookieBase | uint64(d.TID)<<32 | uint64(prios[k])
 		c.set.Rules[cookie] = r.Ref
 		var acts []Action
 		if r.Action == tenant.Pass {
@@ -241,7 +249,7 @@ func (c *compiler) domain(d *tenant.RDomain) {
 			m.setReg(RegTID, tid)
 			m.setReg(RegPerim, 0)
 			m.RegMasks[RegPerim] = ^r.Perimeters
-			c.add(TablePerimeter, prioRuleTop-k, m, acts...).Cookie = cookie
+			c.add(TablePerimeter, prios[k], m, acts...).Cookie = cookie
 		}
 	}
 	for _, s := range d.Subnets {

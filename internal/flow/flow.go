@@ -128,8 +128,9 @@ type Flow struct {
 
 // Set is a compiled flow set and what its cookies mean.
 type Set struct {
-	Flows []Flow
-	Rules map[uint64]tenant.RuleRef // rule cookie -> rule
+	Flows      []Flow
+	Rules      map[uint64]tenant.RuleRef // rule cookie -> rule
+	Priorities Priorities                // rule key -> OpenFlow priority, for CompileFrom
 }
 
 // String renders the set in ovs-ofctl syntax, one flow per line, sorted.

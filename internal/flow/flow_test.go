@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"secaas/internal/tenant"
@@ -196,4 +197,118 @@ func BenchmarkCompile10kACRs(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestStablePrioritiesSmallDiff: adding one rule on top of 10k changes only
+// that rule's flows; removing it again restores the original set.
+func TestStablePrioritiesSmallDiff(t *testing.T) {
+	d := BigDomain(100, 2000)
+	n, _ := tenant.NewNet([]tenant.Domain{d})
+	ports := Ports{}
+	for i, vm := range n.Domains[0].VMs {
+		ports[vm.Port] = uint32(i + 1)
+	}
+	base, err := Compile(n, ports)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prio := range []int{0, 500, 65535} {
+		d2 := BigDomain(100, 2000)
+		d2.Subnets[2].ACRs = slices.Insert(d2.Subnets[2].ACRs, 7, tenant.ACR{Priority: prio, Proto: "udp", DstPort: tenant.PortRange{Lo: 53, Hi: 53}, Action: tenant.Pass})
+		n2, err := tenant.NewNet([]tenant.Domain{d2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		next, err := CompileFrom(n2, ports, base.Priorities)
+		if err != nil {
+			t.Fatal(err)
+		}
+		added, removed := lineDiff(base.String(), next.String())
+		// The new rule: udp/53 over IPv4 and IPv6.
+		if len(removed) != 0 || len(added) != 2 {
+			t.Fatalf("priority %d: %d flows added, %d removed; want 2 and 0", prio, len(added), len(removed))
+		}
+		back, err := CompileFrom(n, ports, next.Priorities)
+		if err != nil || back.String() != base.String() {
+			t.Fatalf("priority %d: removing the rule did not restore the set (%v)", prio, err)
+		}
+	}
+}
+
+func lineDiff(a, b string) (added, removed []string) {
+	in := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l] = true
+		}
+		return m
+	}
+	ma, mb := in(a), in(b)
+	for l := range mb {
+		if !ma[l] {
+			added = append(added, l)
+		}
+	}
+	for l := range ma {
+		if !mb[l] {
+			removed = append(removed, l)
+		}
+	}
+	return added, removed
+}
+
+// TestPropertyIncremental: nets mutated rule by rule and compiled with the
+// previous priorities still agree with the oracle.
+func TestPropertyIncremental(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	cases := 0
+	for i := 0; i < 200; i++ {
+		ds := tenanttest.Net(r, tenanttest.Options{Domains: 2, Uplinks: true, AllowStateful: true})
+		n, _ := tenant.NewNet(ds)
+		ports := Ports{tenanttest.UplinkPort: 100}
+		for _, d := range n.Domains {
+			for _, vm := range d.VMs {
+				ports[vm.Port] = uint32(len(ports) + 1)
+			}
+		}
+		set, err := Compile(n, ports)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for step := 0; step < 5; step++ {
+			d := &ds[r.IntN(len(ds))]
+			s := &d.Subnets[r.IntN(len(d.Subnets))]
+			if len(s.ACRs) > 0 && r.IntN(3) == 0 {
+				k := r.IntN(len(s.ACRs))
+				s.ACRs = slices.Delete(s.ACRs, k, k+1)
+			} else {
+				other := tenanttest.Net(r, tenanttest.Options{Domains: 1, MaxRules: 3})
+				if acrs := other[0].Subnets[0].ACRs; len(acrs) > 0 {
+					for k := range acrs {
+						acrs[k].SrcMAC, acrs[k].DstMAC, acrs[k].SrcIP, acrs[k].DstIP = nil, nil, nil, nil
+					}
+					s.ACRs = slices.Insert(s.ACRs, r.IntN(len(s.ACRs)+1), acrs[0])
+				}
+			}
+			if n, err = tenant.NewNet(ds); err != nil {
+				t.Fatal(err)
+			}
+			if set, err = CompileFrom(n, ports, set.Priorities); err != nil {
+				t.Fatal(err)
+			}
+			for k := 0; k < 10; k++ {
+				p := tenanttest.Packet(r, n)
+				res, err := set.Run(p, ports)
+				if err != nil {
+					t.Fatal(err)
+				}
+				v := n.Decide(p)
+				if (len(res.Out) > 0) != (v.Action == tenant.Pass && len(slices.DeleteFunc(slices.Clone(v.Out), func(o string) bool { return o == p.InPort })) > 0) {
+					t.Fatalf("packet %+v: flows out %v, oracle %s %v (%s)", p, res.Out, v.Action, v.Out, v.Reason)
+				}
+				cases++
+			}
+		}
+	}
+	t.Logf("%d cases", cases)
 }

@@ -313,3 +313,57 @@ func (b *Bridge) SetAccessTag(ctx context.Context, port string, tag int) error {
 	}
 	return nil
 }
+
+// Modify deletes and adds flows (ovs-ofctl syntax, as Flow.String writes
+// them) in one OpenFlow bundle: all or nothing. Deletions are strict
+// (priority and match), and run before the additions.
+func (b *Bridge) Modify(ctx context.Context, del, add []string) error {
+	var buf strings.Builder
+	for _, l := range del {
+		buf.WriteString("flow delete_strict ")
+		buf.WriteString(stripForDelete(l))
+		buf.WriteByte('\n')
+	}
+	for _, l := range add {
+		buf.WriteString("flow add ")
+		buf.WriteString(l)
+		buf.WriteByte('\n')
+	}
+	f, err := writeTemp(buf.String())
+	if err != nil {
+		return fmt.Errorf("modify flows: %w", err)
+	}
+	defer os.Remove(f)
+	if _, err := b.run(ctx, nil, "ovs-ofctl", "-O", OFVersion, "bundle", b.Name, f); err != nil {
+		return fmt.Errorf("modify flows: %w", err)
+	}
+	return nil
+}
+
+var cookieRE = regexp.MustCompile(`, cookie=0x[0-9a-f]+`)
+
+// stripForDelete keeps what identifies a flow: table, priority and match.
+func stripForDelete(l string) string {
+	if i := strings.Index(l, " actions="); i >= 0 {
+		l = l[:i]
+	}
+	return cookieRE.ReplaceAllString(l, "")
+}
+
+// FlowCount is the number of flows on the bridge (cheap: one aggregate
+// statistics request).
+func (b *Bridge) FlowCount(ctx context.Context) (int, error) {
+	out, err := b.run(ctx, nil, "ovs-ofctl", "-O", OFVersion, "dump-aggregate", b.Name)
+	if err != nil {
+		return 0, fmt.Errorf("flow count: %w", err)
+	}
+	_, rest, ok := strings.Cut(string(out), "flow_count=")
+	if !ok {
+		return 0, fmt.Errorf("flow count: unexpected reply %q", out)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(rest))
+	if err != nil {
+		return 0, fmt.Errorf("flow count: unexpected reply %q", out)
+	}
+	return n, nil
+}
