@@ -345,3 +345,47 @@ func udpDelivered(src, dst *lab.Host, sport, dport uint16, expect bool) (bool, e
 	}
 	return false, nil
 }
+
+// TestIPv6NeighbourDiscoveryStaysInDomain: IPv6 VMs find each other with
+// real neighbour discovery through the ND flows, while a VM of another
+// domain with the same address never answers (its ND never arrives).
+func TestIPv6NeighbourDiscoveryStaysInDomain(t *testing.T) {
+	labtest.RequireOVS(t)
+	ctx := context.Background()
+	br := labtest.Bridge(t, "sct6")
+	mk := func(tid int, name string, vms ...tenant.VM) tenant.Domain {
+		return tenant.Domain{TID: tid, Name: name, Subnets: []tenant.Subnet{{Name: "net", VMs: vms,
+			ACRs: []tenant.ACR{{Priority: 1, Proto: "icmp6", Action: tenant.Pass}}}}}
+	}
+	domains := []tenant.Domain{
+		mk(21, "six", tenant.VM{Name: "a", MAC: "02:00:00:00:06:0a", IP: "fd00::1", Port: "sixa"},
+			tenant.VM{Name: "b", MAC: "02:00:00:00:06:0b", IP: "fd00::2", Port: "sixb"}),
+		mk(22, "other", tenant.VM{Name: "c", MAC: "02:00:00:00:06:0c", IP: "fd00::3", Port: "othc"}),
+	}
+	n, err := tenant.NewNet(domains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := lab.HostsFor(ctx, br, n, "sct6-", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.RemoveAll(context.Background(), br, hosts) })
+	a := agent.New(br, quiet(), nil)
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, domains); err != nil {
+		t.Fatal(err)
+	}
+	if !hosts["sixa"].Ping(ctx, netip.MustParseAddr("fd00::2"), 3, 2*time.Second) {
+		t.Fatal("ping6 a->b inside the domain failed: ND does not work")
+	}
+	if hosts["sixa"].Ping(ctx, netip.MustParseAddr("fd00::3"), 2, time.Second) {
+		t.Fatal("ping6 reached a VM of another domain")
+	}
+	out, _ := hosts["sixa"].Exec(ctx, "ip", "-6", "neigh", "show", "fd00::3")
+	if strings.Contains(string(out), "lladdr") {
+		t.Fatalf("ND crossed domains: %s", out)
+	}
+}

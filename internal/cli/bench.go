@@ -15,7 +15,8 @@ func benchACL(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("bench acl", env)
 	var o bench.ACLOptions
 	fs.IntVar(&o.ACRs, "acrs", 10000, "ACRs for the compile and apply timings")
-	secs := fs.Int("seconds", 10, "seconds per forwarding case (the paper used 200)")
+	secs := fs.Int("seconds", 10, "seconds per forwarding case and round (the paper used 200)")
+	fs.IntVar(&o.Rounds, "rounds", 3, "forwarding rounds (cases alternate; medians are reported)")
 	out := fs.String("out", "", "also write the tables to this Markdown file")
 	if _, err := parse(fs, args); err != nil {
 		return err

@@ -54,12 +54,20 @@ func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 func AddHost(ctx context.Context, br *ovs.Bridge, ns, port string, mac tenant.MAC, ip netip.Prefix) (*Host, error) {
 	h := &Host{NS: ns, Port: port, MAC: mac, IP: ip}
 	h.Remove(ctx, br)
+	// IPv4 hosts keep quiet on IPv6; IPv6 hosts get their address without
+	// duplicate address detection, so that they are usable at once.
+	v6 := []string{"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"}
+	addr := []string{"ip", "-n", ns, "addr", "add", ip.String(), "dev", "eth0"}
+	if ip.Addr().Is6() {
+		v6 = []string{"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"}
+		addr = append(addr, "nodad")
+	}
 	steps := [][]string{
 		{"ip", "netns", "add", ns},
 		{"ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns},
 		{"ip", "-n", ns, "link", "set", "eth0", "address", mac.String()},
-		{"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"},
-		{"ip", "-n", ns, "addr", "add", ip.String(), "dev", "eth0"},
+		v6,
+		addr,
 		{"ip", "-n", ns, "link", "set", "eth0", "up"},
 		{"ip", "-n", ns, "link", "set", "lo", "up"},
 		{"ip", "link", "set", port, "up"},
@@ -95,9 +103,14 @@ func (h *Host) Exec(ctx context.Context, args ...string) ([]byte, error) {
 	return run(ctx, "ip", append([]string{"netns", "exec", h.NS}, args...)...)
 }
 
-// Ping sends count echo requests and reports whether any was answered.
+// Ping sends count echo requests (ICMP or ICMPv6, by dst) and reports
+// whether any was answered.
 func (h *Host) Ping(ctx context.Context, dst netip.Addr, count int, wait time.Duration) bool {
-	_, err := h.Exec(ctx, "ping", "-n", "-q", "-c", fmt.Sprint(count), "-i", "0.2", "-W", fmt.Sprintf("%.1f", wait.Seconds()), dst.String())
+	fam := "-4"
+	if dst.Is6() {
+		fam = "-6"
+	}
+	_, err := h.Exec(ctx, "ping", fam, "-n", "-q", "-c", fmt.Sprint(count), "-i", "0.2", "-W", fmt.Sprintf("%.1f", wait.Seconds()), dst.String())
 	return err == nil
 }
 
