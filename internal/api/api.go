@@ -23,25 +23,26 @@ const MaxBody = 1 << 20
 
 // Server is the HTTP API.
 type Server struct {
-	c   *controller.Controller
-	log *slog.Logger
-	mux *http.ServeMux
+	c      *controller.Controller
+	log    *slog.Logger
+	mux    *http.ServeMux
+	routes []string // "METHOD /path" of every authenticated route
 }
 
 // New returns the API handler.
 func New(c *controller.Controller, log *slog.Logger) *Server {
 	s := &Server{c: c, log: log, mux: http.NewServeMux()}
-	s.routes()
+	s.register()
 	return s
 }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
-// Routes lists "METHOD /path" of every route, for the OpenAPI test.
-var Routes []string
+// Routes lists "METHOD /path" of every authenticated route.
+func (s *Server) Routes() []string { return s.routes }
 
 func (s *Server) handle(pattern string, h func(w http.ResponseWriter, r *http.Request, who controller.Caller) error) {
-	Routes = append(Routes, pattern)
+	s.routes = append(s.routes, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		who, err := s.c.Authenticate(r.Context(), strings.TrimSpace(tok))
@@ -54,8 +55,7 @@ func (s *Server) handle(pattern string, h func(w http.ResponseWriter, r *http.Re
 	})
 }
 
-func (s *Server) routes() {
-	Routes = nil
+func (s *Server) register() {
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
 	s.mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -120,22 +120,30 @@ func (p packetFlags) packet(n *tenant.Net) (tenant.Packet, error) {
 	return controller.BuildPacket(n, tid, req)
 }
 
-func aclCheck(ctx context.Context, env *Env, args []string) error {
-	fs := newFlags("acl check", env)
-	file := fs.String("f", "", "policy file")
-	asJSON := fs.Bool("json", false, "JSON output")
-	pf := addPacketFlags(fs)
+// loadPacket parses the flags, loads the policy file (flag -f) and builds
+// the packet the flags describe.
+func loadPacket(fs *flag.FlagSet, args []string, pf packetFlags) (*tenant.Net, tenant.Packet, error) {
 	if _, err := parse(fs, args); err != nil {
-		return err
+		return nil, tenant.Packet{}, err
 	}
-	if err := mustFile(*file); err != nil {
-		return err
+	file := fs.Lookup("f").Value.String()
+	if err := mustFile(file); err != nil {
+		return nil, tenant.Packet{}, err
 	}
-	_, n, err := tenant.LoadPolicy(*file)
+	_, n, err := tenant.LoadPolicy(file)
 	if err != nil {
-		return err
+		return nil, tenant.Packet{}, err
 	}
 	p, err := pf.packet(n)
+	return n, p, err
+}
+
+func aclCheck(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("acl check", env)
+	fs.String("f", "", "policy file")
+	asJSON := fs.Bool("json", false, "JSON output")
+	pf := addPacketFlags(fs)
+	n, p, err := loadPacket(fs, args, pf)
 	if err != nil {
 		return err
 	}
@@ -173,17 +181,7 @@ func aclTrace(ctx context.Context, env *Env, args []string) error {
 	asJSON := fs.Bool("json", false, "JSON output")
 	raw := fs.Bool("raw", false, "also print ofproto/trace's own output")
 	pf := addPacketFlags(fs)
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if err := mustFile(*file); err != nil {
-		return err
-	}
-	_, n, err := tenant.LoadPolicy(*file)
-	if err != nil {
-		return err
-	}
-	p, err := pf.packet(n)
+	n, p, err := loadPacket(fs, args, pf)
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ func labHosts(n *tenant.Net, prefix string) map[string]*lab.Host {
 	hosts := map[string]*lab.Host{}
 	for _, d := range n.Domains {
 		for _, vm := range d.VMs {
-			hosts[vm.Port] = &lab.Host{NS: prefix + vm.Port, Port: vm.Port, MAC: vm.HW, IP: netip.PrefixFrom(vm.Addr, 24)}
+			hosts[vm.Port] = lab.HostFor(prefix, vm)
 		}
 	}
 	return hosts

@@ -2,7 +2,6 @@ package flow
 
 import (
 	"fmt"
-	"testing"
 
 	"secaas/internal/tenant"
 )
@@ -33,13 +32,4 @@ func BigDomain(tid, nACR int) tenant.Domain {
 		d.Subnets[k%4].ACRs = append(d.Subnets[k%4].ACRs, a)
 	}
 	return d
-}
-
-// BigNet validates BigDomain(100, nACR).
-func BigNet(tb testing.TB, nACR int) *tenant.Net {
-	n, err := tenant.NewNet([]tenant.Domain{BigDomain(100, nACR)})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return n
 }

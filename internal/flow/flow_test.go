@@ -312,3 +312,12 @@ func TestPropertyIncremental(t *testing.T) {
 	}
 	t.Logf("%d cases", cases)
 }
+
+// BigNet validates BigDomain(100, nACR).
+func BigNet(tb testing.TB, nACR int) *tenant.Net {
+	n, err := tenant.NewNet([]tenant.Domain{BigDomain(100, nACR)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}

@@ -175,11 +175,8 @@ func HostsFor(ctx context.Context, br *ovs.Bridge, n *tenant.Net, prefix string,
 			if keep != nil && !keep(vm) {
 				continue
 			}
-			bits := 24
-			if vm.Addr.Is6() {
-				bits = 64
-			}
-			h, err := AddHost(ctx, br, prefix+vm.Port, vm.Port, vm.HW, netip.PrefixFrom(vm.Addr, bits))
+			want := HostFor(prefix, vm)
+			h, err := AddHost(ctx, br, want.NS, want.Port, want.MAC, want.IP)
 			if err != nil {
 				RemoveAll(ctx, br, hosts)
 				return nil, err
@@ -188,6 +185,16 @@ func HostsFor(ctx context.Context, br *ovs.Bridge, n *tenant.Net, prefix string,
 		}
 	}
 	return hosts, nil
+}
+
+// HostFor describes the lab host of vm (namespace prefix+port, /24 for
+// IPv4, /64 for IPv6) without creating anything.
+func HostFor(prefix string, vm *tenant.RVM) *Host {
+	bits := 24
+	if vm.Addr.Is6() {
+		bits = 64
+	}
+	return &Host{NS: prefix + vm.Port, Port: vm.Port, MAC: vm.HW, IP: netip.PrefixFrom(vm.Addr, bits)}
 }
 
 // RemoveAll removes every host.
