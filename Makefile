@@ -41,7 +41,7 @@ demo-clean:
 	scripts/demo-clean.sh
 
 bench: deps ovs build
-	bin/secaas bench acl --out docs/bench-acl.md
+	bin/secaas bench acl --seconds 10 --rounds 3 --out docs/bench-acl.md
 
 clean:
 	rm -rf bin
