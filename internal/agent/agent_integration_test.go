@@ -21,8 +21,9 @@ import (
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// loadTable2 loads Table 2 with ports agvm1..3 (see labtest.Table2).
 func loadTable2(t *testing.T) []tenant.Domain {
-	p, err := tenant.ParsePolicy(mustRead(t, "../../examples/table2.yaml"))
+	p, err := tenant.ParsePolicy(mustRead(t, labtest.Table2(t, "../..", "agvm")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +53,7 @@ func TestTable2OnRealOVS(t *testing.T) {
 		t.Fatal(err)
 	}
 	// fail_mode=secure with no policy: nothing passes.
-	vm1, vm2, vm3 := hosts["vm1"], hosts["vm2"], hosts["vm3"]
+	vm1, vm2, vm3 := hosts["agvm1"], hosts["agvm2"], hosts["agvm3"]
 	if vm1.Ping(ctx, vm2.IP.Addr(), 1, time.Second) {
 		t.Fatal("ping VM1->VM2 passed before any policy")
 	}

@@ -68,7 +68,7 @@ func TestEndToEnd(t *testing.T) {
 	labtest.RequireOVS(t)
 	ctx := context.Background()
 	br := labtest.Bridge(t, "scce")
-	policy := "../../examples/table2.yaml"
+	policy := labtest.Table2(t, "../..", "cevm")
 	_, n, err := tenant.LoadPolicy(policy)
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +125,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("acr add: %s", out)
 	}
 	vm3, _ := n.VMByName(100, "VM3")
-	if !hosts["vm1"].Ping(ctx, vm3.Addr, 3, 2*time.Second) {
+	if !hosts["cevm1"].Ping(ctx, vm3.Addr, 3, 2*time.Second) {
 		t.Fatal("ping VM1->VM3 still dropped after the API change")
 	}
 	out, code = runCLI(t, append([]string{"check", "--tid", "100", "--from", "VM1", "--to", "VM3", "--proto", "icmp"}, api...)...)

@@ -3,6 +3,8 @@ package labtest
 import (
 	"context"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,4 +48,21 @@ func Bridge(t testing.TB, name string) *ovs.Bridge {
 	}
 	t.Cleanup(func() { br.Delete(context.Background()) })
 	return br
+}
+
+// Table2 writes the paper's Table 2 policy (examples/table2.yaml, found from
+// the test's package directory via root) with port names vm1.. renamed
+// prefix+"1".., so that tests in parallel packages and a running demo never
+// share a host interface name. It returns the file's path.
+func Table2(t testing.TB, root, prefix string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(root, "examples/table2.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "table2.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(b), "port: vm", "port: "+prefix)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
