@@ -66,3 +66,36 @@ func Table2(t testing.TB, root, prefix string) string {
 	}
 	return path
 }
+
+// DataDir finds the shared test data (../shared/data of the checkout, or
+// $SECAAS_DATA): real captures that must never be copied into the project.
+func DataDir(t testing.TB) string {
+	t.Helper()
+	d, ok := FindDataDir()
+	if !ok {
+		Missing(t, "shared test data not found (set SECAAS_DATA)")
+	}
+	return d
+}
+
+// FindDataDir looks for the shared test data: $SECAAS_DATA, a shared/data
+// beside any parent of the working directory, or /work/shared/data.
+func FindDataDir() (string, bool) {
+	if d := os.Getenv("SECAAS_DATA"); d != "" {
+		return d, true
+	}
+	wd, _ := os.Getwd()
+	for dir := wd; ; dir = filepath.Dir(dir) {
+		cand := filepath.Join(dir, "shared", "data")
+		if st, err := os.Stat(filepath.Join(cand, "pcaps")); err == nil && st.IsDir() {
+			return cand, true
+		}
+		if filepath.Dir(dir) == dir {
+			break
+		}
+	}
+	if st, err := os.Stat("/work/shared/data/pcaps"); err == nil && st.IsDir() {
+		return "/work/shared/data", true
+	}
+	return "", false
+}
