@@ -1,0 +1,291 @@
+package feature
+
+import (
+	"math"
+	"net/netip"
+	"time"
+
+	"secaas/internal/capture"
+)
+
+// StabilityNames are the 2018 features, in vector order.
+var StabilityNames = [NumStability]string{"syn", "ipentr", "ipcorr", "ttl", "portsrv", "porto", "packet", "portacc"}
+
+// LSTMNames are the 2020 features, in vector order (Table 1).
+var LSTMNames = [NumLSTM]string{"access_port", "ip_entro", "service_port_entro", "syn_rate", "bps", "pps",
+	"packet_per_ip", "ip_count", "syn_per_ip", "bytes_per_ip", "syn_count"}
+
+// Vector sizes.
+const (
+	NumStability = 8
+	NumLSTM      = 11
+)
+
+// Config shapes the extraction.
+type Config struct {
+	Window          time.Duration // default 60 s; down to 1 s (or less) for tests
+	LengthBucket    int           // packet-length bucket width in bytes, default 1
+	SYNWithoutACK   bool          // count only SYN without ACK
+	AccessByPackets bool          // weight portacc by packets instead of clients
+}
+
+// Window is one closed window of one server.
+type Window struct {
+	Server    netip.Addr
+	Start     int64 // ns since the epoch
+	Duration  time.Duration
+	Packets   int
+	Bytes     int
+	Stability [NumStability]float64
+	LSTM      [NumLSTM]float64
+}
+
+type clientPort struct {
+	ip   netip.Addr
+	port uint16
+}
+
+// Extractor accumulates one server's packets into windows.
+type Extractor struct {
+	cfg    Config
+	server netip.Addr
+	emit   func(*Window)
+
+	start   int64 // start of the open window; 0 before the first packet
+	started bool
+	first   bool // no window closed yet
+
+	packets, bytes, syn int
+	clients             map[netip.Addr]int // client -> packets
+	prev                map[netip.Addr]int // the previous window's clients
+	ttl                 [256]int
+	ports               map[uint16]int
+	proto               [4]int
+	lengths             map[int]int
+	access              map[clientPort]struct{}
+	perClient           map[netip.Addr]int // scratch: client -> distinct ports
+	kdist               map[int]int        // scratch: k -> weight
+	w                   Window             // reused for emit
+}
+
+// NewExtractor returns an extractor for server that calls emit for every
+// closed window (the *Window is reused: copy what you keep).
+func NewExtractor(server netip.Addr, cfg Config, emit func(*Window)) *Extractor {
+	if cfg.Window <= 0 {
+		cfg.Window = time.Minute
+	}
+	if cfg.LengthBucket <= 0 {
+		cfg.LengthBucket = 1
+	}
+	return &Extractor{cfg: cfg, server: server.Unmap(), emit: emit, first: true,
+		clients: map[netip.Addr]int{}, prev: map[netip.Addr]int{}, ports: map[uint16]int{},
+		lengths: map[int]int{}, access: map[clientPort]struct{}{}, perClient: map[netip.Addr]int{}, kdist: map[int]int{}}
+}
+
+// Add counts one decoded packet captured at ts (ns). Packets that do not
+// involve the server are ignored.
+func (e *Extractor) Add(ts int64, m *capture.Meta) {
+	var client netip.Addr
+	var svcPort uint16
+	inbound := false
+	switch {
+	case m.Dst == e.server:
+		client, svcPort, inbound = m.Src, m.DstPort, true
+	case m.Src == e.server:
+		client, svcPort = m.Dst, m.SrcPort
+	default:
+		return
+	}
+	w := int64(e.cfg.Window)
+	if !e.started {
+		e.start, e.started = ts-mod(ts, w), true
+	}
+	for ts >= e.start+w {
+		e.close()
+		e.start += w
+	}
+	e.packets++
+	e.bytes += m.Len
+	e.clients[client]++
+	if m.Proto == capture.ProtoTCP && m.TCPFlags&capture.TCPSyn != 0 && (!e.cfg.SYNWithoutACK || m.TCPFlags&capture.TCPAck == 0) {
+		e.syn++
+	}
+	if inbound {
+		e.ttl[m.TTL]++
+	}
+	switch m.Proto {
+	case capture.ProtoTCP:
+		e.proto[0]++
+	case capture.ProtoUDP:
+		e.proto[1]++
+	case capture.ProtoICMP, capture.ProtoICMP6:
+		e.proto[2]++
+	default:
+		e.proto[3]++
+	}
+	if m.Proto == capture.ProtoTCP || m.Proto == capture.ProtoUDP {
+		e.ports[svcPort]++
+		if inbound {
+			e.access[clientPort{client, svcPort}] = struct{}{}
+		}
+	}
+	e.lengths[m.Len/e.cfg.LengthBucket]++
+}
+
+func mod(a, b int64) int64 {
+	r := a % b
+	if r < 0 {
+		r += b
+	}
+	return r
+}
+
+// Flush closes the open window (at the end of a capture).
+func (e *Extractor) Flush() {
+	if e.started {
+		e.close()
+		e.start += int64(e.cfg.Window)
+	}
+}
+
+func (e *Extractor) close() {
+	w := &e.w
+	*w = Window{Server: e.server, Start: e.start, Duration: e.cfg.Window, Packets: e.packets, Bytes: e.bytes}
+	n := float64(e.packets)
+	secs := e.cfg.Window.Seconds()
+	ipCount := float64(len(e.clients))
+
+	syn := 0.0
+	if n > 0 {
+		syn = float64(e.syn) / n
+	}
+	ipentr := entropyMap(e.clients, e.packets)
+	ipcorr := 1.0
+	if !e.first {
+		ipcorr = correlation(e.clients, e.prev)
+	}
+	inbound := 0
+	for _, c := range e.ttl {
+		inbound += c
+	}
+	ttl := entropyArray(e.ttl[:], inbound)
+	l4 := 0
+	for _, c := range e.ports {
+		l4 += c
+	}
+	portsrv := entropyMap(e.ports, l4)
+	porto := entropyArray(e.proto[:], e.packets)
+	packet := entropyMap(e.lengths, e.packets)
+	portacc := e.accessIndex()
+
+	w.Stability = [NumStability]float64{syn, ipentr, ipcorr, ttl, portsrv, porto, packet, portacc}
+	var ppi, spi, bpi float64
+	if ipCount > 0 {
+		ppi, spi, bpi = n/ipCount, float64(e.syn)/ipCount, float64(e.bytes)/ipCount
+	}
+	w.LSTM = [NumLSTM]float64{portacc, ipentr, portsrv, syn, float64(e.bytes) / secs, n / secs, ppi, ipCount, spi, bpi, float64(e.syn)}
+	if e.emit != nil {
+		e.emit(w)
+	}
+	// Reset, keeping the maps' storage; this window's clients become prev.
+	e.prev, e.clients = e.clients, e.prev
+	clear(e.clients)
+	e.first = false
+	e.packets, e.bytes, e.syn = 0, 0, 0
+	e.ttl = [256]int{}
+	e.proto = [4]int{}
+	clear(e.ports)
+	clear(e.lengths)
+	clear(e.access)
+}
+
+func (e *Extractor) accessIndex() float64 {
+	clear(e.perClient)
+	clear(e.kdist)
+	for cp := range e.access {
+		e.perClient[cp.ip]++
+	}
+	total := 0
+	for ip, k := range e.perClient {
+		wt := 1
+		if e.cfg.AccessByPackets {
+			wt = e.clients[ip]
+		}
+		e.kdist[k] += wt
+		total += wt
+	}
+	return entropyMap(e.kdist, total)
+}
+
+func entropyMap[K comparable](m map[K]int, total int) float64 {
+	if total <= 0 {
+		return 0
+	}
+	h := 0.0
+	t := float64(total)
+	for _, c := range m {
+		if c > 0 {
+			p := float64(c) / t
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
+}
+
+func entropyArray(a []int, total int) float64 {
+	if total <= 0 {
+		return 0
+	}
+	h := 0.0
+	t := float64(total)
+	for _, c := range a {
+		if c > 0 {
+			p := float64(c) / t
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
+}
+
+// correlation is the Pearson correlation of two sparse count vectors over
+// the union of their keys, or their cosine similarity when one has zero
+// variance; 0 when either is empty.
+func correlation(a, b map[netip.Addr]int) float64 {
+	if len(a) == 0 || len(b) == 0 {
+		return 0
+	}
+	var n, sa, sb float64
+	for k, x := range a {
+		n++
+		sa += float64(x)
+		sb += float64(b[k])
+	}
+	for k, y := range b {
+		if _, ok := a[k]; !ok {
+			n++
+			sb += float64(y)
+		}
+	}
+	ma, mb := sa/n, sb/n
+	var cov, va, vb, dot, na, nb float64
+	add := func(x, y float64) {
+		cov += (x - ma) * (y - mb)
+		va += (x - ma) * (x - ma)
+		vb += (y - mb) * (y - mb)
+		dot += x * y
+		na += x * x
+		nb += y * y
+	}
+	for k, x := range a {
+		add(float64(x), float64(b[k]))
+	}
+	for k, y := range b {
+		if _, ok := a[k]; !ok {
+			add(0, float64(y))
+		}
+	}
+	if va > 1e-12 && vb > 1e-12 {
+		return cov / math.Sqrt(va*vb)
+	}
+	return dot / math.Sqrt(na*nb)
+}
