@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/vishvananda/netns v0.0.5
+	gonum.org/v1/gonum v0.17.0
 	gopkg.in/yaml.v3 v3.0.1
 	modernc.org/sqlite v1.34.5
 )

@@ -1,0 +1,253 @@
+package detect
+
+import (
+	"math"
+	"sort"
+
+	"gonum.org/v1/gonum/stat/distuv"
+)
+
+// Kind selects the per-feature term.
+type Kind int
+
+// Detector kinds.
+const (
+	Paper      Kind = iota // eq. 4 as printed
+	Normalized             // scale-free variant
+)
+
+// Config configures a Stability detector.
+type Config struct {
+	History int     // N, default 120
+	Alpha   float64 // Grubbs significance, default 0.05
+	Kind    Kind
+}
+
+// Contribution is one feature's share of a deviation.
+type Contribution struct {
+	Feature string  `json:"feature"`
+	Value   float64 `json:"value"`   // its term of the deviation
+	Current float64 `json:"current"` // fc(x)
+	Base    float64 `json:"base"`    // fb(x) (Paper) or the history mean (Normalized)
+}
+
+// Verdict is the judgement of one window.
+type Verdict struct {
+	Ready     bool           `json:"ready"` // false during warm-up
+	Anomaly   bool           `json:"anomaly"`
+	Deviation float64        `json:"deviation"`
+	Threshold float64        `json:"threshold"`
+	Top       []Contribution `json:"top,omitempty"` // largest first
+}
+
+// Stability is the traffic-structure-stability detector of one server.
+type Stability struct {
+	cfg   Config
+	names []string
+	hist  [][]float64 // ring of the last N vectors
+	next  int
+	full  bool
+	// scratch
+	col  []float64
+	keep []bool
+}
+
+// NewStability returns a detector over vectors of len(names) features.
+func NewStability(names []string, cfg Config) *Stability {
+	if cfg.History <= 2 {
+		cfg.History = 120
+	}
+	if cfg.Alpha <= 0 || cfg.Alpha >= 1 {
+		cfg.Alpha = 0.05
+	}
+	s := &Stability{cfg: cfg, names: names, hist: make([][]float64, cfg.History)}
+	for i := range s.hist {
+		s.hist[i] = make([]float64, len(names))
+	}
+	return s
+}
+
+// profile is the normal profile of each feature.
+type profile struct {
+	fb, mean, sd, w []float64
+}
+
+func (s *Stability) buildProfile() profile {
+	f := len(s.names)
+	p := profile{fb: make([]float64, f), mean: make([]float64, f), sd: make([]float64, f), w: make([]float64, f)}
+	cv := make([]float64, f)
+	n := len(s.hist)
+	if cap(s.col) < n {
+		s.col, s.keep = make([]float64, n), make([]bool, n)
+	}
+	col, keep := s.col[:n], s.keep[:n]
+	sumCV := 0.0
+	for j := 0; j < f; j++ {
+		for i := range s.hist {
+			col[i] = s.hist[i][j]
+		}
+		grubbs(col, keep, s.cfg.Alpha)
+		var sum, sq float64
+		k := 0
+		for i, x := range col {
+			if keep[i] {
+				sum += x
+				k++
+			}
+		}
+		mu := sum / float64(k)
+		for i, x := range col {
+			if keep[i] {
+				sq += (x - mu) * (x - mu)
+			}
+		}
+		sd := 0.0
+		if k > 1 {
+			sd = math.Sqrt(sq / float64(k-1))
+		}
+		p.fb[j] = sum / float64(k+1) // eq. 1 as printed
+		p.mean[j], p.sd[j] = mu, sd
+		if math.Abs(mu) > 1e-12 {
+			cv[j] = sd / math.Abs(mu)
+		}
+		sumCV += cv[j]
+	}
+	for j := range cv {
+		if sumCV == 0 {
+			p.w[j] = 1
+			continue
+		}
+		c := cv[j]
+		if c == 0 {
+			c = 1e-3 * sumCV / float64(f)
+		}
+		p.w[j] = -math.Log(c / sumCV)
+	}
+	return p
+}
+
+func (s *Stability) term(p *profile, j int, x float64) float64 {
+	if s.cfg.Kind == Normalized {
+		return p.w[j] * math.Abs(x-p.mean[j]) / (p.sd[j] + 0.01*math.Abs(p.mean[j]) + 1e-9)
+	}
+	return p.w[j] * math.Abs(p.fb[j]*p.fb[j]-x*x)
+}
+
+func (s *Stability) deviation(p *profile, x []float64) float64 {
+	d := 0.0
+	for j := range x {
+		d += s.term(p, j, x[j])
+	}
+	return d
+}
+
+// Observe judges x against the history, then adds it to the history.
+func (s *Stability) Observe(x []float64) Verdict {
+	var v Verdict
+	if s.full {
+		p := s.buildProfile()
+		v.Ready = true
+		v.Deviation = s.deviation(&p, x)
+		v.Threshold = s.threshold(&p)
+		v.Anomaly = v.Deviation > v.Threshold
+		for j := range x {
+			base := p.fb[j]
+			if s.cfg.Kind == Normalized {
+				base = p.mean[j]
+			}
+			v.Top = append(v.Top, Contribution{Feature: s.names[j], Value: s.term(&p, j, x[j]), Current: x[j], Base: base})
+		}
+		sort.SliceStable(v.Top, func(a, b int) bool { return v.Top[a].Value > v.Top[b].Value })
+		v.Top = v.Top[:min(3, len(v.Top))]
+	}
+	copy(s.hist[s.next], x)
+	s.next = (s.next + 1) % len(s.hist)
+	if s.next == 0 {
+		s.full = true
+	}
+	return v
+}
+
+// threshold splits the history's deviations into normal and outliers.
+func (s *Stability) threshold(p *profile) float64 {
+	devs := make([]float64, len(s.hist))
+	for i, h := range s.hist {
+		devs[i] = s.deviation(p, h)
+	}
+	keep := make([]bool, len(devs))
+	grubbs(devs, keep, s.cfg.Alpha)
+	var ns, os, nn, on float64
+	for i, d := range devs {
+		if keep[i] {
+			ns += d
+			nn++
+		} else {
+			os += d
+			on++
+		}
+	}
+	mn := ns / nn
+	if on > 0 {
+		return (mn + os/on) / 2
+	}
+	var sq float64
+	for i, d := range devs {
+		if keep[i] {
+			sq += (d - mn) * (d - mn)
+		}
+	}
+	sd := 0.0
+	if nn > 1 {
+		sd = math.Sqrt(sq / (nn - 1))
+	}
+	return mn + 3*sd + 1e-12
+}
+
+// grubbs marks in keep the values that survive repeated two-sided Grubbs
+// tests at significance alpha (at most half are removed).
+func grubbs(x []float64, keep []bool, alpha float64) {
+	for i := range keep {
+		keep[i] = true
+	}
+	n := len(x)
+	for removed := 0; removed < len(x)/2 && n > 2; removed++ {
+		var sum float64
+		for i, v := range x {
+			if keep[i] {
+				sum += v
+			}
+		}
+		mean := sum / float64(n)
+		var sq float64
+		for i, v := range x {
+			if keep[i] {
+				sq += (v - mean) * (v - mean)
+			}
+		}
+		sd := math.Sqrt(sq / float64(n-1))
+		if sd < 1e-12 {
+			return
+		}
+		worst, g := -1, 0.0
+		for i, v := range x {
+			if keep[i] {
+				if d := math.Abs(v-mean) / sd; d > g {
+					worst, g = i, d
+				}
+			}
+		}
+		if g <= grubbsCritical(n, alpha) {
+			return
+		}
+		keep[worst] = false
+		n--
+	}
+}
+
+// grubbsCritical is G_crit = (n-1)/sqrt(n) * sqrt(t^2 / (n-2+t^2)),
+// t the upper alpha/(2n) quantile of Student's t with n-2 degrees of freedom.
+func grubbsCritical(n int, alpha float64) float64 {
+	fn := float64(n)
+	t := distuv.StudentsT{Mu: 0, Sigma: 1, Nu: fn - 2}.Quantile(1 - alpha/(2*fn))
+	return (fn - 1) / math.Sqrt(fn) * math.Sqrt(t*t/(fn-2+t*t))
+}
