@@ -36,3 +36,22 @@ func benchACL(ctx context.Context, env *Env, args []string) error {
 	}
 	return nil
 }
+
+func benchNAD(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("bench nad", env)
+	packets := fs.Int("packets", 5_000_000, "packets in the synthetic capture")
+	out := fs.String("out", "", "also write the table to this Markdown file")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	r, err := bench.RunNAD(*packets, env.Stderr)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	bench.WriteNAD(io.MultiWriter(env.Stdout, &buf), r)
+	if *out != "" {
+		return os.WriteFile(*out, buf.Bytes(), 0o644)
+	}
+	return nil
+}

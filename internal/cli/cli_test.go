@@ -3,11 +3,14 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -142,5 +145,31 @@ func TestEndToEnd(t *testing.T) {
 	json.Unmarshal([]byte(out), &other)
 	if out, code := runCLI(t, "domain", "get", "100", "--api", srv.URL, "--token", other.Token); code == 0 || !strings.Contains(out, "404") {
 		t.Fatalf("other tenant read domain 100: %s", out)
+	}
+}
+
+func TestNADFeaturesOnRealCapture(t *testing.T) {
+	pcap := filepath.Join(labtest.DataDir(t), "pcaps", "stopddos-tcp-synflood-spoofed.pcap")
+	out, code := runCLI(t, "nad", "features", "--pcap", pcap, "--window", "5s", "--set", "lstm")
+	if code != 0 {
+		t.Fatalf("nad features: %s", out)
+	}
+	rows, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if err != nil || len(rows) < 3 {
+		t.Fatalf("csv: %v\n%s", err, out)
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[h] = i
+	}
+	first := rows[1]
+	if first[col["server"]] != "10.10.10.10" || first[col["syn_rate"]] != "1" {
+		t.Fatalf("first window %v", first)
+	}
+	if n, _ := strconv.Atoi(first[col["ip_count"]]); n < 10000 {
+		t.Fatalf("spoofed flood shows only %d client IPs", n)
+	}
+	if out, code := runCLI(t, "nad", "features", "--pcap", "/nonexistent"); code == 0 {
+		t.Fatalf("missing file accepted: %s", out)
 	}
 }

@@ -1,0 +1,187 @@
+package cli
+
+import (
+	"context"
+	"encoding/csv"
+	"flag"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"secaas/internal/detect"
+	"secaas/internal/feature"
+	"secaas/internal/nad"
+)
+
+type nadOpts struct {
+	pcap, servers, format, set string
+	window                     time.Duration
+	history                    int
+	synNoACK                   bool
+}
+
+func nadFlags(name string, env *Env, withDetect bool) (*flag.FlagSet, *nadOpts) {
+	o := &nadOpts{}
+	fs := newFlags(name, env)
+	fs.StringVar(&o.pcap, "pcap", "", "capture file (pcap or pcapng)")
+	fs.StringVar(&o.servers, "server", "", "monitored server IPs, comma separated (default: the most frequent destination)")
+	fs.DurationVar(&o.window, "window", time.Minute, "window length")
+	fs.BoolVar(&o.synNoACK, "syn-without-ack", false, "count only SYN without ACK in syn features")
+	if withDetect {
+		fs.IntVar(&o.history, "history", 120, "windows in the normal profile (N)")
+		fs.StringVar(&o.format, "format", "text", "text or json")
+	} else {
+		fs.StringVar(&o.format, "format", "csv", "csv or json")
+		fs.StringVar(&o.set, "set", "both", "stability (2018), lstm (2020) or both")
+	}
+	return fs, o
+}
+
+func (o *nadOpts) serverList() ([]netip.Addr, error) {
+	if o.pcap == "" {
+		return nil, fmt.Errorf("--pcap is required")
+	}
+	if o.servers == "" {
+		top, err := nad.TopDestinations(o.pcap, 1)
+		if err != nil {
+			return nil, err
+		}
+		if len(top) == 0 {
+			return nil, fmt.Errorf("%s holds no IP packets", o.pcap)
+		}
+		return top, nil
+	}
+	var out []netip.Addr
+	for _, s := range splitList(o.servers) {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("--server: %q is not an IP address", s)
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
+func nadFeatures(ctx context.Context, env *Env, args []string) error {
+	fs, o := nadFlags("nad features", env, false)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	servers, err := o.serverList()
+	if err != nil {
+		return err
+	}
+	if o.set != "both" && o.set != "stability" && o.set != "lstm" {
+		return fmt.Errorf("--set must be stability, lstm or both")
+	}
+	r, c, err := nad.OpenFile(o.pcap)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	header := []string{"server", "start", "packets", "bytes"}
+	if o.set != "lstm" {
+		header = append(header, feature.StabilityNames[:]...)
+	}
+	if o.set != "stability" {
+		header = append(header, feature.LSTMNames[:]...)
+	}
+	cw := csv.NewWriter(env.Stdout)
+	if o.format == "csv" {
+		cw.Write(header)
+	}
+	var rows []map[string]any
+	cfg := feature.Config{Window: o.window, SYNWithoutACK: o.synNoACK}
+	st, err := nad.Run(r, nad.Options{Servers: servers, Features: cfg}, func(res nad.Result) {
+		w := res.Window
+		vals := []float64{}
+		if o.set != "lstm" {
+			vals = append(vals, w.Stability[:]...)
+		}
+		if o.set != "stability" {
+			vals = append(vals, w.LSTM[:]...)
+		}
+		start := time.Unix(0, w.Start).UTC().Format(time.RFC3339Nano)
+		if o.format == "json" {
+			row := map[string]any{"server": w.Server.String(), "start": start, "packets": w.Packets, "bytes": w.Bytes}
+			for i, v := range vals {
+				row[header[4+i]] = v
+			}
+			rows = append(rows, row)
+			return
+		}
+		rec := []string{w.Server.String(), start, strconv.Itoa(w.Packets), strconv.Itoa(w.Bytes)}
+		for _, v := range vals {
+			rec = append(rec, strconv.FormatFloat(v, 'g', 6, 64))
+		}
+		cw.Write(rec)
+	})
+	cw.Flush()
+	if err != nil {
+		return err
+	}
+	if o.format == "json" {
+		if rows == nil {
+			rows = []map[string]any{}
+		}
+		if err := printJSON(env.Stdout, rows); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(env.Stderr, "%d packets, %d decoded, %d not IP, %d malformed\n", st.Packets, st.Decoded, st.NotIP, st.Malformed)
+	return cw.Error()
+}
+
+func nadDetect(ctx context.Context, env *Env, args []string) error {
+	fs, o := nadFlags("nad detect", env, true)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	servers, err := o.serverList()
+	if err != nil {
+		return err
+	}
+	r, c, err := nad.OpenFile(o.pcap)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	dets := map[string]detect.Config{
+		"stability":  {History: o.history, Kind: detect.Paper},
+		"normalized": {History: o.history, Kind: detect.Normalized},
+	}
+	var rows []map[string]any
+	alerts := 0
+	_, err = nad.Run(r, nad.Options{Servers: servers, Features: feature.Config{Window: o.window, SYNWithoutACK: o.synNoACK}, Detectors: dets},
+		func(res nad.Result) {
+			w := res.Window
+			start := time.Unix(0, w.Start).UTC().Format(time.RFC3339)
+			if o.format == "json" {
+				rows = append(rows, map[string]any{"server": w.Server.String(), "start": start, "packets": w.Packets, "verdicts": res.Verdicts})
+				return
+			}
+			for _, name := range []string{"stability", "normalized"} {
+				v := res.Verdicts[name]
+				if !v.Anomaly {
+					continue
+				}
+				alerts++
+				var top []string
+				for _, t := range v.Top {
+					top = append(top, fmt.Sprintf("%s=%.3g(base %.3g)", t.Feature, t.Current, t.Base))
+				}
+				fmt.Fprintf(env.Stdout, "%s %s %-10s ALERT deviation=%.4g threshold=%.4g packets=%d top: %s\n",
+					start, w.Server, name, v.Deviation, v.Threshold, w.Packets, strings.Join(top, " "))
+			}
+		})
+	if err != nil {
+		return err
+	}
+	if o.format == "json" {
+		return printJSON(env.Stdout, rows)
+	}
+	fmt.Fprintf(env.Stderr, "%d alerts\n", alerts)
+	return nil
+}
