@@ -19,8 +19,7 @@ ovs: deps
 # Unit, golden, property and integration tests (real OVS, namespaces), then
 # a short run of every fuzzer. CI=true turns any skipped integration test
 # into a failure.
-test: deps ovs build
-	$(GO) vet ./...
+test: deps ovs build lint
 	$(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) fuzz
 

@@ -63,12 +63,6 @@ func (c *countingReader) full(b []byte) error {
 	return err
 }
 
-func (c *countingReader) discard(n int) error {
-	d, err := c.r.Discard(n)
-	c.off += int64(d)
-	return err
-}
-
 // NewReader detects pcap or pcapng from the first bytes of r.
 func NewReader(r io.Reader) (Reader, error) {
 	cr := &countingReader{r: bufio.NewReaderSize(r, 1<<16)}
