@@ -27,7 +27,9 @@
 //
 // # Normalized (our variant)
 //
-// The same profile and threshold, but each feature's term is scale-free:
+// The same profile; the threshold is mean + 4 sd of the history's normal
+// deviations (after Grubbs), not the paper's halfway point, which sits too
+// low for this score's heavy tail. Each feature's term is scale-free:
 // w(x) |fc(x) - m(x)| / (sd(x) + 0.01 |m(x)| + 1e-9), with m the mean of the
 // kept history values, so a feature measured in thousands (bps) cannot drown
 // one measured in fractions (syn), and eq. 1's n+1 bias disappears.

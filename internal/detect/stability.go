@@ -21,7 +21,17 @@ type Config struct {
 	History int     // N, default 120
 	Alpha   float64 // Grubbs significance, default 0.05
 	Kind    Kind
+	// LearnAlarms lets every window into the history. By default a window
+	// whose deviation exceeds twice the threshold stays out, so that an
+	// attack cannot become the normal profile (the paper leaves this to
+	// Grubbs' test alone); milder alarms are learned, so that the profile
+	// does not narrow itself on benign variation.
+	LearnAlarms bool
 }
+
+// keepOutFactor: windows with deviation > keepOutFactor * threshold are not
+// learned (unless LearnAlarms).
+const keepOutFactor = 2
 
 // Contribution is one feature's share of a deviation.
 type Contribution struct {
@@ -160,6 +170,9 @@ func (s *Stability) Observe(x []float64) Verdict {
 		sort.SliceStable(v.Top, func(a, b int) bool { return v.Top[a].Value > v.Top[b].Value })
 		v.Top = v.Top[:min(3, len(v.Top))]
 	}
+	if v.Anomaly && !s.cfg.LearnAlarms && v.Deviation > keepOutFactor*v.Threshold {
+		return v
+	}
 	copy(s.hist[s.next], x)
 	s.next = (s.next + 1) % len(s.hist)
 	if s.next == 0 {
@@ -187,7 +200,7 @@ func (s *Stability) threshold(p *profile) float64 {
 		}
 	}
 	mn := ns / nn
-	if on > 0 {
+	if on > 0 && s.cfg.Kind == Paper {
 		return (mn + os/on) / 2
 	}
 	var sq float64
@@ -200,7 +213,11 @@ func (s *Stability) threshold(p *profile) float64 {
 	if nn > 1 {
 		sd = math.Sqrt(sq / (nn - 1))
 	}
-	return mn + 3*sd + 1e-12
+	k := 3.0
+	if s.cfg.Kind == Normalized {
+		k = 4
+	}
+	return mn + k*sd + 1e-12
 }
 
 // grubbs marks in keep the values that survive repeated two-sided Grubbs

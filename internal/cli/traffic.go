@@ -1,0 +1,101 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+
+	"secaas/internal/detect"
+	"secaas/internal/feature"
+	"secaas/internal/lab"
+	"secaas/internal/nad"
+)
+
+func labTraffic(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("lab traffic", env)
+	var cfg lab.TrafficConfig
+	seed := fs.Uint64("seed", 1, "random seed (schedule and load)")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Minute, "length of the run")
+	warm := fs.Duration("warmup", 2*time.Minute, "attack-free time at the start (the detector's history)")
+	gap := fs.Duration("gap", 20*time.Second, "minimum time between attack starts")
+	per := fs.Int("per-setting", 1, "attacks per (type, scale) setting (the paper: 30)")
+	fs.Float64Var(&cfg.Rate, "rate", 25, "mean benign sessions per second")
+	fs.IntVar(&cfg.Clients, "clients", 32, "benign client IP addresses")
+	fs.DurationVar(&cfg.Span, "span", 2*time.Second, "how long one flood lasts")
+	fs.StringVar(&cfg.Out, "out", "lab-traffic", "output directory (capture.pcap, labels.json)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg.Seed, cfg.Progress = *seed, env.Stderr
+	attacks, err := nad.PlanAttacks(rand.New(rand.NewPCG(*seed, 0)), nad.PaperScales, *per, *warm, cfg.Duration-*gap, *gap)
+	if err != nil {
+		return err
+	}
+	cfg.Attacks = attacks
+	res, err := lab.RunTraffic(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "capture: %s (%d packets, %d dropped)\nlabels:  %s (%d attacks)\n", res.Capture, res.Packets, res.Dropped, res.LabelsFile, len(res.Labels.Attacks))
+	return nil
+}
+
+func nadEval(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("nad eval", env)
+	pcap := fs.String("pcap", "", "capture file")
+	labelsFile := fs.String("labels", "", "labels file written by secaas lab traffic")
+	window := fs.Duration("window", time.Second, "window length")
+	history := fs.Int("history", 120, "windows in the normal profile (N)")
+	which := fs.String("detector", "all", "stability, normalized or all")
+	asJSON := fs.Bool("json", false, "JSON output")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *pcap == "" || *labelsFile == "" {
+		return fmt.Errorf("--pcap and --labels are required")
+	}
+	labels, err := nad.ReadLabels(*labelsFile)
+	if err != nil {
+		return err
+	}
+	server, err := netip.ParseAddr(labels.Server)
+	if err != nil {
+		return fmt.Errorf("labels: server %q: %w", labels.Server, err)
+	}
+	dets := map[string]detect.Config{}
+	if *which == "all" || *which == "stability" {
+		dets["stability"] = detect.Config{History: *history, Kind: detect.Paper}
+	}
+	if *which == "all" || *which == "normalized" {
+		dets["normalized"] = detect.Config{History: *history, Kind: detect.Normalized}
+	}
+	if len(dets) == 0 {
+		return fmt.Errorf("--detector must be stability, normalized or all")
+	}
+	r, c, err := nad.OpenFile(*pcap)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var results []nad.Result
+	if _, err := nad.Run(r, nad.Options{Servers: []netip.Addr{server}, Features: feature.Config{Window: *window}, Detectors: dets},
+		func(res nad.Result) { results = append(results, res) }); err != nil {
+		return err
+	}
+	var evs []nad.Evaluation
+	for _, name := range []string{"stability", "normalized"} {
+		if _, ok := dets[name]; ok {
+			evs = append(evs, nad.Evaluate(name, results, labels))
+		}
+	}
+	if *asJSON {
+		return printJSON(env.Stdout, evs)
+	}
+	for _, ev := range evs {
+		nad.WriteEvaluation(env.Stdout, ev)
+		fmt.Fprintln(env.Stdout)
+	}
+	return nil
+}
