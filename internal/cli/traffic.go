@@ -25,6 +25,7 @@ func labTraffic(ctx context.Context, env *Env, args []string) error {
 	fs.IntVar(&cfg.Clients, "clients", 32, "benign client IP addresses")
 	fs.DurationVar(&cfg.Span, "span", 2*time.Second, "how long one flood lasts")
 	fs.StringVar(&cfg.Out, "out", "lab-traffic", "output directory (capture.pcap, labels.json)")
+	fs.StringVar(&cfg.Prefix, "prefix", "sl", "prefix of the lab's bridge, namespaces and interfaces")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
