@@ -44,8 +44,8 @@ sleep 3
 bin/secaas acl trace -f examples/table2.yaml --bridge $BR --from VM1 --to VM2 --proto icmp
 bin/secaas events --api $API --token "$ADMIN" | grep -o '"kind": "flows.drift_repaired"' | head -1
 
-echo "== 6. anomaly detection: 80 s of benign load on a mirrored server with real nmap and hping3 attacks"
-bin/secaas lab traffic --seed 1 --duration 80s --warmup 40s --gap 6s --per-setting 1 --span 1s \
+echo "== 6. anomaly detection: 100 s of benign load on a mirrored server with real nmap and hping3 attacks"
+bin/secaas lab traffic --seed 1 --duration 100s --warmup 35s --gap 6s --per-setting 1 --span 1s \
   --prefix sd --out $STATE/traffic >/dev/null
 grep -o '"tool": "[^"]*"' $STATE/traffic/labels.json | sed 's/"tool": /    /' 
 bin/secaas nad eval --pcap $STATE/traffic/capture.pcap --labels $STATE/traffic/labels.json --window 1s --history 30
