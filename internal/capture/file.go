@@ -202,17 +202,7 @@ func (p *pcapngReader) Next() (Packet, error) {
 			if len(body) < 20 {
 				return Packet{}, &FormatError{start, "enhanced packet block too short", nil}
 			}
-			id := p.bo.Uint32(body[0:4])
-			ts := int64(p.bo.Uint32(body[4:8]))<<32 | int64(p.bo.Uint32(body[8:12]))
-			caplen, orig := p.bo.Uint32(body[12:16]), p.bo.Uint32(body[16:20])
-			if int(caplen) > len(body)-20 {
-				return Packet{}, &FormatError{start, fmt.Sprintf("captured length %d exceeds the block", caplen), nil}
-			}
-			ifc, err := p.lookup(start, id)
-			if err != nil {
-				return Packet{}, err
-			}
-			return Packet{Time: ifc.nanos(ts), Data: body[20 : 20+caplen], OrigLen: int(orig), LinkType: ifc.linkType}, nil
+			return p.packet(start, p.bo.Uint32(body[0:4]), body)
 		case 3: // simple packet: interface 0, no timestamp
 			if len(body) < 4 {
 				return Packet{}, &FormatError{start, "simple packet block too short", nil}
@@ -231,20 +221,25 @@ func (p *pcapngReader) Next() (Packet, error) {
 			if len(body) < 20 {
 				return Packet{}, &FormatError{start, "packet block too short", nil}
 			}
-			id := uint32(p.bo.Uint16(body[0:2]))
-			ts := int64(p.bo.Uint32(body[4:8]))<<32 | int64(p.bo.Uint32(body[8:12]))
-			caplen, orig := p.bo.Uint32(body[12:16]), p.bo.Uint32(body[16:20])
-			if int(caplen) > len(body)-20 {
-				return Packet{}, &FormatError{start, fmt.Sprintf("captured length %d exceeds the block", caplen), nil}
-			}
-			ifc, err := p.lookup(start, id)
-			if err != nil {
-				return Packet{}, err
-			}
-			return Packet{Time: ifc.nanos(ts), Data: body[20 : 20+caplen], OrigLen: int(orig), LinkType: ifc.linkType}, nil
+			return p.packet(start, uint32(p.bo.Uint16(body[0:2])), body)
 		}
 		// Other blocks (statistics, name resolution, custom): skipped.
 	}
+}
+
+// packet decodes the common tail of enhanced and obsolete packet blocks:
+// timestamp, captured and original length, data.
+func (p *pcapngReader) packet(start int64, id uint32, body []byte) (Packet, error) {
+	ts := int64(p.bo.Uint32(body[4:8]))<<32 | int64(p.bo.Uint32(body[8:12]))
+	caplen, orig := p.bo.Uint32(body[12:16]), p.bo.Uint32(body[16:20])
+	if int(caplen) > len(body)-20 {
+		return Packet{}, &FormatError{start, fmt.Sprintf("captured length %d exceeds the block", caplen), nil}
+	}
+	ifc, err := p.lookup(start, id)
+	if err != nil {
+		return Packet{}, err
+	}
+	return Packet{Time: ifc.nanos(ts), Data: body[20 : 20+caplen], OrigLen: int(orig), LinkType: ifc.linkType}, nil
 }
 
 // body reads a block's body and checks the trailing length copy.

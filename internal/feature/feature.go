@@ -1,8 +1,11 @@
 package feature
 
 import (
+	"iter"
+	"maps"
 	"math"
 	"net/netip"
+	"slices"
 	"time"
 
 	"secaas/internal/capture"
@@ -159,7 +162,7 @@ func (e *Extractor) close() {
 	if n > 0 {
 		syn = float64(e.syn) / n
 	}
-	ipentr := entropyMap(e.clients, e.packets)
+	ipentr := entropy(maps.Values(e.clients), e.packets)
 	ipcorr := 1.0
 	if !e.first {
 		ipcorr = correlation(e.clients, e.prev)
@@ -168,14 +171,14 @@ func (e *Extractor) close() {
 	for _, c := range e.ttl {
 		inbound += c
 	}
-	ttl := entropyArray(e.ttl[:], inbound)
+	ttl := entropy(slices.Values(e.ttl[:]), inbound)
 	l4 := 0
 	for _, c := range e.ports {
 		l4 += c
 	}
-	portsrv := entropyMap(e.ports, l4)
-	porto := entropyArray(e.proto[:], e.packets)
-	packet := entropyMap(e.lengths, e.packets)
+	portsrv := entropy(maps.Values(e.ports), l4)
+	porto := entropy(slices.Values(e.proto[:]), e.packets)
+	packet := entropy(maps.Values(e.lengths), e.packets)
 	portacc := e.accessIndex()
 
 	w.Stability = [NumStability]float64{syn, ipentr, ipcorr, ttl, portsrv, porto, packet, portacc}
@@ -214,31 +217,17 @@ func (e *Extractor) accessIndex() float64 {
 		e.kdist[k] += wt
 		total += wt
 	}
-	return entropyMap(e.kdist, total)
+	return entropy(maps.Values(e.kdist), total)
 }
 
-func entropyMap[K comparable](m map[K]int, total int) float64 {
+// entropy is the Shannon entropy in bits of counts summing to total.
+func entropy(counts iter.Seq[int], total int) float64 {
 	if total <= 0 {
 		return 0
 	}
 	h := 0.0
 	t := float64(total)
-	for _, c := range m {
-		if c > 0 {
-			p := float64(c) / t
-			h -= p * math.Log2(p)
-		}
-	}
-	return h
-}
-
-func entropyArray(a []int, total int) float64 {
-	if total <= 0 {
-		return 0
-	}
-	h := 0.0
-	t := float64(total)
-	for _, c := range a {
+	for c := range counts {
 		if c > 0 {
 			p := float64(c) / t
 			h -= p * math.Log2(p)
