@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
+	"secaas/internal/chart"
 	"secaas/internal/detect"
 	"secaas/internal/feature"
 	"secaas/internal/lab"
@@ -22,6 +25,7 @@ func labTraffic(ctx context.Context, env *Env, args []string) error {
 	gap := fs.Duration("gap", 20*time.Second, "minimum time between attack starts")
 	per := fs.Int("per-setting", 1, "attacks per (type, scale) setting (the paper: 30)")
 	fs.Float64Var(&cfg.Rate, "rate", 25, "mean benign sessions per second")
+	fs.DurationVar(&cfg.Period, "period", 20*time.Minute, "period of the benign load cycle (a compressed day)")
 	fs.IntVar(&cfg.Clients, "clients", 32, "benign client IP addresses")
 	fs.DurationVar(&cfg.Span, "span", 2*time.Second, "how long one flood lasts")
 	fs.StringVar(&cfg.Out, "out", "lab-traffic", "output directory (capture.pcap, labels.json)")
@@ -51,6 +55,7 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 	history := fs.Int("history", 120, "windows in the normal profile (N)")
 	which := fs.String("detector", "all", "stability, normalized or all")
 	asJSON := fs.Bool("json", false, "JSON output")
+	plots := fs.String("plots", "", "write roc.png and features.png (the 8 features over time, attacks shaded) to this directory")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -91,6 +96,12 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 			evs = append(evs, nad.Evaluate(name, results, labels))
 		}
 	}
+	if *plots != "" {
+		if err := evalPlots(*plots, results, labels, evs); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stderr, "plots: %s\n", filepath.Join(*plots, "{roc,features}.png"))
+	}
 	if *asJSON {
 		return printJSON(env.Stdout, evs)
 	}
@@ -99,4 +110,32 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintln(env.Stdout)
 	}
 	return nil
+}
+
+func evalPlots(dir string, results []nad.Result, labels *nad.Labels, evs []nad.Evaluation) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	curves, auc := map[string][][2]float64{}, map[string]float64{}
+	for _, ev := range evs {
+		curves[ev.Detector], auc[ev.Detector] = ev.ROC, ev.AUC
+	}
+	if err := chart.ROC(filepath.Join(dir, "roc.png"), curves, auc); err != nil {
+		return err
+	}
+	if len(results) == 0 {
+		return nil
+	}
+	t0 := time.Unix(0, results[0].Window.Start)
+	var ts []float64
+	var vals [][]float64
+	for _, r := range results {
+		ts = append(ts, time.Unix(0, r.Window.Start).Sub(t0).Seconds())
+		vals = append(vals, r.Window.Stability[:])
+	}
+	var shade [][2]float64
+	for _, a := range labels.Attacks {
+		shade = append(shade, [2]float64{a.Start.Sub(t0).Seconds(), a.End.Sub(t0).Seconds() + 1})
+	}
+	return chart.Series(filepath.Join(dir, "features.png"), feature.StabilityNames[:], ts, vals, shade)
 }

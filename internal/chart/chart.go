@@ -1,0 +1,127 @@
+package chart
+
+import (
+	"fmt"
+	"image/color"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgsvg"
+)
+
+var palette = []color.Color{
+	color.RGBA{31, 119, 180, 255}, color.RGBA{214, 39, 40, 255}, color.RGBA{44, 160, 44, 255},
+	color.RGBA{148, 103, 189, 255}, color.RGBA{255, 127, 14, 255},
+}
+
+// ROC draws one curve per detector, (fpr, tpr) points, with its AUC in the
+// legend.
+func ROC(path string, curves map[string][][2]float64, auc map[string]float64) error {
+	p := plot.New()
+	p.Title.Text = "ROC over windows"
+	p.X.Label.Text = "false positive rate"
+	p.Y.Label.Text = "true positive rate"
+	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, 1, 0, 1
+	p.Legend.Top, p.Legend.Left = false, false
+	names := make([]string, 0, len(curves))
+	for n := range curves {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	diag, _ := plotter.NewLine(plotter.XYs{{X: 0, Y: 0}, {X: 1, Y: 1}})
+	diag.Dashes = []vg.Length{vg.Points(3), vg.Points(3)}
+	diag.Color = color.Gray{160}
+	p.Add(diag)
+	for i, n := range names {
+		xys := make(plotter.XYs, len(curves[n]))
+		for k, pt := range curves[n] {
+			xys[k].X, xys[k].Y = pt[0], pt[1]
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return fmt.Errorf("roc %s: %w", n, err)
+		}
+		l.Color = palette[i%len(palette)]
+		l.Width = vg.Points(1.5)
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("%s (AUC %.3f)", n, auc[n]), l)
+	}
+	return save(path, 5*vg.Inch, 5*vg.Inch, func(c draw.Canvas) { p.Draw(c) })
+}
+
+// Series draws one panel per feature over time (seconds from the start),
+// with the spans in shade shaded, like the paper's Fig. 6.
+func Series(path string, names []string, t []float64, values [][]float64, shade [][2]float64) error {
+	if len(names) == 0 || len(t) == 0 {
+		return fmt.Errorf("series: nothing to draw")
+	}
+	plots := make([][]*plot.Plot, len(names))
+	for j, name := range names {
+		p := plot.New()
+		p.Y.Label.Text = name
+		xys := make(plotter.XYs, len(t))
+		lo, hi := values[0][j], values[0][j]
+		for i := range t {
+			xys[i].X, xys[i].Y = t[i], values[i][j]
+			lo, hi = min(lo, values[i][j]), max(hi, values[i][j])
+		}
+		if hi == lo {
+			hi = lo + 1
+		}
+		for _, s := range shade {
+			poly, err := plotter.NewPolygon(plotter.XYs{{X: s[0], Y: lo}, {X: s[1], Y: lo}, {X: s[1], Y: hi}, {X: s[0], Y: hi}})
+			if err == nil {
+				poly.Color = color.RGBA{255, 200, 200, 255}
+				poly.LineStyle.Width = 0
+				p.Add(poly)
+			}
+		}
+		l, err := plotter.NewLine(xys)
+		if err != nil {
+			return fmt.Errorf("series %s: %w", name, err)
+		}
+		l.Color = palette[0]
+		p.Add(l)
+		if j == len(names)-1 {
+			p.X.Label.Text = "seconds (attacks shaded)"
+		}
+		plots[j] = []*plot.Plot{p}
+	}
+	h := vg.Length(len(names)) * 1.3 * vg.Inch
+	return save(path, 10*vg.Inch, h, func(c draw.Canvas) {
+		tiles := draw.Tiles{Rows: len(names), Cols: 1, PadY: vg.Points(4)}
+		canvases := plot.Align(plots, tiles, c)
+		for j := range plots {
+			plots[j][0].Draw(canvases[j][0])
+		}
+	})
+}
+
+func save(path string, w, h vg.Length, drawFn func(draw.Canvas)) error {
+	var c interface {
+		vg.CanvasWriterTo
+	}
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".svg":
+		c = vgsvg.New(w, h)
+	default:
+		c = vgimg.PngCanvas{Canvas: vgimg.New(w, h)}
+	}
+	drawFn(draw.New(c))
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := c.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
