@@ -44,7 +44,16 @@ sleep 3
 bin/secaas acl trace -f examples/table2.yaml --bridge $BR --from VM1 --to VM2 --proto icmp
 bin/secaas events --api $API --token "$ADMIN" | grep -o '"kind": "flows.drift_repaired"' | head -1
 
-echo "== 6. anomaly detection: 100 s of benign load on a mirrored server with real nmap and hping3 attacks"
+echo "== 6. live anomaly detection on VM3 through the API: mirror + AF_PACKET, then a SYN flood from VM1"
+bin/secaas nad enable --tid 100 --vm VM3 --window 1s --history 10 --api $API --token "$TOK"
+for _ in $(seq 1 12); do ip netns exec ${PFX}vm1 ping -c 1 -W 1 192.168.1.26 >/dev/null 2>&1; \
+  ip netns exec ${PFX}vm1 sh -c 'echo | nc -w 1 192.168.1.26 22' >/dev/null 2>&1; sleep 0.5; done
+ip netns exec ${PFX}vm1 hping3 -q -S -p 22 -c 3000 -i u300 192.168.1.26 >/dev/null 2>&1 || true
+sleep 2
+bin/secaas events --api $API --token "$TOK" | grep -A3 '"kind": "nad.alert"' | head -4
+bin/secaas nad disable --tid 100 --vm VM3 --api $API --token "$TOK"
+
+echo "== 7. anomaly detection: 100 s of benign load on a mirrored server with real nmap and hping3 attacks"
 bin/secaas lab traffic --seed 1 --duration 100s --warmup 35s --gap 6s --per-setting 1 --span 1s \
   --prefix sd --out $STATE/traffic >/dev/null
 grep -o '"tool": "[^"]*"' $STATE/traffic/labels.json | sed 's/"tool": /    /' 

@@ -118,13 +118,14 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 			case <-ctx.Done():
 				return
 			case e := <-events:
-				ctl.RecordNodeEvent(ctx, e.Kind, e.Detail)
+				ctl.RecordNodeEvent(ctx, e.Tenant, e.Kind, e.Subject, e.Detail)
 			}
 		}
 	}()
 	go func() {
 		defer wg.Done()
 		node.Run(ctx, c.reconcile)
+		node.Close() // stop anomaly monitors; flows stay (fail-secure)
 	}()
 
 	srv := &http.Server{Addr: c.listen, Handler: api.New(ctl, log), ReadHeaderTimeout: 10 * time.Second}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"sync"
 	"time"
@@ -15,10 +16,13 @@ import (
 	"secaas/internal/tenant"
 )
 
-// Event is something the agent did that the control plane should record.
+// Event is something the agent did or saw that the control plane should
+// record.
 type Event struct {
-	Kind   string // "flows.applied", "flows.drift_repaired", "flows.recompiled"
-	Detail string
+	Kind    string // "flows.applied", "flows.drift_repaired", "flows.recompiled", "nad.alert", ...
+	Tenant  string // set when the event concerns one tenant's object
+	Subject string // e.g. "vm/VM1"
+	Detail  string
 }
 
 // Agent enforces tenant domains on one bridge.
@@ -35,8 +39,9 @@ type Agent struct {
 	flows   string
 	// synced: the switch is known to hold exactly flows, so a change can be
 	// sent as a difference instead of a full replacement.
-	synced bool
-	ticks  int // reconcile ticks since the last full comparison
+	synced   bool
+	ticks    int                 // reconcile ticks since the last full comparison
+	monitors map[string]*monitor // anomaly detection, by VM port
 }
 
 // FullCheckEvery is how many reconcile ticks pass between full flow-table
@@ -101,6 +106,7 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 		return err
 	}
 	a.domains, a.net, a.ports, a.set, a.flows = domains, n, ports, set, text
+	a.syncMonitorsLocked(ctx)
 	a.log.Info("flows applied", "bridge", a.br.Name, "domains", len(domains), "flows", len(set.Flows))
 	a.onEvent(Event{Kind: "flows.applied", Detail: fmt.Sprintf("%d domains, %d flows on %s", len(domains), len(set.Flows), a.br.Name)})
 	return nil
@@ -238,6 +244,14 @@ func (a *Agent) Flows() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.flows
+}
+
+func runCmd(ctx context.Context, args ...string) error {
+	out, err := exec.CommandContext(ctx, args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
 }
 
 // TraceResult is the switch's verdict on a packet, in policy terms.

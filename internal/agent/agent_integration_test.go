@@ -2,13 +2,16 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -388,5 +391,101 @@ func TestIPv6NeighbourDiscoveryStaysInDomain(t *testing.T) {
 	out, _ := hosts["sixa"].Exec(ctx, "ip", "-6", "neigh", "show", "fd00::3")
 	if strings.Contains(string(out), "lladdr") {
 		t.Fatalf("ND crossed domains: %s", out)
+	}
+}
+
+// TestNADMonitorAlertsOnRealFlood: a VM with anomaly detection on; its port
+// is mirrored and captured live. Quiet pings build the profile, then a real
+// hping3 SYN flood from the other VM raises a nad.alert event naming the VM.
+func TestNADMonitorAlertsOnRealFlood(t *testing.T) {
+	labtest.RequireOVS(t)
+	if _, err := exec.LookPath("hping3"); err != nil {
+		labtest.Missing(t, "hping3 not installed")
+	}
+	ctx := context.Background()
+	br := labtest.Bridge(t, "sctn")
+	domains := []tenant.Domain{{TID: 31, Name: "nad", Tenant: "acme", Subnets: []tenant.Subnet{{Name: "s", VMs: []tenant.VM{
+		{Name: "web", MAC: "02:00:00:00:31:01", IP: "10.31.0.1", Port: "nadweb", NAD: &tenant.NADPolicy{Window: "500ms", History: 12}},
+		{Name: "cli", MAC: "02:00:00:00:31:02", IP: "10.31.0.2", Port: "nadcli"}},
+		ACRs: []tenant.ACR{{Priority: 1, Action: tenant.Pass}}}}}}
+	n, err := tenant.NewNet(domains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := lab.HostsFor(ctx, br, n, "sctn-", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.RemoveAll(context.Background(), br, hosts) })
+	var mu sync.Mutex
+	var events []agent.Event
+	a := agent.New(br, quiet(), func(e agent.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+	t.Cleanup(a.Close)
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, domains); err != nil {
+		t.Fatal(err)
+	}
+	alerts := func() []agent.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []agent.Event
+		for _, e := range events {
+			if e.Kind == "nad.alert" {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	// Quiet, regular traffic for the profile (12 windows of 0.5 s).
+	web := netip.MustParseAddr("10.31.0.1")
+	stop := make(chan struct{})
+	var pw sync.WaitGroup
+	pw.Add(1)
+	go func() {
+		defer pw.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				hosts["nadcli"].Ping(ctx, web, 1, time.Second)
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}()
+	time.Sleep(9 * time.Second)
+	if got := alerts(); len(got) > 1 {
+		t.Fatalf("%d alerts on quiet traffic: %+v", len(got), got)
+	}
+	before := len(alerts())
+	if out, err := hosts["nadcli"].Exec(ctx, "hping3", "-q", "-S", "-p", "80", "-c", "3000", "-i", "u300", "10.31.0.1"); err != nil && len(out) == 0 {
+		t.Logf("hping3: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(alerts()) == before && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	close(stop)
+	pw.Wait()
+	got := alerts()
+	if len(got) == before {
+		mu.Lock()
+		t.Fatalf("no nad.alert after a SYN flood; events: %+v", events)
+	}
+	e := got[len(got)-1]
+	var al agent.Alert
+	if err := json.Unmarshal([]byte(e.Detail), &al); err != nil || e.Tenant != "acme" || e.Subject != "vm/web" || al.IP != "10.31.0.1" || len(al.Top) == 0 {
+		t.Fatalf("alert %+v / %+v (%v)", e, al, err)
+	}
+	t.Logf("alert: deviation %.3g > threshold %.3g, top %s, %d packets in the window", al.Deviation, al.Threshold, al.Top[0].Feature, al.Packets)
+	// Disabling detection removes the mirror and its port.
+	domains[0].Subnets[0].VMs[0].NAD = nil
+	if err := a.Apply(ctx, domains); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("ovs-vsctl", "--bare", "--columns=name", "list", "mirror").Output(); strings.Contains(string(out), "secaas-nad-nadweb") {
+		t.Fatalf("mirror still there: %s", out)
 	}
 }

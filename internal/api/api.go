@@ -136,6 +136,16 @@ func (s *Server) register() {
 	s.handle("DELETE /v1/domains/{tid}/vms/{vm}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		return noContent(w, s.c.DeleteVM(r.Context(), who, tid, r.PathValue("vm")))
 	}))
+	s.handle("PUT /v1/domains/{tid}/vms/{vm}/nad", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var p tenant.NADPolicy
+		if err := decode(r, &p); err != nil {
+			return err
+		}
+		return noContent(w, s.c.SetNAD(r.Context(), who, tid, r.PathValue("vm"), &p))
+	}))
+	s.handle("DELETE /v1/domains/{tid}/vms/{vm}/nad", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		return noContent(w, s.c.SetNAD(r.Context(), who, tid, r.PathValue("vm"), nil))
+	}))
 	s.handle("GET /v1/domains/{tid}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		d, err := s.c.Domain(r.Context(), who, tid)
 		type row struct {

@@ -50,6 +50,8 @@ func commands() []command {
 		{"acr add", "--tid N --subnet S --priority P [--srcmac a,b] [--dstmac ..] [--srcip ..] [--dstip ..] [--proto P] [--sport R] [--dport R] --action pass|drop", acrAdd},
 		{"acr list", "--tid N: list ACRs", acrList},
 		{"acr delete", "--tid N ID: delete an ACR", acrDelete},
+		{"nad enable", "--tid N --vm NAME [--window 60s] [--history 120] [--detector normalized|stability]: monitor a VM (alerts: secaas events)", nadEnable},
+		{"nad disable", "--tid N --vm NAME: stop monitoring a VM", nadDisable},
 		{"check", "--tid N --from VM --to VM [--proto P] [--dport N]: the daemon's oracle verdict", apiCheck},
 		{"events", "[--after ID]: event history", events},
 	}

@@ -327,3 +327,33 @@ func events(ctx context.Context, env *Env, args []string) error {
 	}
 	return printJSON(env.Stdout, out)
 }
+
+func nadEnable(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	var vm string
+	var p tenant.NADPolicy
+	c, _, err := simple("nad enable", env, args, 0, func(fs *flag.FlagSet) {
+		fs.IntVar(&tid, "tid", 0, "domain TID")
+		fs.StringVar(&vm, "vm", "", "VM name")
+		fs.StringVar(&p.Window, "window", "60s", "window length")
+		fs.IntVar(&p.History, "history", 120, "windows in the normal profile")
+		fs.StringVar(&p.Detector, "detector", "normalized", "normalized or stability")
+	})
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "PUT", fmt.Sprintf("/v1/domains/%d/vms/%s/nad", tid, vm), p, nil)
+}
+
+func nadDisable(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	var vm string
+	c, _, err := simple("nad disable", env, args, 0, func(fs *flag.FlagSet) {
+		fs.IntVar(&tid, "tid", 0, "domain TID")
+		fs.StringVar(&vm, "vm", "", "VM name")
+	})
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", fmt.Sprintf("/v1/domains/%d/vms/%s/nad", tid, vm), nil, nil)
+}

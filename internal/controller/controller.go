@@ -421,6 +421,26 @@ func (c *Controller) DeleteVM(ctx context.Context, who Caller, tid int, name str
 	return err
 }
 
+// SetNAD enables (p non-nil) or disables (nil) anomaly detection for a VM.
+func (c *Controller) SetNAD(ctx context.Context, who Caller, tid int, vmName string, p *tenant.NADPolicy) error {
+	kind := "nad.enabled"
+	if p == nil {
+		kind = "nad.disabled"
+	}
+	_, err := c.edit(ctx, who, tid, kind, func(d *tenant.Domain) error {
+		for si := range d.Subnets {
+			for vi := range d.Subnets[si].VMs {
+				if d.Subnets[si].VMs[vi].Name == vmName {
+					d.Subnets[si].VMs[vi].NAD = p
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("vm %q: %w", vmName, ErrNotFound)
+	})
+	return err
+}
+
 // AddACR appends a rule to a subnet's set and returns it with its id.
 func (c *Controller) AddACR(ctx context.Context, who Caller, tid int, subnet string, a tenant.ACR) (tenant.ACR, error) {
 	if a.ID == "" {
@@ -554,10 +574,11 @@ func (c *Controller) Events(ctx context.Context, who Caller, after int64, limit 
 	return out, err
 }
 
-// RecordNodeEvent stores an event reported by the node (no tenant).
-func (c *Controller) RecordNodeEvent(ctx context.Context, kind, detail string) {
+// RecordNodeEvent stores an event reported by the node; tenant is empty
+// for events about the host itself.
+func (c *Controller) RecordNodeEvent(ctx context.Context, tenantID, kind, subject, detail string) {
 	err := c.st.Update(ctx, func(tx *store.Tx) error {
-		_, err := tx.AddEvent(store.Event{Kind: kind, Detail: detail})
+		_, err := tx.AddEvent(store.Event{Tenant: tenantID, Kind: kind, Subject: subject, Detail: detail})
 		return err
 	})
 	if err != nil {

@@ -29,7 +29,8 @@
 //
 // The same profile; the threshold is mean + 4 sd of the history's normal
 // deviations (after Grubbs), not the paper's halfway point, which sits too
-// low for this score's heavy tail. Each feature's term is scale-free:
+// low for this score's heavy tail, and at least the sum of the weights (so
+// a perfectly regular history does not alarm on any change at all). Each feature's term is scale-free:
 // w(x) |fc(x) - m(x)| / (sd(x) + 0.01 |m(x)| + 1e-9), with m the mean of the
 // kept history values, so a feature measured in thousands (bps) cannot drown
 // one measured in fractions (syn), and eq. 1's n+1 bias disappears.

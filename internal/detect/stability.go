@@ -213,11 +213,17 @@ func (s *Stability) threshold(p *profile) float64 {
 	if nn > 1 {
 		sd = math.Sqrt(sq / (nn - 1))
 	}
-	k := 3.0
 	if s.cfg.Kind == Normalized {
-		k = 4
+		// Floor: the sum of the weights, i.e. every feature off by one unit
+		// of its scale (sd + 1 % of its mean) on average. Without it a
+		// perfectly regular history would alarm on any change at all.
+		floor := 0.0
+		for _, w := range p.w {
+			floor += w
+		}
+		return max(mn+4*sd, floor)
 	}
-	return mn + k*sd + 1e-12
+	return mn + 3*sd + 1e-12
 }
 
 // grubbs marks in keep the values that survive repeated two-sided Grubbs

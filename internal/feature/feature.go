@@ -143,6 +143,20 @@ func mod(a, b int64) int64 {
 	return r
 }
 
+// Tick closes every window that ended before ts, so that live monitoring
+// reports quiet windows on time even when no packet arrives.
+func (e *Extractor) Tick(ts int64) {
+	w := int64(e.cfg.Window)
+	if !e.started {
+		e.start, e.started = ts-mod(ts, w), true
+		return
+	}
+	for ts >= e.start+w {
+		e.close()
+		e.start += w
+	}
+}
+
 // Flush closes the open window (at the end of a capture).
 func (e *Extractor) Flush() {
 	if e.started {

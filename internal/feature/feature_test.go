@@ -117,3 +117,16 @@ func TestAllocationFree(t *testing.T) {
 		t.Fatalf("%.3f allocations per packet", allocs)
 	}
 }
+
+func TestTickClosesQuietWindows(t *testing.T) {
+	var got []Window
+	e := NewExtractor(srv, Config{Window: time.Second}, func(w *Window) { got = append(got, *w) })
+	sec := int64(time.Second)
+	e.Tick(100 * sec) // starts the clock
+	ms := window1()
+	e.Add(100*sec+5, &ms[0])
+	e.Tick(103*sec + 1) // closes 100, 101, 102
+	if len(got) != 3 || got[0].Packets != 1 || got[1].Packets != 0 || got[2].Start != 102*sec {
+		t.Fatalf("windows %+v", got)
+	}
+}

@@ -367,3 +367,33 @@ func (b *Bridge) FlowCount(ctx context.Context) (int, error) {
 	}
 	return n, nil
 }
+
+// AddMirror copies every frame to and from port to the port out (which must
+// be on the bridge), as mirror name. An existing mirror of that name is
+// replaced.
+func (b *Bridge) AddMirror(ctx context.Context, name, port, out string) error {
+	b.DelMirror(ctx, name)
+	_, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10",
+		"--", "--id=@p", "get", "port", port,
+		"--", "--id=@o", "get", "port", out,
+		"--", "--id=@m", "create", "mirror", "name="+name, "select-dst-port=@p", "select-src-port=@p", "output-port=@o",
+		"--", "add", "bridge", b.Name, "mirrors", "@m")
+	if err != nil {
+		return fmt.Errorf("add mirror %s: %w", name, err)
+	}
+	return nil
+}
+
+// DelMirror removes mirror name if it exists.
+func (b *Bridge) DelMirror(ctx context.Context, name string) error {
+	out, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10", "--bare", "--columns=_uuid", "find", "mirror", "name="+name)
+	if err != nil {
+		return fmt.Errorf("delete mirror %s: %w", name, err)
+	}
+	for _, id := range strings.Fields(string(out)) {
+		if _, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10", "remove", "bridge", b.Name, "mirrors", id); err != nil {
+			return fmt.Errorf("delete mirror %s: %w", name, err)
+		}
+	}
+	return nil
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -71,6 +72,48 @@ type VM struct {
 	MAC  string `json:"mac" yaml:"mac"`
 	IP   string `json:"ip" yaml:"ip"`
 	Port string `json:"port" yaml:"port"`
+	// NAD, when set, monitors the VM's traffic for anomalies (agentless:
+	// an OVS mirror of its port).
+	NAD *NADPolicy `json:"nad,omitempty" yaml:"nad,omitempty"`
+}
+
+// NADPolicy configures anomaly detection for one VM.
+type NADPolicy struct {
+	Window   string `json:"window,omitempty" yaml:"window,omitempty"`     // window length, default 60s
+	History  int    `json:"history,omitempty" yaml:"history,omitempty"`   // windows in the profile, default 120
+	Detector string `json:"detector,omitempty" yaml:"detector,omitempty"` // normalized (default) or stability
+}
+
+// Limits of a NAD policy.
+const (
+	MinNADWindow  = 100 * time.Millisecond
+	MaxNADWindow  = time.Hour
+	MinNADHistory = 10
+	MaxNADHistory = 10000
+)
+
+// Params returns the policy's values with defaults filled in, or an error.
+func (p NADPolicy) Params() (window time.Duration, history int, detector string, err error) {
+	window, history, detector = time.Minute, 120, "normalized"
+	if p.Window != "" {
+		if window, err = time.ParseDuration(p.Window); err != nil || window < MinNADWindow || window > MaxNADWindow {
+			return 0, 0, "", fmt.Errorf("nad window %q must be a duration in %s..%s", p.Window, MinNADWindow, MaxNADWindow)
+		}
+	}
+	if p.History != 0 {
+		if p.History < MinNADHistory || p.History > MaxNADHistory {
+			return 0, 0, "", fmt.Errorf("nad history %d must be in %d..%d", p.History, MinNADHistory, MaxNADHistory)
+		}
+		history = p.History
+	}
+	switch p.Detector {
+	case "":
+	case "normalized", "stability":
+		detector = p.Detector
+	default:
+		return 0, 0, "", fmt.Errorf("nad detector %q is neither normalized nor stability", p.Detector)
+	}
+	return window, history, detector, nil
 }
 
 // ACR is a communication access control rule.

@@ -307,6 +307,11 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 				byIP[a] = rv
 				rv.Addr = a
 			}
+			if vm.NAD != nil {
+				if _, _, _, err := vm.NAD.Params(); err != nil {
+					pr.add("%s: %v", vw, err)
+				}
+			}
 			if !PortNameOK(vm.Port) {
 				pr.add("%s: port %q is not a valid port name (1-15 characters)", vw, vm.Port)
 			} else if seenUp[vm.Port] {
