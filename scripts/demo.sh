@@ -46,11 +46,11 @@ bin/secaas events --api $API --token "$ADMIN" | grep -o '"kind": "flows.drift_re
 
 echo "== 6. live anomaly detection on VM3 through the API: mirror + AF_PACKET, then a SYN flood from VM1"
 bin/secaas nad enable --tid 100 --vm VM3 --window 1s --history 10 --api $API --token "$TOK"
-for _ in $(seq 1 12); do ip netns exec ${PFX}vm1 ping -c 1 -W 1 192.168.1.26 >/dev/null 2>&1; \
-  ip netns exec ${PFX}vm1 sh -c 'echo | nc -w 1 192.168.1.26 22' >/dev/null 2>&1; sleep 0.5; done
+for _ in $(seq 1 24); do   # quiet, regular TCP/22 traffic: the profile
+  ip netns exec ${PFX}vm1 sh -c 'echo | nc -w 1 192.168.1.26 22' >/dev/null 2>&1 || true; sleep 0.5; done
 ip netns exec ${PFX}vm1 hping3 -q -S -p 22 -c 3000 -i u300 192.168.1.26 >/dev/null 2>&1 || true
 sleep 2
-bin/secaas events --api $API --token "$TOK" | grep -A3 '"kind": "nad.alert"' | head -4
+bin/secaas events --api $API --token "$TOK" | grep -B2 -A2 '"kind": "nad.alert"' | head -5 | cut -c1-200
 bin/secaas nad disable --tid 100 --vm VM3 --api $API --token "$TOK"
 
 echo "== 7. anomaly detection: 100 s of benign load on a mirrored server with real nmap and hping3 attacks"
