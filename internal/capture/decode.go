@@ -48,23 +48,36 @@ var (
 // fragment, or a truncated capture).
 func Decode(linkType int, frame []byte, m *Meta) error {
 	*m = Meta{}
+	et, b, err := IPPayload(linkType, frame)
+	if err != nil {
+		return err
+	}
+	if et == 0x0800 {
+		return decodeIPv4(b, m)
+	}
+	return decodeIPv6(b, m)
+}
+
+// IPPayload strips the link layer: it returns the EtherType (0x0800 or
+// 0x86dd) and the IP packet, or ErrNotIP.
+func IPPayload(linkType int, frame []byte) (uint16, []byte, error) {
 	var et uint16
 	b := frame
 	switch linkType {
 	case LinkEthernet:
 		if len(b) < 14 {
-			return errShort
+			return 0, nil, errShort
 		}
 		et, b = binary.BigEndian.Uint16(b[12:14]), b[14:]
 		for i := 0; i < 2 && (et == 0x8100 || et == 0x88a8); i++ { // 802.1Q / QinQ
 			if len(b) < 4 {
-				return errShort
+				return 0, nil, errShort
 			}
 			et, b = binary.BigEndian.Uint16(b[2:4]), b[4:]
 		}
 	case LinkRaw, linkRawAlt, LinkIPv4, LinkIPv6:
 		if len(b) < 1 {
-			return errShort
+			return 0, nil, errShort
 		}
 		switch b[0] >> 4 {
 		case 4:
@@ -72,21 +85,21 @@ func Decode(linkType int, frame []byte, m *Meta) error {
 		case 6:
 			et = 0x86dd
 		default:
-			return errBadIP
+			return 0, nil, errBadIP
 		}
 	case LinkLinuxSLL:
 		if len(b) < 16 {
-			return errShort
+			return 0, nil, errShort
 		}
 		et, b = binary.BigEndian.Uint16(b[14:16]), b[16:]
 	case LinkLinuxSL2:
 		if len(b) < 20 {
-			return errShort
+			return 0, nil, errShort
 		}
 		et, b = binary.BigEndian.Uint16(b[0:2]), b[20:]
 	case LinkNull:
 		if len(b) < 4 {
-			return errShort
+			return 0, nil, errShort
 		}
 		fam := binary.LittleEndian.Uint32(b[0:4])
 		if fam > 0xffff {
@@ -99,18 +112,15 @@ func Decode(linkType int, frame []byte, m *Meta) error {
 		case 24, 28, 30:
 			et = 0x86dd
 		default:
-			return ErrNotIP
+			return 0, nil, ErrNotIP
 		}
 	default:
-		return errBadLink
+		return 0, nil, errBadLink
 	}
-	switch et {
-	case 0x0800:
-		return decodeIPv4(b, m)
-	case 0x86dd:
-		return decodeIPv6(b, m)
+	if et != 0x0800 && et != 0x86dd {
+		return 0, nil, ErrNotIP
 	}
-	return ErrNotIP
+	return et, b, nil
 }
 
 func decodeIPv4(b []byte, m *Meta) error {

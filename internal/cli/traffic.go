@@ -30,11 +30,18 @@ func labTraffic(ctx context.Context, env *Env, args []string) error {
 	fs.DurationVar(&cfg.Span, "span", 2*time.Second, "how long one flood lasts")
 	fs.StringVar(&cfg.Out, "out", "lab-traffic", "output directory (capture.pcap, labels.json)")
 	fs.StringVar(&cfg.Prefix, "prefix", "sl", "prefix of the lab's bridge, namespaces and interfaces")
+	replays := fs.String("replay", "", "real attack captures to replay with tcpreplay (readdressed to the server), comma separated")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	cfg.Seed, cfg.Progress = *seed, env.Stderr
-	attacks, err := nad.PlanAttacks(rand.New(rand.NewPCG(*seed, 0)), nad.PaperScales, *per, *warm, cfg.Duration-*gap, *gap)
+	var extra []nad.Attack
+	for _, f := range splitList(*replays) {
+		for i := 0; i < *per; i++ {
+			extra = append(extra, nad.Attack{Type: nad.Replay + filepath.Base(f), File: f})
+		}
+	}
+	attacks, err := nad.PlanAttacks(rand.New(rand.NewPCG(*seed, 0)), nad.PaperScales, *per, *warm, cfg.Duration-*gap, *gap, extra...)
 	if err != nil {
 		return err
 	}

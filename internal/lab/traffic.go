@@ -344,6 +344,32 @@ func (l *trafficLab) attackCmd(a nad.Attack) []string {
 	case nad.UDPFlood:
 		return []string{"hping3", "-q", "-n", "--udp", "-p", "53", "-c", strconv.Itoa(a.Scale), "-i", gap(), srv}
 	}
+	if strings.HasPrefix(a.Type, nad.Replay) {
+		// At the capture's own pace, for at most 4 attack spans.
+		return []string{"tcpreplay", "-q", "-i", "eth0", "--duration", strconv.Itoa(max(1, int(4*l.cfg.Span.Seconds()))), a.File}
+	}
+	return nil
+}
+
+// prepareReplays readdresses every replayed capture to the lab's server
+// (into the output directory) and sets its scale to the packets it sends.
+func (l *trafficLab) prepareReplays(attacks []nad.Attack) error {
+	for i := range attacks {
+		a := &attacks[i]
+		if !strings.HasPrefix(a.Type, nad.Replay) {
+			continue
+		}
+		if _, err := exec.LookPath("tcpreplay"); err != nil {
+			return fmt.Errorf("traffic lab: tcpreplay is not installed (make deps)")
+		}
+		out := filepath.Join(l.cfg.Out, fmt.Sprintf("replay-%d-%s", i, filepath.Base(a.File)))
+		st, err := RewriteToServer(a.File, out, ServerIP, l.server.MAC, l.attack.MAC)
+		if err != nil {
+			return err
+		}
+		a.Source = fmt.Sprintf("%s (victim %s readdressed; %d packets kept, %d skipped)", a.File, st.Victim, st.Kept, st.Skipped)
+		a.File, a.Scale = out, st.Kept
+	}
 	return nil
 }
 
@@ -435,6 +461,13 @@ func (l *trafficLab) run(ctx context.Context) (*TrafficResult, error) {
 	// Attacks, in time order, with the real tools.
 	attacks := append([]nad.Attack(nil), cfg.Attacks...)
 	sort.Slice(attacks, func(i, j int) bool { return attacks[i].At < attacks[j].At })
+	if err := l.prepareReplays(attacks); err != nil {
+		stop()
+		wg.Wait()
+		live.Close()
+		<-capDone
+		return nil, err
+	}
 	for i := range attacks {
 		a := &attacks[i]
 		if d := time.Until(start.Add(a.At)); d > 0 {
@@ -447,16 +480,19 @@ func (l *trafficLab) run(ctx context.Context) (*TrafficResult, error) {
 			break
 		}
 		args := l.attackCmd(*a)
-		a.Tool, a.Source = strings.Join(args, " "), "10.50.2.66"
-		if a.Type == nad.SYNFlood {
+		a.Tool = strings.Join(args, " ")
+		switch {
+		case a.Type == nad.SYNFlood:
 			a.Source = "random (spoofed) via 10.50.2.66"
+		case a.Source == "":
+			a.Source = "10.50.2.66"
 		}
 		a.Start = time.Now()
 		out, err := l.attack.Exec(ctx, args...)
 		a.End = time.Now()
 		// hping3 exits non-zero when nothing answers (spoofed sources, UDP
-		// without a reply), so only nmap's failures are errors.
-		if err != nil && a.Type == nad.PortScan {
+		// without a reply), so only nmap's and tcpreplay's failures are errors.
+		if err != nil && a.Type != nad.SYNFlood && a.Type != nad.UDPFlood {
 			a.Err = strings.TrimSpace(string(out) + " " + err.Error())
 		}
 		fmt.Fprintf(cfg.Progress, "traffic lab: %s scale %d at %s took %s\n", a.Type, a.Scale, a.Start.Sub(start).Round(time.Millisecond), a.End.Sub(a.Start).Round(time.Millisecond))

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -51,7 +52,12 @@ func Evaluate(name string, results []Result, labels *Labels) Evaluation {
 	}
 	var pts []scored
 	cells := map[[2]any]*Cell{}
-	key := func(a Attack) [2]any { return [2]any{a.Type, a.Scale} }
+	key := func(a Attack) [2]any {
+		if strings.HasPrefix(a.Type, Replay) {
+			return [2]any{a.Type, 0} // one row per capture, whatever it kept
+		}
+		return [2]any{a.Type, a.Scale}
+	}
 	for _, a := range labels.Attacks {
 		c := cells[key(a)]
 		if c == nil {
@@ -156,7 +162,11 @@ func WriteEvaluation(w io.Writer, ev Evaluation) {
 	fmt.Fprintln(tw, "| attack\t scale\t attacks\t detected\t rate %\t paper rate %\t mean time to detect\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t")
 	for _, c := range ev.Grid {
-		fmt.Fprintf(tw, "| %s\t %d\t %d\t %d\t %.1f\t %.1f\t %.1f s\t\n", c.Type, c.Scale, c.Attacks, c.Detected, c.Rate, c.PaperRate, c.MeanTTD)
+		paper := "-"
+		if _, ok := PaperRates[c.Type]; ok {
+			paper = fmt.Sprintf("%.1f", c.PaperRate)
+		}
+		fmt.Fprintf(tw, "| %s\t %d\t %d\t %d\t %.1f\t %s\t %.1f s\t\n", c.Type, c.Scale, c.Attacks, c.Detected, c.Rate, paper, c.MeanTTD)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nBenign windows: %d, false alarms: %d (FPR %.2f %%); ROC AUC over windows: %.3f; warm-up windows: %d\n",

@@ -14,6 +14,9 @@ const (
 	PortScan = "portscan" // nmap -sS, scale = ports probed
 	SYNFlood = "synflood" // hping3 -S from random sources, scale = packets
 	UDPFlood = "udpflood" // hping3 --udp, scale = packets
+	// Replay types are "replay:" + the capture's file name; scale = the
+	// packets replayed (tcpreplay of a real capture, readdressed).
+	Replay = "replay:"
 )
 
 // PaperScales are the attack scales of the 2018 paper's Table 5.
@@ -28,6 +31,7 @@ type Attack struct {
 	End    time.Time     `json:"end"`
 	Source string        `json:"source"`
 	Tool   string        `json:"tool"`
+	File   string        `json:"file,omitempty"` // the capture a replay sends
 	Err    string        `json:"error,omitempty"`
 }
 
@@ -54,9 +58,10 @@ func ReadLabels(path string) (*Labels, error) {
 }
 
 // PlanAttacks spreads attacks of the given types and scales, perSetting of
-// each, at random non-overlapping times in [from, to) at least gap apart.
-func PlanAttacks(r *rand.Rand, scales map[string][]int, perSetting int, from, to, gap time.Duration) ([]Attack, error) {
-	var as []Attack
+// each, plus the extra ones (replays), at random non-overlapping times in
+// [from, to) at least gap apart.
+func PlanAttacks(r *rand.Rand, scales map[string][]int, perSetting int, from, to, gap time.Duration, extra ...Attack) ([]Attack, error) {
+	as := append([]Attack(nil), extra...)
 	for _, typ := range []string{PortScan, SYNFlood, UDPFlood} {
 		for _, sc := range scales[typ] {
 			for i := 0; i < perSetting; i++ {
