@@ -41,6 +41,7 @@ func benchNAD(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("bench nad", env)
 	packets := fs.Int("packets", 5_000_000, "packets in the synthetic capture")
 	out := fs.String("out", "", "also write the table to this Markdown file")
+	livePackets := fs.Int("live-packets", 1_000_000, "packets blasted at the live capture (0: skip the live part)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -49,7 +50,15 @@ func benchNAD(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	var buf bytes.Buffer
-	bench.WriteNAD(io.MultiWriter(env.Stdout, &buf), r)
+	w := io.MultiWriter(env.Stdout, &buf)
+	bench.WriteNAD(w, r)
+	if *livePackets > 0 {
+		lr, err := bench.RunLive(ctx, *livePackets, env.Stderr)
+		if err != nil {
+			return err
+		}
+		bench.WriteLive(w, lr)
+	}
 	if *out != "" {
 		return os.WriteFile(*out, buf.Bytes(), 0o644)
 	}
