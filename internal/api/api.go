@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"secaas/internal/controller"
 	"secaas/internal/tenant"
@@ -182,9 +183,46 @@ func (s *Server) register() {
 	s.handle("GET /v1/events", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
 		after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
 		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		if r.URL.Query().Get("follow") != "" {
+			return s.follow(w, r, who, after)
+		}
 		ev, err := s.c.Events(r.Context(), who, after, limit)
 		return reply(w, http.StatusOK, ev, err)
 	})
+}
+
+// follow streams the caller's events as Server-Sent Events (one JSON event
+// per "data:" line) until the client goes away.
+func (s *Server) follow(w http.ResponseWriter, r *http.Request, who controller.Caller, after int64) error {
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		return badRequest("streaming is not supported on this connection")
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	fl.Flush()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ev, err := s.c.Events(r.Context(), who, after, 1000)
+		if err != nil {
+			return nil // the stream has started: nothing to report but the end
+		}
+		for _, e := range ev {
+			b, _ := json.Marshal(e)
+			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.ID, b)
+			after = e.ID
+		}
+		if len(ev) > 0 {
+			fl.Flush()
+		}
+		select {
+		case <-r.Context().Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, who controller.Caller) error {

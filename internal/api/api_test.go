@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"secaas/internal/controller"
 	"secaas/internal/store"
@@ -351,4 +353,41 @@ func FuzzDomainJSON(f *testing.F) {
 			})
 		}
 	})
+}
+
+func TestEventStream(t *testing.T) {
+	e := newEnv(t)
+	a := e.tenant("alice")
+	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/events?follow=1", nil)
+	req.Header.Set("Authorization", "Bearer "+a)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+		t.Fatalf("content type %q", ct)
+	}
+	lines := make(chan string, 16)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case l := <-lines:
+			if strings.HasPrefix(l, "data: ") && strings.Contains(l, "domain.created") {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no domain.created event on the stream")
+		}
+	}
 }

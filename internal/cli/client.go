@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -64,6 +65,33 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 		return json.Unmarshal(b, out)
 	}
 	return nil
+}
+
+// stream copies a Server-Sent Events stream's data lines to stdout.
+func (c *client) stream(ctx context.Context, env *Env, path string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(c.base, "/")+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := (&http.Client{}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			fmt.Fprintln(env.Stdout, data)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return sc.Err()
 }
 
 // simple runs a client command with positional arguments.
@@ -317,9 +345,16 @@ func apiCheck(ctx context.Context, env *Env, args []string) error {
 
 func events(ctx context.Context, env *Env, args []string) error {
 	var after int64
-	c, _, err := simple("events", env, args, 0, func(fs *flag.FlagSet) { fs.Int64Var(&after, "after", 0, "only events after this id") })
+	var follow bool
+	c, _, err := simple("events", env, args, 0, func(fs *flag.FlagSet) {
+		fs.Int64Var(&after, "after", 0, "only events after this id")
+		fs.BoolVar(&follow, "follow", false, "keep streaming new events (one JSON object per line)")
+	})
 	if err != nil {
 		return err
+	}
+	if follow {
+		return c.stream(ctx, env, fmt.Sprintf("/v1/events?follow=1&after=%d", after))
 	}
 	var out []map[string]any
 	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/events?after=%d", after), nil, &out); err != nil {
