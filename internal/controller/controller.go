@@ -408,17 +408,26 @@ func (c *Controller) AddVM(ctx context.Context, who Caller, tid int, subnet stri
 // invalid (unknown VM), so the caller removes those first.
 func (c *Controller) DeleteVM(ctx context.Context, who Caller, tid int, name string) error {
 	_, err := c.edit(ctx, who, tid, "vm.deleted", func(d *tenant.Domain) error {
-		for si := range d.Subnets {
-			for vi, vm := range d.Subnets[si].VMs {
-				if vm.Name == name {
-					d.Subnets[si].VMs = slices.Delete(d.Subnets[si].VMs, vi, vi+1)
-					return nil
-				}
-			}
+		si, vi, err := findVM(d, name)
+		if err != nil {
+			return err
 		}
-		return fmt.Errorf("vm %q: %w", name, ErrNotFound)
+		d.Subnets[si].VMs = slices.Delete(d.Subnets[si].VMs, vi, vi+1)
+		return nil
 	})
 	return err
+}
+
+// findVM locates a VM by name: its subnet and its index there.
+func findVM(d *tenant.Domain, name string) (si, vi int, err error) {
+	for si := range d.Subnets {
+		for vi, vm := range d.Subnets[si].VMs {
+			if vm.Name == name {
+				return si, vi, nil
+			}
+		}
+	}
+	return 0, 0, fmt.Errorf("vm %q: %w", name, ErrNotFound)
 }
 
 // SetNAD enables (p non-nil) or disables (nil) anomaly detection for a VM.
@@ -428,15 +437,12 @@ func (c *Controller) SetNAD(ctx context.Context, who Caller, tid int, vmName str
 		kind = "nad.disabled"
 	}
 	_, err := c.edit(ctx, who, tid, kind, func(d *tenant.Domain) error {
-		for si := range d.Subnets {
-			for vi := range d.Subnets[si].VMs {
-				if d.Subnets[si].VMs[vi].Name == vmName {
-					d.Subnets[si].VMs[vi].NAD = p
-					return nil
-				}
-			}
+		si, vi, err := findVM(d, vmName)
+		if err != nil {
+			return err
 		}
-		return fmt.Errorf("vm %q: %w", vmName, ErrNotFound)
+		d.Subnets[si].VMs[vi].NAD = p
+		return nil
 	})
 	return err
 }
