@@ -391,3 +391,30 @@ func TestEventStream(t *testing.T) {
 		}
 	}
 }
+
+func TestNADPolicyEndpoints(t *testing.T) {
+	e := newEnv(t)
+	a := e.tenant("alice")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/nad", a, `{"window": "1ms"}`); code != 422 || !strings.Contains(string(out), "nad window") {
+		t.Fatalf("bad window: %d %s", code, out)
+	}
+	if code, _ := e.do("PUT", "/v1/domains/100/vms/VM9/nad", a, `{}`); code != 404 {
+		t.Fatalf("unknown vm: %d", code)
+	}
+	if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/nad", a, `{"window": "10s", "history": 30}`); code != 204 {
+		t.Fatalf("enable: %d %s", code, out)
+	}
+	last := e.node.applied[len(e.node.applied)-1]
+	if p := last[0].Subnets[1].VMs[0].NAD; p == nil || p.Window != "10s" || p.History != 30 {
+		t.Fatalf("the node got %+v", p)
+	}
+	if code, _ := e.do("DELETE", "/v1/domains/100/vms/VM3/nad", a, nil); code != 204 {
+		t.Fatalf("disable: %d", code)
+	}
+	if p := e.node.applied[len(e.node.applied)-1][0].Subnets[1].VMs[0].NAD; p != nil {
+		t.Fatalf("still enabled: %+v", p)
+	}
+}
