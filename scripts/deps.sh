@@ -3,7 +3,7 @@
 # packages already installed are not touched.
 set -euo pipefail
 export PATH=/usr/local/go/bin:$PATH
-PKGS=(openvswitch-switch iproute2 iputils-ping ethtool nftables tcpdump iperf3 procps curl netcat-openbsd nmap hping3 tcpreplay ca-certificates)
+PKGS=(qemu-system-x86 qemu-utils busybox-static cpio openvswitch-switch iproute2 iputils-ping ethtool nftables tcpdump iperf3 procps curl netcat-openbsd nmap hping3 tcpreplay ca-certificates)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,4 +16,5 @@ if ((${#missing[@]})); then
 fi
 command -v go >/dev/null || { echo "deps: Go is required (https://go.dev/dl); this machine kind has it at /usr/local/go" >&2; exit 1; }
 go mod download
+scripts/guest-kernel.sh >/dev/null
 echo "deps: ok"

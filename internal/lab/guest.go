@@ -1,0 +1,227 @@
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// GuestConfig describes a test guest: Debian's own kernel, a busybox
+// initramfs, RAM in a shared file the host can map.
+type GuestConfig struct {
+	Name   string // used for sockets and the RAM file (default "secaas-guest")
+	Kernel string // vmlinuz (default: from .cache/guest, see scripts/guest-kernel.sh)
+	MemMiB int    // default 512
+	Dir    string // working directory for sockets and the initramfs
+	Append string // extra kernel command line
+}
+
+// Guest is a running QEMU guest.
+type Guest struct {
+	cfg     GuestConfig
+	cmd     *exec.Cmd
+	RAMFile string // guest physical memory, shared (memory-backend-file)
+	QMP     string // QMP unix socket
+	GDB     string // gdbstub unix socket
+	Serial  string // serial console unix socket
+	con     net.Conn
+	rd      *bufio.Reader
+	mu      sync.Mutex // serialises console commands
+	seq     int
+	exited  chan error
+}
+
+// FindKernel returns the cached Debian kernel (scripts/guest-kernel.sh).
+func FindKernel(repoRoot string) (string, error) {
+	ms, _ := filepath.Glob(filepath.Join(repoRoot, ".cache", "guest", "*", "vmlinuz"))
+	if len(ms) == 0 {
+		return "", errors.New("guest kernel not found: run scripts/guest-kernel.sh (make deps does)")
+	}
+	return ms[len(ms)-1], nil
+}
+
+const guestInit = `#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+echo SECAAS-GUEST-READY
+exec setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
+`
+
+// buildInitramfs writes a gzip'd newc cpio with busybox and the init.
+func buildInitramfs(ctx context.Context, dir string) (string, error) {
+	bb, err := exec.LookPath("busybox")
+	if err != nil {
+		bb = "/bin/busybox"
+	}
+	root := filepath.Join(dir, "initramfs")
+	os.RemoveAll(root)
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return "", err
+		}
+	}
+	b, err := os.ReadFile(bb)
+	if err != nil {
+		return "", fmt.Errorf("busybox-static: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin", "busybox"), b, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(root, "init"), []byte(guestInit), 0o755); err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "initrd.gz")
+	sh := fmt.Sprintf("cd %q && find . | cpio -o -H newc --quiet | gzip -1 > %q", root, out)
+	if o, err := exec.CommandContext(ctx, "sh", "-c", sh).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("initramfs: %v: %s", err, o)
+	}
+	return out, nil
+}
+
+// StartGuest boots the guest under QEMU (TCG here, KVM where /dev/kvm
+// exists) and waits for its console.
+func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
+	if cfg.Name == "" {
+		cfg.Name = "secaas-guest"
+	}
+	if cfg.MemMiB == 0 {
+		cfg.MemMiB = 512
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		return nil, errors.New("qemu-system-x86_64 is not installed (make deps)")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	initrd, err := buildInitramfs(ctx, cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	g := &Guest{cfg: cfg, RAMFile: "/dev/shm/" + cfg.Name, QMP: filepath.Join(cfg.Dir, "qmp.sock"),
+		GDB: filepath.Join(cfg.Dir, "gdb.sock"), Serial: filepath.Join(cfg.Dir, "serial.sock"), exited: make(chan error, 1)}
+	for _, f := range []string{g.RAMFile, g.QMP, g.GDB, g.Serial} {
+		os.Remove(f)
+	}
+	args := []string{"-m", fmt.Sprint(cfg.MemMiB), "-nographic", "-no-reboot", "-nodefaults",
+		"-object", fmt.Sprintf("memory-backend-file,id=mem,size=%dM,mem-path=%s,share=on", cfg.MemMiB, g.RAMFile),
+		"-machine", "pc,memory-backend=mem",
+		"-kernel", cfg.Kernel, "-initrd", initrd,
+		"-append", strings.TrimSpace("console=ttyS0 quiet panic=-1 " + cfg.Append),
+		"-serial", "unix:" + g.Serial + ",server=on,wait=off",
+		"-qmp", "unix:" + g.QMP + ",server=on,wait=off",
+		"-gdb", "unix:" + g.GDB + ",server=on,wait=off",
+		"-monitor", "none"}
+	if _, err := os.Stat("/dev/kvm"); err == nil {
+		args = append(args, "-enable-kvm", "-cpu", "host")
+	}
+	g.cmd = exec.Command("qemu-system-x86_64", args...)
+	var stderr bytes.Buffer
+	g.cmd.Stderr = &stderr
+	if err := g.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { g.exited <- g.cmd.Wait() }()
+	// The serial socket appears once QEMU is up.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("unix", g.Serial)
+		if err == nil {
+			g.con, g.rd = c, bufio.NewReader(c)
+			break
+		}
+		if time.Now().After(deadline) {
+			g.Stop()
+			return nil, fmt.Errorf("guest: no serial console: %v: %s", err, stderr.String())
+		}
+		select {
+		case err := <-g.exited:
+			return nil, fmt.Errorf("guest: qemu exited: %v: %s", err, stderr.String())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if _, err := g.readUntil("SECAAS-GUEST-READY", 90*time.Second); err != nil {
+		g.Stop()
+		return nil, fmt.Errorf("guest: no boot: %w", err)
+	}
+	// The shell on ttyS0: make sure it answers.
+	if _, err := g.Run("true", 30*time.Second); err != nil {
+		g.Stop()
+		return nil, fmt.Errorf("guest: shell does not answer: %w", err)
+	}
+	return g, nil
+}
+
+func (g *Guest) readUntil(marker string, timeout time.Duration) (string, error) {
+	g.con.SetReadDeadline(time.Now().Add(timeout))
+	var b strings.Builder
+	for {
+		line, err := g.rd.ReadString('\n')
+		b.WriteString(line)
+		if strings.Contains(line, marker) {
+			return b.String(), nil
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return b.String(), fmt.Errorf("console closed waiting for %q", marker)
+			}
+			return b.String(), fmt.Errorf("waiting for %q: %w", marker, err)
+		}
+	}
+}
+
+// Run runs a shell command in the guest and returns its output.
+func (g *Guest) Run(cmd string, timeout time.Duration) (string, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.seq++
+	end := fmt.Sprintf("__SECAAS_END_%d__", g.seq)
+	// The marker is printed by the guest's echo, not echoed from our input:
+	// split it so the typed command line never contains it.
+	line := fmt.Sprintf("%s; echo __SECAAS_END_\"\"%d__ $?\n", cmd, g.seq)
+	if _, err := io.WriteString(g.con, line); err != nil {
+		return "", err
+	}
+	out, err := g.readUntil(end, timeout)
+	if err != nil {
+		return out, err
+	}
+	// Drop the echoed command line and the marker line.
+	lines := strings.Split(strings.ReplaceAll(out, "\r", ""), "\n")
+	var keep []string
+	for _, l := range lines {
+		if strings.Contains(l, end) || strings.Contains(l, "__SECAAS_END_\"\"") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.TrimSpace(strings.Join(keep, "\n")), nil
+}
+
+// Stop powers the guest off and removes its RAM file and sockets.
+func (g *Guest) Stop() {
+	if g.con != nil {
+		g.con.Close()
+	}
+	if g.cmd != nil && g.cmd.Process != nil {
+		g.cmd.Process.Kill()
+		select {
+		case <-g.exited:
+		case <-time.After(5 * time.Second):
+		}
+	}
+	for _, f := range []string{g.RAMFile, g.QMP, g.GDB, g.Serial} {
+		os.Remove(f)
+	}
+}
