@@ -29,6 +29,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseTrace$$' -fuzztime $(FUZZTIME) ./internal/ovs
 	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./internal/capture
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/capture
+	$(GO) test -run '^$$' -fuzz '^FuzzParseVMCoreInfo$$' -fuzztime $(FUZZTIME) ./internal/linuxkern
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

@@ -1,0 +1,7 @@
+// Package linuxkern recovers Linux kernel semantics from guest physical
+// memory alone: no System.map, no debug package, no profile. It starts with
+// the kernel's own VMCOREINFO note (release, KASLR offset, phys_base,
+// symbol addresses), which the guest can write and so is cross-checked
+// against memory before it is believed. Every parser here reads untrusted
+// bytes: lengths are bounded and malformed input is an error, never a panic.
+package linuxkern
