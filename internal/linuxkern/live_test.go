@@ -3,6 +3,7 @@ package linuxkern_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
@@ -66,5 +67,55 @@ func TestVMCoreInfoFromLiveGuest(t *testing.T) {
 	}
 	if !bytes.Contains(buf, []byte("Linux\x00")) || !bytes.Contains(buf, []byte(vi.OSRelease)) {
 		t.Fatalf("init_uts_ns at pa %#x does not hold the uname strings: %q", pa, buf[:200])
+	}
+}
+
+func TestKallsymsFromLiveGuest(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		labtest.Missing(t, "qemu-system-x86_64 not installed")
+	}
+	kernel, err := lab.FindKernel("../..")
+	if err != nil {
+		labtest.Missing(t, err.Error())
+	}
+	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-ksyms", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	// The guest's own view, for comparison (root can read real addresses).
+	procLine, err := g.Run("grep -w init_task /proc/kallsyms", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := guestmem.OpenShared(g.RAMFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	vi, err := linuxkern.FindVMCoreInfo(m, m.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	k, err := linuxkern.ReadKallsyms(m, vi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d symbols decoded in %s", len(k.Syms), time.Since(t0))
+	if len(k.Syms) < 50000 {
+		t.Fatalf("only %d symbols", len(k.Syms))
+	}
+	it, ok := k.Lookup("init_task")
+	if !ok {
+		t.Fatal("no init_task")
+	}
+	if !strings.HasPrefix(strings.TrimSpace(procLine), fmt.Sprintf("%016x", it.Addr)) {
+		t.Fatalf("init_task at %#x; the guest's /proc/kallsyms says %q", it.Addr, procLine)
+	}
+	for _, name := range []string{"do_syscall_64", "module_alloc", "set_memory_x"} {
+		if _, ok := k.Lookup(name); !ok {
+			t.Errorf("no %s", name)
+		}
 	}
 }

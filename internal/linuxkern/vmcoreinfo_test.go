@@ -46,3 +46,22 @@ func FuzzParseVMCoreInfo(f *testing.F) {
 		}
 	})
 }
+
+func FuzzDecodeNames(f *testing.F) {
+	f.Add([]byte{3, 0, 1, 2, 2, 1, 0}, 2)
+	f.Add([]byte{0x81, 0x01, 0}, 1)
+	tokens := make([]string, 256)
+	for i := range tokens {
+		tokens[i] = string(rune('A' + i%26))
+	}
+	f.Fuzz(func(t *testing.T, b []byte, num int) {
+		if num < 0 || num > 1000 {
+			return
+		}
+		n := 0
+		err := DecodeNames(b, num, tokens, func(int, byte, string) { n++ })
+		if err == nil && n != num {
+			t.Fatalf("decoded %d of %d without error", n, num)
+		}
+	})
+}
