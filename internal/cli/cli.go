@@ -35,6 +35,7 @@ func commands() []command {
 		{"nad detect", "--pcap FILE [--server IP,...] [--window 60s] [--history N] [--format text|json]: the stability detectors over a capture", nadDetect},
 		{"nad eval", "--pcap FILE --labels FILE [--window 1s] [--history N] [--detector stability|normalized|all] [--json]: Table 5 grid, FPR, ROC AUC", nadEval},
 		{"lab traffic", "[--seed S] [--duration D] [--warmup D] [--gap D] [--per-setting N] [--out DIR]: benign load + nmap/hping3 attacks, mirrored capture and labels", labTraffic},
+		{"vmi ps", "--ram /dev/shm/GUEST [--json]: the guest's processes from its memory alone (task list walk)", vmiPS},
 		{"bench acl", "[--acrs N] [--seconds S] [--out FILE]: compile/apply/enforcement timings and the paper's Table 3/4 experiment", benchACL},
 		{"bench nad", "[--packets N] [--out FILE]: packets per second and allocations of decode + features", benchNAD},
 		{"tenant create", "ID [--name NAME]: create a tenant (admin); prints its token", tenantCreate},

@@ -1,0 +1,224 @@
+package linuxkern
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cilium/ebpf/btf"
+)
+
+// MaxBTF bounds the kernel BTF blob read from the guest.
+const MaxBTF = 64 << 20
+
+// Kernel is what is known about a guest kernel from its memory alone.
+type Kernel struct {
+	Mem        io.ReaderAt
+	Info       *VMCoreInfo
+	Syms       *Kallsyms
+	BTF        *btf.Spec
+	PageOffset uint64 // base of the direct map (randomised by KASLR)
+	Task       TaskLayout
+}
+
+// TaskLayout holds task_struct member offsets, from the guest's BTF.
+type TaskLayout struct {
+	Tasks, Pid, Tgid, Comm, RealParent, ExitState, Flags, Mm uint32
+}
+
+// Open recovers a kernel from guest memory: VMCOREINFO, kallsyms, BTF,
+// the direct map's base and the task_struct layout.
+func Open(mem io.ReaderAt, size int64) (*Kernel, error) {
+	vi, err := FindVMCoreInfo(mem, size)
+	if err != nil {
+		return nil, err
+	}
+	ks, err := ReadKallsyms(mem, vi)
+	if err != nil {
+		return nil, err
+	}
+	k := &Kernel{Mem: mem, Info: vi, Syms: ks}
+	start, ok1 := ks.Lookup("__start_BTF")
+	stop, ok2 := ks.Lookup("__stop_BTF")
+	if !ok1 || !ok2 || stop.Addr <= start.Addr || stop.Addr-start.Addr > MaxBTF {
+		return nil, errors.New("btf: no plausible __start_BTF..__stop_BTF in kallsyms")
+	}
+	raw := make([]byte, stop.Addr-start.Addr)
+	if err := k.readVA(raw, start.Addr); err != nil {
+		return nil, fmt.Errorf("btf: %w", err)
+	}
+	if k.BTF, err = btf.LoadSpecFromReader(bytes.NewReader(raw)); err != nil {
+		return nil, fmt.Errorf("btf: %w", err)
+	}
+	pob, ok := ks.Lookup("page_offset_base")
+	if !ok {
+		return nil, errors.New("no page_offset_base symbol")
+	}
+	if k.PageOffset, err = k.U64(pob.Addr); err != nil {
+		return nil, fmt.Errorf("page_offset_base: %w", err)
+	}
+	if k.PageOffset < 0xffff800000000000 || k.PageOffset&0x3fffffff != 0 {
+		return nil, fmt.Errorf("page_offset_base %#x is implausible", k.PageOffset)
+	}
+	if k.Task, err = taskLayout(k.BTF); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+func taskLayout(spec *btf.Spec) (TaskLayout, error) {
+	t, err := spec.AnyTypeByName("task_struct")
+	if err != nil {
+		return TaskLayout{}, fmt.Errorf("btf: %w", err)
+	}
+	st, ok := t.(*btf.Struct)
+	if !ok {
+		return TaskLayout{}, errors.New("btf: task_struct is not a struct")
+	}
+	var l TaskLayout
+	for name, dst := range map[string]*uint32{"tasks": &l.Tasks, "pid": &l.Pid, "tgid": &l.Tgid, "comm": &l.Comm,
+		"real_parent": &l.RealParent, "exit_state": &l.ExitState, "flags": &l.Flags, "mm": &l.Mm} {
+		off, ok := memberOffset(st.Members, name, 0)
+		if !ok {
+			return TaskLayout{}, fmt.Errorf("btf: task_struct has no member %s", name)
+		}
+		*dst = off
+	}
+	return l, nil
+}
+
+// memberOffset finds a member by name, looking into anonymous structs and
+// unions, and returns its byte offset.
+func memberOffset(ms []btf.Member, name string, base uint32) (uint32, bool) {
+	for _, m := range ms {
+		off := base + uint32(m.Offset)/8
+		if m.Name == name {
+			return off, true
+		}
+		if m.Name == "" {
+			switch t := btf.UnderlyingType(m.Type).(type) {
+			case *btf.Struct:
+				if o, ok := memberOffset(t.Members, name, off); ok {
+					return o, true
+				}
+			case *btf.Union:
+				if o, ok := memberOffset(t.Members, name, off); ok {
+					return o, true
+				}
+			}
+		}
+	}
+	return 0, false
+}
+
+// PA translates a kernel virtual address of the text mapping or the direct
+// map to a physical address (no page-table walk yet: vmalloc and user
+// addresses are refused).
+func (k *Kernel) PA(va uint64) (int64, error) {
+	switch {
+	case va >= KernelMapBase:
+		return k.Info.KernelPA(va)
+	case va >= k.PageOffset && va-k.PageOffset < 1<<46:
+		return int64(va - k.PageOffset), nil
+	}
+	return 0, fmt.Errorf("address %#x is neither kernel text nor the direct map", va)
+}
+
+func (k *Kernel) readVA(b []byte, va uint64) error {
+	pa, err := k.PA(va)
+	if err != nil {
+		return err
+	}
+	if _, err := k.Mem.ReadAt(b, pa); err != nil {
+		return err
+	}
+	return nil
+}
+
+// U64 reads a little-endian 64-bit value at a kernel address.
+func (k *Kernel) U64(va uint64) (uint64, error) {
+	var b [8]byte
+	if err := k.readVA(b[:], va); err != nil {
+		return 0, err
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
+// Process is one task as the kernel's structures describe it.
+type Process struct {
+	Task      uint64 `json:"task"` // task_struct address
+	PID       int32  `json:"pid"`
+	TGID      int32  `json:"tgid"`
+	PPID      int32  `json:"ppid"`
+	Comm      string `json:"comm"`
+	ExitState uint32 `json:"exit_state,omitempty"`
+	Kernel    bool   `json:"kernel_thread"` // no mm
+}
+
+// MaxTasks bounds a list walk (a cycle the guest built must end).
+const MaxTasks = 1 << 16
+
+// ErrListCorrupt is returned when the task list does not close.
+var ErrListCorrupt = errors.New("task list corrupt")
+
+// ReadTask reads one task_struct.
+func (k *Kernel) ReadTask(task uint64) (Process, error) {
+	l := k.Task
+	buf := make([]byte, l.Comm+16)
+	if err := k.readVA(buf, task); err != nil {
+		return Process{}, err
+	}
+	p := Process{Task: task,
+		PID:       int32(binary.LittleEndian.Uint32(buf[l.Pid:])),
+		TGID:      int32(binary.LittleEndian.Uint32(buf[l.Tgid:])),
+		ExitState: binary.LittleEndian.Uint32(buf[l.ExitState:]),
+		Kernel:    binary.LittleEndian.Uint64(buf[l.Mm:]) == 0,
+	}
+	comm := buf[l.Comm : l.Comm+16]
+	if i := bytes.IndexByte(comm, 0); i >= 0 {
+		comm = comm[:i]
+	}
+	p.Comm = string(comm)
+	if parent := binary.LittleEndian.Uint64(buf[l.RealParent:]); parent != 0 {
+		var pb [4]byte
+		if err := k.readVA(pb[:], parent+uint64(l.Pid)); err == nil {
+			p.PPID = int32(binary.LittleEndian.Uint32(pb[:]))
+		}
+	}
+	return p, nil
+}
+
+// ListProcesses walks init_task.tasks (the view ps has). It stops with
+// ErrListCorrupt, and what it read so far, when the list does not close
+// within MaxTasks or leads outside memory.
+func (k *Kernel) ListProcesses() ([]Process, error) {
+	it, ok := k.Syms.Lookup("init_task")
+	if !ok {
+		return nil, errors.New("no init_task symbol")
+	}
+	var out []Process
+	seen := map[uint64]bool{}
+	task := it.Addr
+	for i := 0; i < MaxTasks; i++ {
+		p, err := k.ReadTask(task)
+		if err != nil {
+			return out, fmt.Errorf("%w: task %#x: %v", ErrListCorrupt, task, err)
+		}
+		out = append(out, p)
+		seen[task] = true
+		next, err := k.U64(task + uint64(k.Task.Tasks))
+		if err != nil {
+			return out, fmt.Errorf("%w: %v", ErrListCorrupt, err)
+		}
+		task = next - uint64(k.Task.Tasks)
+		if task == it.Addr {
+			return out, nil
+		}
+		if seen[task] {
+			return out, fmt.Errorf("%w: cycle at %#x", ErrListCorrupt, task)
+		}
+	}
+	return out, fmt.Errorf("%w: more than %d tasks", ErrListCorrupt, MaxTasks)
+}
