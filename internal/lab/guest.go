@@ -189,7 +189,8 @@ func (g *Guest) Run(cmd string, timeout time.Duration) (string, error) {
 	end := fmt.Sprintf("__SECAAS_END_%d__", g.seq)
 	// The marker is printed by the guest's echo, not echoed from our input:
 	// split it so the typed command line never contains it.
-	line := fmt.Sprintf("%s; echo __SECAAS_END_\"\"%d__ $?\n", cmd, g.seq)
+	// Two lines, so that a command ending in "&" stays valid shell.
+	line := fmt.Sprintf("%s\necho __SECAAS_END_\"\"%d__ $?\n", cmd, g.seq)
 	if _, err := io.WriteString(g.con, line); err != nil {
 		return "", err
 	}
@@ -201,7 +202,8 @@ func (g *Guest) Run(cmd string, timeout time.Duration) (string, error) {
 	lines := strings.Split(strings.ReplaceAll(out, "\r", ""), "\n")
 	var keep []string
 	for _, l := range lines {
-		if strings.Contains(l, end) || strings.Contains(l, "__SECAAS_END_\"\"") {
+		// Skip the marker, and the console's echo of what we typed.
+		if strings.Contains(l, end) || strings.Contains(l, "__SECAAS_END_\"\"") || strings.HasSuffix(strings.TrimRight(l, " "), cmd) {
 			continue
 		}
 		keep = append(keep, l)

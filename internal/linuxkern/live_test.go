@@ -182,3 +182,60 @@ func TestProcessListFromLiveGuest(t *testing.T) {
 		t.Errorf("walked %d tasks, the guest's /proc shows %d", len(ps), n)
 	}
 }
+
+// TestScanFindsListedTasksAndNoFalseHidden: the fingerprint scan over all
+// of RAM finds the tasks the list has, and on a guest where many processes
+// have come and gone (stale task_structs in freed slab memory) and no
+// rootkit runs, it reports no hidden process.
+func TestScanFindsListedTasksAndNoFalseHidden(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		labtest.Missing(t, "qemu-system-x86_64 not installed")
+	}
+	kernel, err := lab.FindKernel("../..")
+	if err != nil {
+		labtest.Missing(t, err.Error())
+	}
+	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-scan", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	// 100 short-lived processes leave freed task_structs behind.
+	if _, err := g.Run("for i in $(seq 1 100); do /bin/true; done", 120*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.Run("sleep 1001 </dev/null >/dev/null &", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m, err := guestmem.OpenShared(g.RAMFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	k, err := linuxkern.Open(m, m.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := k.ListProcesses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	cands, st, err := k.ScanTasks(m.Size(), ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := time.Since(t0)
+	count := map[string]int{}
+	for _, c := range cands {
+		count[c.Status]++
+		if c.Status == "hidden" {
+			t.Errorf("false hidden process: %+v", c)
+		}
+	}
+	t.Logf("scanned %d MiB in %s (%.2f s/GiB): %d candidates %v; list has %d", st.Bytes>>20, el, el.Seconds()/(float64(st.Bytes)/(1<<30)), st.Candidates, count, len(ps))
+	missed := len(ps) - count["listed"]
+	if missed > len(ps)/20 {
+		t.Errorf("the scan missed %d of %d listed tasks", missed, len(ps))
+	}
+}
