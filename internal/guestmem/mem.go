@@ -18,7 +18,8 @@ type Mem struct {
 
 var _ io.ReaderAt = (*Mem)(nil)
 
-// OpenShared maps a QEMU memory-backend-file read-only.
+// OpenShared maps a QEMU memory-backend-file read-only, populating the
+// page tables at once so that scans do not fault page by page.
 func OpenShared(path string) (*Mem, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -32,12 +33,16 @@ func OpenShared(path string) (*Mem, error) {
 	if st.Size() == 0 {
 		return nil, fmt.Errorf("guest memory: %s is empty", path)
 	}
-	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	data, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("guest memory: mmap %s: %w", path, err)
 	}
 	return &Mem{data: data}, nil
 }
+
+// Bytes exposes the mapping itself for scans that must not copy. The guest
+// keeps writing: treat the contents as a moving target.
+func (m *Mem) Bytes() []byte { return m.data }
 
 // Size is the mapped size in bytes.
 func (m *Mem) Size() int64 { return int64(len(m.data)) }

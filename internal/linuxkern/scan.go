@@ -39,8 +39,13 @@ func (k *Kernel) ScanTasks(size int64, listed []Process) ([]Candidate, ScanStats
 		span = max(span, int64(o))
 	}
 	const chunk = 8 << 20
-	buf := make([]byte, chunk+span)
 	var st ScanStats
+	// Zero copy when the source is a mapping (guestmem.Mem).
+	direct, _ := k.Mem.(interface{ Bytes() []byte })
+	var buf []byte
+	if direct == nil {
+		buf = make([]byte, chunk+span)
+	}
 	// Compare by physical address: init_task is listed by its kernel-text
 	// address but found by the scan through the direct map.
 	inList := map[int64]bool{}
@@ -53,15 +58,29 @@ func (k *Kernel) ScanTasks(size int64, listed []Process) ([]Candidate, ScanStats
 	}
 	var out []Candidate
 	for base := int64(0); base < size; base += chunk {
-		n, err := k.Mem.ReadAt(buf[:min(int64(len(buf)), size-base)], base)
-		if err != nil && err != io.EOF {
-			return out, st, fmt.Errorf("scan at %#x: %w", base, err)
+		var b []byte
+		if direct != nil {
+			all := direct.Bytes()
+			if base >= int64(len(all)) {
+				break
+			}
+			b = all[base:min(int64(len(all)), base+chunk+span)]
+		} else {
+			n, err := k.Mem.ReadAt(buf[:min(int64(len(buf)), size-base)], base)
+			if err != nil && err != io.EOF {
+				return out, st, fmt.Errorf("scan at %#x: %w", base, err)
+			}
+			b = buf[:n]
 		}
-		st.Bytes += int64(min(n, chunk))
-		b := buf[:n]
+		st.Bytes += int64(min(len(b), chunk))
 		for off := int64(0); off+span <= int64(len(b)) && off < chunk; off += taskAlign {
 			st.Positions++
 			t := b[off:]
+			// Fast reject: most of RAM fails on the first byte of comm, or
+			// on the pid's top byte (pids are below 2^22).
+			if c := t[l.Comm]; c < 0x20 || c > 0x7e || t[l.Pid+3] != 0 {
+				continue
+			}
 			if !printableComm(t[l.Comm : l.Comm+16]) {
 				continue
 			}
