@@ -64,3 +64,22 @@ func benchNAD(ctx context.Context, env *Env, args []string) error {
 	}
 	return nil
 }
+
+func benchVMI(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("bench vmi", env)
+	out := fs.String("out", "", "also write the table to this Markdown file")
+	root := fs.String("repo", ".", "repository root (for the cached guest kernel)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	rows, err := bench.RunVMI(ctx, *root, []int{512, 2048}, env.Stderr)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	bench.WriteVMI(io.MultiWriter(env.Stdout, &buf), rows)
+	if *out != "" {
+		return os.WriteFile(*out, buf.Bytes(), 0o644)
+	}
+	return nil
+}
