@@ -31,6 +31,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/capture
 	$(GO) test -run '^$$' -fuzz '^FuzzParseVMCoreInfo$$' -fuzztime $(FUZZTIME) ./internal/linuxkern
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeNames$$' -fuzztime $(FUZZTIME) ./internal/linuxkern
+	$(GO) test -run '^$$' -fuzz '^FuzzListProcesses$$' -fuzztime $(FUZZTIME) ./internal/linuxkern
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

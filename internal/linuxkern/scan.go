@@ -34,10 +34,7 @@ const taskAlign = 64
 // someone else's), or hidden (alive-looking, its pid absent from the list).
 func (k *Kernel) ScanTasks(size int64, listed []Process) ([]Candidate, ScanStats, error) {
 	l := k.Task
-	span := int64(l.Comm + 16)
-	for _, o := range []uint32{l.Tasks + 16, l.Pid + 4, l.Tgid + 4, l.RealParent + 8, l.Mm + 8, l.ExitState + 4} {
-		span = max(span, int64(o))
-	}
+	span := int64(l.span())
 	const chunk = 8 << 20
 	var st ScanStats
 	// Zero copy when the source is a mapping (guestmem.Mem).

@@ -163,10 +163,16 @@ const MaxTasks = 1 << 16
 // ErrListCorrupt is returned when the task list does not close.
 var ErrListCorrupt = errors.New("task list corrupt")
 
+// span is how many bytes of a task_struct the members we read cover (the
+// layout comes from the guest's BTF: any order is possible).
+func (l TaskLayout) span() uint32 {
+	return max(l.Comm+16, l.Tasks+16, l.Pid+4, l.Tgid+4, l.RealParent+8, l.ExitState+4, l.Flags+4, l.Mm+8)
+}
+
 // ReadTask reads one task_struct.
 func (k *Kernel) ReadTask(task uint64) (Process, error) {
 	l := k.Task
-	buf := make([]byte, l.Comm+16)
+	buf := make([]byte, l.span())
 	if err := k.readVA(buf, task); err != nil {
 		return Process{}, err
 	}
