@@ -62,6 +62,7 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 	history := fs.Int("history", 120, "windows in the normal profile (N)")
 	which := fs.String("detector", "all", "stability, normalized or all")
 	asJSON := fs.Bool("json", false, "JSON output")
+	margin := fs.Duration("margin", 0, "leave windows starting within this long after an attack out of the benign set (its aftermath)")
 	plots := fs.String("plots", "", "write roc.png and features.png (the 8 features over time, attacks shaded) to this directory")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -100,7 +101,7 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 	var evs []nad.Evaluation
 	for _, name := range []string{"stability", "normalized"} {
 		if _, ok := dets[name]; ok {
-			evs = append(evs, nad.Evaluate(name, results, labels))
+			evs = append(evs, nad.Evaluate(name, results, labels, *margin))
 		}
 	}
 	if *plots != "" {

@@ -60,7 +60,7 @@ func TestTrafficLabDetection(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name := range dets {
-		ev := nad.Evaluate(name, results, &res.Labels)
+		ev := nad.Evaluate(name, results, &res.Labels, 0)
 		detected := 0
 		for _, cell := range ev.Grid {
 			detected += cell.Detected

@@ -37,6 +37,8 @@ type Evaluation struct {
 	AUC           float64      `json:"roc_auc"`
 	ROC           [][2]float64 `json:"-"` // (fpr, tpr) points
 	WarmupWindows int          `json:"warmup_windows"`
+	Margin        string       `json:"margin"`
+	Aftermath     int          `json:"aftermath_windows"` // left out by the margin
 }
 
 // Evaluate scores the verdicts of detector name in results against labels.
@@ -44,8 +46,13 @@ type Evaluation struct {
 // detected if a window overlapping it raised an alarm (time to detect: from
 // the attack's start to the end of that window). Windows overlapping no
 // attack are benign; warm-up windows (no verdict yet) are left out.
-func Evaluate(name string, results []Result, labels *Labels) Evaluation {
-	ev := Evaluation{Detector: name}
+//
+// margin > 0 leaves out of the benign set the windows that start within
+// margin after an attack ended: the attack's aftermath (the server
+// retransmitting SYN-ACKs to spoofed sources, late scan replies) is neither
+// attack nor normal traffic.
+func Evaluate(name string, results []Result, labels *Labels, margin time.Duration) Evaluation {
+	ev := Evaluation{Detector: name, Margin: margin.String()}
 	type scored struct {
 		score  float64
 		attack bool
@@ -75,7 +82,7 @@ func Evaluate(name string, results []Result, labels *Labels) Evaluation {
 		}
 		ws := time.Unix(0, r.Window.Start)
 		we := ws.Add(r.Window.Duration)
-		hit := false
+		hit, after := false, false
 		for i, a := range labels.Attacks {
 			if a.Start.Before(we) && !a.End.Before(ws) {
 				hit = true
@@ -83,6 +90,13 @@ func Evaluate(name string, results []Result, labels *Labels) Evaluation {
 					detectedAt[i] = we
 				}
 			}
+			if margin > 0 && ws.After(a.End) && ws.Sub(a.End) <= margin {
+				after = true
+			}
+		}
+		if !hit && after {
+			ev.Aftermath++
+			continue
 		}
 		score := 0.0
 		if v.Threshold > 0 {
@@ -169,6 +183,10 @@ func WriteEvaluation(w io.Writer, ev Evaluation) {
 		fmt.Fprintf(tw, "| %s\t %d\t %d\t %d\t %.1f\t %s\t %.1f s\t\n", c.Type, c.Scale, c.Attacks, c.Detected, c.Rate, paper, c.MeanTTD)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nBenign windows: %d, false alarms: %d (FPR %.2f %%); ROC AUC over windows: %.3f; warm-up windows: %d\n",
+	fmt.Fprintf(w, "\nBenign windows: %d, false alarms: %d (FPR %.2f %%); ROC AUC over windows: %.3f; warm-up windows: %d",
 		ev.BenignWindows, ev.FalseAlarms, ev.FPR, ev.AUC, ev.WarmupWindows)
+	if ev.Aftermath > 0 {
+		fmt.Fprintf(w, "; %d aftermath windows (within %s after an attack) left out", ev.Aftermath, ev.Margin)
+	}
+	fmt.Fprintln(w)
 }
