@@ -20,18 +20,7 @@ import (
 // KASLR is on, and the symbol it gives for init_uts_ns, translated with the
 // recovered phys_base, holds the guest's own uname strings.
 func TestVMCoreInfoFromLiveGuest(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
-	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-kern", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Stop()
+	g := bootGuest(t, "secaas-test-kern")
 	release, err := g.Run("uname -r", 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -71,18 +60,7 @@ func TestVMCoreInfoFromLiveGuest(t *testing.T) {
 }
 
 func TestKallsymsFromLiveGuest(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
-	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-ksyms", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Stop()
+	g := bootGuest(t, "secaas-test-ksyms")
 	// The guest's own view, for comparison (root can read real addresses).
 	procLine, err := g.Run("grep -w init_task /proc/kallsyms", 30*time.Second)
 	if err != nil {
@@ -124,18 +102,7 @@ func TestKallsymsFromLiveGuest(t *testing.T) {
 // its console) appear in the task list walked from the host, with their
 // names, using only what the guest's own memory says (no symbol file).
 func TestProcessListFromLiveGuest(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
-	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-ps", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Stop()
+	g := bootGuest(t, "secaas-test-ps")
 	pids := map[string]string{}
 	for _, cmd := range []string{"sleep 1001", "sleep 1002", "cat"} {
 		out, err := g.Run(cmd+" </dev/zero >/dev/null & echo $!", 30*time.Second)
@@ -188,18 +155,7 @@ func TestProcessListFromLiveGuest(t *testing.T) {
 // have come and gone (stale task_structs in freed slab memory) and no
 // rootkit runs, it reports no hidden process.
 func TestScanFindsListedTasksAndNoFalseHidden(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
-	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-scan", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Stop()
+	g := bootGuest(t, "secaas-test-scan")
 	// 100 short-lived processes leave freed task_structs behind.
 	if _, err := g.Run("for i in $(seq 1 100); do /bin/true; done", 120*time.Second); err != nil {
 		t.Fatal(err)
@@ -238,4 +194,23 @@ func TestScanFindsListedTasksAndNoFalseHidden(t *testing.T) {
 	if missed > len(ps)/20 {
 		t.Errorf("the scan missed %d of %d listed tasks", missed, len(ps))
 	}
+}
+
+// bootGuest boots a 256 MiB test guest (Debian's kernel, busybox) that
+// stops when the test ends.
+func bootGuest(t *testing.T, name string) *lab.Guest {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		labtest.Missing(t, "qemu-system-x86_64 not installed")
+	}
+	kernel, err := lab.FindKernel("../..")
+	if err != nil {
+		labtest.Missing(t, err.Error())
+	}
+	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: name, Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Stop)
+	return g
 }
