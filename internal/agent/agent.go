@@ -116,7 +116,7 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 // switch is known to hold a.flows, else as one-bundle full replacement.
 func (a *Agent) install(ctx context.Context, text string) error {
 	if a.synced {
-		del, add := lineDiff(a.flows, text)
+		del, add := flow.DiffLines(a.flows, text)
 		if len(del)+len(add) == 0 {
 			return nil
 		}
@@ -131,32 +131,6 @@ func (a *Agent) install(ctx context.Context, text string) error {
 	}
 	a.synced = true
 	return nil
-}
-
-// lineDiff returns the lines only in old and the lines only in new.
-func lineDiff(old, new string) (del, add []string) {
-	have := map[string]bool{}
-	for _, l := range strings.Split(old, "\n") {
-		if l != "" {
-			have[l] = true
-		}
-	}
-	want := map[string]bool{}
-	for _, l := range strings.Split(new, "\n") {
-		if l == "" {
-			continue
-		}
-		want[l] = true
-		if !have[l] {
-			add = append(add, l)
-		}
-	}
-	for l := range have {
-		if !want[l] {
-			del = append(del, l)
-		}
-	}
-	return del, add
 }
 
 // Reconcile runs one full pass: recompile if the bridge's ports changed,

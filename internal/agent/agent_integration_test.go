@@ -18,6 +18,7 @@ import (
 	"secaas/internal/agent"
 	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"
+	"secaas/internal/ovs"
 	"secaas/internal/tenant"
 	"secaas/internal/tenant/tenanttest"
 )
@@ -167,22 +168,7 @@ func TestTwoTenantsSameAddressing(t *testing.T) {
 			ACRs: []tenant.ACR{{Priority: 10, Action: tenant.Pass}}}}}
 	}
 	domains := []tenant.Domain{mk(11, "red", "red", tenant.Stateless), mk(12, "blue", "blue", tenant.Stateful)}
-	n, err := tenant.NewNet(domains)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hosts, err := lab.HostsFor(ctx, br, n, "sctt-", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.RemoveAll(context.Background(), br, hosts) })
-	a := agent.New(br, quiet(), nil)
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Apply(ctx, domains); err != nil {
-		t.Fatal(err)
-	}
+	hosts, a := enforce(t, br, domains, "sctt-", nil)
 	for _, pfx := range []string{"red", "blue"} {
 		if !hosts[pfx+"a"].Ping(ctx, netip.MustParseAddr("10.0.0.2"), 3, 2*time.Second) {
 			t.Fatalf("%s a->b dropped", pfx)
@@ -366,22 +352,7 @@ func TestIPv6NeighbourDiscoveryStaysInDomain(t *testing.T) {
 			tenant.VM{Name: "b", MAC: "02:00:00:00:06:0b", IP: "fd00::2", Port: "sixb"}),
 		mk(22, "other", tenant.VM{Name: "c", MAC: "02:00:00:00:06:0c", IP: "fd00::3", Port: "othc"}),
 	}
-	n, err := tenant.NewNet(domains)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hosts, err := lab.HostsFor(ctx, br, n, "sct6-", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.RemoveAll(context.Background(), br, hosts) })
-	a := agent.New(br, quiet(), nil)
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Apply(ctx, domains); err != nil {
-		t.Fatal(err)
-	}
+	hosts, _ := enforce(t, br, domains, "sct6-", nil)
 	if !hosts["sixa"].Ping(ctx, netip.MustParseAddr("fd00::2"), 3, 2*time.Second) {
 		t.Fatal("ping6 a->b inside the domain failed: ND does not work")
 	}
@@ -408,25 +379,9 @@ func TestNADMonitorAlertsOnRealFlood(t *testing.T) {
 		{Name: "web", MAC: "02:00:00:00:31:01", IP: "10.31.0.1", Port: "nadweb", NAD: &tenant.NADPolicy{Window: "500ms", History: 12}},
 		{Name: "cli", MAC: "02:00:00:00:31:02", IP: "10.31.0.2", Port: "nadcli"}},
 		ACRs: []tenant.ACR{{Priority: 1, Action: tenant.Pass}}}}}}
-	n, err := tenant.NewNet(domains)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hosts, err := lab.HostsFor(ctx, br, n, "sctn-", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.RemoveAll(context.Background(), br, hosts) })
 	var mu sync.Mutex
 	var events []agent.Event
-	a := agent.New(br, quiet(), func(e agent.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
-	t.Cleanup(a.Close)
-	if err := a.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Apply(ctx, domains); err != nil {
-		t.Fatal(err)
-	}
+	hosts, a := enforce(t, br, domains, "sctn-", func(e agent.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
 	alerts := func() []agent.Event {
 		mu.Lock()
 		defer mu.Unlock()
@@ -488,4 +443,30 @@ func TestNADMonitorAlertsOnRealFlood(t *testing.T) {
 	if out, _ := exec.Command("ovs-vsctl", "--bare", "--columns=name", "list", "mirror").Output(); strings.Contains(string(out), "secaas-nad-nadweb") {
 		t.Fatalf("mirror still there: %s", out)
 	}
+}
+
+// enforce makes one namespace per VM of domains on br (named prefix+port),
+// starts an agent on br and applies domains; everything is undone when the
+// test ends.
+func enforce(t *testing.T, br *ovs.Bridge, domains []tenant.Domain, prefix string, onEvent func(agent.Event)) (map[string]*lab.Host, *agent.Agent) {
+	t.Helper()
+	ctx := context.Background()
+	n, err := tenant.NewNet(domains)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := lab.HostsFor(ctx, br, n, prefix, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.RemoveAll(context.Background(), br, hosts) })
+	a := agent.New(br, quiet(), onEvent)
+	t.Cleanup(a.Close)
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, domains); err != nil {
+		t.Fatal(err)
+	}
+	return hosts, a
 }

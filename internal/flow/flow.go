@@ -301,3 +301,30 @@ func (m *Match) String() string {
 	}
 	return strings.Join(p, ",")
 }
+
+// DiffLines compares two rendered flow sets line by line: the flows only in
+// old (to delete) and only in new (to add).
+func DiffLines(old, new string) (del, add []string) {
+	have := map[string]bool{}
+	for _, l := range strings.Split(old, "\n") {
+		if l != "" {
+			have[l] = true
+		}
+	}
+	want := map[string]bool{}
+	for _, l := range strings.Split(new, "\n") {
+		if l == "" {
+			continue
+		}
+		want[l] = true
+		if !have[l] {
+			add = append(add, l)
+		}
+	}
+	for l := range have {
+		if !want[l] {
+			del = append(del, l)
+		}
+	}
+	return del, add
+}

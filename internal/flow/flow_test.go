@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"strings"
 	"testing"
 
 	"secaas/internal/tenant"
@@ -223,7 +222,7 @@ func TestStablePrioritiesSmallDiff(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		added, removed := lineDiff(base.String(), next.String())
+		removed, added := DiffLines(base.String(), next.String())
 		// The new rule: udp/53 over IPv4 and IPv6.
 		if len(removed) != 0 || len(added) != 2 {
 			t.Fatalf("priority %d: %d flows added, %d removed; want 2 and 0", prio, len(added), len(removed))
@@ -233,28 +232,6 @@ func TestStablePrioritiesSmallDiff(t *testing.T) {
 			t.Fatalf("priority %d: removing the rule did not restore the set (%v)", prio, err)
 		}
 	}
-}
-
-func lineDiff(a, b string) (added, removed []string) {
-	in := func(s string) map[string]bool {
-		m := map[string]bool{}
-		for _, l := range strings.Split(s, "\n") {
-			m[l] = true
-		}
-		return m
-	}
-	ma, mb := in(a), in(b)
-	for l := range mb {
-		if !ma[l] {
-			added = append(added, l)
-		}
-	}
-	for l := range ma {
-		if !mb[l] {
-			removed = append(removed, l)
-		}
-	}
-	return added, removed
 }
 
 // TestPropertyIncremental: nets mutated rule by rule and compiled with the

@@ -25,11 +25,7 @@ func TestVMCoreInfoFromLiveGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := guestmem.OpenShared(g.RAMFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := openRAM(t, g)
 	t0 := time.Now()
 	vi, err := linuxkern.FindVMCoreInfo(m, m.Size())
 	if err != nil {
@@ -66,11 +62,7 @@ func TestKallsymsFromLiveGuest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := guestmem.OpenShared(g.RAMFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := openRAM(t, g)
 	vi, err := linuxkern.FindVMCoreInfo(m, m.Size())
 	if err != nil {
 		t.Fatal(err)
@@ -111,11 +103,7 @@ func TestProcessListFromLiveGuest(t *testing.T) {
 		}
 		pids[strings.TrimSpace(out)] = strings.Fields(cmd)[0]
 	}
-	m, err := guestmem.OpenShared(g.RAMFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := openRAM(t, g)
 	t0 := time.Now()
 	k, err := linuxkern.Open(m, m.Size())
 	if err != nil {
@@ -163,11 +151,7 @@ func TestScanFindsListedTasksAndNoFalseHidden(t *testing.T) {
 	if _, err := g.Run("sleep 1001 </dev/null >/dev/null &", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	m, err := guestmem.OpenShared(g.RAMFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m := openRAM(t, g)
 	k, err := linuxkern.Open(m, m.Size())
 	if err != nil {
 		t.Fatal(err)
@@ -213,4 +197,15 @@ func bootGuest(t *testing.T, name string) *lab.Guest {
 	}
 	t.Cleanup(g.Stop)
 	return g
+}
+
+// openRAM maps the guest's RAM for the rest of the test.
+func openRAM(t *testing.T, g *lab.Guest) *guestmem.Mem {
+	t.Helper()
+	m, err := guestmem.OpenShared(g.RAMFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
 }
