@@ -1,17 +1,37 @@
 #!/usr/bin/env bash
-# Fetches Debian's own amd64 kernel for the test guest (no install on the
-# host: apt-get download + dpkg-deb -x) into .cache/guest/<version>/.
-# Idempotent. Prints the cache directory.
+# Fetches Debian's own kernels for the test guests — the generic (amd64) and
+# cloud (cloud-amd64) flavours of the current linux-image-amd64 version — with
+# no install on the host (apt-get download + dpkg-deb -x) into
+# .cache/guest/<version>-<flavour>/, and builds the test rootkit
+# (internal/lab/rootkit) against the matching linux-headers package.
+# Idempotent. Prints the cache directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VER=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: linux-image-\(.*\)-amd64$/\1/p' | head -1)
 [ -n "$VER" ] || { echo "guest-kernel: cannot tell the current linux-image-amd64 version (apt-get update?)" >&2; exit 1; }
-DIR=.cache/guest/$VER-amd64
-if [ ! -s "$DIR/vmlinuz" ]; then
-  rm -rf "$DIR"; mkdir -p "$DIR/pkg"
-  (cd "$DIR/pkg" && apt-get download -qq "linux-image-$VER-amd64" >/dev/null)
-  dpkg-deb -x "$DIR"/pkg/*.deb "$DIR/root"
-  cp "$DIR"/root/boot/vmlinuz-* "$DIR/vmlinuz"
-  echo "$VER-amd64" >"$DIR/version"
-fi
-echo "$DIR"
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+for FLAVOUR in amd64 cloud-amd64; do
+  KVER=$VER-$FLAVOUR
+  DIR=.cache/guest/$KVER
+  if [ ! -s "$DIR/vmlinuz" ]; then
+    rm -rf "$DIR"; mkdir -p "$DIR/pkg"
+    (cd "$DIR/pkg" && apt-get download -qq "linux-image-$KVER" >/dev/null)
+    dpkg-deb -x "$DIR"/pkg/*.deb "$DIR/root"
+    rm -rf "$DIR/pkg"
+    cp "$DIR"/root/boot/vmlinuz-* "$DIR/vmlinuz"
+    echo "$KVER" >"$DIR/version"
+  fi
+  # The test rootkit, built against this exact kernel's headers.
+  HDR=/usr/src/linux-headers-$KVER
+  if [ ! -d "$HDR" ]; then
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "linux-headers-$KVER" make gcc >/dev/null
+  fi
+  RK=$DIR/rootkit
+  if [ ! -s "$RK/secaas_dkom.ko" ] || [ internal/lab/rootkit/secaas_dkom.c -nt "$RK/secaas_dkom.ko" ]; then
+    rm -rf "$RK"; mkdir -p "$RK"
+    cp internal/lab/rootkit/secaas_dkom.c internal/lab/rootkit/Kbuild "$RK/"
+    make -s -C "$HDR" M="$PWD/$RK" modules 2>&1 | grep -v "Skipping BTF generation" >&2 || true
+    [ -s "$RK/secaas_dkom.ko" ] || { echo "guest-kernel: building the test rootkit for $KVER failed" >&2; exit 1; }
+  fi
+  echo "$DIR"
+done

@@ -24,6 +24,9 @@ type GuestConfig struct {
 	MemMiB int    // default 512
 	Dir    string // working directory for sockets and the initramfs
 	Append string // extra kernel command line
+	CPU    string // QEMU -cpu model (default QEMU's; "max" adds 5-level paging under TCG)
+	// Files are copied into the initramfs: guest path -> host path.
+	Files map[string]string
 }
 
 // Guest is a running QEMU guest.
@@ -41,13 +44,44 @@ type Guest struct {
 	exited  chan error
 }
 
-// FindKernel returns the cached Debian kernel (scripts/guest-kernel.sh).
-func FindKernel(repoRoot string) (string, error) {
+// GuestKernel is one cached Debian kernel flavour (scripts/guest-kernel.sh).
+type GuestKernel struct {
+	Version string // uname -r, e.g. 6.1.0-56-cloud-amd64
+	Vmlinuz string
+	Rootkit string // the test rootkit built for it (secaas_dkom.ko), "" if absent
+}
+
+// FindKernels returns every cached kernel flavour, generic first.
+func FindKernels(repoRoot string) ([]GuestKernel, error) {
 	ms, _ := filepath.Glob(filepath.Join(repoRoot, ".cache", "guest", "*", "vmlinuz"))
 	if len(ms) == 0 {
-		return "", errors.New("guest kernel not found: run scripts/guest-kernel.sh (make deps does)")
+		return nil, errors.New("guest kernel not found: run scripts/guest-kernel.sh (make deps does)")
 	}
-	return ms[len(ms)-1], nil
+	var out []GuestKernel
+	for _, m := range ms {
+		dir := filepath.Dir(m)
+		k := GuestKernel{Version: filepath.Base(dir), Vmlinuz: m}
+		if rk := filepath.Join(dir, "rootkit", "secaas_dkom.ko"); fileExists(rk) {
+			k.Rootkit = rk
+		}
+		out = append(out, k)
+	}
+	// "6.1.0-56-amd64" sorts before "6.1.0-56-cloud-amd64": generic first.
+	return out, nil
+}
+
+// FindKernel returns the generic cached Debian kernel.
+func FindKernel(repoRoot string) (string, error) {
+	ks, err := FindKernels(repoRoot)
+	if err != nil {
+		return "", err
+	}
+	return ks[0].Vmlinuz, nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }
 
 const guestInit = `#!/bin/busybox sh
@@ -60,7 +94,7 @@ exec setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
 `
 
 // buildInitramfs writes a gzip'd newc cpio with busybox and the init.
-func buildInitramfs(ctx context.Context, dir string) (string, error) {
+func buildInitramfs(ctx context.Context, dir string, files map[string]string) (string, error) {
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		bb = "/bin/busybox"
@@ -81,6 +115,19 @@ func buildInitramfs(ctx context.Context, dir string) (string, error) {
 	}
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(guestInit), 0o755); err != nil {
 		return "", err
+	}
+	for guestPath, hostPath := range files {
+		b, err := os.ReadFile(hostPath)
+		if err != nil {
+			return "", fmt.Errorf("initramfs: %w", err)
+		}
+		dst := filepath.Join(root, filepath.Clean("/"+guestPath))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			return "", err
+		}
 	}
 	out := filepath.Join(dir, "initrd.gz")
 	sh := fmt.Sprintf("cd %q && find . | cpio -o -H newc --quiet | gzip -1 > %q", root, out)
@@ -105,7 +152,7 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	initrd, err := buildInitramfs(ctx, cfg.Dir)
+	initrd, err := buildInitramfs(ctx, cfg.Dir, cfg.Files)
 	if err != nil {
 		return nil, err
 	}
@@ -125,6 +172,8 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 		"-monitor", "none"}
 	if _, err := os.Stat("/dev/kvm"); err == nil {
 		args = append(args, "-enable-kvm", "-cpu", "host")
+	} else if cfg.CPU != "" {
+		args = append(args, "-cpu", cfg.CPU)
 	}
 	g.cmd = exec.Command("qemu-system-x86_64", args...)
 	var stderr bytes.Buffer

@@ -180,18 +180,32 @@ func TestScanFindsListedTasksAndNoFalseHidden(t *testing.T) {
 	}
 }
 
-// bootGuest boots a 256 MiB test guest (Debian's kernel, busybox) that
-// stops when the test ends.
+// bootGuest boots a 256 MiB test guest (Debian's generic kernel, busybox)
+// that stops when the test ends.
 func bootGuest(t *testing.T, name string) *lab.Guest {
+	t.Helper()
+	return bootKernel(t, name, kernels(t)[0], lab.GuestConfig{})
+}
+
+// kernels returns every cached Debian kernel flavour (generic first).
+func kernels(t *testing.T) []lab.GuestKernel {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		labtest.Missing(t, "qemu-system-x86_64 not installed")
 	}
-	kernel, err := lab.FindKernel("../..")
+	ks, err := lab.FindKernels("../..")
 	if err != nil {
 		labtest.Missing(t, err.Error())
 	}
-	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: name, Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
+	return ks
+}
+
+// bootKernel boots a 256 MiB test guest of the given kernel; cfg adds
+// files and a CPU model.
+func bootKernel(t *testing.T, name string, k lab.GuestKernel, cfg lab.GuestConfig) *lab.Guest {
+	t.Helper()
+	cfg.Name, cfg.Kernel, cfg.MemMiB, cfg.Dir = name, k.Vmlinuz, 256, t.TempDir()
+	g, err := lab.StartGuest(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
