@@ -32,6 +32,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseVMCoreInfo$$' -fuzztime $(FUZZTIME) ./internal/linuxkern
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeNames$$' -fuzztime $(FUZZTIME) ./internal/linuxkern
 	$(GO) test -run '^$$' -fuzz '^FuzzListProcesses$$' -fuzztime $(FUZZTIME) ./internal/linuxkern
+	$(GO) test -run '^$$' -fuzz '^FuzzFromBytes$$' -fuzztime $(FUZZTIME) ./internal/guestmem
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

@@ -2,25 +2,51 @@ package guestmem
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sort"
 
 	"golang.org/x/sys/unix"
 )
 
-// Mem is guest physical memory mapped from a shared RAM file. Offset =
-// guest physical address for RAM below the PCI hole (3 GiB on the pc
-// machine), which covers guests of up to 3 GiB.
+// Segment is a run of guest physical memory present in a source: the bytes
+// at guest physical addresses [PA, PA+len(Data)).
+type Segment struct {
+	PA   int64
+	Data []byte
+}
+
+// End is the first physical address past the segment.
+func (s Segment) End() int64 { return s.PA + int64(len(s.Data)) }
+
+// Mem is guest physical memory: the live RAM of a QEMU guest or a dump
+// file, mapped read-only (zero copy) and seen through its segments. Physical
+// addresses outside every segment (the PCI hole, ranges a dump left out)
+// read as an error, never as zeros.
 type Mem struct {
-	data []byte
+	Format  string // "shared", "raw", "elf", "lime"
+	segs    []Segment
+	mapping []byte
 }
 
 var _ io.ReaderAt = (*Mem)(nil)
 
-// OpenShared maps a QEMU memory-backend-file read-only, populating the
-// page tables at once so that scans do not fault page by page.
-func OpenShared(path string) (*Mem, error) {
+// ErrNotPresent is returned for physical addresses no segment holds.
+var ErrNotPresent = errors.New("guest memory: address not present")
+
+// PC machine layout: with 3.5 GiB of RAM or more, QEMU's "pc" machine puts
+// the first 3 GiB below the PCI hole and the rest above 4 GiB.
+const (
+	pcHoleThreshold = 0xe0000000
+	pcLowMem        = 0xc0000000
+	fourGiB         = 1 << 32
+)
+
+// mapFile maps a file read-only, populating page tables at once so that
+// scans do not fault page by page.
+func mapFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("guest memory: %w", err)
@@ -37,24 +63,125 @@ func OpenShared(path string) (*Mem, error) {
 	if err != nil {
 		return nil, fmt.Errorf("guest memory: mmap %s: %w", path, err)
 	}
-	return &Mem{data: data}, nil
+	return data, nil
 }
 
-// Bytes exposes the mapping itself for scans that must not copy. The guest
-// keeps writing: treat the contents as a moving target.
-func (m *Mem) Bytes() []byte { return m.data }
-
-// Size is the mapped size in bytes.
-func (m *Mem) Size() int64 { return int64(len(m.data)) }
-
-// ReadAt copies guest physical memory at off.
-func (m *Mem) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off >= int64(len(m.data)) {
-		return 0, fmt.Errorf("guest memory: address %#x outside RAM (%#x bytes)", off, len(m.data))
+// OpenShared maps the memory-backend-file of a running QEMU guest of the pc
+// machine: file offsets are RAM offsets, laid out around the PCI hole.
+func OpenShared(path string) (*Mem, error) {
+	data, err := mapFile(path)
+	if err != nil {
+		return nil, err
 	}
-	n := copy(p, m.data[off:])
-	if n < len(p) {
-		return n, io.EOF
+	return &Mem{Format: "shared", segs: pcLayout(data), mapping: data}, nil
+}
+
+func pcLayout(ram []byte) []Segment {
+	if len(ram) < pcHoleThreshold {
+		return []Segment{{PA: 0, Data: ram}}
+	}
+	return []Segment{{PA: 0, Data: ram[:pcLowMem]}, {PA: fourGiB, Data: ram[pcLowMem:]}}
+}
+
+// Open maps a memory dump and tells its format from its first bytes: an ELF
+// core (QMP dump-guest-memory, virsh dump), a LiME file, or else a raw dump
+// whose file offset is the physical address.
+func Open(path string) (*Mem, error) {
+	data, err := mapFile(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := FromBytes(data)
+	if err != nil {
+		unix.Munmap(data)
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	m.mapping = data
+	return m, nil
+}
+
+// FromBytes interprets a dump held in memory (see Open).
+func FromBytes(data []byte) (*Mem, error) {
+	var (
+		segs   []Segment
+		format string
+		err    error
+	)
+	switch {
+	case bytes.HasPrefix(data, []byte("\x7fELF")):
+		format = "elf"
+		segs, err = parseELFCore(data)
+	case bytes.HasPrefix(data, limeMagic[:]):
+		format = "lime"
+		segs, err = parseLiME(data)
+	default:
+		format = "raw"
+		segs = []Segment{{PA: 0, Data: data}}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSegments(segs); err != nil {
+		return nil, err
+	}
+	return &Mem{Format: format, segs: segs}, nil
+}
+
+// checkSegments sorts segments by address and refuses overlaps.
+func checkSegments(segs []Segment) error {
+	if len(segs) == 0 {
+		return errors.New("guest memory: no memory in the dump")
+	}
+	sort.Slice(segs, func(i, j int) bool { return segs[i].PA < segs[j].PA })
+	for i := 1; i < len(segs); i++ {
+		if segs[i].PA < segs[i-1].End() {
+			return fmt.Errorf("guest memory: ranges overlap at %#x", segs[i].PA)
+		}
+	}
+	return nil
+}
+
+// Segments returns the memory present, sorted by physical address. The
+// slices alias the mapping: a live guest keeps writing them.
+func (m *Mem) Segments() []Segment { return m.segs }
+
+// Size is the first physical address past the last segment.
+func (m *Mem) Size() int64 {
+	if len(m.segs) == 0 {
+		return 0
+	}
+	return m.segs[len(m.segs)-1].End()
+}
+
+// RAM is the number of bytes present.
+func (m *Mem) RAM() int64 {
+	var n int64
+	for _, s := range m.segs {
+		n += int64(len(s.Data))
+	}
+	return n
+}
+
+// find returns the index of the segment holding pa, or -1.
+func (m *Mem) find(pa int64) int {
+	i := sort.Search(len(m.segs), func(i int) bool { return m.segs[i].End() > pa })
+	if i < len(m.segs) && m.segs[i].PA <= pa {
+		return i
+	}
+	return -1
+}
+
+// ReadAt copies guest physical memory at pa. A read that runs into an
+// absent range returns what it read and ErrNotPresent.
+func (m *Mem) ReadAt(p []byte, pa int64) (int, error) {
+	n := 0
+	for n < len(p) {
+		i := m.find(pa + int64(n))
+		if i < 0 {
+			return n, fmt.Errorf("%w: %#x", ErrNotPresent, pa+int64(n))
+		}
+		s := m.segs[i]
+		n += copy(p[n:], s.Data[pa+int64(n)-s.PA:])
 	}
 	return n, nil
 }
@@ -62,22 +189,24 @@ func (m *Mem) ReadAt(p []byte, off int64) (int, error) {
 // Index returns the first physical address of needle at or after from, or
 // -1. The guest runs on: what is found may change right after.
 func (m *Mem) Index(needle []byte, from int64) int64 {
-	if from < 0 || from >= int64(len(m.data)) {
-		return -1
+	for _, s := range m.segs {
+		if s.End() <= from {
+			continue
+		}
+		start := max(from, s.PA) - s.PA
+		if i := bytes.Index(s.Data[start:], needle); i >= 0 {
+			return s.PA + start + int64(i)
+		}
 	}
-	i := bytes.Index(m.data[from:], needle)
-	if i < 0 {
-		return -1
-	}
-	return from + int64(i)
+	return -1
 }
 
 // Close unmaps the memory.
 func (m *Mem) Close() error {
-	if m.data == nil {
+	if m.mapping == nil {
 		return nil
 	}
-	err := unix.Munmap(m.data)
-	m.data = nil
+	err := unix.Munmap(m.mapping)
+	m.mapping, m.segs = nil, nil
 	return err
 }

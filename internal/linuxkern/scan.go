@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"io"
 	"sort"
+
+	"secaas/internal/guestmem"
 )
 
 // Candidate is a task_struct found by scanning physical memory.
 type Candidate struct {
 	Process
 	PA     int64  `json:"pa"`
-	Status string `json:"status"` // listed, hidden, exited, stale
+	Status string `json:"status"` // listed, thread, idle, hidden, exited, stale
+	// Evidence says why a hidden task is believed hidden.
+	Evidence []string `json:"evidence,omitempty"`
 }
 
 // Scan statistics.
@@ -21,8 +25,43 @@ type ScanStats struct {
 	Candidates int   // passed the fingerprint
 }
 
-// taskAlign is the task_struct slab alignment (a cache line).
-const taskAlign = 64
+// scanAlign is the alignment of the structures scanned for (task_struct
+// and struct module are cache-line aligned).
+const scanAlign = 64
+
+// eachAligned calls visit with the bytes at every scanAlign-aligned
+// physical address that has at least span bytes present. Sources that
+// expose their segments (guestmem.Mem) are scanned without copying.
+func (k *Kernel) eachAligned(size, span int64, visit func(pa int64, b []byte)) (ScanStats, error) {
+	var st ScanStats
+	if sm, ok := k.Mem.(interface{ Segments() []guestmem.Segment }); ok {
+		for _, s := range sm.Segments() {
+			b := s.Data
+			start := (scanAlign - s.PA%scanAlign) % scanAlign
+			st.Bytes += int64(len(b))
+			for off := start; off+span <= int64(len(b)); off += scanAlign {
+				st.Positions++
+				visit(s.PA+off, b[off:])
+			}
+		}
+		return st, nil
+	}
+	const chunk = 8 << 20
+	buf := make([]byte, chunk+span)
+	for base := int64(0); base < size; base += chunk {
+		n, err := k.Mem.ReadAt(buf[:min(int64(len(buf)), size-base)], base)
+		if err != nil && err != io.EOF && n == 0 {
+			return st, fmt.Errorf("scan at %#x: %w", base, err)
+		}
+		b := buf[:n]
+		st.Bytes += int64(min(n, chunk))
+		for off := int64(0); off+span <= int64(len(b)) && off < chunk; off += scanAlign {
+			st.Positions++
+			visit(base+off, b[off:])
+		}
+	}
+	return st, nil
+}
 
 // ScanTasks is the paper's fingerprint scan (Algorithm 2) for Linux: every
 // cache-line-aligned offset of physical memory is tested as a task_struct
@@ -30,19 +69,17 @@ const taskAlign = 64
 // plausible pid and tgid, exit_state one of the kernel's values, mm either
 // empty or a direct-map pointer, tasks list pointers in kernel space, and a
 // real_parent that is itself a plausible task. Each survivor is then
-// compared with the task list: listed, exited (exit_state set or pid now
-// someone else's), or hidden (alive-looking, its pid absent from the list).
+// compared with the task list and with its own struct pid:
+//
+//   - listed: on the task list and attached to its pid;
+//   - thread: a thread (pid != tgid) of a listed process;
+//   - idle: a per-CPU idle task (pid 0), never on the list;
+//   - exited: exit_state set (a zombie, or freed memory of a dead task);
+//   - stale: its pid belongs to a listed task now (freed memory, pid reused);
+//   - hidden: alive and either off the task list with its pid unlisted, or
+//     detached from its struct pid (invisible in /proc) — each with evidence.
 func (k *Kernel) ScanTasks(size int64, listed []Process) ([]Candidate, ScanStats, error) {
 	l := k.Task
-	span := int64(l.span())
-	const chunk = 8 << 20
-	var st ScanStats
-	// Zero copy when the source is a mapping (guestmem.Mem).
-	direct, _ := k.Mem.(interface{ Bytes() []byte })
-	var buf []byte
-	if direct == nil {
-		buf = make([]byte, chunk+span)
-	}
 	// Compare by physical address: init_task is listed by its kernel-text
 	// address but found by the scan through the direct map.
 	inList := map[int64]bool{}
@@ -54,79 +91,102 @@ func (k *Kernel) ScanTasks(size int64, listed []Process) ([]Candidate, ScanStats
 		pidOwner[p.PID] = true
 	}
 	var out []Candidate
-	for base := int64(0); base < size; base += chunk {
-		var b []byte
-		if direct != nil {
-			all := direct.Bytes()
-			if base >= int64(len(all)) {
-				break
-			}
-			b = all[base:min(int64(len(all)), base+chunk+span)]
-		} else {
-			n, err := k.Mem.ReadAt(buf[:min(int64(len(buf)), size-base)], base)
-			if err != nil && err != io.EOF {
-				return out, st, fmt.Errorf("scan at %#x: %w", base, err)
-			}
-			b = buf[:n]
+	st, err := k.eachAligned(size, int64(l.span()), func(pa int64, t []byte) {
+		// Fast reject: most of RAM fails on the first byte of comm, or
+		// on the pid's top byte (pids are below 2^22).
+		if c := t[l.Comm]; c < 0x20 || c > 0x7e || t[l.Pid+3] != 0 {
+			return
 		}
-		st.Bytes += int64(min(len(b), chunk))
-		for off := int64(0); off+span <= int64(len(b)) && off < chunk; off += taskAlign {
-			st.Positions++
-			t := b[off:]
-			// Fast reject: most of RAM fails on the first byte of comm, or
-			// on the pid's top byte (pids are below 2^22).
-			if c := t[l.Comm]; c < 0x20 || c > 0x7e || t[l.Pid+3] != 0 {
-				continue
-			}
-			if !printableComm(t[l.Comm : l.Comm+16]) {
-				continue
-			}
-			pid := int32(binary.LittleEndian.Uint32(t[l.Pid:]))
-			tgid := int32(binary.LittleEndian.Uint32(t[l.Tgid:]))
-			if pid < 0 || pid > 4194304 || tgid < 0 || tgid > 4194304 || (pid == 0) != (tgid == 0) {
-				continue
-			}
-			es := binary.LittleEndian.Uint32(t[l.ExitState:])
-			if es != 0 && es != 16 && es != 32 && es != 48 {
-				continue
-			}
-			mm := binary.LittleEndian.Uint64(t[l.Mm:])
-			if mm != 0 && (mm < k.PageOffset || mm-k.PageOffset >= 1<<46) {
-				continue
-			}
-			next := binary.LittleEndian.Uint64(t[l.Tasks:])
-			prev := binary.LittleEndian.Uint64(t[l.Tasks+8:])
-			if !kernelPtr(next) || !kernelPtr(prev) {
-				continue
-			}
-			parent := binary.LittleEndian.Uint64(t[l.RealParent:])
-			pp, err := k.ReadTask(parent)
-			if err != nil || pp.PID < 0 || pp.PID > 4194304 || !printableComm(append([]byte(pp.Comm), 0)) {
-				continue
-			}
-			pa := base + off
-			c := Candidate{PA: pa}
-			c.Process, _ = k.ReadTask(k.PageOffset + uint64(pa))
-			c.PPID = pp.PID
-			switch {
-			case inList[pa]:
-				c.Status = "listed"
-			case es != 0:
-				c.Status = "exited"
-			case pidOwner[c.PID]:
-				c.Status = "stale" // its pid belongs to a listed task now
-			default:
-				c.Status = "hidden"
-			}
-			st.Candidates++
-			out = append(out, c)
+		if !printableComm(t[l.Comm : l.Comm+16]) {
+			return
 		}
-	}
+		pid := int32(binary.LittleEndian.Uint32(t[l.Pid:]))
+		tgid := int32(binary.LittleEndian.Uint32(t[l.Tgid:]))
+		if pid < 0 || pid > 4194304 || tgid < 0 || tgid > 4194304 || (pid == 0) != (tgid == 0) {
+			return
+		}
+		es := binary.LittleEndian.Uint32(t[l.ExitState:])
+		if es != 0 && es != 16 && es != 32 && es != 48 {
+			return
+		}
+		mm := binary.LittleEndian.Uint64(t[l.Mm:])
+		if mm != 0 && (mm < k.PageOffset || mm-k.PageOffset >= uint64(k.PhysSize)) {
+			return
+		}
+		next := binary.LittleEndian.Uint64(t[l.Tasks:])
+		prev := binary.LittleEndian.Uint64(t[l.Tasks+8:])
+		if !k.kernelPtr(next) || !k.kernelPtr(prev) {
+			return
+		}
+		parent := binary.LittleEndian.Uint64(t[l.RealParent:])
+		pp, err := k.ReadTask(parent)
+		if err != nil || pp.PID < 0 || pp.PID > 4194304 || !printableComm(append([]byte(pp.Comm), 0)) {
+			return
+		}
+		c := Candidate{PA: pa}
+		c.Process, _ = k.ReadTask(k.PageOffset + uint64(pa))
+		c.PPID = pp.PID
+		attached, allocated := k.pidAttached(pa, t)
+		switch {
+		case es != 0:
+			c.Status = "exited"
+		case pid == 0 && inList[pa]: // init_task: idle tasks never attach to a pid
+			c.Status = "listed"
+		case pid == 0:
+			c.Status = "idle"
+		case inList[pa] && attached:
+			c.Status = "listed"
+		case inList[pa]:
+			c.Status = "hidden"
+			c.Evidence = append(c.Evidence, fmt.Sprintf("on the task list but detached from pid %d: invisible in /proc", c.PID))
+		case pid != tgid && pidOwner[tgid] && attached:
+			c.Status = "thread"
+		case pidOwner[c.PID]:
+			c.Status = "stale" // its pid belongs to a listed task now
+		default:
+			c.Status = "hidden"
+			c.Evidence = append(c.Evidence, "not on the task list")
+			if allocated && !attached {
+				c.Evidence = append(c.Evidence, fmt.Sprintf("pid %d is allocated with no task attached: unhashed from /proc", c.PID))
+			}
+		}
+		out = append(out, c)
+	})
+	st.Candidates = len(out)
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
-	return out, st, nil
+	return out, st, err
 }
 
-func kernelPtr(p uint64) bool { return p >= 0xffff800000000000 }
+// pidAttached checks a task (at physical address pa, bytes t) against its
+// own struct pid: allocated says the pid struct still carries the task's
+// pid number; attached says the task heads the pid's PIDTYPE_PID list, as
+// every live task does (that list is how /proc finds a task).
+func (k *Kernel) pidAttached(pa int64, t []byte) (attached, allocated bool) {
+	pidPtr := binary.LittleEndian.Uint64(t[k.Task.ThreadPid:])
+	if !k.kernelPtr(pidPtr) {
+		return false, false
+	}
+	var nr [4]byte
+	if err := k.readVA(nr[:], pidPtr+uint64(k.Pid.Numbers)); err != nil {
+		return false, false
+	}
+	allocated = binary.LittleEndian.Uint32(nr[:]) == binary.LittleEndian.Uint32(t[k.Task.Pid:])
+	first, err := k.U64(pidPtr + uint64(k.Pid.Tasks))
+	if err != nil || first == 0 {
+		return false, allocated
+	}
+	headPA, err := k.PA(first - uint64(k.Task.PidLinks))
+	return err == nil && headPA == pa, allocated
+}
+
+// kernelPtr: p is in the kernel half of the address space (from
+// 0xffff800000000000 with 4-level paging, 0xff00000000000000 with 5).
+func (k *Kernel) kernelPtr(p uint64) bool {
+	if k.Levels == 5 {
+		return p >= KernelHalf5
+	}
+	return p >= KernelHalf4
+}
 
 // printableComm: 1-15 printable bytes, then NULs to the end (the kernel
 // zero-fills comm).

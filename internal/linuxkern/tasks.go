@@ -13,6 +13,10 @@ import (
 // MaxBTF bounds the kernel BTF blob read from the guest.
 const MaxBTF = 64 << 20
 
+// ModuleBase is where x86-64 kernel modules are mapped (MODULES_VADDR);
+// the kernel image's mapping ends there.
+const ModuleBase = 0xffffffffc0000000
+
 // Kernel is what is known about a guest kernel from its memory alone.
 type Kernel struct {
 	Mem        io.ReaderAt
@@ -20,12 +24,12 @@ type Kernel struct {
 	Syms       *Kallsyms
 	BTF        *btf.Spec
 	PageOffset uint64 // base of the direct map (randomised by KASLR)
+	PhysSize   int64  // end of physical memory: the direct map covers [0, PhysSize)
+	TopPGT     int64  // physical address of init_top_pgt
+	Levels     int    // paging depth: 4 or 5
 	Task       TaskLayout
-}
-
-// TaskLayout holds task_struct member offsets, from the guest's BTF.
-type TaskLayout struct {
-	Tasks, Pid, Tgid, Comm, RealParent, ExitState, Flags, Mm uint32
+	Pid        PidLayout
+	Module     ModuleLayout
 }
 
 // Open recovers a kernel from guest memory: VMCOREINFO, kallsyms, BTF,
@@ -39,7 +43,7 @@ func Open(mem io.ReaderAt, size int64) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kernel{Mem: mem, Info: vi, Syms: ks}
+	k := &Kernel{Mem: mem, Info: vi, Syms: ks, PhysSize: size}
 	start, ok1 := ks.Lookup("__start_BTF")
 	stop, ok2 := ks.Lookup("__stop_BTF")
 	if !ok1 || !ok2 || stop.Addr <= start.Addr || stop.Addr-start.Addr > MaxBTF {
@@ -52,6 +56,9 @@ func Open(mem io.ReaderAt, size int64) (*Kernel, error) {
 	if k.BTF, err = btf.LoadSpecFromReader(bytes.NewReader(raw)); err != nil {
 		return nil, fmt.Errorf("btf: %w", err)
 	}
+	if err := k.pageTables(); err != nil {
+		return nil, err
+	}
 	pob, ok := ks.Lookup("page_offset_base")
 	if !ok {
 		return nil, errors.New("no page_offset_base symbol")
@@ -59,71 +66,26 @@ func Open(mem io.ReaderAt, size int64) (*Kernel, error) {
 	if k.PageOffset, err = k.U64(pob.Addr); err != nil {
 		return nil, fmt.Errorf("page_offset_base: %w", err)
 	}
-	if k.PageOffset < 0xffff800000000000 || k.PageOffset&0x3fffffff != 0 {
+	if !k.kernelPtr(k.PageOffset) || k.PageOffset >= KernelMapBase || k.PageOffset&0x3fffffff != 0 {
 		return nil, fmt.Errorf("page_offset_base %#x is implausible", k.PageOffset)
 	}
-	if k.Task, err = taskLayout(k.BTF); err != nil {
+	if err := k.layouts(); err != nil {
 		return nil, err
 	}
 	return k, nil
 }
 
-func taskLayout(spec *btf.Spec) (TaskLayout, error) {
-	t, err := spec.AnyTypeByName("task_struct")
-	if err != nil {
-		return TaskLayout{}, fmt.Errorf("btf: %w", err)
-	}
-	st, ok := t.(*btf.Struct)
-	if !ok {
-		return TaskLayout{}, errors.New("btf: task_struct is not a struct")
-	}
-	var l TaskLayout
-	for name, dst := range map[string]*uint32{"tasks": &l.Tasks, "pid": &l.Pid, "tgid": &l.Tgid, "comm": &l.Comm,
-		"real_parent": &l.RealParent, "exit_state": &l.ExitState, "flags": &l.Flags, "mm": &l.Mm} {
-		off, ok := memberOffset(st.Members, name, 0)
-		if !ok {
-			return TaskLayout{}, fmt.Errorf("btf: task_struct has no member %s", name)
-		}
-		*dst = off
-	}
-	return l, nil
-}
-
-// memberOffset finds a member by name, looking into anonymous structs and
-// unions, and returns its byte offset.
-func memberOffset(ms []btf.Member, name string, base uint32) (uint32, bool) {
-	for _, m := range ms {
-		off := base + uint32(m.Offset)/8
-		if m.Name == name {
-			return off, true
-		}
-		if m.Name == "" {
-			switch t := btf.UnderlyingType(m.Type).(type) {
-			case *btf.Struct:
-				if o, ok := memberOffset(t.Members, name, off); ok {
-					return o, true
-				}
-			case *btf.Union:
-				if o, ok := memberOffset(t.Members, name, off); ok {
-					return o, true
-				}
-			}
-		}
-	}
-	return 0, false
-}
-
-// PA translates a kernel virtual address of the text mapping or the direct
-// map to a physical address (no page-table walk yet: vmalloc and user
-// addresses are refused).
+// PA translates a kernel virtual address to a physical address: the kernel
+// image and the direct map by their fixed offsets, everything else (vmalloc,
+// modules) through the guest's page tables.
 func (k *Kernel) PA(va uint64) (int64, error) {
 	switch {
-	case va >= KernelMapBase:
+	case va >= KernelMapBase && va < ModuleBase:
 		return k.Info.KernelPA(va)
-	case va >= k.PageOffset && va-k.PageOffset < 1<<46:
+	case va >= k.PageOffset && va-k.PageOffset < uint64(k.PhysSize):
 		return int64(va - k.PageOffset), nil
 	}
-	return 0, fmt.Errorf("address %#x is neither kernel text nor the direct map", va)
+	return k.Walk(va)
 }
 
 func (k *Kernel) readVA(b []byte, va uint64) error {
@@ -166,7 +128,7 @@ var ErrListCorrupt = errors.New("task list corrupt")
 // span is how many bytes of a task_struct the members we read cover (the
 // layout comes from the guest's BTF: any order is possible).
 func (l TaskLayout) span() uint32 {
-	return max(l.Comm+16, l.Tasks+16, l.Pid+4, l.Tgid+4, l.RealParent+8, l.ExitState+4, l.Flags+4, l.Mm+8)
+	return max(l.Comm+16, l.Tasks+16, l.Pid+4, l.Tgid+4, l.RealParent+8, l.ExitState+4, l.Flags+4, l.Mm+8, l.ThreadPid+8, l.PidLinks+16)
 }
 
 // ReadTask reads one task_struct.

@@ -12,6 +12,13 @@ import (
 // KernelMapBase is the start of the x86-64 kernel text mapping.
 const KernelMapBase = 0xffffffff80000000
 
+// The kernel half of the address space starts here with 4-level and with
+// 5-level paging.
+const (
+	KernelHalf4 = 0xffff800000000000
+	KernelHalf5 = 0xff00000000000000
+)
+
 // VMCoreInfo is the kernel's VMCOREINFO note, parsed.
 type VMCoreInfo struct {
 	Addr         int64 // physical address where it was found
@@ -125,7 +132,7 @@ func ParseVMCoreInfo(text []byte) (*VMCoreInfo, error) {
 		vi.PhysBase = uint64(pb)
 	}
 	for name, a := range vi.Symbols {
-		if a < 0xffff800000000000 {
+		if a < KernelHalf5 {
 			return nil, fmt.Errorf("vmcoreinfo: symbol %s at %#x is not a kernel address", name, a)
 		}
 	}
