@@ -90,7 +90,8 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo SECAAS-GUEST-READY
-exec setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
+# The console shell neither echoes nor prompts: Run reads only output.
+exec setsid sh -c 'stty -echo </dev/ttyS0; PS1= PS2= exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
 `
 
 // buildInitramfs writes a gzip'd newc cpio with busybox and the init.
@@ -230,16 +231,18 @@ func (g *Guest) readUntil(marker string, timeout time.Duration) (string, error) 
 	}
 }
 
-// Run runs a shell command in the guest and returns its output.
+// Run runs a shell command in the guest and returns its output (stdout and
+// stderr), without the exit status: the caller checks what it needs.
 func (g *Guest) Run(cmd string, timeout time.Duration) (string, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.seq++
+	// The markers are printed by the guest's echo: the empty quotes keep
+	// them out of anything the console might echo back of what we typed.
+	begin := fmt.Sprintf("__SECAAS_BEGIN_%d__", g.seq)
 	end := fmt.Sprintf("__SECAAS_END_%d__", g.seq)
-	// The marker is printed by the guest's echo, not echoed from our input:
-	// split it so the typed command line never contains it.
-	// Two lines, so that a command ending in "&" stays valid shell.
-	line := fmt.Sprintf("%s\necho __SECAAS_END_\"\"%d__ $?\n", cmd, g.seq)
+	// Separate lines, so that a command ending in "&" stays valid shell.
+	line := fmt.Sprintf("echo __SECAAS_BEGIN_\"\"%d__\n%s\necho __SECAAS_END_\"\"%d__\n", g.seq, cmd, g.seq)
 	if _, err := io.WriteString(g.con, line); err != nil {
 		return "", err
 	}
@@ -247,17 +250,12 @@ func (g *Guest) Run(cmd string, timeout time.Duration) (string, error) {
 	if err != nil {
 		return out, err
 	}
-	// Drop the echoed command line and the marker line.
-	lines := strings.Split(strings.ReplaceAll(out, "\r", ""), "\n")
-	var keep []string
-	for _, l := range lines {
-		// Skip the marker, and the console's echo of what we typed.
-		if strings.Contains(l, end) || strings.Contains(l, "__SECAAS_END_\"\"") || strings.HasSuffix(strings.TrimRight(l, " "), cmd) {
-			continue
-		}
-		keep = append(keep, l)
+	out = strings.ReplaceAll(out, "\r", "")
+	if i := strings.Index(out, begin+"\n"); i >= 0 {
+		out = out[i+len(begin)+1:]
 	}
-	return strings.TrimSpace(strings.Join(keep, "\n")), nil
+	out = out[:strings.LastIndex(out, end)]
+	return strings.TrimSpace(out), nil
 }
 
 // Stop powers the guest off and removes its RAM file and sockets.

@@ -24,7 +24,7 @@ const pageOffset = 0xffff888000000000
 
 func hostileKernel(ram fakeRAM, initTaskPA int64) *Kernel {
 	it := uint64(KernelMapBase) + uint64(initTaskPA) // phys_base 0: text va = base + pa
-	mods := uint64(KernelMapBase) + 0x100 // the "modules" list head
+	mods := uint64(KernelMapBase) + 0x100            // the "modules" list head
 	ks := &Kallsyms{Syms: []Symbol{{Name: "init_task", Type: 'D', Addr: it}, {Name: "modules", Type: 'D', Addr: mods}},
 		byName: map[string]int{"init_task": 0, "modules": 1}}
 	return &Kernel{Mem: ram, Info: &VMCoreInfo{}, Syms: ks, PageOffset: pageOffset, PhysSize: int64(len(ram)),

@@ -135,3 +135,35 @@ func arrayLen(spec *btf.Spec, path ...string) (uint32, error) {
 	}
 	return a.Nelems, nil
 }
+
+// DetailLayout holds the offsets used for a process's details: its
+// credentials, start time and executable path (mm->exe_file, resolved
+// through dentries and mounts the way d_path does).
+type DetailLayout struct {
+	Cred, CredUID, StartTime, MmExeFile     uint32
+	FilePath, PathMnt, PathDentry           uint32
+	DentryParent, DentryNameLen, DentryName uint32
+	MountParent, MountMountpoint, MountMnt  uint32
+	VfsmountRoot                            uint32
+}
+
+func (k *Kernel) detailLayout() error {
+	var errs []error
+	off := func(path ...string) uint32 {
+		o, err := offsetOf(k.BTF, path...)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		return o
+	}
+	name := off("dentry", "d_name")
+	k.Detail = DetailLayout{
+		Cred: off("task_struct", "cred"), CredUID: off("cred", "uid"), StartTime: off("task_struct", "start_time"),
+		MmExeFile: off("mm_struct", "exe_file"), FilePath: off("file", "f_path"),
+		PathMnt: off("path", "mnt"), PathDentry: off("path", "dentry"),
+		DentryParent: off("dentry", "d_parent"), DentryNameLen: name + off("qstr", "len"), DentryName: name + off("qstr", "name"),
+		MountParent: off("mount", "mnt_parent"), MountMountpoint: off("mount", "mnt_mountpoint"), MountMnt: off("mount", "mnt"),
+		VfsmountRoot: off("vfsmount", "mnt_root"),
+	}
+	return errors.Join(errs...)
+}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,48 @@ func TestProcessListFromLiveGuest(t *testing.T) {
 	for _, p := range ps {
 		found[fmt.Sprint(p.PID)] = p.Comm
 	}
+	// Details: uid, start time and the executable's path, across a mount.
+	// A copy of busybox named sleep on a tmpfs, run as uid 1234.
+	out, err := g.Run("mkdir -p /mnt /etc && mount -t tmpfs t /mnt && cp /bin/busybox /mnt/sleep && echo u:x:1234:1234::/:/bin/sh >>/etc/passwd && echo ok", 30*time.Second)
+	if err != nil || out != "ok" {
+		t.Fatalf("%v: %s", err, out)
+	}
+	out, err = g.Run("su u -c 'exec /mnt/sleep 1003' </dev/null >/dev/null & echo $!", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := strings.TrimSpace(out)
+	// Wait until the background job has exec'd sleep.
+	for i := 0; i < 50; i++ {
+		if ps, err = k.ListProcesses(); err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(ps, func(p linuxkern.Process) bool { return fmt.Sprint(p.PID) == other && p.Comm == "sleep" }) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var sawOther bool
+	for i := range ps {
+		p := &ps[i]
+		k.Details(p)
+		switch {
+		case fmt.Sprint(p.PID) == other:
+			sawOther = true
+			if p.Exe != "/mnt/sleep" || p.UID != 1234 || p.Comm != "sleep" {
+				t.Errorf("pid %s: %+v, want /mnt/sleep as uid 1234", other, p)
+			}
+		case pids[fmt.Sprint(p.PID)] != "":
+			if p.Exe != "/bin/busybox" || p.UID != 0 || p.Start == 0 {
+				t.Errorf("pid %d: %+v, want /bin/busybox as uid 0", p.PID, p)
+			}
+		case p.Kernel && p.Exe != "":
+			t.Errorf("kernel thread with an exe: %+v", p)
+		}
+	}
+	if !sawOther {
+		t.Errorf("pid %q not listed", other)
+	}
 	for pid, comm := range pids {
 		if found[pid] != comm {
 			t.Errorf("pid %s (%s) listed as %q", pid, comm, found[pid])
@@ -127,12 +170,14 @@ func TestProcessListFromLiveGuest(t *testing.T) {
 		t.Errorf("pid 1 is %q", found["1"])
 	}
 	// The guest's own count of processes (not threads) should match ours.
-	out, err := g.Run("ls -d /proc/[0-9]* | wc -l", 30*time.Second)
+	out, err = g.Run("ls -d /proc/[0-9]* | wc -l", 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n int
-	fmt.Sscan(strings.TrimSpace(out), &n)
+	if _, err := fmt.Sscan(strings.TrimSpace(out), &n); err != nil {
+		t.Fatalf("count %q: %v", out, err)
+	}
 	if n == 0 || len(ps) < n-3 || len(ps) > n+3 {
 		t.Errorf("walked %d tasks, the guest's /proc shows %d", len(ps), n)
 	}

@@ -79,82 +79,122 @@ func (k *Kernel) eachAligned(size, span int64, visit func(pa int64, b []byte)) (
 //   - hidden: alive and either off the task list with its pid unlisted, or
 //     detached from its struct pid (invisible in /proc) — each with evidence.
 func (k *Kernel) ScanTasks(size int64, listed []Process) ([]Candidate, ScanStats, error) {
-	l := k.Task
-	// Compare by physical address: init_task is listed by its kernel-text
-	// address but found by the scan through the direct map.
-	inList := map[int64]bool{}
-	pidOwner := map[int32]bool{}
-	for _, p := range listed {
-		if pa, err := k.PA(p.Task); err == nil {
-			inList[pa] = true
-		}
-		pidOwner[p.PID] = true
-	}
+	v := k.listView(listed)
 	var out []Candidate
-	st, err := k.eachAligned(size, int64(l.span()), func(pa int64, t []byte) {
-		// Fast reject: most of RAM fails on the first byte of comm, or
-		// on the pid's top byte (pids are below 2^22).
-		if c := t[l.Comm]; c < 0x20 || c > 0x7e || t[l.Pid+3] != 0 {
-			return
+	st, err := k.eachAligned(size, int64(k.Task.span()), func(pa int64, t []byte) {
+		if c, ok := k.classifyTask(pa, t, v); ok {
+			out = append(out, c)
 		}
-		if !printableComm(t[l.Comm : l.Comm+16]) {
-			return
-		}
-		pid := int32(binary.LittleEndian.Uint32(t[l.Pid:]))
-		tgid := int32(binary.LittleEndian.Uint32(t[l.Tgid:]))
-		if pid < 0 || pid > 4194304 || tgid < 0 || tgid > 4194304 || (pid == 0) != (tgid == 0) {
-			return
-		}
-		es := binary.LittleEndian.Uint32(t[l.ExitState:])
-		if es != 0 && es != 16 && es != 32 && es != 48 {
-			return
-		}
-		mm := binary.LittleEndian.Uint64(t[l.Mm:])
-		if mm != 0 && (mm < k.PageOffset || mm-k.PageOffset >= uint64(k.PhysSize)) {
-			return
-		}
-		next := binary.LittleEndian.Uint64(t[l.Tasks:])
-		prev := binary.LittleEndian.Uint64(t[l.Tasks+8:])
-		if !k.kernelPtr(next) || !k.kernelPtr(prev) {
-			return
-		}
-		parent := binary.LittleEndian.Uint64(t[l.RealParent:])
-		pp, err := k.ReadTask(parent)
-		if err != nil || pp.PID < 0 || pp.PID > 4194304 || !printableComm(append([]byte(pp.Comm), 0)) {
-			return
-		}
-		c := Candidate{PA: pa}
-		c.Process, _ = k.ReadTask(k.PageOffset + uint64(pa))
-		c.PPID = pp.PID
-		attached, allocated := k.pidAttached(pa, t)
-		switch {
-		case es != 0:
-			c.Status = "exited"
-		case pid == 0 && inList[pa]: // init_task: idle tasks never attach to a pid
-			c.Status = "listed"
-		case pid == 0:
-			c.Status = "idle"
-		case inList[pa] && attached:
-			c.Status = "listed"
-		case inList[pa]:
-			c.Status = "hidden"
-			c.Evidence = append(c.Evidence, fmt.Sprintf("on the task list but detached from pid %d: invisible in /proc", c.PID))
-		case pid != tgid && pidOwner[tgid] && attached:
-			c.Status = "thread"
-		case pidOwner[c.PID]:
-			c.Status = "stale" // its pid belongs to a listed task now
-		default:
-			c.Status = "hidden"
-			c.Evidence = append(c.Evidence, "not on the task list")
-			if allocated && !attached {
-				c.Evidence = append(c.Evidence, fmt.Sprintf("pid %d is allocated with no task attached: unhashed from /proc", c.PID))
-			}
-		}
-		out = append(out, c)
 	})
 	st.Candidates = len(out)
 	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out, st, err
+}
+
+// ScanTasksAt classifies again the candidates of an earlier scan, reading
+// them afresh, against a newer list: a task born between a list walk and a
+// scan is listed by now. Candidates that no longer look like tasks are
+// dropped.
+func (k *Kernel) ScanTasksAt(cands []Candidate, listed []Process) ([]Candidate, ScanStats, error) {
+	v := k.listView(listed)
+	buf := make([]byte, k.Task.span())
+	var out []Candidate
+	var st ScanStats
+	for _, c := range cands {
+		st.Positions++
+		if _, err := k.Mem.ReadAt(buf, c.PA); err != nil {
+			continue
+		}
+		if c2, ok := k.classifyTask(c.PA, buf, v); ok {
+			out = append(out, c2)
+		}
+	}
+	st.Candidates = len(out)
+	return out, st, nil
+}
+
+// listView is a task list indexed for classification.
+type listView struct {
+	inList   map[int64]bool // by physical address
+	pidOwner map[int32]bool
+}
+
+func (k *Kernel) listView(listed []Process) listView {
+	// Compare by physical address: init_task is listed by its kernel-text
+	// address but found by the scan through the direct map.
+	v := listView{inList: map[int64]bool{}, pidOwner: map[int32]bool{}}
+	for _, p := range listed {
+		if pa, err := k.PA(p.Task); err == nil {
+			v.inList[pa] = true
+		}
+		v.pidOwner[p.PID] = true
+	}
+	return v
+}
+
+// classifyTask applies the fingerprint to the bytes t at physical address
+// pa and, if they pass, classifies the task against the list.
+func (k *Kernel) classifyTask(pa int64, t []byte, v listView) (Candidate, bool) {
+	l := k.Task
+	// Fast reject: most of RAM fails on the first byte of comm, or on the
+	// pid's top byte (pids are below 2^22).
+	if c := t[l.Comm]; c < 0x20 || c > 0x7e || t[l.Pid+3] != 0 {
+		return Candidate{}, false
+	}
+	if !printableComm(t[l.Comm : l.Comm+16]) {
+		return Candidate{}, false
+	}
+	pid := int32(binary.LittleEndian.Uint32(t[l.Pid:]))
+	tgid := int32(binary.LittleEndian.Uint32(t[l.Tgid:]))
+	if pid < 0 || pid > 4194304 || tgid < 0 || tgid > 4194304 || (pid == 0) != (tgid == 0) {
+		return Candidate{}, false
+	}
+	es := binary.LittleEndian.Uint32(t[l.ExitState:])
+	if es != 0 && es != 16 && es != 32 && es != 48 {
+		return Candidate{}, false
+	}
+	mm := binary.LittleEndian.Uint64(t[l.Mm:])
+	if mm != 0 && (mm < k.PageOffset || mm-k.PageOffset >= uint64(k.PhysSize)) {
+		return Candidate{}, false
+	}
+	next := binary.LittleEndian.Uint64(t[l.Tasks:])
+	prev := binary.LittleEndian.Uint64(t[l.Tasks+8:])
+	if !k.kernelPtr(next) || !k.kernelPtr(prev) {
+		return Candidate{}, false
+	}
+	parent := binary.LittleEndian.Uint64(t[l.RealParent:])
+	pp, err := k.ReadTask(parent)
+	if err != nil || pp.PID < 0 || pp.PID > 4194304 || !printableComm(append([]byte(pp.Comm), 0)) {
+		return Candidate{}, false
+	}
+	c := Candidate{PA: pa}
+	c.Process, _ = k.ReadTask(k.PageOffset + uint64(pa))
+	c.PPID = pp.PID
+	attached, allocated := k.pidAttached(pa, t)
+	switch {
+	case es != 0:
+		c.Status = "exited"
+	case pid == 0 && v.inList[pa]: // init_task: idle tasks never attach to a pid
+		c.Status = "listed"
+	case pid == 0:
+		c.Status = "idle"
+	case v.inList[pa] && attached:
+		c.Status = "listed"
+	case v.inList[pa]:
+		c.Status = "hidden"
+		c.Evidence = append(c.Evidence, fmt.Sprintf("on the task list but detached from pid %d: invisible in /proc", c.PID))
+	case pid != tgid && v.pidOwner[tgid] && attached:
+		c.Status = "thread"
+	case v.pidOwner[c.PID]:
+		c.Status = "stale" // its pid belongs to a listed task now
+	default:
+		c.Status = "hidden"
+		c.Evidence = append(c.Evidence, "not on the task list")
+		if allocated && !attached {
+			c.Evidence = append(c.Evidence, fmt.Sprintf("pid %d is allocated with no task attached: unhashed from /proc", c.PID))
+		}
+	}
+	return c, true
 }
 
 // pidAttached checks a task (at physical address pa, bytes t) against its

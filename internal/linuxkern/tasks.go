@@ -30,6 +30,7 @@ type Kernel struct {
 	Task       TaskLayout
 	Pid        PidLayout
 	Module     ModuleLayout
+	Detail     DetailLayout
 }
 
 // Open recovers a kernel from guest memory: VMCOREINFO, kallsyms, BTF,
@@ -70,6 +71,9 @@ func Open(mem io.ReaderAt, size int64) (*Kernel, error) {
 		return nil, fmt.Errorf("page_offset_base %#x is implausible", k.PageOffset)
 	}
 	if err := k.layouts(); err != nil {
+		return nil, err
+	}
+	if err := k.detailLayout(); err != nil {
 		return nil, err
 	}
 	return k, nil
@@ -117,6 +121,10 @@ type Process struct {
 	Comm      string `json:"comm"`
 	ExitState uint32 `json:"exit_state,omitempty"`
 	Kernel    bool   `json:"kernel_thread"` // no mm
+	// Filled by Details.
+	UID   uint32 `json:"uid"`
+	Start uint64 `json:"start_ns"`      // since boot (CLOCK_MONOTONIC)
+	Exe   string `json:"exe,omitempty"` // executable path, where resolvable
 }
 
 // MaxTasks bounds a list walk (a cycle the guest built must end).

@@ -3,6 +3,7 @@ package tenant
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -75,6 +76,57 @@ type VM struct {
 	// NAD, when set, monitors the VM's traffic for anomalies (agentless:
 	// an OVS mirror of its port).
 	NAD *NADPolicy `json:"nad,omitempty" yaml:"nad,omitempty"`
+	// VMI, when set, monitors the VM's memory from the host (agentless:
+	// the guest's RAM file).
+	VMI *VMIPolicy `json:"vmi,omitempty" yaml:"vmi,omitempty"`
+}
+
+// VMIPolicy configures memory monitoring for one VM.
+type VMIPolicy struct {
+	// Memory is the guest's RAM as the host sees it: the shared
+	// memory-backend-file of its QEMU process (e.g. /dev/shm/NAME).
+	Memory string `json:"memory" yaml:"memory"`
+	// Interval between monitoring cycles, default 10s.
+	Interval string `json:"interval,omitempty" yaml:"interval,omitempty"`
+	// Indicators to collect: processes, hidden_processes, modules,
+	// hidden_modules (default: all).
+	Indicators []string `json:"indicators,omitempty" yaml:"indicators,omitempty"`
+}
+
+// Limits and values of a VMI policy.
+const (
+	MinVMIInterval = 100 * time.Millisecond
+	MaxVMIInterval = 24 * time.Hour
+)
+
+// VMIIndicators are the indicators a VMI policy may ask for.
+var VMIIndicators = []string{"processes", "hidden_processes", "modules", "hidden_modules"}
+
+// Params returns the policy's interval and indicator set with defaults
+// filled in, or an error.
+func (p VMIPolicy) Params() (interval time.Duration, indicators map[string]bool, err error) {
+	if p.Memory == "" || !strings.HasPrefix(p.Memory, "/") || strings.Contains(p.Memory, "..") {
+		return 0, nil, fmt.Errorf("vmi memory %q must be an absolute path to the guest's RAM file", p.Memory)
+	}
+	interval = 10 * time.Second
+	if p.Interval != "" {
+		if interval, err = time.ParseDuration(p.Interval); err != nil || interval < MinVMIInterval || interval > MaxVMIInterval {
+			return 0, nil, fmt.Errorf("vmi interval %q must be a duration in %s..%s", p.Interval, MinVMIInterval, MaxVMIInterval)
+		}
+	}
+	indicators = map[string]bool{}
+	for _, i := range p.Indicators {
+		if !slices.Contains(VMIIndicators, i) {
+			return 0, nil, fmt.Errorf("vmi indicator %q is not one of %s", i, strings.Join(VMIIndicators, ", "))
+		}
+		indicators[i] = true
+	}
+	if len(indicators) == 0 {
+		for _, i := range VMIIndicators {
+			indicators[i] = true
+		}
+	}
+	return interval, indicators, nil
 }
 
 // NADPolicy configures anomaly detection for one VM.

@@ -1,0 +1,16 @@
+// Package vmi is agentless memory monitoring: one inspection of a guest's
+// memory (Session.Inspect) gives its processes with details, the modules
+// loaded, and what a rootkit hid — processes and modules found by the
+// fingerprint scan but missing from the kernel's own lists. Watch repeats
+// that on an interval for a running guest and reports each cycle and each
+// newly hidden object.
+//
+// Precision comes first: a monitor that cries wolf is switched off. A task
+// that appears in the scan but not in the list may simply have been born
+// between the two; so the list is walked again after the scan, and a
+// candidate is reported hidden only if it is still absent, still alive and
+// still detached. A list that could not be walked whole (torn by the running
+// guest, or hostile) is retried, and if it stays partial the cycle reports
+// no hidden objects at all, only the error: comparing against half a list
+// would flag the other half.
+package vmi

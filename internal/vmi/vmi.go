@@ -1,0 +1,225 @@
+package vmi
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	"secaas/internal/guestmem"
+	"secaas/internal/linuxkern"
+)
+
+// Indicators a report can hold (tenant.VMIIndicators).
+const (
+	Processes       = "processes"
+	HiddenProcesses = "hidden_processes"
+	Modules         = "modules"
+	HiddenModules   = "hidden_modules"
+)
+
+// AllIndicators asks for everything.
+var AllIndicators = map[string]bool{Processes: true, HiddenProcesses: true, Modules: true, HiddenModules: true}
+
+// Report is one inspection of a guest's memory.
+type Report struct {
+	At              time.Time                      `json:"at"`
+	TookMS          float64                        `json:"took_ms"`
+	Kernel          string                         `json:"kernel"`
+	Source          string                         `json:"source"` // shared, elf, lime, raw
+	RAM             int64                          `json:"ram_bytes"`
+	PagingLevels    int                            `json:"paging_levels"`
+	Processes       []linuxkern.Process            `json:"processes,omitempty"`
+	HiddenProcesses []linuxkern.Candidate          `json:"hidden_processes"`
+	Modules         []linuxkern.Module             `json:"modules,omitempty"`
+	HiddenModules   []linuxkern.ModuleCandidate    `json:"hidden_modules"`
+	Scan            map[string]int                 `json:"scan,omitempty"` // candidates by status
+	Partial         []string                       `json:"partial,omitempty"`
+	scanned         map[string]linuxkern.ScanStats // for benchmarks
+}
+
+// Session inspects one guest memory source, keeping what it recovered of
+// the kernel between cycles (kallsyms, BTF) until the guest reboots.
+type Session struct {
+	Mem *guestmem.Mem
+	k   *linuxkern.Kernel
+	// sig is the VMCOREINFO text the kernel was recovered from: when it
+	// changes (a reboot, a new KASLR slide), the kernel is recovered again.
+	sig []byte
+}
+
+// NewSession starts a session over mem.
+func NewSession(mem *guestmem.Mem) *Session { return &Session{Mem: mem} }
+
+// Kernel returns the guest kernel, recovering it if needed.
+func (s *Session) Kernel() (*linuxkern.Kernel, error) {
+	if s.k != nil {
+		cur := make([]byte, len(s.sig))
+		if _, err := s.Mem.ReadAt(cur, s.k.Info.Addr); err == nil && bytes.Equal(cur, s.sig) {
+			return s.k, nil
+		}
+		s.k = nil
+	}
+	k, err := linuxkern.Open(s.Mem, s.Mem.Size())
+	if err != nil {
+		return nil, err
+	}
+	sig := make([]byte, 256)
+	n, _ := s.Mem.ReadAt(sig, k.Info.Addr)
+	s.k, s.sig = k, sig[:n]
+	return k, nil
+}
+
+// listRetries is how often a torn task or module list is walked again.
+const listRetries = 3
+
+func listProcesses(k *linuxkern.Kernel) ([]linuxkern.Process, error) {
+	var err error
+	for range listRetries {
+		var ps []linuxkern.Process
+		if ps, err = k.ListProcesses(); err == nil {
+			return ps, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func listModules(k *linuxkern.Kernel) ([]linuxkern.Module, error) {
+	var err error
+	for range listRetries {
+		var ms []linuxkern.Module
+		if ms, err = k.ListModules(); err == nil {
+			return ms, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil, err
+}
+
+// Inspect runs one monitoring cycle for the indicators asked for.
+func (s *Session) Inspect(ind map[string]bool) (*Report, error) {
+	t0 := time.Now()
+	k, err := s.Kernel()
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{At: t0.UTC(), Kernel: k.Info.OSRelease, Source: s.Mem.Format, RAM: s.Mem.RAM(), PagingLevels: k.Levels,
+		HiddenProcesses: []linuxkern.Candidate{}, HiddenModules: []linuxkern.ModuleCandidate{},
+		Scan: map[string]int{}, scanned: map[string]linuxkern.ScanStats{}}
+	if ind[Processes] || ind[HiddenProcesses] {
+		ps, err := listProcesses(k)
+		switch {
+		case err != nil:
+			r.Partial = append(r.Partial, fmt.Sprintf("task list: %v (hidden processes not assessed)", err))
+		case ind[HiddenProcesses]:
+			if err := s.hiddenProcesses(k, ps, r); err != nil {
+				r.Partial = append(r.Partial, fmt.Sprintf("process scan: %v", err))
+			}
+		}
+		if ind[Processes] {
+			for i := range ps {
+				k.Details(&ps[i])
+			}
+			r.Processes = ps
+		}
+	}
+	if ind[Modules] || ind[HiddenModules] {
+		ms, err := listModules(k)
+		switch {
+		case err != nil:
+			r.Partial = append(r.Partial, fmt.Sprintf("module list: %v (hidden modules not assessed)", err))
+		case ind[HiddenModules]:
+			if err := s.hiddenModules(k, ms, r); err != nil {
+				r.Partial = append(r.Partial, fmt.Sprintf("module scan: %v", err))
+			}
+		}
+		if ind[Modules] {
+			r.Modules = ms
+		}
+	}
+	r.TookMS = float64(time.Since(t0).Microseconds()) / 1000
+	return r, nil
+}
+
+// hiddenProcesses scans for tasks and confirms each hidden one against a
+// second walk of the list made after the scan.
+func (s *Session) hiddenProcesses(k *linuxkern.Kernel, listed []linuxkern.Process, r *Report) error {
+	cands, st, err := k.ScanTasks(s.Mem.Size(), listed)
+	r.scanned["tasks"] = st
+	if err != nil {
+		return err
+	}
+	var suspects []linuxkern.Candidate
+	for _, c := range cands {
+		r.Scan[c.Status]++
+		if c.Status == "hidden" {
+			suspects = append(suspects, c)
+		}
+	}
+	if len(suspects) == 0 {
+		return nil
+	}
+	again, err := listProcesses(k)
+	if err != nil {
+		return fmt.Errorf("confirming %d suspects: %w", len(suspects), err)
+	}
+	recheck, _, err := k.ScanTasksAt(suspects, again)
+	if err != nil {
+		return err
+	}
+	for _, c := range recheck {
+		if c.Status == "hidden" {
+			k.Details(&c.Process)
+			r.HiddenProcesses = append(r.HiddenProcesses, c)
+		} else {
+			r.Scan["raced"]++
+		}
+	}
+	return nil
+}
+
+// hiddenModules scans for modules and confirms each hidden one the same way.
+func (s *Session) hiddenModules(k *linuxkern.Kernel, listed []linuxkern.Module, r *Report) error {
+	cands, st, err := k.ScanModules(s.Mem.Size(), listed)
+	r.scanned["modules"] = st
+	if err != nil {
+		return err
+	}
+	var suspects int
+	for _, c := range cands {
+		if c.Status == "hidden" {
+			suspects++
+		}
+	}
+	if suspects == 0 {
+		return nil
+	}
+	again, err := listModules(k)
+	if err != nil {
+		return fmt.Errorf("confirming %d suspect modules: %w", suspects, err)
+	}
+	inList := map[uint64]bool{}
+	for _, m := range again {
+		inList[m.Addr] = true
+	}
+	for _, c := range cands {
+		if c.Status != "hidden" {
+			continue
+		}
+		if inList[c.Addr] {
+			r.Scan["modules_raced"]++
+			continue
+		}
+		r.HiddenModules = append(r.HiddenModules, c)
+	}
+	return nil
+}
+
+// ScanStats returns the scan statistics of the last Inspect (tasks,
+// modules), for benchmarks.
+func (r *Report) ScanStats() map[string]linuxkern.ScanStats { return r.scanned }
+
+// ErrNoMemory is returned by Watch cycles when the guest's RAM file cannot
+// be opened (the VM is not running).
+var ErrNoMemory = errors.New("guest memory not available")
