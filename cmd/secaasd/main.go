@@ -87,8 +87,15 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 
 	// Node events travel through a bounded queue: the agent may report
 	// while the controller holds the store's write transaction.
+	// Per-VM results (vmi.report, one per cycle) are coalesced instead:
+	// only the latest of each VM matters, and none may push an alarm out.
 	events := make(chan agent.Event, 256)
+	results := newLatest()
 	node := agent.New(ovs.NewBridge(c.bridge), log, func(e agent.Event) {
+		if e.Data != nil {
+			results.put(e)
+			return
+		}
 		select {
 		case events <- e:
 		default:
@@ -119,6 +126,10 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 				return
 			case e := <-events:
 				ctl.RecordNodeEvent(ctx, e.Tenant, e.Kind, e.Subject, e.Detail)
+			case <-results.ready:
+				for _, e := range results.take() {
+					ctl.RecordNodeResult(ctx, store.Result{TID: e.TID, VM: e.VM, Kind: strings.TrimSuffix(e.Kind, ".report"), Tenant: e.Tenant, Doc: e.Data})
+				}
 			}
 		}
 	}()
@@ -140,4 +151,34 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	shut, cancelShut := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelShut()
 	return srv.Shutdown(shut)
+}
+
+// latest keeps the newest per-VM result of each kind until it is stored.
+type latest struct {
+	mu    sync.Mutex
+	m     map[string]agent.Event
+	ready chan struct{}
+}
+
+func newLatest() *latest { return &latest{m: map[string]agent.Event{}, ready: make(chan struct{}, 1)} }
+
+func (l *latest) put(e agent.Event) {
+	l.mu.Lock()
+	l.m[fmt.Sprintf("%s/%d/%s", e.Kind, e.TID, e.VM)] = e
+	l.mu.Unlock()
+	select {
+	case l.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (l *latest) take() []agent.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]agent.Event, 0, len(l.m))
+	for k, e := range l.m {
+		out = append(out, e)
+		delete(l.m, k)
+	}
+	return out
 }

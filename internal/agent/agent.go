@@ -23,6 +23,10 @@ type Event struct {
 	Tenant  string // set when the event concerns one tenant's object
 	Subject string // e.g. "vm/VM1"
 	Detail  string
+	// For per-VM results (vmi.report): the VM, and the full result.
+	TID  int
+	VM   string
+	Data []byte
 }
 
 // Agent enforces tenant domains on one bridge.
@@ -42,6 +46,7 @@ type Agent struct {
 	synced   bool
 	ticks    int                 // reconcile ticks since the last full comparison
 	monitors map[string]*monitor // anomaly detection, by VM port
+	vmis     map[string]*vmiWatch // memory monitoring, by "TID/VM"
 }
 
 // FullCheckEvery is how many reconcile ticks pass between full flow-table
@@ -107,6 +112,7 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 	}
 	a.domains, a.net, a.ports, a.set, a.flows = domains, n, ports, set, text
 	a.syncMonitorsLocked(ctx)
+	a.syncVMILocked()
 	a.log.Info("flows applied", "bridge", a.br.Name, "domains", len(domains), "flows", len(set.Flows))
 	a.onEvent(Event{Kind: "flows.applied", Detail: fmt.Sprintf("%d domains, %d flows on %s", len(domains), len(set.Flows), a.br.Name)})
 	return nil

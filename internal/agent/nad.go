@@ -180,7 +180,8 @@ func (a *Agent) stopMonitor(ctx context.Context, m *monitor) {
 	runCmd(ctx, "ip", "link", "del", m.out)
 }
 
-// Close stops every monitor (the flows stay: fail-secure needs no agent).
+// Close stops every monitor, of traffic and of memory (the flows stay:
+// fail-secure needs no agent).
 func (a *Agent) Close() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -188,4 +189,5 @@ func (a *Agent) Close() {
 		a.stopMonitor(context.Background(), m)
 		delete(a.monitors, port)
 	}
+	a.stopVMILocked()
 }

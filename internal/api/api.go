@@ -147,6 +147,26 @@ func (s *Server) register() {
 	s.handle("DELETE /v1/domains/{tid}/vms/{vm}/nad", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		return noContent(w, s.c.SetNAD(r.Context(), who, tid, r.PathValue("vm"), nil))
 	}))
+	s.handle("PUT /v1/domains/{tid}/vms/{vm}/vmi", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var p tenant.VMIPolicy
+		if err := decode(r, &p); err != nil {
+			return err
+		}
+		return noContent(w, s.c.SetVMI(r.Context(), who, tid, r.PathValue("vm"), &p))
+	}))
+	s.handle("DELETE /v1/domains/{tid}/vms/{vm}/vmi", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		return noContent(w, s.c.SetVMI(r.Context(), who, tid, r.PathValue("vm"), nil))
+	}))
+	s.handle("GET /v1/domains/{tid}/vms/{vm}/vmi/report", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		res, err := s.c.Result(r.Context(), who, tid, r.PathValue("vm"), "vmi")
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Last-Modified", res.Time.UTC().Format(http.TimeFormat))
+		_, err = w.Write(res.Doc)
+		return err
+	}))
 	s.handle("GET /v1/domains/{tid}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		d, err := s.c.Domain(r.Context(), who, tid)
 		type row struct {

@@ -45,6 +45,7 @@ type env struct {
 	t    *testing.T
 	srv  *httptest.Server
 	node *fakeNode
+	ctl  *controller.Controller
 }
 
 func newEnv(t *testing.T) *env {
@@ -62,7 +63,7 @@ func newEnv(t *testing.T) *env {
 	}
 	srv := httptest.NewServer(New(c, log))
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, node: node}
+	return &env{t: t, srv: srv, node: node, ctl: c}
 }
 
 func (e *env) do(method, path, token string, body any) (int, []byte) {
@@ -415,6 +416,50 @@ func TestNADPolicyEndpoints(t *testing.T) {
 		t.Fatalf("disable: %d", code)
 	}
 	if p := e.node.applied[len(e.node.applied)-1][0].Subnets[1].VMs[0].NAD; p != nil {
+		t.Fatalf("still enabled: %+v", p)
+	}
+}
+
+// TestVMIEndpoints: a VMI policy is validated, reaches the node, and the
+// latest report a node records is served to the VM's tenant only.
+func TestVMIEndpoints(t *testing.T) {
+	e := newEnv(t)
+	a := e.tenant("alice")
+	b := e.tenant("bob")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	for body, want := range map[string]string{
+		`{"memory": "relative/path"}`:                         "absolute path",
+		`{"memory": "/dev/shm/g", "interval": "1ms"}`:         "vmi interval",
+		`{"memory": "/dev/shm/g", "indicators": ["threads"]}`: "vmi indicator",
+		`{"memory": "/dev/shm/g", "bogus": 1}`:                "bogus",
+	} {
+		if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/vmi", a, body); code/100 != 4 || !strings.Contains(string(out), want) {
+			t.Errorf("%s: %d %s", body, code, out)
+		}
+	}
+	if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/vmi", a, `{"memory": "/dev/shm/g", "interval": "2s", "indicators": ["hidden_processes"]}`); code != 204 {
+		t.Fatalf("enable: %d %s", code, out)
+	}
+	if p := e.node.applied[len(e.node.applied)-1][0].Subnets[1].VMs[0].VMI; p == nil || p.Memory != "/dev/shm/g" || p.Interval != "2s" {
+		t.Fatalf("the node got %+v", p)
+	}
+	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/vmi/report", a, nil); code != 404 {
+		t.Fatalf("report before any cycle: %d", code)
+	}
+	e.ctl.RecordNodeResult(context.Background(), store.Result{TID: 100, VM: "VM3", Kind: "vmi", Tenant: "alice", Doc: []byte(`{"kernel": "6.1.0-56-amd64", "hidden_processes": []}`)})
+	code, out := e.do("GET", "/v1/domains/100/vms/VM3/vmi/report", a, nil)
+	if code != 200 || !strings.Contains(string(out), "6.1.0-56-amd64") {
+		t.Fatalf("report: %d %s", code, out)
+	}
+	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/vmi/report", b, nil); code != 404 {
+		t.Fatalf("another tenant read the report: %d", code)
+	}
+	if code, _ := e.do("DELETE", "/v1/domains/100/vms/VM3/vmi", a, nil); code != 204 {
+		t.Fatal("disable")
+	}
+	if p := e.node.applied[len(e.node.applied)-1][0].Subnets[1].VMs[0].VMI; p != nil {
 		t.Fatalf("still enabled: %+v", p)
 	}
 }

@@ -35,7 +35,8 @@ func commands() []command {
 		{"nad detect", "--pcap FILE [--server IP,...] [--window 60s] [--history N] [--format text|json]: the stability detectors over a capture", nadDetect},
 		{"nad eval", "--pcap FILE --labels FILE [--window 1s] [--history N] [--detector stability|normalized|all] [--json]: Table 5 grid, FPR, ROC AUC", nadEval},
 		{"lab traffic", "[--seed S] [--duration D] [--warmup D] [--gap D] [--per-setting N] [--out DIR]: benign load + nmap/hping3 attacks, mirrored capture and labels", labTraffic},
-		{"vmi ps", "--ram /dev/shm/GUEST [--json]: the guest's processes from its memory alone (task list walk)", vmiPS},
+		{"vmi ps", "--ram /dev/shm/GUEST | --image DUMP | --vm NAME --tid N [--json]: processes (pid, ppid, uid, start, exe) and hidden ones, from memory alone", vmiPS},
+		{"vmi modules", "--ram /dev/shm/GUEST | --image DUMP | --vm NAME --tid N [--json]: kernel modules and hidden ones", vmiModules},
 		{"bench acl", "[--acrs N] [--seconds S] [--out FILE]: compile/apply/enforcement timings and the paper's Table 3/4 experiment", benchACL},
 		{"bench nad", "[--packets N] [--out FILE]: packets per second and allocations of decode + features", benchNAD},
 		{"bench vmi", "[--out FILE]: a memory monitoring cycle (list walk + full scan) on 512 MiB and 2 GiB guests", benchVMI},
@@ -54,6 +55,8 @@ func commands() []command {
 		{"acr delete", "--tid N ID: delete an ACR", acrDelete},
 		{"nad enable", "--tid N --vm NAME [--window 60s] [--history 120] [--detector normalized|stability]: monitor a VM (alerts: secaas events)", nadEnable},
 		{"nad disable", "--tid N --vm NAME: stop monitoring a VM", nadDisable},
+		{"vmi enable", "--tid N --vm NAME --memory /dev/shm/GUEST [--interval 10s] [--indicators LIST]: monitor a VM's memory (alarms: secaas events)", vmiEnable},
+		{"vmi disable", "--tid N --vm NAME: stop monitoring a VM's memory", vmiDisable},
 		{"check", "--tid N --from VM --to VM [--proto P] [--dport N]: the daemon's oracle verdict", apiCheck},
 		{"events", "[--after ID]: event history", events},
 	}

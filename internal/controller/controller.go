@@ -447,6 +447,51 @@ func (c *Controller) SetNAD(ctx context.Context, who Caller, tid int, vmName str
 	return err
 }
 
+// SetVMI enables (p non-nil) or disables (nil) memory monitoring for a VM.
+func (c *Controller) SetVMI(ctx context.Context, who Caller, tid int, vmName string, p *tenant.VMIPolicy) error {
+	kind := "vmi.enabled"
+	if p == nil {
+		kind = "vmi.disabled"
+	}
+	_, err := c.edit(ctx, who, tid, kind, func(d *tenant.Domain) error {
+		si, vi, err := findVM(d, vmName)
+		if err != nil {
+			return err
+		}
+		d.Subnets[si].VMs[vi].VMI = p
+		return nil
+	})
+	return err
+}
+
+// Result returns the latest result of a kind ("vmi") for a VM the caller
+// may see.
+func (c *Controller) Result(ctx context.Context, who Caller, tid int, vmName, kind string) (store.Result, error) {
+	d, err := c.Domain(ctx, who, tid)
+	if err != nil {
+		return store.Result{}, err
+	}
+	if _, _, err := findVM(&d, vmName); err != nil {
+		return store.Result{}, err
+	}
+	var r store.Result
+	err = c.st.View(ctx, func(tx *store.Tx) error {
+		r, err = tx.Result(tid, vmName, kind)
+		return err
+	})
+	if errors.Is(err, store.ErrNotFound) {
+		return r, fmt.Errorf("no %s result yet for vm %q: %w", kind, vmName, ErrNotFound)
+	}
+	return r, err
+}
+
+// RecordNodeResult stores the latest result a node reported for a VM.
+func (c *Controller) RecordNodeResult(ctx context.Context, r store.Result) {
+	if err := c.st.Update(ctx, func(tx *store.Tx) error { return tx.PutResult(r) }); err != nil {
+		c.log.Error("record result", "kind", r.Kind, "vm", r.VM, "err", err)
+	}
+}
+
 // AddACR appends a rule to a subnet's set and returns it with its id.
 func (c *Controller) AddACR(ctx context.Context, who Caller, tid int, subnet string, a tenant.ACR) (tenant.ACR, error) {
 	if a.ID == "" {

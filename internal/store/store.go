@@ -44,6 +44,15 @@ var migrations = []string{
 		detail TEXT NOT NULL DEFAULT ''
 	)`,
 	`CREATE INDEX events_tenant ON events(tenant_id, id)`,
+	`CREATE TABLE results (
+		tid INTEGER NOT NULL,
+		vm TEXT NOT NULL,
+		kind TEXT NOT NULL,
+		tenant_id TEXT NOT NULL,
+		time TEXT NOT NULL,
+		doc TEXT NOT NULL,
+		PRIMARY KEY (tid, vm, kind)
+	)`,
 }
 
 // Store is the control plane's database.
@@ -291,10 +300,54 @@ func (t *Tx) DeleteDomain(tid int) error {
 	if err != nil {
 		return fmt.Errorf("delete domain: %w", err)
 	}
+	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM results WHERE tid = ?`, tid); err != nil {
+		return fmt.Errorf("delete domain results: %w", err)
+	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("domain %d: %w", tid, ErrNotFound)
 	}
 	return nil
+}
+
+// Result is the latest result of one kind (e.g. "vmi") for one VM.
+type Result struct {
+	TID    int
+	VM     string
+	Kind   string
+	Tenant string
+	Time   time.Time
+	Doc    json.RawMessage
+}
+
+// PutResult replaces the VM's latest result of its kind.
+func (t *Tx) PutResult(r Result) error {
+	if !json.Valid(r.Doc) {
+		return errors.New("put result: document is not JSON")
+	}
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO results(tid, vm, kind, tenant_id, time, doc) VALUES (?, ?, ?, ?, ?, ?)
+		ON CONFLICT(tid, vm, kind) DO UPDATE SET tenant_id = excluded.tenant_id, time = excluded.time, doc = excluded.doc`,
+		r.TID, r.VM, r.Kind, r.Tenant, t.now.Format(time.RFC3339Nano), string(r.Doc))
+	if err != nil {
+		return fmt.Errorf("put result: %w", err)
+	}
+	return nil
+}
+
+// Result returns the VM's latest result of a kind.
+func (t *Tx) Result(tid int, vm, kind string) (Result, error) {
+	r := Result{TID: tid, VM: vm, Kind: kind}
+	var at, doc string
+	err := t.tx.QueryRowContext(t.ctx, `SELECT tenant_id, time, doc FROM results WHERE tid = ? AND vm = ? AND kind = ?`, tid, vm, kind).
+		Scan(&r.Tenant, &at, &doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return r, fmt.Errorf("%s result for vm %q: %w", kind, vm, ErrNotFound)
+	}
+	if err != nil {
+		return r, fmt.Errorf("get result: %w", err)
+	}
+	r.Time, _ = time.Parse(time.RFC3339Nano, at)
+	r.Doc = json.RawMessage(doc)
+	return r, nil
 }
 
 // AddEvent appends to the event history and returns the stored event.

@@ -1,0 +1,91 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"secaas/internal/linuxkern"
+	"secaas/internal/tenant"
+	"secaas/internal/vmi"
+)
+
+// vmiWatch is the memory monitoring of one VM.
+type vmiWatch struct {
+	key    string // the policy it was started with; a change restarts it
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// syncVMILocked starts the memory monitors the desired state asks for and
+// stops the others. Unlike anomaly detection, memory monitoring needs no
+// switch port: only the guest's RAM file on this host.
+func (a *Agent) syncVMILocked() {
+	if a.vmis == nil {
+		a.vmis = map[string]*vmiWatch{}
+	}
+	type want struct {
+		tid    int
+		tenant string
+		vm     tenant.VM
+		key    string
+	}
+	wants := map[string]want{}
+	for _, d := range a.net.Domains {
+		for _, vm := range d.VMs {
+			if vm.VMI == nil {
+				continue
+			}
+			b, _ := json.Marshal(vm.VMI)
+			wants[fmt.Sprintf("%d/%s", d.TID, vm.Name)] = want{d.TID, d.Tenant, vm.VM, string(b)}
+		}
+	}
+	for id, w := range a.vmis {
+		if nw, ok := wants[id]; !ok || nw.key != w.key {
+			w.cancel()
+			<-w.done
+			delete(a.vmis, id)
+		}
+	}
+	for id, w := range wants {
+		if _, running := a.vmis[id]; running {
+			continue
+		}
+		interval, ind, err := w.vm.VMI.Params()
+		if err != nil { // validated earlier; never start a bad policy
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		vw := &vmiWatch{key: w.key, cancel: cancel, done: make(chan struct{})}
+		a.vmis[id] = vw
+		tid, ten, name := w.tid, w.tenant, w.vm.Name
+		go func() {
+			defer close(vw.done)
+			a.onEvent(Event{Kind: "vmi.started", Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name,
+				Detail: fmt.Sprintf("memory %s every %s", w.vm.VMI.Memory, interval)})
+			vmi.Watch(ctx, vmi.WatchConfig{Memory: w.vm.VMI.Memory, Interval: interval, Indicators: ind}, func(kind string, v any) {
+				e := Event{Kind: kind, Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name}
+				switch v := v.(type) {
+				case *vmi.Report:
+					e.Data, _ = json.Marshal(v)
+					e.Detail = fmt.Sprintf("%d processes, %d hidden; %d modules, %d hidden; %.0f ms", len(v.Processes), len(v.HiddenProcesses), len(v.Modules), len(v.HiddenModules), v.TookMS)
+				case linuxkern.Candidate, linuxkern.ModuleCandidate:
+					b, _ := json.Marshal(v)
+					e.Detail = string(b)
+				case string:
+					e.Detail = v
+				}
+				a.onEvent(e)
+			})
+		}()
+	}
+}
+
+// stopVMILocked stops every memory monitor.
+func (a *Agent) stopVMILocked() {
+	for id, w := range a.vmis {
+		w.cancel()
+		<-w.done
+		delete(a.vmis, id)
+	}
+}
