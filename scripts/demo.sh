@@ -59,6 +59,20 @@ bin/secaas lab traffic --seed 1 --duration 100s --warmup 35s --gap 6s --per-sett
 grep -o '"tool": "[^"]*"' $STATE/traffic/labels.json | sed 's/"tool": /    /' 
 bin/secaas nad eval --pcap $STATE/traffic/capture.pcap --labels $STATE/traffic/labels.json --window 1s --history 30
 
+echo "== 8. memory monitoring: a test guest (Debian's own kernel under QEMU) watched from the host through its RAM"
+bin/secaas lab guest up --name secaas-demo --mem 512 --rootkit
+bin/secaas vmi enable --tid 100 --vm VM2 --memory /dev/shm/secaas-demo --interval 2s --api $API --token "$TOK"
+sleep 6
+bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token "$TOK" | tail -4
+echo "-- inside the guest: a DKOM rootkit (secaas_dkom.ko) hides a sleep process and itself"
+bin/secaas lab guest run --name secaas-demo 'sleep 3600 </dev/null >/dev/null & insmod /secaas_dkom.ko pid=$! hide_module=1; echo "hid pid $!; the guest'"'"'s ps shows it $(ps | grep -c "[s]leep 3600") times"'
+sleep 6
+bin/secaas events --api $API --token "$TOK" | grep -A4 '"kind": "vmi.hidden_' | cut -c1-200 | head -10
+bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token "$TOK" | grep HIDDEN || true
+bin/secaas vmi modules --tid 100 --vm VM2 --api $API --token "$TOK" | grep HIDDEN || true
+bin/secaas vmi disable --tid 100 --vm VM2 --api $API --token "$TOK"
+bin/secaas lab guest down --name secaas-demo
+
 echo
 echo "secaasd keeps running (log: $STATE/secaasd.log). Try:"
 echo "  export SECAAS_API=$API SECAAS_TOKEN=\$(cat $STATE/tenant.token)"

@@ -44,8 +44,8 @@ type Agent struct {
 	// synced: the switch is known to hold exactly flows, so a change can be
 	// sent as a difference instead of a full replacement.
 	synced   bool
-	ticks    int                 // reconcile ticks since the last full comparison
-	monitors map[string]*monitor // anomaly detection, by VM port
+	ticks    int                  // reconcile ticks since the last full comparison
+	monitors map[string]*monitor  // anomaly detection, by VM port
 	vmis     map[string]*vmiWatch // memory monitoring, by "TID/VM"
 }
 

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -27,6 +28,10 @@ type GuestConfig struct {
 	CPU    string // QEMU -cpu model (default QEMU's; "max" adds 5-level paging under TCG)
 	// Files are copied into the initramfs: guest path -> host path.
 	Files map[string]string
+	// Detach leaves QEMU running when this process exits (its own session,
+	// its log in Dir/qemu.log, its pid in Dir/qemu.pid): AttachGuest
+	// reconnects to it, StopGuest ends it.
+	Detach bool
 }
 
 // Guest is a running QEMU guest.
@@ -150,6 +155,11 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		return nil, errors.New("qemu-system-x86_64 is not installed (make deps)")
 	}
+	dir, err := filepath.Abs(cfg.Dir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Dir = dir
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -179,8 +189,23 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 	g.cmd = exec.Command("qemu-system-x86_64", args...)
 	var stderr bytes.Buffer
 	g.cmd.Stderr = &stderr
+	if cfg.Detach {
+		logf, err := os.Create(filepath.Join(cfg.Dir, "qemu.log"))
+		if err != nil {
+			return nil, err
+		}
+		defer logf.Close()
+		g.cmd.Stderr = logf
+		g.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	if err := g.cmd.Start(); err != nil {
 		return nil, err
+	}
+	if cfg.Detach {
+		if err := os.WriteFile(filepath.Join(cfg.Dir, "qemu.pid"), []byte(fmt.Sprint(g.cmd.Process.Pid)), 0o644); err != nil {
+			g.cmd.Process.Kill()
+			return nil, err
+		}
 	}
 	go func() { g.exited <- g.cmd.Wait() }()
 	// The serial socket appears once QEMU is up.
@@ -256,6 +281,53 @@ func (g *Guest) Run(cmd string, timeout time.Duration) (string, error) {
 	}
 	out = out[:strings.LastIndex(out, end)]
 	return strings.TrimSpace(out), nil
+}
+
+// AttachGuest reconnects to a guest started with Detach in dir: its
+// console (one client at a time), RAM file and sockets. Close the console
+// with Detach; StopGuest ends the guest.
+func AttachGuest(dir, name string) (*Guest, error) {
+	g := &Guest{cfg: GuestConfig{Name: name, Dir: dir}, RAMFile: "/dev/shm/" + name, QMP: filepath.Join(dir, "qmp.sock"),
+		GDB: filepath.Join(dir, "gdb.sock"), Serial: filepath.Join(dir, "serial.sock")}
+	c, err := net.Dial("unix", g.Serial)
+	if err != nil {
+		return nil, fmt.Errorf("guest %s: no console (is it running? secaas lab guest up): %w", name, err)
+	}
+	g.con, g.rd = c, bufio.NewReader(c)
+	return g, nil
+}
+
+// Detach closes the console connection and leaves the guest running.
+func (g *Guest) Detach() {
+	if g.con != nil {
+		g.con.Close()
+	}
+}
+
+// StopGuest ends a guest started with Detach in dir and removes its files.
+func StopGuest(dir, name string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "qemu.pid"))
+	if err != nil {
+		return fmt.Errorf("guest %s: %w", name, err)
+	}
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil || pid <= 1 {
+		return fmt.Errorf("guest %s: bad pid file %q", name, b)
+	}
+	if cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); !bytes.Contains(cmdline, []byte("qemu")) {
+		pid = 0 // gone (and the pid perhaps reused): only clean up
+	}
+	if p, err := os.FindProcess(pid); err == nil && pid > 0 {
+		p.Signal(syscall.SIGTERM)
+		for i := 0; i < 50 && p.Signal(syscall.Signal(0)) == nil; i++ {
+			time.Sleep(100 * time.Millisecond)
+		}
+		p.Signal(syscall.SIGKILL)
+	}
+	for _, f := range []string{"/dev/shm/" + name, filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "gdb.sock"), filepath.Join(dir, "serial.sock"), filepath.Join(dir, "qemu.pid")} {
+		os.Remove(f)
+	}
+	return nil
 }
 
 // Stop powers the guest off and removes its RAM file and sockets.

@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"secaas/internal/lab"
+	"secaas/internal/qmp"
+)
+
+// guestDir is where a named lab guest keeps its sockets and files.
+func guestDir(name string) string { return filepath.Join(".cache", "lab", name) }
+
+func guestFlags(name string, env *Env) (*flag.FlagSet, *string) {
+	fs := newFlags(name, env)
+	return fs, fs.String("name", "secaas-guest", "guest name (RAM file /dev/shm/NAME)")
+}
+
+func labGuestUp(ctx context.Context, env *Env, args []string) error {
+	fs, name := guestFlags("lab guest up", env)
+	mem := fs.Int("mem", 512, "RAM in MiB")
+	flavour := fs.String("flavour", "amd64", "Debian kernel flavour: amd64 or cloud-amd64")
+	cpu := fs.String("cpu", "", "QEMU CPU model (max: 5-level paging under TCG)")
+	rootkit := fs.Bool("rootkit", false, "put the test rootkit in the guest as /secaas_dkom.ko (insmod /secaas_dkom.ko pid=N hides N)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	ks, err := lab.FindKernels(".")
+	if err != nil {
+		return err
+	}
+	var k *lab.GuestKernel
+	for i := range ks {
+		if strings.HasSuffix(ks[i].Version, "-"+*flavour) && (*flavour != "amd64" || !strings.Contains(ks[i].Version, "cloud")) {
+			k = &ks[i]
+		}
+	}
+	if k == nil {
+		return fmt.Errorf("no cached %s kernel (scripts/guest-kernel.sh)", *flavour)
+	}
+	cfg := lab.GuestConfig{Name: *name, Kernel: k.Vmlinuz, MemMiB: *mem, Dir: guestDir(*name), CPU: *cpu, Detach: true}
+	if *rootkit {
+		if k.Rootkit == "" {
+			return errors.New("the test rootkit is not built (scripts/guest-kernel.sh)")
+		}
+		cfg.Files = map[string]string{"/secaas_dkom.ko": k.Rootkit}
+	}
+	lab.StopGuest(cfg.Dir, *name) // a previous run's guest, if any
+	t0 := time.Now()
+	g, err := lab.StartGuest(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	g.Detach()
+	fmt.Fprintf(env.Stdout, "guest %s up in %s: kernel %s, %d MiB, RAM %s, QMP %s\n", *name, time.Since(t0).Round(100*time.Millisecond), k.Version, *mem, g.RAMFile, g.QMP)
+	return nil
+}
+
+func labGuestRun(ctx context.Context, env *Env, args []string) error {
+	fs, name := guestFlags("lab guest run", env)
+	timeout := fs.Duration("timeout", time.Minute, "how long the command may take")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 0 {
+		return errors.New("give the command to run in the guest")
+	}
+	g, err := lab.AttachGuest(guestDir(*name), *name)
+	if err != nil {
+		return err
+	}
+	defer g.Detach()
+	out, err := g.Run(strings.Join(pos, " "), *timeout)
+	if out != "" {
+		fmt.Fprintln(env.Stdout, out)
+	}
+	return err
+}
+
+func labGuestDump(ctx context.Context, env *Env, args []string) error {
+	fs, name := guestFlags("lab guest dump", env)
+	out := fs.String("out", "", "ELF core to write (absolute or relative path)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return errors.New("--out is required")
+	}
+	path, err := filepath.Abs(*out)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	c, err := qmp.Dial(ctx, filepath.Join(guestDir(*name), "qmp.sock"))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	t0 := time.Now()
+	if err := c.Execute(ctx, "dump-guest-memory", map[string]any{"paging": false, "protocol": "file:" + path}, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "dumped guest %s to %s in %s (QMP dump-guest-memory, ELF core)\n", *name, path, time.Since(t0).Round(time.Millisecond))
+	return nil
+}
+
+func labGuestDown(ctx context.Context, env *Env, args []string) error {
+	fs, name := guestFlags("lab guest down", env)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	return lab.StopGuest(guestDir(*name), *name)
+}
