@@ -67,7 +67,7 @@ bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token "$TOK" | tail -4
 echo "-- inside the guest: a DKOM rootkit (secaas_dkom.ko) hides a sleep process and itself"
 bin/secaas lab guest run --name secaas-demo 'sleep 3600 </dev/null >/dev/null & insmod /secaas_dkom.ko pid=$! hide_module=1; echo "hid pid $!; the guest'"'"'s ps shows it $(ps | grep -c "[s]leep 3600") times"'
 sleep 6
-bin/secaas events --api $API --token "$TOK" | grep -A4 '"kind": "vmi.hidden_' | cut -c1-200 | head -10
+bin/secaas events --api $API --token "$TOK" | grep -B2 -A2 '"kind": "vmi.hidden_' | cut -c1-200 | head -10
 bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token "$TOK" | grep HIDDEN || true
 bin/secaas vmi modules --tid 100 --vm VM2 --api $API --token "$TOK" | grep HIDDEN || true
 bin/secaas vmi disable --tid 100 --vm VM2 --api $API --token "$TOK"
