@@ -57,7 +57,7 @@ type Process struct {
 	Name       string `json:"name"`
 	CreateTime uint64 `json:"create_time"` // FILETIME: 100 ns since 1601
 	DTB        uint64 `json:"dtb"`
-	Links      uint64 `json:"-"` // ActiveProcessLinks.Flink
+	Links      uint64 `json:"-"`                // ActiveProcessLinks.Flink
 	Status     string `json:"status,omitempty"` // listed, hidden
 }
 

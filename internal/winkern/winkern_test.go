@@ -44,8 +44,8 @@ func newImage(p Profile) *image {
 	case "4level":
 		im.kva = 0xfffff80000000000
 		le.PutUint64(im.mem[0x1000+(im.kva>>39&511)*8:], 0x4000|3) // PML4 -> PDPT
-		le.PutUint64(im.mem[0x4000:], 0x2000|3)                     // PDPT[0] -> PD
-		le.PutUint64(im.mem[0x2000:], 0x3000|3)                     // PD[0] -> PT
+		le.PutUint64(im.mem[0x4000:], 0x2000|3)                    // PDPT[0] -> PD
+		le.PutUint64(im.mem[0x2000:], 0x3000|3)                    // PD[0] -> PT
 	}
 	for i := uint64(0); i < 512; i++ {
 		le.PutUint64(im.mem[0x3000+i*8:], (kernelPA+i*4096)|3)
