@@ -133,36 +133,51 @@ func (k *Kernel) ScanModules(size int64, listed []Module) ([]ModuleCandidate, Sc
 	for _, m := range listed {
 		inList[m.Addr] = true
 	}
-	le := binary.LittleEndian
 	var out []ModuleCandidate
-	st, err := k.eachAligned(size, int64(l.span()), func(pa int64, b []byte) {
-		if c := b[l.Name]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
-			return
+	span := int64(l.span())
+	st, err := k.eachChunk(size, span, func(base int64, mem []byte, limit int64) {
+		for off := alignedFrom(base); off < limit && off+span <= int64(len(mem)); off += scanAlign {
+			// Fast reject, inline: a module name starts with [A-Za-z0-9_],
+			// and mkobj.mod is in the module area (its top bytes are 0xff).
+			if c := mem[off+int64(l.Name)]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') ||
+				mem[off+int64(l.MkobjMod)+7] != 0xff {
+				continue
+			}
+			if c, ok := k.moduleAt(base+off, mem[off:], inList); ok {
+				out = append(out, c)
+			}
 		}
-		self := le.Uint64(b[l.MkobjMod:])
-		if self < ModuleBase || self&(scanAlign-1) != 0 {
-			return
-		}
-		m, ok := k.decodeModule(self, b)
-		if !ok {
-			return
-		}
-		if got, err := k.Walk(self); err != nil || got != pa {
-			return
-		}
-		c := ModuleCandidate{Module: m, PA: pa}
-		switch {
-		case inList[self]:
-			c.Status = "listed"
-		case m.State == "going" || m.State == "unformed":
-			c.Status = "unloading"
-		default:
-			c.Status = "hidden"
-			c.Evidence = []string{"not on the module list", fmt.Sprintf("mapped at %#x, state %s", self, m.State)}
-		}
-		out = append(out, c)
 	})
 	st.Candidates = len(out)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, st, err
+}
+
+// moduleAt applies the module fingerprint to the bytes b at physical
+// address pa and classifies a match against the list.
+func (k *Kernel) moduleAt(pa int64, b []byte, inList map[uint64]bool) (ModuleCandidate, bool) {
+	l := k.Module
+	le := binary.LittleEndian
+	self := le.Uint64(b[l.MkobjMod:])
+	if self < ModuleBase || self&(scanAlign-1) != 0 {
+		return ModuleCandidate{}, false
+	}
+	m, ok := k.decodeModule(self, b)
+	if !ok {
+		return ModuleCandidate{}, false
+	}
+	if got, err := k.Walk(self); err != nil || got != pa {
+		return ModuleCandidate{}, false
+	}
+	c := ModuleCandidate{Module: m, PA: pa}
+	switch {
+	case inList[self]:
+		c.Status = "listed"
+	case m.State == "going" || m.State == "unformed":
+		c.Status = "unloading"
+	default:
+		c.Status = "hidden"
+		c.Evidence = []string{"not on the module list", fmt.Sprintf("mapped at %#x, state %s", self, m.State)}
+	}
+	return c, true
 }

@@ -29,20 +29,26 @@ type ScanStats struct {
 // and struct module are cache-line aligned).
 const scanAlign = 64
 
-// eachAligned calls visit with the bytes at every scanAlign-aligned
-// physical address that has at least span bytes present. Sources that
-// expose their segments (guestmem.Mem) are scanned without copying.
-func (k *Kernel) eachAligned(size, span int64, visit func(pa int64, b []byte)) (ScanStats, error) {
+// eachChunk hands physical memory to visit in pieces: b holds the bytes
+// from physical address base, and visit must test the scanAlign-aligned
+// offsets below limit whose span bytes fit in b (the bytes past limit are
+// the overlap into the next piece). Sources that expose their segments
+// (guestmem.Mem) are scanned without copying. The loop over offsets stays
+// in the caller, with its fast reject inline: a call per offset would cost
+// more than the test.
+func (k *Kernel) eachChunk(size, span int64, visit func(base int64, b []byte, limit int64)) (ScanStats, error) {
 	var st ScanStats
+	count := func(base int64, n, limit int64) {
+		start := (scanAlign - base%scanAlign) % scanAlign
+		if end := min(limit, n-span+1); end > start {
+			st.Positions += (end - start + scanAlign - 1) / scanAlign
+		}
+	}
 	if sm, ok := k.Mem.(interface{ Segments() []guestmem.Segment }); ok {
 		for _, s := range sm.Segments() {
-			b := s.Data
-			start := (scanAlign - s.PA%scanAlign) % scanAlign
-			st.Bytes += int64(len(b))
-			for off := start; off+span <= int64(len(b)); off += scanAlign {
-				st.Positions++
-				visit(s.PA+off, b[off:])
-			}
+			st.Bytes += int64(len(s.Data))
+			count(s.PA, int64(len(s.Data)), int64(len(s.Data)))
+			visit(s.PA, s.Data, int64(len(s.Data)))
 		}
 		return st, nil
 	}
@@ -53,15 +59,15 @@ func (k *Kernel) eachAligned(size, span int64, visit func(pa int64, b []byte)) (
 		if err != nil && err != io.EOF && n == 0 {
 			return st, fmt.Errorf("scan at %#x: %w", base, err)
 		}
-		b := buf[:n]
 		st.Bytes += int64(min(n, chunk))
-		for off := int64(0); off+span <= int64(len(b)) && off < chunk; off += scanAlign {
-			st.Positions++
-			visit(base+off, b[off:])
-		}
+		count(base, int64(n), chunk)
+		visit(base, buf[:n], chunk)
 	}
 	return st, nil
 }
+
+// alignedFrom is the first scanAlign-aligned offset in a piece at base.
+func alignedFrom(base int64) int64 { return (scanAlign - base%scanAlign) % scanAlign }
 
 // ScanTasks is the paper's fingerprint scan (Algorithm 2) for Linux: every
 // cache-line-aligned offset of physical memory is tested as a task_struct
@@ -81,9 +87,18 @@ func (k *Kernel) eachAligned(size, span int64, visit func(pa int64, b []byte)) (
 func (k *Kernel) ScanTasks(size int64, listed []Process) ([]Candidate, ScanStats, error) {
 	v := k.listView(listed)
 	var out []Candidate
-	st, err := k.eachAligned(size, int64(k.Task.span()), func(pa int64, t []byte) {
-		if c, ok := k.classifyTask(pa, t, v); ok {
-			out = append(out, c)
+	l := k.Task
+	span := int64(l.span())
+	st, err := k.eachChunk(size, span, func(base int64, b []byte, limit int64) {
+		for off := alignedFrom(base); off < limit && off+span <= int64(len(b)); off += scanAlign {
+			// Fast reject, inline: most of RAM fails on the first byte of
+			// comm, or on the pid's top byte (pids are below 2^22).
+			if c := b[off+int64(l.Comm)]; c < 0x20 || c > 0x7e || b[off+int64(l.Pid)+3] != 0 {
+				continue
+			}
+			if c, ok := k.classifyTask(base+off, b[off:], v); ok {
+				out = append(out, c)
+			}
 		}
 	})
 	st.Candidates = len(out)
