@@ -34,6 +34,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzListProcesses$$' -fuzztime $(FUZZTIME) ./internal/linuxkern
 	$(GO) test -run '^$$' -fuzz '^FuzzFromBytes$$' -fuzztime $(FUZZTIME) ./internal/guestmem
 	$(GO) test -run '^$$' -fuzz '^FuzzHidden$$' -fuzztime $(FUZZTIME) ./internal/winkern
+	$(GO) test -run '^$$' -fuzz '^FuzzParseClamdReply$$' -fuzztime $(FUZZTIME) ./internal/av
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

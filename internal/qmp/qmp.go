@@ -133,7 +133,7 @@ func (c *Client) Execute(ctx context.Context, cmd string, args any, out any) err
 	if err != nil {
 		return fmt.Errorf("qmp %s: %w", cmd, err)
 	}
-	dl, _ := ctx.Deadline()
+	dl, hasDeadline := ctx.Deadline()
 	c.conn.SetDeadline(dl)
 	defer c.conn.SetDeadline(time.Time{})
 	if _, err := c.conn.Write(append(b, '\n')); err != nil {
@@ -146,6 +146,11 @@ func (c *Client) Execute(ctx context.Context, cmd string, args any, out any) err
 		if err != nil {
 			if ctx.Err() != nil {
 				return fmt.Errorf("qmp %s: %w", cmd, ctx.Err())
+			}
+			// The socket's deadline (the context's) may fire before the
+			// context notices.
+			if hasDeadline && !time.Now().Before(dl) {
+				return fmt.Errorf("qmp %s: %w", cmd, context.DeadlineExceeded)
 			}
 			return fmt.Errorf("qmp %s: %w", cmd, err)
 		}
