@@ -35,6 +35,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFromBytes$$' -fuzztime $(FUZZTIME) ./internal/guestmem
 	$(GO) test -run '^$$' -fuzz '^FuzzHidden$$' -fuzztime $(FUZZTIME) ./internal/winkern
 	$(GO) test -run '^$$' -fuzz '^FuzzParseClamdReply$$' -fuzztime $(FUZZTIME) ./internal/av
+	$(GO) test -run '^$$' -fuzz '^FuzzLookup$$' -fuzztime $(FUZZTIME) ./internal/ext4
+	$(GO) test -run '^$$' -fuzz '^FuzzImages$$' -fuzztime $(FUZZTIME) ./internal/disk
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }
