@@ -41,6 +41,7 @@ func commands() []command {
 		{"lab guest down", "[--name N]: stop the guest and remove its files", labGuestDown},
 		{"vmi ps", "--ram /dev/shm/GUEST | --image DUMP | --vm NAME --tid N [--json]: processes (pid, ppid, uid, start, exe) and hidden ones, from memory alone", vmiPS},
 		{"vmi modules", "--ram /dev/shm/GUEST | --image DUMP | --vm NAME --tid N [--json]: kernel modules and hidden ones", vmiModules},
+		{"av scan", "--image DISK --path /etc/x [--path ...] [--partition N] [--signatures DIR] [--hashes FILE] [--state FILE] [--json]: scan files inside a disk image (raw/qcow2) with clamd and a hash list, no VM", avScan},
 		{"bench acl", "[--acrs N] [--seconds S] [--out FILE]: compile/apply/enforcement timings and the paper's Table 3/4 experiment", benchACL},
 		{"bench nad", "[--packets N] [--out FILE]: packets per second and allocations of decode + features", benchNAD},
 		{"bench vmi", "[--out FILE]: a memory monitoring cycle (list walk + full scan) on 512 MiB and 2 GiB guests", benchVMI},

@@ -1,0 +1,10 @@
+// Package hyperav is the 2018 paper's HyperAV on stock QEMU: it maps a file
+// of a VM's disk to the disk sectors that hold it (reading the image and its
+// ext4 file system on the host, without the guest), keeps per-disk sector
+// state — CLEAN, WRITTEN, INFECTED — as compact bitmaps at a fixed
+// granularity, and scans a file only when one of its sectors was written
+// since its last scan: otherwise the cached verdict is returned without
+// reading a byte. Writes come from QEMU's dirty bitmaps (bitmap mode) or
+// from secaas's own NBD front in the VM's I/O path (front mode), which can
+// also isolate infected sectors (the guest reads zeros).
+package hyperav

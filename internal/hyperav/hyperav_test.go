@@ -1,0 +1,147 @@
+package hyperav
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"secaas/internal/av"
+	"secaas/internal/disk"
+	"secaas/internal/lab/labtest"
+)
+
+func eicar() []byte {
+	return []byte(`X5O!P%@AP[4\PZX54(P^)7CC)7}$` + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!" + `$H+H*`)
+}
+
+// partitionedDisk makes an ext4 file system of root with mke2fs and puts
+// it in partition 1 (MBR, at 1 MiB) of a raw disk image.
+func partitionedDisk(t *testing.T, root string) string {
+	t.Helper()
+	if _, err := exec.LookPath("mke2fs"); err != nil {
+		labtest.Missing(t, "e2fsprogs not installed")
+	}
+	dir := t.TempDir()
+	fsImg := filepath.Join(dir, "fs.img")
+	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-d", root, fsImg, "32M").CombinedOutput(); err != nil {
+		t.Fatalf("mke2fs: %v %s", err, out)
+	}
+	fs, err := os.ReadFile(fsImg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := make([]byte, 1<<20+len(fs))
+	e := d[446:]
+	e[4] = 0x83
+	binary.LittleEndian.PutUint32(e[8:], 2048)
+	binary.LittleEndian.PutUint32(e[12:], uint32(len(fs)/512))
+	d[510], d[511] = 0x55, 0xaa
+	copy(d[1<<20:], fs)
+	p := filepath.Join(dir, "disk.raw")
+	if err := os.WriteFile(p, d, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func clamd(t *testing.T) *av.Clamd {
+	t.Helper()
+	if _, err := exec.LookPath("clamd"); err != nil {
+		labtest.Missing(t, "clamd not installed")
+	}
+	dir := t.TempDir()
+	if _, err := av.WriteDatabase(filepath.Join(dir, "db"), ""); err != nil {
+		t.Fatal(err)
+	}
+	c, err := av.StartClamd(context.Background(), av.ClamdConfig{Dir: dir, DatabaseDir: filepath.Join(dir, "db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// TestScanImageOffline: files inside a partitioned disk image, raw and
+// qcow2, with no VM: EICAR is found and its chunks become INFECTED; a
+// clean file is CLEAN and, untouched, is answered again from cache with
+// zero bytes read; after a write to its sectors it is read and scanned
+// again; the state survives a reload.
+func TestScanImageOffline(t *testing.T) {
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc", "x"), append(bytes.Repeat([]byte("#"), 10000), eicar()...), 0o644)
+	clean := bytes.Repeat([]byte("clean data\n"), 2000)
+	os.WriteFile(filepath.Join(root, "etc", "ok"), clean, 0o644)
+	rawPath := partitionedDisk(t, root)
+	c := clamd(t)
+	ctx := context.Background()
+
+	img, err := disk.Open(rawPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	statePath := filepath.Join(t.TempDir(), "state")
+	st, err := LoadState(statePath, img.Size(), DefaultGranularity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := &Scanner{Disk: img, State: st, AV: &av.Scanner{Engines: []av.Engine{c.Engine()}}}
+	bad, err := sc.ScanFile(ctx, "/etc/x")
+	if err != nil || bad.Verdict != "INFECTED" || bad.Cached || len(bad.Ranges) == 0 {
+		t.Fatalf("eicar: %+v %v", bad, err)
+	}
+	if got := st.ChunkState(bad.Ranges[0].Start); got != Infected {
+		t.Fatalf("infected file's chunk is %s", got)
+	}
+	ok, err := sc.ScanFile(ctx, "/etc/ok")
+	if err != nil || ok.Verdict != "CLEAN" || ok.BytesRead < int64(len(clean)) {
+		t.Fatalf("clean: %+v %v", ok, err)
+	}
+	again, err := sc.ScanFile(ctx, "/etc/ok")
+	if err != nil || !again.Cached || again.BytesRead != 0 || again.Verdict != "CLEAN" {
+		t.Fatalf("untouched file: %+v %v", again, err)
+	}
+	// The state persists: a new scanner over a reloaded state still
+	// answers from cache.
+	st2, err := LoadState(statePath, img.Size(), DefaultGranularity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.State = st2
+	if r, err := sc.ScanFile(ctx, "/etc/ok"); err != nil || !r.Cached {
+		t.Fatalf("after reload: %+v %v", r, err)
+	}
+	// The guest writes EICAR over the clean file's first block.
+	f, _ := os.OpenFile(rawPath, os.O_WRONLY, 0)
+	f.WriteAt(eicar(), ok.Ranges[0].Start)
+	f.Close()
+	st2.MarkWritten(ok.Ranges[0].Start, int64(len(eicar())))
+	r, err := sc.ScanFile(ctx, "/etc/ok")
+	if err != nil || r.Cached || r.Verdict != "INFECTED" {
+		t.Fatalf("after a write: %+v %v", r, err)
+	}
+	if n := st2.Counts()[Infected]; n < 2 {
+		t.Fatalf("%d infected chunks", n)
+	}
+
+	// The same disk as qcow2.
+	q := filepath.Join(t.TempDir(), "disk.qcow2")
+	if out, err := exec.Command("qemu-img", "convert", "-O", "qcow2", rawPath, q).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v %s", err, out)
+	}
+	qi, err := disk.Open(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer qi.Close()
+	st3, _ := NewState(qi.Size(), DefaultGranularity)
+	sq := &Scanner{Disk: qi, State: st3, AV: sc.AV}
+	if r, err := sq.ScanFile(ctx, "/etc/x"); err != nil || r.Verdict != "INFECTED" {
+		t.Fatalf("qcow2: %+v %v", r, err)
+	}
+}

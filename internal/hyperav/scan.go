@@ -1,0 +1,117 @@
+package hyperav
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"time"
+
+	"secaas/internal/av"
+)
+
+// ScanResult is the answer for one file.
+type ScanResult struct {
+	Path      string    `json:"path"`
+	Size      int64     `json:"size"`
+	Ranges    []Range   `json:"ranges,omitempty"`
+	Verdict   string    `json:"verdict"`
+	Cached    bool      `json:"cached"`     // answered from the last scan
+	BytesRead int64     `json:"bytes_read"` // from the disk, for this answer
+	Engines   av.Report `json:"engines"`
+	TookMS    float64   `json:"took_ms"`
+}
+
+// Scanner answers "is this file infected?" for one disk.
+type Scanner struct {
+	Disk      io.ReaderAt // the disk's current contents (image, NBD export)
+	Partition int         // 0: find the ext4 file system
+	State     *State
+	AV        *av.Scanner
+}
+
+// ScanFile returns a file's verdict. When none of the chunks its last scan
+// depended on — its data and the inode, directory and extent blocks that
+// located it — was written since, the cached verdict is returned without
+// reading a byte of the disk. Otherwise the file is located again, rebuilt
+// from the disk and scanned by every engine; an infected file's chunks
+// become INFECTED, a clean file's CLEAN.
+func (s *Scanner) ScanFile(ctx context.Context, path string) (*ScanResult, error) {
+	t0 := time.Now()
+	st := s.State
+	st.mu.Lock()
+	rec, seen := st.files[path]
+	fresh := seen && rec.Verdict != "" && len(rec.Meta) > 0 && !st.changed(rec.Ranges) && !st.changed(rec.Meta)
+	st.mu.Unlock()
+	if fresh {
+		return &ScanResult{Path: path, Size: rec.Size, Ranges: rec.Ranges, Verdict: rec.Verdict, Cached: true, Engines: rec.Engines,
+			TookMS: float64(time.Since(t0).Microseconds()) / 1000}, nil
+	}
+	rd := &recorder{r: s.Disk}
+	v, err := OpenVolume(rd, st.DiskSize, s.Partition)
+	if err != nil {
+		return nil, err
+	}
+	// Superblock and group descriptors change with every allocation; the
+	// lookup itself depends on what is read from here on.
+	rd.recording = true
+	m, ino, err := v.Locate(path)
+	rd.recording = false
+	if err != nil {
+		return nil, err
+	}
+	meta := rd.ranges
+	data, err := v.FS.ReadFile(ino)
+	if err != nil {
+		return nil, err
+	}
+	rep := s.AV.Scan(ctx, data)
+	res := &ScanResult{Path: path, Size: m.Size, Ranges: m.Ranges, Verdict: string(rep.Verdict), BytesRead: rd.n, Engines: rep}
+	st.mu.Lock()
+	if rep.Verdict != av.Error {
+		for _, r := range m.Ranges {
+			st.each(r, st.written.Clear)
+			if rep.Verdict == av.Infected {
+				st.each(r, st.infected.Set)
+			} else {
+				st.each(r, st.infected.Clear)
+			}
+		}
+		for _, r := range meta {
+			st.each(r, st.written.Clear)
+		}
+		st.files[path] = FileRecord{Inode: m.Inode, Size: m.Size, Ranges: m.Ranges, Meta: coalesce(meta, st.Granularity), Verdict: string(rep.Verdict), Engines: rep, Scanned: time.Now().UTC()}
+		if m.Inline { // data inside the inode: its block is in meta
+			rec := st.files[path]
+			rec.Ranges = nil
+			st.files[path] = rec
+		}
+	}
+	st.mu.Unlock()
+	if err := st.Save(); err != nil {
+		return res, fmt.Errorf("save state: %w", err)
+	}
+	res.TookMS = float64(time.Since(t0).Microseconds()) / 1000
+	return res, nil
+}
+
+// coalesce rounds ranges out to whole chunks and merges them.
+func coalesce(rs []Range, g int64) []Range {
+	chunks := map[int64]bool{}
+	for _, r := range rs {
+		for c := r.Start / g; c*g < r.Start+r.Len; c++ {
+			chunks[c] = true
+		}
+	}
+	keys := slices.Sorted(maps.Keys(chunks))
+	var out []Range
+	for _, c := range keys {
+		if n := len(out); n > 0 && out[n-1].Start+out[n-1].Len == c*g {
+			out[n-1].Len += g
+		} else {
+			out = append(out, Range{c * g, g})
+		}
+	}
+	return out
+}
