@@ -21,6 +21,11 @@ for FLAVOUR in amd64 cloud-amd64; do
     cp "$DIR"/root/boot/vmlinuz-* "$DIR/vmlinuz"
     echo "$KVER" >"$DIR/version"
   fi
+  # modules.dep (the package leaves it to the install step): guests load
+  # drivers (virtio, ext4) with their dependencies.
+  if [ ! -s "$DIR/root/lib/modules/$KVER/modules.dep" ]; then
+    depmod -b "$DIR/root" "$KVER"
+  fi
   # The test rootkit, built against this exact kernel's headers.
   HDR=/usr/src/linux-headers-$KVER
   if [ ! -d "$HDR" ]; then

@@ -21,7 +21,12 @@ type FS struct {
 	groups         uint32
 	firstDataBlock uint32
 	incompat       uint32
+	compat         uint32
+	journalInode   uint32
 	gdt            []byte
+	// JournalBlocks is how many blocks the journal replay laid over the
+	// volume (0: the journal was clean).
+	JournalBlocks int
 }
 
 // Feature bits used.
@@ -50,7 +55,34 @@ func bad(off int64, format string, a ...any) error {
 }
 
 // Open reads the superblock and group descriptors of the file system on r.
+// When the superblock says the journal needs recovery (a mounted or
+// crashed file system), the committed transactions of the journal are laid
+// over the volume first, as the kernel would replay them: the newest
+// metadata of a running guest is often only there.
 func Open(r io.ReaderAt) (*FS, error) {
+	fs, err := open(r)
+	if err != nil {
+		return nil, err
+	}
+	if fs.compat&compatHasJournal == 0 || fs.incompat&incompatRecover == 0 || fs.journalInode == 0 {
+		return fs, nil
+	}
+	o, n, err := fs.replayJournal(fs.journalInode)
+	if err != nil {
+		return nil, err
+	}
+	if n == 0 {
+		return fs, nil
+	}
+	replayed, err := open(o)
+	if err != nil {
+		return nil, fmt.Errorf("after journal replay: %w", err)
+	}
+	replayed.JournalBlocks = n
+	return replayed, nil
+}
+
+func open(r io.ReaderAt) (*FS, error) {
 	sb := make([]byte, 1024)
 	if n, _ := r.ReadAt(sb, 1024); n < len(sb) {
 		return nil, bad(1024, "superblock truncated")
@@ -75,6 +107,8 @@ func Open(r io.ReaderAt) (*FS, error) {
 		fs.inodeSize = uint32(le.Uint16(sb[0x58:]))
 	}
 	fs.incompat = le.Uint32(sb[0x60:])
+	fs.compat = le.Uint32(sb[0x5c:])
+	fs.journalInode = le.Uint32(sb[0xe0:])
 	if fs.incompat&incompatUnsupported != 0 {
 		return nil, fmt.Errorf("ext4: incompatible features %#x (encryption) are not supported", fs.incompat&incompatUnsupported)
 	}

@@ -27,7 +27,7 @@ func partitionedDisk(t *testing.T, root string) string {
 	}
 	dir := t.TempDir()
 	fsImg := filepath.Join(dir, "fs.img")
-	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-d", root, fsImg, "32M").CombinedOutput(); err != nil {
+	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-E", "lazy_itable_init=0,lazy_journal_init=0", "-d", root, fsImg, "32M").CombinedOutput(); err != nil {
 		t.Fatalf("mke2fs: %v %s", err, out)
 	}
 	fs, err := os.ReadFile(fsImg)

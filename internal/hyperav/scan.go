@@ -17,8 +17,9 @@ type ScanResult struct {
 	Size      int64     `json:"size"`
 	Ranges    []Range   `json:"ranges,omitempty"`
 	Verdict   string    `json:"verdict"`
-	Cached    bool      `json:"cached"`     // answered from the last scan
-	BytesRead int64     `json:"bytes_read"` // from the disk, for this answer
+	Cached    bool      `json:"cached"`          // answered from the last scan
+	BytesRead int64     `json:"bytes_read"`      // from the disk, for this answer
+	DataRead  int64     `json:"data_bytes_read"` // of the file's own data
 	Engines   av.Report `json:"engines"`
 	TookMS    float64   `json:"took_ms"`
 }
@@ -31,18 +32,26 @@ type Scanner struct {
 	AV        *av.Scanner
 }
 
-// ScanFile returns a file's verdict. When none of the chunks its last scan
-// depended on — its data and the inode, directory and extent blocks that
-// located it — was written since, the cached verdict is returned without
-// reading a byte of the disk. Otherwise the file is located again, rebuilt
-// from the disk and scanned by every engine; an infected file's chunks
-// become INFECTED, a clean file's CLEAN.
+// ScanFile returns a file's verdict, reading as little as the changes
+// since its last scan allow:
+//
+//   - no chunk its last answer depended on (its data, and the inode,
+//     directory and extent blocks that located it) was written: the cached
+//     verdict, and not a byte is read;
+//   - only metadata chunks were written (a neighbour's inode, a new entry
+//     in its directory): the file is located again, and if it is the same
+//     inode with the same size and data ranges, none of them written, the
+//     cached verdict — having read metadata only, none of the file's data;
+//   - otherwise the file is rebuilt from the disk and scanned by every
+//     engine; an infected file's chunks become INFECTED, a clean file's
+//     CLEAN.
 func (s *Scanner) ScanFile(ctx context.Context, path string) (*ScanResult, error) {
 	t0 := time.Now()
 	st := s.State
 	st.mu.Lock()
 	rec, seen := st.files[path]
-	fresh := seen && rec.Verdict != "" && len(rec.Meta) > 0 && !st.changed(rec.Ranges) && !st.changed(rec.Meta)
+	dataSame := seen && rec.Verdict != "" && len(rec.Meta) > 0 && !st.changed(rec.Ranges)
+	fresh := dataSame && !st.changed(rec.Meta)
 	st.mu.Unlock()
 	if fresh {
 		return &ScanResult{Path: path, Size: rec.Size, Ranges: rec.Ranges, Verdict: rec.Verdict, Cached: true, Engines: rec.Engines,
@@ -62,12 +71,27 @@ func (s *Scanner) ScanFile(ctx context.Context, path string) (*ScanResult, error
 		return nil, err
 	}
 	meta := rd.ranges
+	if dataSame && rec.Inode == m.Inode && rec.Size == m.Size && slices.Equal(rec.Ranges, m.Ranges) && !m.Inline {
+		st.mu.Lock()
+		for _, r := range meta {
+			st.each(r, st.written.Clear)
+		}
+		rec.Meta = coalesce(meta, st.Granularity)
+		st.files[path] = rec
+		st.mu.Unlock()
+		if err := st.Save(); err != nil {
+			return nil, fmt.Errorf("save state: %w", err)
+		}
+		return &ScanResult{Path: path, Size: rec.Size, Ranges: rec.Ranges, Verdict: rec.Verdict, Cached: true, Engines: rec.Engines,
+			BytesRead: rd.n, TookMS: float64(time.Since(t0).Microseconds()) / 1000}, nil
+	}
+	before := rd.n
 	data, err := v.FS.ReadFile(ino)
 	if err != nil {
 		return nil, err
 	}
 	rep := s.AV.Scan(ctx, data)
-	res := &ScanResult{Path: path, Size: m.Size, Ranges: m.Ranges, Verdict: string(rep.Verdict), BytesRead: rd.n, Engines: rep}
+	res := &ScanResult{Path: path, Size: m.Size, Ranges: m.Ranges, Verdict: string(rep.Verdict), BytesRead: rd.n, DataRead: rd.n - before, Engines: rep}
 	st.mu.Lock()
 	if rep.Verdict != av.Error {
 		for _, r := range m.Ranges {

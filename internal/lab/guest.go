@@ -28,6 +28,11 @@ type GuestConfig struct {
 	CPU    string // QEMU -cpu model (default QEMU's; "max" adds 5-level paging under TCG)
 	// Files are copied into the initramfs: guest path -> host path.
 	Files map[string]string
+	// Modules are kernel modules (by name, e.g. "virtio_blk", "ext4")
+	// loaded at boot with their dependencies, from the kernel package.
+	Modules []string
+	// Disks are attached as virtio-blk devices (vda, vdb, ...).
+	Disks []GuestDisk
 	// Detach leaves QEMU running when this process exits (its own session,
 	// its log in Dir/qemu.log, its pid in Dir/qemu.pid): AttachGuest
 	// reconnects to it, StopGuest ends it.
@@ -47,6 +52,82 @@ type Guest struct {
 	mu      sync.Mutex // serialises console commands
 	seq     int
 	exited  chan error
+}
+
+// GuestDisk is a virtio disk of a guest, with a block node name for QMP:
+// an image file (Format raw or qcow2), or an NBD export (NBD: a unix
+// socket) served by secaas in front of the image.
+type GuestDisk struct {
+	Node   string
+	File   string
+	Format string // raw or qcow2 (File)
+	NBD    string // unix socket (instead of File)
+	Export string
+}
+
+func (d GuestDisk) args() []string {
+	if d.NBD != "" {
+		return []string{"-blockdev", fmt.Sprintf("driver=nbd,server.type=unix,server.path=%s,export=%s,node-name=%s", d.NBD, d.Export, d.Node),
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=%s", d.Node, d.Node)}
+	}
+	format := d.Format
+	if format == "" {
+		format = "raw"
+	}
+	return []string{"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-file,cache.direct=off", d.File, d.Node),
+		"-blockdev", fmt.Sprintf("driver=%s,file=%s-file,node-name=%s", format, d.Node, d.Node),
+		"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=%s", d.Node, d.Node)}
+}
+
+// moduleFiles resolves module names to their .ko files under the kernel
+// package (next to vmlinuz, in root/lib/modules/VERSION), dependencies
+// first, from modules.dep.
+func moduleFiles(vmlinuz string, names []string) ([]string, error) {
+	deps, _ := filepath.Glob(filepath.Join(filepath.Dir(vmlinuz), "root", "lib", "modules", "*", "modules.dep"))
+	if len(deps) == 0 {
+		return nil, fmt.Errorf("no modules.dep for %s", vmlinuz)
+	}
+	b, err := os.ReadFile(deps[0])
+	if err != nil {
+		return nil, err
+	}
+	base := filepath.Dir(deps[0])
+	byName := map[string][]string{} // module name -> [file, deps...]
+	for _, line := range strings.Split(string(b), "\n") {
+		file, rest, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		name := strings.ReplaceAll(strings.TrimSuffix(filepath.Base(file), ".ko"), "-", "_")
+		byName[name] = append([]string{file}, strings.Fields(rest)...)
+	}
+	var out []string
+	seen := map[string]bool{}
+	var visit func(file string) error
+	visit = func(file string) error {
+		if seen[file] {
+			return nil
+		}
+		seen[file] = true
+		name := strings.ReplaceAll(strings.TrimSuffix(filepath.Base(file), ".ko"), "-", "_")
+		for _, d := range byName[name][1:] {
+			if err := visit(d); err != nil {
+				return err
+			}
+		}
+		out = append(out, filepath.Join(base, file))
+		return nil
+	}
+	for _, n := range names {
+		e, ok := byName[strings.ReplaceAll(n, "-", "_")]
+		if !ok {
+			return nil, fmt.Errorf("kernel module %q not found (built in?)", n)
+		}
+		if err := visit(e[0]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // GuestKernel is one cached Debian kernel flavour (scripts/guest-kernel.sh).
@@ -94,6 +175,7 @@ const guestInit = `#!/bin/busybox sh
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+[ -f /etc/modules.order ] && for m in $(cat /etc/modules.order); do insmod /lib/modules/$m; done
 echo SECAAS-GUEST-READY
 # The console shell neither echoes nor prompts: Run reads only output.
 exec setsid sh -c 'stty -echo </dev/ttyS0; PS1= PS2= exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
@@ -163,7 +245,27 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	initrd, err := buildInitramfs(ctx, cfg.Dir, cfg.Files)
+	files := map[string]string{}
+	for k, v := range cfg.Files {
+		files[k] = v
+	}
+	if len(cfg.Modules) > 0 {
+		kos, err := moduleFiles(cfg.Kernel, cfg.Modules)
+		if err != nil {
+			return nil, err
+		}
+		var order []string
+		for _, ko := range kos {
+			files["/lib/modules/"+filepath.Base(ko)] = ko
+			order = append(order, filepath.Base(ko))
+		}
+		orderFile := filepath.Join(cfg.Dir, "modules.order")
+		if err := os.WriteFile(orderFile, []byte(strings.Join(order, "\n")+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		files["/etc/modules.order"] = orderFile
+	}
+	initrd, err := buildInitramfs(ctx, cfg.Dir, files)
 	if err != nil {
 		return nil, err
 	}
@@ -181,6 +283,9 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 		"-qmp", "unix:" + g.QMP + ",server=on,wait=off",
 		"-gdb", "unix:" + g.GDB + ",server=on,wait=off",
 		"-monitor", "none"}
+	for _, d := range cfg.Disks {
+		args = append(args, d.args()...)
+	}
 	if _, err := os.Stat("/dev/kvm"); err == nil {
 		args = append(args, "-enable-kvm", "-cpu", "host")
 	} else if cfg.CPU != "" {
