@@ -20,7 +20,9 @@ type Partition struct {
 }
 
 // Section returns the partition as a reader of its own.
-func (p Partition) Section(r io.ReaderAt) *io.SectionReader { return io.NewSectionReader(r, p.Start, p.Size) }
+func (p Partition) Section(r io.ReaderAt) *io.SectionReader {
+	return io.NewSectionReader(r, p.Start, p.Size)
+}
 
 const sector = 512
 
