@@ -91,11 +91,36 @@ func NewState(diskSize, granularity int64) (*State, error) {
 
 func (s *State) chunks() int64 { return (s.DiskSize + s.Granularity - 1) / s.Granularity }
 
-// MarkWritten records a guest write of len bytes at off.
+// MarkWritten records a guest write of n bytes at off. The chunks'
+// content changed: an INFECTED chunk becomes WRITTEN (and, in front mode,
+// readable again) until its file is scanned again.
 func (s *State) MarkWritten(off, n int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.each(Range{off, n}, s.written.Set)
+	s.each(Range{off, n}, func(c int64) {
+		s.written.Set(c)
+		s.infected.Clear(c)
+	})
+}
+
+// Isolated returns the parts of [off, off+n) in INFECTED chunks: what the
+// front makes read as zeros.
+func (s *State) Isolated(off, n int64) []Range {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Range
+	s.each(Range{off, n}, func(c int64) {
+		if !s.infected.Has(c) {
+			return
+		}
+		start := c * s.Granularity
+		if k := len(out); k > 0 && out[k-1].Start+out[k-1].Len == start {
+			out[k-1].Len += s.Granularity
+		} else {
+			out = append(out, Range{start, s.Granularity})
+		}
+	})
+	return out
 }
 
 // MarkAllWritten treats every chunk as written (e.g. after QEMU reports an

@@ -373,3 +373,22 @@ func (c *Client) Close() error {
 	c.mu.Unlock()
 	return c.conn.Close()
 }
+
+// WriteAt writes to the export (in requests of at most 32 MiB); with fua
+// the server puts each on stable storage before acknowledging it.
+func (c *Client) WriteAt(p []byte, off int64) (int, error) {
+	done := 0
+	for done < len(p) {
+		n := min(len(p)-done, MaxPayload)
+		if err := c.request(cmdWrite, 0, off+int64(done), uint32(n), p[done:done+n], nil); err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+// Flush asks the server to put every acknowledged write on stable storage.
+func (c *Client) Flush() error {
+	return c.request(cmdFlush, 0, 0, 0, nil, nil)
+}
