@@ -28,6 +28,7 @@ import (
 
 type config struct {
 	listen, db, bridge, tokenFile string
+	dataDir, signatures           string
 	reconcile                     time.Duration
 	debug                         bool
 }
@@ -37,6 +38,8 @@ func main() {
 	flag.StringVar(&c.listen, "listen", "127.0.0.1:8470", "API listen address")
 	flag.StringVar(&c.db, "db", "/var/lib/secaas/secaas.db", "SQLite database path")
 	flag.StringVar(&c.bridge, "bridge", "secaas0", "Open vSwitch bridge to enforce tenant domains on")
+	flag.StringVar(&c.dataDir, "data-dir", "", "per-VM state (HyperAV sectors, quarantine) and the node's clamd (default: DB's directory/data)")
+	flag.StringVar(&c.signatures, "signatures", "", "directory of extra .ndb/.hdb/.yar signatures for clamd")
 	flag.StringVar(&c.tokenFile, "admin-token-file", "/var/lib/secaas/admin.token", "admin API token file (created with a random token if missing)")
 	flag.DurationVar(&c.reconcile, "reconcile", 2*time.Second, "interval of the flow reconcile loop")
 	flag.BoolVar(&c.debug, "debug", false, "debug logging")
@@ -102,6 +105,10 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 			log.Warn("event queue full, dropping", "kind", e.Kind)
 		}
 	})
+	node.DataDir, node.Signatures = c.dataDir, c.signatures
+	if node.DataDir == "" {
+		node.DataDir = filepath.Join(filepath.Dir(c.db), "data")
+	}
 	ctl, err := controller.New(st, node, tok, log)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"secaas/internal/av"
 	"secaas/internal/flow"
 	"secaas/internal/ovs"
 	"secaas/internal/tenant"
@@ -47,6 +48,14 @@ type Agent struct {
 	ticks    int                  // reconcile ticks since the last full comparison
 	monitors map[string]*monitor  // anomaly detection, by VM port
 	vmis     map[string]*vmiWatch // memory monitoring, by "TID/VM"
+	avs      map[string]*avWorker // HyperAV, by "TID/VM"
+	clamd    *av.Clamd            // shared by every VM's HyperAV
+
+	// DataDir holds per-VM state (HyperAV sector state, quarantine) and the
+	// node's clamd; Signatures adds .ndb/.hdb/.yar files to clamd's
+	// offline database. Set before Start.
+	DataDir    string
+	Signatures string
 }
 
 // FullCheckEvery is how many reconcile ticks pass between full flow-table
@@ -113,6 +122,7 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 	a.domains, a.net, a.ports, a.set, a.flows = domains, n, ports, set, text
 	a.syncMonitorsLocked(ctx)
 	a.syncVMILocked()
+	a.syncAVLocked()
 	a.log.Info("flows applied", "bridge", a.br.Name, "domains", len(domains), "flows", len(set.Flows))
 	a.onEvent(Event{Kind: "flows.applied", Detail: fmt.Sprintf("%d domains, %d flows on %s", len(domains), len(set.Flows), a.br.Name)})
 	return nil

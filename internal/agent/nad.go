@@ -190,4 +190,5 @@ func (a *Agent) Close() {
 		delete(a.monitors, port)
 	}
 	a.stopVMILocked()
+	a.stopAVLocked()
 }

@@ -167,6 +167,46 @@ func (s *Server) register() {
 		_, err = w.Write(res.Doc)
 		return err
 	}))
+	s.handle("PUT /v1/domains/{tid}/vms/{vm}/av", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var p tenant.AVPolicy
+		if err := decode(r, &p); err != nil {
+			return err
+		}
+		return noContent(w, s.c.SetAV(r.Context(), who, tid, r.PathValue("vm"), &p))
+	}))
+	s.handle("DELETE /v1/domains/{tid}/vms/{vm}/av", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		return noContent(w, s.c.SetAV(r.Context(), who, tid, r.PathValue("vm"), nil))
+	}))
+	s.handle("POST /v1/domains/{tid}/vms/{vm}/av/scan", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var in struct {
+			Path string `json:"path"`
+		}
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+		res, err := s.c.AVScan(r.Context(), who, tid, r.PathValue("vm"), in.Path)
+		return reply(w, http.StatusOK, res, err)
+	}))
+	s.handle("POST /v1/domains/{tid}/vms/{vm}/av/isolate", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var in struct {
+			Path string `json:"path"`
+		}
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+		res, err := s.c.AVIsolate(r.Context(), who, tid, r.PathValue("vm"), in.Path)
+		return reply(w, http.StatusOK, res, err)
+	}))
+	s.handle("GET /v1/domains/{tid}/vms/{vm}/av/report", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		res, err := s.c.Result(r.Context(), who, tid, r.PathValue("vm"), "av")
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Last-Modified", res.Time.UTC().Format(http.TimeFormat))
+		_, err = w.Write(res.Doc)
+		return err
+	}))
 	s.handle("GET /v1/domains/{tid}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		d, err := s.c.Domain(r.Context(), who, tid)
 		type row struct {
@@ -339,6 +379,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		e = APIError{http.StatusNotFound, "not_found", err.Error()}
 	case errors.Is(err, controller.ErrConflict):
 		e = APIError{http.StatusConflict, "conflict", err.Error()}
+	case errors.Is(err, controller.ErrNode):
+		e = APIError{http.StatusBadGateway, "node_failed", err.Error()}
 	case errors.Is(err, controller.ErrApply):
 		e = APIError{http.StatusBadGateway, "apply_failed", "the switch refused the change; nothing was changed"}
 		s.log.Error("apply failed", "path", r.URL.Path, "err", err)

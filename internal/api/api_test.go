@@ -463,3 +463,51 @@ func TestVMIEndpoints(t *testing.T) {
 		t.Fatalf("still enabled: %+v", p)
 	}
 }
+
+// TestAVEndpoints: an AV policy is validated and reaches the node; scans
+// need a policy and a node that runs HyperAV; reports are per tenant.
+func TestAVEndpoints(t *testing.T) {
+	e := newEnv(t)
+	a := e.tenant("alice")
+	b := e.tenant("bob")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	if code, _ := e.do("POST", "/v1/domains/100/vms/VM3/av/scan", a, `{"path": "/etc/x"}`); code != 409 {
+		t.Fatalf("scan without a policy: %d", code)
+	}
+	for body, want := range map[string]string{
+		`{"mode": "front", "disk": "/d.raw"}`:                                       "av socket",
+		`{"mode": "bitmap", "disk": "/d.qcow2", "qmp": "/q.sock"}`:                  "node",
+		`{"mode": "mirror", "disk": "/d.raw"}`:                                      "av mode",
+		`{"mode": "front", "disk": "/d", "socket": "/s", "paths": ["etc/x"]}`:       "av path",
+		`{"mode": "front", "disk": "/d", "socket": "/s", "schedule": "forever"}`:    "av schedule",
+		`{"mode": "bitmap", "disk": "/d", "qmp": "/q", "node": "n", "policy": "x"}`: "av policy",
+	} {
+		if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/av", a, body); code != 422 || !strings.Contains(string(out), want) {
+			t.Errorf("%s: %d %s", body, code, out)
+		}
+	}
+	if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/av", a, `{"mode": "front", "disk": "/d.raw", "socket": "/s.sock", "paths": ["/etc/x"]}`); code != 204 {
+		t.Fatalf("enable: %d %s", code, out)
+	}
+	if p := e.node.applied[len(e.node.applied)-1][0].Subnets[1].VMs[0].AV; p == nil || p.Mode != "front" {
+		t.Fatalf("the node got %+v", p)
+	}
+	if code, out := e.do("POST", "/v1/domains/100/vms/VM3/av/scan", a, `{"path": "relative"}`); code != 422 {
+		t.Fatalf("relative path: %d %s", code, out)
+	}
+	if code, out := e.do("POST", "/v1/domains/100/vms/VM3/av/scan", a, `{"path": "/etc/x"}`); code != 502 || !strings.Contains(string(out), "HyperAV") {
+		t.Fatalf("a node without HyperAV: %d %s", code, out)
+	}
+	if code, _ := e.do("POST", "/v1/domains/100/vms/VM3/av/scan", b, `{"path": "/etc/x"}`); code != 404 {
+		t.Fatalf("another tenant's VM: %d", code)
+	}
+	e.ctl.RecordNodeResult(context.Background(), store.Result{TID: 100, VM: "VM3", Kind: "av", Tenant: "alice", Doc: []byte(`{"mode": "front", "chunks": {"INFECTED": 1}}`)})
+	if code, out := e.do("GET", "/v1/domains/100/vms/VM3/av/report", a, nil); code != 200 || !strings.Contains(string(out), "INFECTED") {
+		t.Fatalf("report: %d %s", code, out)
+	}
+	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/av/report", b, nil); code != 404 {
+		t.Fatalf("another tenant's report: %d", code)
+	}
+}

@@ -7,10 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
+
+	"flag"
 
 	"secaas/internal/av"
 	"secaas/internal/disk"
 	"secaas/internal/hyperav"
+	"secaas/internal/tenant"
 )
 
 // avEngines starts the engines of an offline scan: our own clamd (offline
@@ -57,6 +61,9 @@ func avEngines(ctx context.Context, sigs, hashes, policy string) (*av.Scanner, f
 func avScan(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("av scan", env)
 	image := fs.String("image", "", "disk image (raw or qcow2, partitioned or not): scan offline, no VM")
+	fs.Int("tid", 0, "domain TID (with --vm: scan through secaasd)")
+	fs.String("vm", "", "a VM with an AV policy: scan through secaasd")
+	addClientFlags(fs, env)
 	var paths stringList
 	fs.Var(&paths, "path", "file in the guest's file system (repeatable)")
 	part := fs.Int("partition", 0, "partition number (default: find the ext4 file system)")
@@ -69,7 +76,7 @@ func avScan(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	if *image == "" {
-		return errors.New("--image is required (the live form, --vm, runs through secaasd)")
+		return avScanVM(ctx, env, args)
 	}
 	if len(paths) == 0 {
 		return errors.New("--path is required")
@@ -141,3 +148,96 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+func avEnable(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	var vm, paths string
+	var p tenant.AVPolicy
+	c, _, err := simple("av enable", env, args, 0, func(fs *flag.FlagSet) {
+		fs.IntVar(&tid, "tid", 0, "domain TID")
+		fs.StringVar(&vm, "vm", "", "VM name")
+		fs.StringVar(&p.Mode, "mode", "bitmap", "bitmap (QEMU dirty bitmap via --qmp) or front (secaas serves the disk on --socket)")
+		fs.StringVar(&p.Disk, "disk", "", "the VM's disk image on this host")
+		fs.StringVar(&p.QMP, "qmp", "", "the VM's QMP socket (bitmap mode)")
+		fs.StringVar(&p.Node, "node", "", "the disk's block node name (bitmap mode)")
+		fs.StringVar(&p.Socket, "socket", "", "unix socket to serve the disk on, export \"disk\" (front mode)")
+		fs.StringVar(&paths, "paths", "", "comma-separated files to scan every round")
+		fs.StringVar(&p.Schedule, "schedule", "30s", "time between rounds")
+		fs.IntVar(&p.Partition, "partition", 0, "partition of the ext4 file system (0: find it)")
+		fs.StringVar(&p.Policy, "policy", "any", "verdict policy: any or majority")
+	})
+	if err != nil {
+		return err
+	}
+	if paths != "" {
+		p.Paths = strings.Split(paths, ",")
+	}
+	return c.do(ctx, "PUT", fmt.Sprintf("/v1/domains/%d/vms/%s/av", tid, vm), p, nil)
+}
+
+func avDisable(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	var vm string
+	c, _, err := simple("av disable", env, args, 0, func(fs *flag.FlagSet) {
+		fs.IntVar(&tid, "tid", 0, "domain TID")
+		fs.StringVar(&vm, "vm", "", "VM name")
+	})
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, "DELETE", fmt.Sprintf("/v1/domains/%d/vms/%s/av", tid, vm), nil, nil)
+}
+
+// avVMRequest runs a POST with {"path"} against a VM's HyperAV.
+func avVMRequest(ctx context.Context, env *Env, name, action string, args []string) error {
+	var tid int
+	var vm, path string
+	c, _, err := simple(name, env, args, 0, func(fs *flag.FlagSet) {
+		fs.IntVar(&tid, "tid", 0, "domain TID")
+		fs.StringVar(&vm, "vm", "", "VM name")
+		fs.StringVar(&path, "path", "", "file in the guest's file system")
+	})
+	if err != nil {
+		return err
+	}
+	var out map[string]any
+	if err := c.do(ctx, "POST", fmt.Sprintf("/v1/domains/%d/vms/%s/av/%s", tid, vm, action), map[string]string{"path": path}, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+func avScanVM(ctx context.Context, env *Env, args []string) error {
+	return avVMRequest(ctx, env, "av scan", "scan", args)
+}
+
+func avIsolate(ctx context.Context, env *Env, args []string) error {
+	return avVMRequest(ctx, env, "av isolate", "isolate", args)
+}
+
+func avStatus(ctx context.Context, env *Env, args []string) error {
+	var tid int
+	var vm string
+	c, _, err := simple("av status", env, args, 0, func(fs *flag.FlagSet) {
+		fs.IntVar(&tid, "tid", 0, "domain TID")
+		fs.StringVar(&vm, "vm", "", "VM name")
+	})
+	if err != nil {
+		return err
+	}
+	var st hyperav.Status
+	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/vms/%s/av/report", tid, vm), nil, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "%s mode, %s, %d epochs; chunks: %d clean, %d written, %d infected\n", st.Mode, st.Disk, st.Epochs,
+		st.Chunks[hyperav.Clean], st.Chunks[hyperav.Written], st.Chunks[hyperav.Infected])
+	for _, p := range hyperav.SortedPaths(st.Files) {
+		f := st.Files[p]
+		iso := ""
+		if f.Isolated {
+			iso = " (isolated)"
+		}
+		fmt.Fprintf(env.Stdout, "%-9s %s%s  scanned %s  %s\n", f.Verdict, p, iso, f.Scanned.Format(time.RFC3339), f.Engines.Signatures())
+	}
+	return nil
+}

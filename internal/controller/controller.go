@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 
+	"secaas/internal/ext4"
+	"secaas/internal/hyperav"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
@@ -26,7 +28,15 @@ var (
 	ErrInvalid      = tenant.ErrInvalid
 	// ErrApply: the node refused the change; store and switch are unchanged.
 	ErrApply = errors.New("apply to switch")
+	// ErrNode: the node could not do what was asked (e.g. a scan failed).
+	ErrNode = errors.New("node")
 )
+
+// AVNode is a node that runs HyperAV (the agent does).
+type AVNode interface {
+	AVScan(ctx context.Context, tid int, vm, path string) (*hyperav.ScanResult, error)
+	AVIsolate(ctx context.Context, tid int, vm, path string) (*hyperav.Isolation, error)
+}
 
 // Node is what the controller needs of a host's agent.
 type Node interface {
@@ -462,6 +472,77 @@ func (c *Controller) SetVMI(ctx context.Context, who Caller, tid int, vmName str
 		return nil
 	})
 	return err
+}
+
+// SetAV enables (p non-nil) or disables (nil) HyperAV for a VM's disk.
+func (c *Controller) SetAV(ctx context.Context, who Caller, tid int, vmName string, p *tenant.AVPolicy) error {
+	kind := "av.enabled"
+	if p == nil {
+		kind = "av.disabled"
+	}
+	_, err := c.edit(ctx, who, tid, kind, func(d *tenant.Domain) error {
+		si, vi, err := findVM(d, vmName)
+		if err != nil {
+			return err
+		}
+		d.Subnets[si].VMs[vi].AV = p
+		return nil
+	})
+	return err
+}
+
+// avNode checks that the caller sees a VM with an AV policy and returns
+// the node that runs it.
+func (c *Controller) avNode(ctx context.Context, who Caller, tid int, vmName, path string) (AVNode, error) {
+	d, err := c.Domain(ctx, who, tid)
+	if err != nil {
+		return nil, err
+	}
+	si, vi, err := findVM(&d, vmName)
+	if err != nil {
+		return nil, err
+	}
+	if d.Subnets[si].VMs[vi].AV == nil {
+		return nil, fmt.Errorf("vm %q has no AV policy (av enable): %w", vmName, ErrConflict)
+	}
+	if !strings.HasPrefix(path, "/") || len(path) > 4096 {
+		return nil, fmt.Errorf("path %q must be absolute: %w", path, ErrInvalid)
+	}
+	n, ok := c.node.(AVNode)
+	if !ok {
+		return nil, fmt.Errorf("%w: this node does not run HyperAV", ErrNode)
+	}
+	return n, nil
+}
+
+func nodeErr(err error) error {
+	if err == nil || errors.Is(err, ext4.ErrNotFound) {
+		if err != nil {
+			return fmt.Errorf("%v: %w", err, ErrNotFound)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: %v", ErrNode, err)
+}
+
+// AVScan scans a file of a VM's disk now.
+func (c *Controller) AVScan(ctx context.Context, who Caller, tid int, vmName, path string) (*hyperav.ScanResult, error) {
+	n, err := c.avNode(ctx, who, tid, vmName, path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := n.AVScan(ctx, tid, vmName, path)
+	return r, nodeErr(err)
+}
+
+// AVIsolate isolates a file of a VM's disk.
+func (c *Controller) AVIsolate(ctx context.Context, who Caller, tid int, vmName, path string) (*hyperav.Isolation, error) {
+	n, err := c.avNode(ctx, who, tid, vmName, path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := n.AVIsolate(ctx, tid, vmName, path)
+	return r, nodeErr(err)
 }
 
 // Result returns the latest result of a kind ("vmi") for a VM the caller

@@ -3,14 +3,14 @@ package hyperav
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
-	"os"
+		"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"secaas/internal/av"
 	"secaas/internal/disk"
+	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"
 )
 
@@ -18,31 +18,24 @@ func eicar() []byte {
 	return []byte(`X5O!P%@AP[4\PZX54(P^)7CC)7}$` + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!" + `$H+H*`)
 }
 
-// partitionedDisk makes an ext4 file system of root with mke2fs and puts
-// it in partition 1 (MBR, at 1 MiB) of a raw disk image.
+// partitionedDisk makes an ext4 file system of root's files in partition
+// 1 of a raw disk image.
 func partitionedDisk(t *testing.T, root string) string {
 	t.Helper()
 	if _, err := exec.LookPath("mke2fs"); err != nil {
 		labtest.Missing(t, "e2fsprogs not installed")
 	}
-	dir := t.TempDir()
-	fsImg := filepath.Join(dir, "fs.img")
-	if out, err := exec.Command("mke2fs", "-q", "-F", "-t", "ext4", "-E", "lazy_itable_init=0,lazy_journal_init=0", "-d", root, fsImg, "32M").CombinedOutput(); err != nil {
-		t.Fatalf("mke2fs: %v %s", err, out)
-	}
-	fs, err := os.ReadFile(fsImg)
+	files := map[string][]byte{}
+	filepath.Walk(root, func(p string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() {
+			b, _ := os.ReadFile(p)
+			rel, _ := filepath.Rel(root, p)
+			files["/"+rel] = b
+		}
+		return nil
+	})
+	p, err := lab.MakeDataDisk(t.TempDir(), files, 32, true)
 	if err != nil {
-		t.Fatal(err)
-	}
-	d := make([]byte, 1<<20+len(fs))
-	e := d[446:]
-	e[4] = 0x83
-	binary.LittleEndian.PutUint32(e[8:], 2048)
-	binary.LittleEndian.PutUint32(e[12:], uint32(len(fs)/512))
-	d[510], d[511] = 0x55, 0xaa
-	copy(d[1<<20:], fs)
-	p := filepath.Join(dir, "disk.raw")
-	if err := os.WriteFile(p, d, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return p

@@ -79,6 +79,92 @@ type VM struct {
 	// VMI, when set, monitors the VM's memory from the host (agentless:
 	// the guest's RAM file).
 	VMI *VMIPolicy `json:"vmi,omitempty" yaml:"vmi,omitempty"`
+	// AV, when set, scans files of the VM's disk from the host (HyperAV).
+	AV *AVPolicy `json:"av,omitempty" yaml:"av,omitempty"`
+}
+
+// AVPolicy configures HyperAV for one VM disk.
+type AVPolicy struct {
+	// Mode: "bitmap" (QEMU's dirty bitmap through the VM's QMP socket;
+	// near-zero overhead) or "front" (secaas serves the disk image over
+	// NBD in the VM's I/O path; sees every write, can isolate sectors).
+	Mode string `json:"mode" yaml:"mode"`
+	// Disk is the disk image on this host (front mode: raw).
+	Disk string `json:"disk" yaml:"disk"`
+	// QMP is the VM's QMP socket and Node the disk's block node (bitmap).
+	QMP  string `json:"qmp,omitempty" yaml:"qmp,omitempty"`
+	Node string `json:"node,omitempty" yaml:"node,omitempty"`
+	// Socket is where secaas serves the disk (front): start QEMU with
+	// -blockdev driver=nbd,server.type=unix,server.path=SOCKET,export=disk.
+	Socket string `json:"socket,omitempty" yaml:"socket,omitempty"`
+	// Paths are files scanned on every round (their writes trigger a rescan).
+	Paths []string `json:"paths,omitempty" yaml:"paths,omitempty"`
+	// Schedule between rounds, default 30s.
+	Schedule string `json:"schedule,omitempty" yaml:"schedule,omitempty"`
+	// Partition holding the ext4 file system (0: find it).
+	Partition int `json:"partition,omitempty" yaml:"partition,omitempty"`
+	// Policy combining engines: any (default) or majority.
+	Policy string `json:"policy,omitempty" yaml:"policy,omitempty"`
+}
+
+// Limits of an AV policy.
+const (
+	MinAVSchedule = 100 * time.Millisecond
+	MaxAVSchedule = 24 * time.Hour
+	MaxAVPaths    = 1000
+)
+
+// Params checks the policy and returns its schedule.
+func (p AVPolicy) Params() (time.Duration, error) {
+	abs := func(what, v string) error {
+		if v == "" || !strings.HasPrefix(v, "/") || strings.Contains(v, "..") {
+			return fmt.Errorf("av %s %q must be an absolute path", what, v)
+		}
+		return nil
+	}
+	if err := abs("disk", p.Disk); err != nil {
+		return 0, err
+	}
+	switch p.Mode {
+	case "bitmap":
+		if err := abs("qmp", p.QMP); err != nil {
+			return 0, err
+		}
+		if p.Node == "" {
+			return 0, fmt.Errorf("av node (the disk's block node) is required in bitmap mode")
+		}
+	case "front":
+		if err := abs("socket", p.Socket); err != nil {
+			return 0, err
+		}
+	default:
+		return 0, fmt.Errorf("av mode %q is neither bitmap nor front", p.Mode)
+	}
+	if len(p.Paths) > MaxAVPaths {
+		return 0, fmt.Errorf("av: %d paths (limit %d)", len(p.Paths), MaxAVPaths)
+	}
+	for _, path := range p.Paths {
+		if err := abs("path", path); err != nil {
+			return 0, err
+		}
+	}
+	if p.Partition < 0 || p.Partition > 128 {
+		return 0, fmt.Errorf("av partition %d", p.Partition)
+	}
+	switch p.Policy {
+	case "", "any", "majority":
+	default:
+		return 0, fmt.Errorf("av policy %q is neither any nor majority", p.Policy)
+	}
+	every := 30 * time.Second
+	if p.Schedule != "" {
+		d, err := time.ParseDuration(p.Schedule)
+		if err != nil || d < MinAVSchedule || d > MaxAVSchedule {
+			return 0, fmt.Errorf("av schedule %q must be a duration in %s..%s", p.Schedule, MinAVSchedule, MaxAVSchedule)
+		}
+		every = d
+	}
+	return every, nil
 }
 
 // VMIPolicy configures memory monitoring for one VM.

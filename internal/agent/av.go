@@ -1,0 +1,178 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"secaas/internal/av"
+	"secaas/internal/hyperav"
+	"secaas/internal/tenant"
+)
+
+// avWorker is HyperAV for one VM disk.
+type avWorker struct {
+	key    string
+	svc    *hyperav.Service
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ErrNoAV is returned for a VM without an AV policy on this node.
+var ErrNoAV = errors.New("no AV policy for this VM on this node")
+
+// dataDir is where per-VM state lives.
+func (a *Agent) dataDir() string {
+	if a.DataDir != "" {
+		return a.DataDir
+	}
+	return filepath.Join(os.TempDir(), "secaas-agent")
+}
+
+// clamdLocked starts the node's clamd (one for every VM) on first use.
+func (a *Agent) clamdLocked() (*av.Clamd, error) {
+	if a.clamd != nil {
+		return a.clamd, nil
+	}
+	dir := filepath.Join(a.dataDir(), "clamd")
+	if _, err := av.WriteDatabase(filepath.Join(dir, "db"), a.Signatures); err != nil {
+		return nil, err
+	}
+	c, err := av.StartClamd(context.Background(), av.ClamdConfig{Dir: dir, DatabaseDir: filepath.Join(dir, "db")})
+	if err != nil {
+		return nil, err
+	}
+	a.clamd = c
+	return c, nil
+}
+
+func avID(tid int, vm string) string { return fmt.Sprintf("%d/%s", tid, vm) }
+
+// syncAVLocked starts the HyperAV workers the desired state asks for and
+// stops the others.
+func (a *Agent) syncAVLocked() {
+	if a.avs == nil {
+		a.avs = map[string]*avWorker{}
+	}
+	type want struct {
+		tid    int
+		tenant string
+		vm     string
+		p      tenant.AVPolicy
+		key    string
+	}
+	wants := map[string]want{}
+	for _, d := range a.net.Domains {
+		for _, vm := range d.VMs {
+			if vm.AV != nil {
+				b, _ := json.Marshal(vm.AV)
+				wants[avID(d.TID, vm.Name)] = want{d.TID, d.Tenant, vm.Name, *vm.AV, string(b)}
+			}
+		}
+	}
+	for id, w := range a.avs {
+		if nw, ok := wants[id]; !ok || nw.key != w.key {
+			w.cancel()
+			<-w.done
+			delete(a.avs, id)
+		}
+	}
+	for id, w := range wants {
+		if _, running := a.avs[id]; running {
+			continue
+		}
+		ev := func(kind string, detail string, data []byte) {
+			a.onEvent(Event{Kind: kind, Tenant: w.tenant, TID: w.tid, VM: w.vm, Subject: "vm/" + w.vm, Detail: detail, Data: data})
+		}
+		every, err := w.p.Params()
+		if err != nil {
+			continue // validated earlier
+		}
+		c, err := a.clamdLocked()
+		if err != nil {
+			ev("av.error", "clamd: "+err.Error(), nil)
+			continue
+		}
+		pol, _ := av.ParsePolicy(w.p.Policy)
+		cfg := hyperav.ServiceConfig{Mode: w.p.Mode, Disk: w.p.Disk, QMP: w.p.QMP, Node: w.p.Node, Socket: w.p.Socket,
+			Paths: w.p.Paths, Every: every, Partition: w.p.Partition,
+			Dir: filepath.Join(a.dataDir(), "av", fmt.Sprintf("%d-%s", w.tid, w.vm)),
+			AV:  &av.Scanner{Engines: []av.Engine{c.Engine()}, Policy: pol}}
+		svc, err := hyperav.NewService(cfg, func(kind string, v any) {
+			b, _ := json.Marshal(v)
+			if kind == hyperav.EventReport {
+				ev(kind, "", b)
+				return
+			}
+			if s, ok := v.(string); ok {
+				ev(kind, s, nil)
+				return
+			}
+			ev(kind, string(b), nil)
+		})
+		if err != nil {
+			ev("av.error", err.Error(), nil)
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		aw := &avWorker{key: w.key, svc: svc, cancel: cancel, done: make(chan struct{})}
+		a.avs[id] = aw
+		ev("av.started", fmt.Sprintf("%s mode on %s, %d paths every %s", w.p.Mode, w.p.Disk, len(w.p.Paths), every), nil)
+		go func() {
+			defer close(aw.done)
+			svc.Run(ctx)
+		}()
+	}
+}
+
+func (a *Agent) stopAVLocked() {
+	for id, w := range a.avs {
+		w.cancel()
+		<-w.done
+		delete(a.avs, id)
+	}
+	if a.clamd != nil {
+		a.clamd.Stop()
+		a.clamd = nil
+	}
+}
+
+func (a *Agent) avService(tid int, vm string) (*hyperav.Service, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w, ok := a.avs[avID(tid, vm)]
+	if !ok {
+		return nil, ErrNoAV
+	}
+	return w.svc, nil
+}
+
+// AVScan scans one file of a VM's disk now.
+func (a *Agent) AVScan(ctx context.Context, tid int, vm, path string) (*hyperav.ScanResult, error) {
+	s, err := a.avService(tid, vm)
+	if err != nil {
+		return nil, err
+	}
+	return s.Scan(ctx, path)
+}
+
+// AVIsolate isolates one file of a VM's disk.
+func (a *Agent) AVIsolate(ctx context.Context, tid int, vm, path string) (*hyperav.Isolation, error) {
+	s, err := a.avService(tid, vm)
+	if err != nil {
+		return nil, err
+	}
+	return s.Isolate(ctx, path)
+}
+
+// AVStatus is a VM disk's sector state and verdicts.
+func (a *Agent) AVStatus(tid int, vm string) (*hyperav.Status, error) {
+	s, err := a.avService(tid, vm)
+	if err != nil {
+		return nil, err
+	}
+	return s.Status(), nil
+}
