@@ -3,7 +3,7 @@ package hyperav
 import (
 	"bytes"
 	"context"
-		"os"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
