@@ -83,3 +83,38 @@ func benchVMI(ctx context.Context, env *Env, args []string) error {
 	}
 	return nil
 }
+
+func benchAV(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("bench av", env)
+	out := fs.String("out", "", "also write the tables to this Markdown file")
+	root := fs.String("repo", ".", "repository root (for the cached guest kernel)")
+	table7 := fs.Bool("table7", true, "run Table 7 too (fio in guests: several minutes)")
+	seconds := fs.Int("seconds", 8, "fio run length for Table 7")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "secaas-bench-av-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	rows, err := bench.RunAVQuery(ctx, dir, env.Stderr)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	w := io.MultiWriter(env.Stdout, &buf)
+	bench.WriteAVQuery(w, rows)
+	if *table7 {
+		wrows, err := bench.RunAVWrite(ctx, *root, dir, *seconds, env.Stderr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w)
+		bench.WriteAVWrite(w, wrows, *seconds)
+	}
+	if *out != "" {
+		return os.WriteFile(*out, buf.Bytes(), 0o644)
+	}
+	return nil
+}
