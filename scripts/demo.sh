@@ -73,6 +73,22 @@ bin/secaas vmi modules --tid 100 --vm VM2 --api $API --token "$TOK" | grep HIDDE
 bin/secaas vmi disable --tid 100 --vm VM2 --api $API --token "$TOK"
 bin/secaas lab guest down --name secaas-demo
 
+echo "== 9. HyperAV: a guest's disk scanned from the host; QEMU's dirty bitmap says what the guest wrote"
+rm -rf $STATE/avroot && mkdir -p $STATE/avroot/etc && echo "welcome to the demo guest" >$STATE/avroot/etc/motd
+mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d $STATE/avroot $STATE/av.raw 32M
+qemu-img convert -O qcow2 $STATE/av.raw $STATE/av.qcow2 && rm $STATE/av.raw
+bin/secaas lab guest up --name secaas-demo-av --mem 256 --data-disk $STATE/av.qcow2
+bin/secaas av enable --tid 100 --vm VM3 --mode bitmap --disk "$PWD/$STATE/av.qcow2" --qmp "$PWD/.cache/lab/secaas-demo-av/qmp.sock" \
+  --node disk0 --paths /etc/motd,/x --schedule 2s --api $API --token "$TOK"
+# The EICAR test string, assembled here so that this script itself is not flagged.
+E1='X5O!P%@AP[4\PZX54(P^)7CC)7}$'; E2='EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
+bin/secaas lab guest run --name secaas-demo-av "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && printf '%s' '$E1$E2' >/mnt/x && sync && echo 'the guest wrote /x'"
+sleep 7
+bin/secaas av status --tid 100 --vm VM3 --api $API --token "$TOK"
+bin/secaas events --api $API --token "$TOK" | grep -B2 -A2 '"kind": "av.infected"' | cut -c1-200 | head -5
+bin/secaas av disable --tid 100 --vm VM3 --api $API --token "$TOK"
+bin/secaas lab guest down --name secaas-demo-av
+
 echo
 echo "secaasd keeps running (log: $STATE/secaasd.log). Try:"
 echo "  export SECAAS_API=$API SECAAS_TOKEN=\$(cat $STATE/tenant.token)"

@@ -121,6 +121,9 @@ func (a *Agent) syncAVLocked() {
 		aw := &avWorker{key: w.key, svc: svc, cancel: cancel, done: make(chan struct{})}
 		a.avs[id] = aw
 		ev("av.started", fmt.Sprintf("%s mode on %s, %d paths every %s", w.p.Mode, w.p.Disk, len(w.p.Paths), every), nil)
+		if w.p.GuestPort != "" {
+			go hyperav.ServeGuestPort(ctx, w.p.GuestPort, svc)
+		}
 		go func() {
 			defer close(aw.done)
 			svc.Run(ctx)

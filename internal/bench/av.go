@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"crypto/md5"
 	"encoding/json"
@@ -9,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -171,34 +169,9 @@ var paperTable7 = map[string][4]float64{ // normal KB/s, HyperAV KB/s, normal IO
 	"randwrite/4k": {1664, 1644, 416, 411}, "randwrite/32k": {12417, 12383, 388, 386}, "randwrite/128k": {39884, 39594, 311, 309},
 }
 
-// fioFiles puts fio and its shared libraries into a guest's initramfs.
-func fioFiles() (map[string]string, error) {
-	fio, err := exec.LookPath("fio")
-	if err != nil {
-		return nil, fmt.Errorf("fio is not installed (make deps)")
-	}
-	files := map[string]string{"/bin/fio": fio}
-	out, err := exec.Command("ldd", fio).Output()
-	if err != nil {
-		return nil, fmt.Errorf("ldd fio: %w", err)
-	}
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		for _, f := range strings.Fields(sc.Text()) {
-			if strings.HasPrefix(f, "/") {
-				real, err := filepath.EvalSymlinks(f)
-				if err != nil {
-					return nil, err
-				}
-				files[f] = real
-			}
-		}
-	}
-	return files, nil
-}
-
-// RunAVWrite boots a guest per mode and setting and measures fio writes to
-// its data disk (O_DIRECT), with tracking off and on: bitmap mode compares
+// RunAVWrite boots a guest per mode and setting and measures O_DIRECT
+// writes to its data disk (secaas-guest iobench, a static binary: the
+// paper used fio), with tracking off and on: bitmap mode compares
 // the disk with and without a recording dirty bitmap; front mode compares
 // QEMU's own file driver with secaas's NBD front.
 func RunAVWrite(ctx context.Context, repoRoot, dir string, seconds int, progress io.Writer) ([]AVWriteRow, error) {
@@ -206,10 +179,11 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, seconds int, progress
 	if err != nil {
 		return nil, err
 	}
-	files, err := fioFiles()
+	tool, err := lab.GuestTool(repoRoot, dir)
 	if err != nil {
 		return nil, err
 	}
+	files := map[string]string{"/bin/secaas-guest": tool}
 	img := filepath.Join(dir, "bench.raw")
 	if err := os.WriteFile(img, nil, 0o644); err != nil {
 		return nil, err
@@ -262,29 +236,21 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, seconds int, progress
 		results[key] = map[string][2]float64{}
 		for _, rw := range []string{"write", "randwrite"} {
 			for _, bs := range []string{"4k", "32k", "128k"} {
-				cmd := fmt.Sprintf("fio --name=t --filename=/dev/vda --direct=1 --ioengine=psync --rw=%s --bs=%s --size=256M --time_based --runtime=%d --output-format=json --minimal=0 2>/dev/null | tr -d '\\n'", rw, bs, seconds)
+				cmd := fmt.Sprintf("secaas-guest iobench --file /dev/vda --rw %s --bs %s --seconds %d", rw, bs, seconds)
 				out, err := g.Run(cmd, time.Duration(seconds+60)*time.Second)
-				if err != nil {
-					g.Stop()
-					return nil, fmt.Errorf("fio: %w: %s", err, out)
-				}
 				var res struct {
-					Jobs []struct {
-						Write struct {
-							BW   float64 `json:"bw"`
-							IOPS float64 `json:"iops"`
-						} `json:"write"`
-					} `json:"jobs"`
+					BW   float64 `json:"bw_kbs"`
+					IOPS float64 `json:"iops"`
 				}
-				if i := strings.Index(out, "{"); i >= 0 {
-					out = out[i:]
+				if err == nil {
+					err = json.Unmarshal([]byte(out), &res)
 				}
-				if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Jobs) == 0 {
+				if err != nil || res.IOPS == 0 {
 					g.Stop()
-					return nil, fmt.Errorf("fio output: %v: %.200s", err, out)
+					return nil, fmt.Errorf("iobench: %v: %.200s", err, out)
 				}
-				results[key][rw+"/"+bs] = [2]float64{res.Jobs[0].Write.BW, res.Jobs[0].Write.IOPS}
-				fmt.Fprintf(progress, "av:   %s %s: %.0f KB/s, %.0f IOPS\n", rw, bs, res.Jobs[0].Write.BW, res.Jobs[0].Write.IOPS)
+				results[key][rw+"/"+bs] = [2]float64{res.BW, res.IOPS}
+				fmt.Fprintf(progress, "av:   %s %s: %.0f KB/s, %.0f IOPS\n", rw, bs, res.BW, res.IOPS)
 			}
 		}
 		g.Stop()
@@ -309,7 +275,7 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, seconds int, progress
 
 // WriteAVWrite prints Table 7 with the paper's figures beside.
 func WriteAVWrite(w io.Writer, rows []AVWriteRow, seconds int) {
-	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nfio in a QEMU TCG guest (Debian kernel), O_DIRECT on a 512 MiB raw virtio disk, %d s per run. Bitmap mode: the same disk with and without a recording dirty bitmap. Front mode: QEMU's file driver vs secaas's NBD front.\n\n", seconds)
+	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on a 512 MiB raw virtio disk, %d s per run. Bitmap mode: the same disk with and without a recording dirty bitmap. Front mode: QEMU's file driver vs secaas's NBD front.\n\n", seconds)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| mode\t rw\t bs\t KB/s off\t KB/s on\t IOPS off\t IOPS on\t loss\t goal\t paper loss\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")

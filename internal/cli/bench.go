@@ -88,8 +88,8 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("bench av", env)
 	out := fs.String("out", "", "also write the tables to this Markdown file")
 	root := fs.String("repo", ".", "repository root (for the cached guest kernel)")
-	table7 := fs.Bool("table7", true, "run Table 7 too (fio in guests: several minutes)")
-	seconds := fs.Int("seconds", 8, "fio run length for Table 7")
+	table7 := fs.Bool("table7", true, "run Table 7 too (writes in guests: several minutes)")
+	seconds := fs.Int("seconds", 8, "length of each write run of Table 7")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}

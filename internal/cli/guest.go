@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"secaas/internal/disk"
 	"secaas/internal/lab"
 	"secaas/internal/qmp"
 )
@@ -27,6 +28,8 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 	flavour := fs.String("flavour", "amd64", "Debian kernel flavour: amd64 or cloud-amd64")
 	cpu := fs.String("cpu", "", "QEMU CPU model (max: 5-level paging under TCG)")
 	rootkit := fs.Bool("rootkit", false, "put the test rootkit in the guest as /secaas_dkom.ko (insmod /secaas_dkom.ko pid=N hides N)")
+	dataDisk := fs.String("data-disk", "", "attach this image (raw or qcow2) as /dev/vda, block node disk0, with virtio and ext4 drivers loaded")
+	nbdDisk := fs.String("nbd-disk", "", "attach the NBD export \"disk\" on this unix socket as /dev/vda (HyperAV front mode)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -49,6 +52,31 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 			return errors.New("the test rootkit is not built (scripts/guest-kernel.sh)")
 		}
 		cfg.Files = map[string]string{"/secaas_dkom.ko": k.Rootkit}
+	}
+	switch {
+	case *dataDisk != "" && *nbdDisk != "":
+		return errors.New("give --data-disk or --nbd-disk, not both")
+	case *dataDisk != "":
+		abs, err := filepath.Abs(*dataDisk)
+		if err != nil {
+			return err
+		}
+		img, err := disk.Open(abs)
+		if err != nil {
+			return err
+		}
+		format := img.Format()
+		img.Close()
+		cfg.Disks = []lab.GuestDisk{{Node: "disk0", File: abs, Format: format}}
+	case *nbdDisk != "":
+		abs, err := filepath.Abs(*nbdDisk)
+		if err != nil {
+			return err
+		}
+		cfg.Disks = []lab.GuestDisk{{Node: "disk0", NBD: abs, Export: "disk"}}
+	}
+	if len(cfg.Disks) > 0 {
+		cfg.Modules = []string{"virtio_pci", "virtio_blk", "virtio_console", "crc32c_generic", "ext4"}
 	}
 	lab.StopGuest(cfg.Dir, *name) // a previous run's guest, if any
 	t0 := time.Now()

@@ -2,6 +2,7 @@ package hyperav
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -197,5 +198,93 @@ func TestFrontModeLiveGuest(t *testing.T) {
 	}
 	if r, err := sc.ScanFile(ctx, "/untouched.txt"); err != nil || !r.Cached || r.DataRead != 0 {
 		t.Fatalf("untouched file: %+v %v", r, err)
+	}
+}
+
+// TestGuestToolAndService: the HyperAV service in front mode and the guest
+// tool over a virtio-serial port. In the guest, secaas-guest reports a
+// file's extents (FIEMAP) where the host finds them too; asks for a scan of
+// a file it just wrote (INFECTED, exit status 3); and, watching a
+// directory with inotify, gets a file scanned as soon as it is closed.
+func TestGuestToolAndService(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		labtest.Missing(t, "qemu-system-x86_64 not installed")
+	}
+	kernel, err := lab.FindKernel("../..")
+	if err != nil {
+		labtest.Missing(t, err.Error())
+	}
+	dir := t.TempDir()
+	tool, err := lab.GuestTool("../..", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := lab.MakeDataDisk(dir, map[string][]byte{"/untouched.txt": []byte(strings.Repeat("quiet\n", 3000))}, 32, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := clamd(t)
+	sock := filepath.Join(dir, "front.sock")
+	svc, err := NewService(ServiceConfig{Mode: "front", Disk: img, Socket: sock, Every: time.Hour, Dir: filepath.Join(dir, "svc"),
+		AV: &av.Scanner{Engines: []av.Engine{c.Engine()}}}, func(string, any) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	g, err := lab.StartGuest(ctx, lab.GuestConfig{Name: "secaas-test-avtool", Kernel: kernel, MemMiB: 256, Dir: t.TempDir(),
+		Modules: []string{"virtio_pci", "virtio_blk", "virtio_console", "crc32c_generic", "ext4"},
+		Disks:   []lab.GuestDisk{{Node: "disk0", NBD: sock, Export: "disk"}},
+		Ports:   []string{"secaas.0"}, Files: map[string]string{"/bin/secaas-guest": tool}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Stop()
+	go svc.Run(ctx)
+	go ServeGuestPort(ctx, g.PortSocket("secaas.0"), svc)
+	if out, err := g.Run("mkdir -p /mnt && mount -t ext4 /dev/vda1 /mnt && echo ok", time.Minute); err != nil || out != "ok" {
+		t.Fatalf("mount: %v %s", err, out)
+	}
+	// FIEMAP in the guest vs the host's own lookup.
+	out, err := g.Run("secaas-guest extents /mnt/untouched.txt", 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fe struct {
+		Extents []struct{ Physical int64 }
+	}
+	if err := json.Unmarshal([]byte(out), &fe); err != nil || len(fe.Extents) == 0 {
+		t.Fatalf("extents: %v %q", err, out)
+	}
+	r, err := svc.Scan(ctx, "/untouched.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := int64(1<<20) + fe.Extents[0].Physical; got != r.Ranges[0].Start {
+		t.Fatalf("the guest's FIEMAP says byte %d of the disk, the host found %d", got, r.Ranges[0].Start)
+	}
+	writeInGuest(t, g, "/mnt/x", string(eicar()))
+	out, err = g.Run("secaas-guest scan /mnt/x; echo status=$?", time.Minute)
+	if err != nil || !strings.Contains(out, `"verdict":"INFECTED"`) || !strings.Contains(out, "status=3") {
+		t.Fatalf("scan from the guest: %v %s", err, out)
+	}
+	if _, err := g.Run("secaas-guest watch /mnt > /tmp/watch.log 2>&1 &", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	writeInGuest(t, g, "/mnt/y", "x"+string(eicar())[1:]+"\n"+string(eicar()))
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, _ = g.Run("cat /tmp/watch.log", 30*time.Second)
+		if strings.Contains(out, `"path":"/y"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the watcher reported nothing: %q", out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if !strings.Contains(out, `"verdict":"INFECTED"`) {
+		t.Fatalf("watch: %s", out)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,6 +34,9 @@ type GuestConfig struct {
 	Modules []string
 	// Disks are attached as virtio-blk devices (vda, vdb, ...).
 	Disks []GuestDisk
+	// Ports are virtio-serial ports (by name, e.g. "secaas.0"); the host
+	// side of each is a unix socket QEMU listens on: PortSocket(name).
+	Ports []string
 	// Detach leaves QEMU running when this process exits (its own session,
 	// its log in Dir/qemu.log, its pid in Dir/qemu.pid): AttachGuest
 	// reconnects to it, StopGuest ends it.
@@ -209,11 +213,15 @@ func buildInitramfs(ctx context.Context, dir string, files map[string]string) (s
 		if err != nil {
 			return "", fmt.Errorf("initramfs: %w", err)
 		}
+		st, err := os.Stat(hostPath)
+		if err != nil {
+			return "", err
+		}
 		dst := filepath.Join(root, filepath.Clean("/"+guestPath))
 		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return "", err
 		}
-		if err := os.WriteFile(dst, b, 0o644); err != nil {
+		if err := os.WriteFile(dst, b, st.Mode().Perm()|0o400); err != nil {
 			return "", err
 		}
 	}
@@ -285,6 +293,13 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 		"-monitor", "none"}
 	for _, d := range cfg.Disks {
 		args = append(args, d.args()...)
+	}
+	if len(cfg.Ports) > 0 {
+		args = append(args, "-device", "virtio-serial-pci,id=vser0")
+		for i, name := range cfg.Ports {
+			args = append(args, "-chardev", fmt.Sprintf("socket,id=port%d,path=%s,server=on,wait=off", i, filepath.Join(cfg.Dir, "port-"+name+".sock")),
+				"-device", fmt.Sprintf("virtserialport,bus=vser0.0,chardev=port%d,name=%s", i, name))
+		}
 	}
 	if _, err := os.Stat("/dev/kvm"); err == nil {
 		args = append(args, "-enable-kvm", "-cpu", "host")
@@ -386,6 +401,28 @@ func (g *Guest) Run(cmd string, timeout time.Duration) (string, error) {
 	}
 	out = out[:strings.LastIndex(out, end)]
 	return strings.TrimSpace(out), nil
+}
+
+// PortSocket is the host side of a virtio-serial port.
+func (g *Guest) PortSocket(name string) string {
+	return filepath.Join(g.cfg.Dir, "port-"+name+".sock")
+}
+
+// GuestTool builds the static secaas-guest binary (cmd/secaas-guest) into
+// dir and returns its path.
+func GuestTool(repoRoot, dir string) (string, error) {
+	out := filepath.Join(dir, "secaas-guest")
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	cmd := exec.Command(goBin, "build", "-o", out, "./cmd/secaas-guest")
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build secaas-guest: %v: %s", err, b)
+	}
+	return out, nil
 }
 
 // AttachGuest reconnects to a guest started with Detach in dir: its

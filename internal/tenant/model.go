@@ -97,6 +97,10 @@ type AVPolicy struct {
 	// Socket is where secaas serves the disk (front): start QEMU with
 	// -blockdev driver=nbd,server.type=unix,server.path=SOCKET,export=disk.
 	Socket string `json:"socket,omitempty" yaml:"socket,omitempty"`
+	// GuestPort is the host side (a unix socket QEMU listens on) of the
+	// VM's virtio-serial port "secaas.0", where the guest tool
+	// (secaas-guest) asks for scans; optional.
+	GuestPort string `json:"guest_port,omitempty" yaml:"guest_port,omitempty"`
 	// Paths are files scanned on every round (their writes trigger a rescan).
 	Paths []string `json:"paths,omitempty" yaml:"paths,omitempty"`
 	// Schedule between rounds, default 30s.
@@ -139,6 +143,11 @@ func (p AVPolicy) Params() (time.Duration, error) {
 		}
 	default:
 		return 0, fmt.Errorf("av mode %q is neither bitmap nor front", p.Mode)
+	}
+	if p.GuestPort != "" {
+		if err := abs("guest_port", p.GuestPort); err != nil {
+			return 0, err
+		}
 	}
 	if len(p.Paths) > MaxAVPaths {
 		return 0, fmt.Errorf("av: %d paths (limit %d)", len(p.Paths), MaxAVPaths)

@@ -1,0 +1,336 @@
+// Command secaas-guest is HyperAV's optional tool inside a guest (the
+// paper's "HyperAV Tools"): a small static binary with no dependencies.
+//
+//	secaas-guest extents PATH          the file's extents (FIEMAP) as JSON:
+//	                                   byte offsets on the device holding it
+//	secaas-guest scan PATH             ask the backend to scan PATH now
+//	secaas-guest isolate PATH          ask the backend to isolate PATH
+//	secaas-guest watch DIR...          scan every file closed after writing
+//	                                   (inotify), and print the verdicts
+//	secaas-guest iobench --file DEV --rw write|randwrite --bs 4k --seconds N
+//	                                   O_DIRECT write load, JSON result
+//
+// It talks to the backend over a virtio-serial port (default
+// /dev/virtio-ports/secaas.0, one JSON request and one JSON reply per
+// line). Build it static: CGO_ENABLED=0 go build ./cmd/secaas-guest.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	var err error
+	switch os.Args[1] {
+	case "extents":
+		err = extentsCmd(os.Args[2:])
+	case "scan", "isolate":
+		err = requestCmd(os.Args[1], os.Args[2:])
+	case "watch":
+		err = watchCmd(os.Args[2:])
+	case "iobench":
+		err = iobenchCmd(os.Args[2:])
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "secaas-guest:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: secaas-guest extents PATH | scan PATH | isolate PATH | watch DIR... | iobench --file DEV --rw write|randwrite --bs 4k --seconds N")
+	os.Exit(2)
+}
+
+// Extent is one FIEMAP extent.
+type Extent struct {
+	Logical  uint64 `json:"logical"`
+	Physical uint64 `json:"physical"`
+	Length   uint64 `json:"length"`
+	Flags    uint32 `json:"flags"`
+}
+
+const fsIocFiemap = 0xc020660b // _IOWR('f', 11, struct fiemap)
+
+// fiemap returns a file's extents (syncing it first, FIEMAP_FLAG_SYNC).
+func fiemap(path string) ([]Extent, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	const max = 512
+	// struct fiemap: start, length u64; flags, mapped, count, reserved u32;
+	// then count x struct fiemap_extent (56 bytes).
+	buf := make([]byte, 32+56*max)
+	var out []Extent
+	start := uint64(0)
+	for {
+		clear(buf)
+		*(*uint64)(unsafe.Pointer(&buf[0])) = start
+		*(*uint64)(unsafe.Pointer(&buf[8])) = ^uint64(0)
+		*(*uint32)(unsafe.Pointer(&buf[16])) = 1 // FIEMAP_FLAG_SYNC
+		*(*uint32)(unsafe.Pointer(&buf[24])) = max
+		if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), fsIocFiemap, uintptr(unsafe.Pointer(&buf[0]))); e != 0 {
+			return nil, 0, fmt.Errorf("FIEMAP %s: %w", path, e)
+		}
+		n := *(*uint32)(unsafe.Pointer(&buf[20]))
+		last := false
+		for i := uint32(0); i < n; i++ {
+			e := buf[32+56*i:]
+			x := Extent{Logical: *(*uint64)(unsafe.Pointer(&e[0])), Physical: *(*uint64)(unsafe.Pointer(&e[8])),
+				Length: *(*uint64)(unsafe.Pointer(&e[16])), Flags: *(*uint32)(unsafe.Pointer(&e[40]))}
+			out = append(out, x)
+			last = x.Flags&1 != 0 // FIEMAP_EXTENT_LAST
+			start = x.Logical + x.Length
+		}
+		if n == 0 || last {
+			return out, st.Size(), nil
+		}
+	}
+}
+
+func extentsCmd(args []string) error {
+	if len(args) != 1 {
+		usage()
+	}
+	exts, size, err := fiemap(args[0])
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(os.Stdout).Encode(map[string]any{"path": args[0], "size": size, "extents": exts})
+}
+
+// port opens the virtio-serial port to the backend: $SECAAS_PORT, else
+// /dev/virtio-ports/secaas.0 (udev's link), else the vport whose sysfs
+// name is secaas.0 (a guest without udev).
+func port() (*os.File, error) {
+	p := os.Getenv("SECAAS_PORT")
+	if p == "" {
+		p = "/dev/virtio-ports/secaas.0"
+		if _, err := os.Stat(p); err != nil {
+			names, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+			for _, n := range names {
+				if b, _ := os.ReadFile(n); strings.TrimSpace(string(b)) == "secaas.0" {
+					p = "/dev/" + filepath.Base(filepath.Dir(n))
+				}
+			}
+		}
+	}
+	return os.OpenFile(p, os.O_RDWR, 0)
+}
+
+// Request is what the tool sends; the backend answers one JSON line.
+type Request struct {
+	Op      string   `json:"op"` // scan, isolate
+	Path    string   `json:"path"`
+	Size    int64    `json:"size"`
+	Extents []Extent `json:"extents,omitempty"` // FIEMAP, a hint for the backend
+	Mount   string   `json:"mount"`             // where that file system is mounted in the guest
+}
+
+// fsPath splits an absolute path into the mount point of the file system
+// holding it (longest prefix in /proc/mounts) and the path inside it.
+func fsPath(abs string) (mount, rel string) {
+	mount = "/"
+	if b, err := os.ReadFile("/proc/mounts"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			mp := f[1]
+			if (abs == mp || strings.HasPrefix(abs, strings.TrimSuffix(mp, "/")+"/")) && len(mp) > len(mount) {
+				mount = mp
+			}
+		}
+	}
+	rel = "/" + strings.TrimPrefix(strings.TrimPrefix(abs, mount), "/")
+	return mount, rel
+}
+
+func request(f *os.File, rd *bufio.Reader, op, path string) (map[string]any, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	// The backend reads the file system, not this guest's mount tree: send
+	// the path inside the file system that holds the file.
+	mount, rel := fsPath(abs)
+	req := Request{Op: op, Path: rel, Mount: mount}
+	// The backend reads the disk: put the file, and its directory entry,
+	// there first.
+	for _, p := range []string{abs, filepath.Dir(abs)} {
+		if f, err := os.Open(p); err == nil {
+			f.Sync()
+			f.Close()
+		}
+	}
+	if exts, size, err := fiemap(abs); err == nil {
+		req.Extents, req.Size = exts, size
+	}
+	b, _ := json.Marshal(req)
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		return nil, err
+	}
+	line, err := rd.ReadBytes('\n')
+	if err != nil {
+		return nil, err
+	}
+	var reply map[string]any
+	if err := json.Unmarshal(line, &reply); err != nil {
+		return nil, fmt.Errorf("backend reply %.100q: %w", line, err)
+	}
+	return reply, nil
+}
+
+func requestCmd(op string, args []string) error {
+	if len(args) != 1 {
+		usage()
+	}
+	f, err := port()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	reply, err := request(f, bufio.NewReader(f), op, args[0])
+	if err != nil {
+		return err
+	}
+	json.NewEncoder(os.Stdout).Encode(reply)
+	if v, _ := reply["verdict"].(string); v == "INFECTED" {
+		os.Exit(3)
+	}
+	return nil
+}
+
+// watchCmd scans every file closed after writing under the directories.
+func watchCmd(dirs []string) error {
+	if len(dirs) == 0 {
+		usage()
+	}
+	f, err := port()
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rd := bufio.NewReader(f)
+	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	wd := map[int32]string{}
+	for _, d := range dirs {
+		w, err := syscall.InotifyAddWatch(fd, d, syscall.IN_CLOSE_WRITE|syscall.IN_MOVED_TO)
+		if err != nil {
+			return fmt.Errorf("watch %s: %w", d, err)
+		}
+		wd[int32(w)] = d
+	}
+	fmt.Fprintf(os.Stderr, "secaas-guest: watching %s\n", strings.Join(dirs, " "))
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err != nil {
+			return err
+		}
+		for off := 0; off+syscall.SizeofInotifyEvent <= n; {
+			ev := (*syscall.InotifyEvent)(unsafe.Pointer(&buf[off]))
+			name := strings.TrimRight(string(buf[off+syscall.SizeofInotifyEvent:off+syscall.SizeofInotifyEvent+int(ev.Len)]), "\x00")
+			off += syscall.SizeofInotifyEvent + int(ev.Len)
+			if name == "" {
+				continue
+			}
+			p := filepath.Join(wd[ev.Wd], name)
+			reply, err := request(f, rd, "scan", p)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "secaas-guest: %s: %v\n", p, err)
+				continue
+			}
+			b, _ := json.Marshal(reply)
+			fmt.Println(string(b))
+		}
+	}
+}
+
+// iobenchCmd writes with O_DIRECT for a while and prints KB/s and IOPS.
+func iobenchCmd(args []string) error {
+	fs := flag.NewFlagSet("iobench", flag.ExitOnError)
+	file := fs.String("file", "/dev/vda", "device or file")
+	rw := fs.String("rw", "write", "write (sequential) or randwrite")
+	bsS := fs.String("bs", "4k", "block size (e.g. 4k, 128k)")
+	secs := fs.Float64("seconds", 5, "run length")
+	span := fs.Int64("size", 256<<20, "bytes of the device to use")
+	fs.Parse(args)
+	bs, err := parseSize(*bsS)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*file, os.O_WRONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// O_DIRECT needs an aligned buffer.
+	raw := make([]byte, bs+4096)
+	off := int(uintptr(unsafe.Pointer(&raw[0])) & 4095)
+	if off != 0 {
+		off = 4096 - off
+	}
+	buf := raw[off : off+int(bs)]
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	blocks := *span / bs
+	rng := rand.New(rand.NewPCG(1, 2))
+	deadline := time.Now().Add(time.Duration(*secs * float64(time.Second)))
+	var n int64
+	t0 := time.Now()
+	for time.Now().Before(deadline) {
+		blk := n % blocks
+		if *rw == "randwrite" {
+			blk = rng.Int64N(blocks)
+		}
+		if _, err := f.WriteAt(buf, blk*bs); err != nil {
+			return err
+		}
+		n++
+	}
+	el := time.Since(t0).Seconds()
+	return json.NewEncoder(os.Stdout).Encode(map[string]float64{"bw_kbs": float64(n*bs) / 1024 / el, "iops": float64(n) / el, "seconds": el})
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(s, "k"):
+		mult, s = 1024, strings.TrimSuffix(s, "k")
+	case strings.HasSuffix(s, "m"):
+		mult, s = 1<<20, strings.TrimSuffix(s, "m")
+	}
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v <= 0 || v*mult%512 != 0 {
+		return 0, fmt.Errorf("block size %q", s)
+	}
+	return v * mult, nil
+}
