@@ -15,11 +15,11 @@ import (
 
 // avWorker is HyperAV for one VM disk.
 type avWorker struct {
-	key    string
-	svc    *hyperav.Service
-	cancel context.CancelFunc
-	done   chan struct{}
+	*worker
+	svc *hyperav.Service
 }
+
+func (w *avWorker) base() *worker { return w.worker }
 
 // ErrNoAV is returned for a VM without an AV policy on this node.
 var ErrNoAV = errors.New("no AV policy for this VM on this node")
@@ -73,13 +73,11 @@ func (a *Agent) syncAVLocked() {
 			}
 		}
 	}
-	for id, w := range a.avs {
-		if nw, ok := wants[id]; !ok || nw.key != w.key {
-			w.cancel()
-			<-w.done
-			delete(a.avs, id)
-		}
+	keys := map[string]string{}
+	for id, w := range wants {
+		keys[id] = w.key
 	}
+	stopStale(a.avs, keys)
 	for id, w := range wants {
 		if _, running := a.avs[id]; running {
 			continue
@@ -117,26 +115,19 @@ func (a *Agent) syncAVLocked() {
 			ev("av.error", err.Error(), nil)
 			continue
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		aw := &avWorker{key: w.key, svc: svc, cancel: cancel, done: make(chan struct{})}
-		a.avs[id] = aw
 		ev("av.started", fmt.Sprintf("%s mode on %s, %d paths every %s", w.p.Mode, w.p.Disk, len(w.p.Paths), every), nil)
-		if w.p.GuestPort != "" {
-			go hyperav.ServeGuestPort(ctx, w.p.GuestPort, svc)
-		}
-		go func() {
-			defer close(aw.done)
+		port := w.p.GuestPort
+		a.avs[id] = &avWorker{startWorker(w.key, func(ctx context.Context) {
+			if port != "" {
+				go hyperav.ServeGuestPort(ctx, port, svc)
+			}
 			svc.Run(ctx)
-		}()
+		}), svc}
 	}
 }
 
 func (a *Agent) stopAVLocked() {
-	for id, w := range a.avs {
-		w.cancel()
-		<-w.done
-		delete(a.avs, id)
-	}
+	stopAll(a.avs)
 	if a.clamd != nil {
 		a.clamd.Stop()
 		a.clamd = nil

@@ -11,11 +11,9 @@ import (
 )
 
 // vmiWatch is the memory monitoring of one VM.
-type vmiWatch struct {
-	key    string // the policy it was started with; a change restarts it
-	cancel context.CancelFunc
-	done   chan struct{}
-}
+type vmiWatch struct{ *worker }
+
+func (w *vmiWatch) base() *worker { return w.worker }
 
 // syncVMILocked starts the memory monitors the desired state asks for and
 // stops the others. Unlike anomaly detection, memory monitoring needs no
@@ -40,13 +38,11 @@ func (a *Agent) syncVMILocked() {
 			wants[fmt.Sprintf("%d/%s", d.TID, vm.Name)] = want{d.TID, d.Tenant, vm.VM, string(b)}
 		}
 	}
-	for id, w := range a.vmis {
-		if nw, ok := wants[id]; !ok || nw.key != w.key {
-			w.cancel()
-			<-w.done
-			delete(a.vmis, id)
-		}
+	keys := map[string]string{}
+	for id, w := range wants {
+		keys[id] = w.key
 	}
+	stopStale(a.vmis, keys)
 	for id, w := range wants {
 		if _, running := a.vmis[id]; running {
 			continue
@@ -55,12 +51,8 @@ func (a *Agent) syncVMILocked() {
 		if err != nil { // validated earlier; never start a bad policy
 			continue
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		vw := &vmiWatch{key: w.key, cancel: cancel, done: make(chan struct{})}
-		a.vmis[id] = vw
 		tid, ten, name := w.tid, w.tenant, w.vm.Name
-		go func() {
-			defer close(vw.done)
+		a.vmis[id] = &vmiWatch{startWorker(w.key, func(ctx context.Context) {
 			a.onEvent(Event{Kind: "vmi.started", Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name,
 				Detail: fmt.Sprintf("memory %s every %s", w.vm.VMI.Memory, interval)})
 			vmi.Watch(ctx, vmi.WatchConfig{Memory: w.vm.VMI.Memory, Interval: interval, Indicators: ind}, func(kind string, v any) {
@@ -77,15 +69,9 @@ func (a *Agent) syncVMILocked() {
 				}
 				a.onEvent(e)
 			})
-		}()
+		})}
 	}
 }
 
 // stopVMILocked stops every memory monitor.
-func (a *Agent) stopVMILocked() {
-	for id, w := range a.vmis {
-		w.cancel()
-		<-w.done
-		delete(a.vmis, id)
-	}
-}
+func (a *Agent) stopVMILocked() { stopAll(a.vmis) }

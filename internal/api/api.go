@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -157,16 +158,7 @@ func (s *Server) register() {
 	s.handle("DELETE /v1/domains/{tid}/vms/{vm}/vmi", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		return noContent(w, s.c.SetVMI(r.Context(), who, tid, r.PathValue("vm"), nil))
 	}))
-	s.handle("GET /v1/domains/{tid}/vms/{vm}/vmi/report", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		res, err := s.c.Result(r.Context(), who, tid, r.PathValue("vm"), "vmi")
-		if err != nil {
-			return err
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Last-Modified", res.Time.UTC().Format(http.TimeFormat))
-		_, err = w.Write(res.Doc)
-		return err
-	}))
+	s.handle("GET /v1/domains/{tid}/vms/{vm}/vmi/report", s.latestResult("vmi"))
 	s.handle("PUT /v1/domains/{tid}/vms/{vm}/av", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		var p tenant.AVPolicy
 		if err := decode(r, &p); err != nil {
@@ -177,36 +169,13 @@ func (s *Server) register() {
 	s.handle("DELETE /v1/domains/{tid}/vms/{vm}/av", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		return noContent(w, s.c.SetAV(r.Context(), who, tid, r.PathValue("vm"), nil))
 	}))
-	s.handle("POST /v1/domains/{tid}/vms/{vm}/av/scan", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		var in struct {
-			Path string `json:"path"`
-		}
-		if err := decode(r, &in); err != nil {
-			return err
-		}
-		res, err := s.c.AVScan(r.Context(), who, tid, r.PathValue("vm"), in.Path)
-		return reply(w, http.StatusOK, res, err)
+	s.handle("POST /v1/domains/{tid}/vms/{vm}/av/scan", s.avPath(func(ctx context.Context, who controller.Caller, tid int, vm, path string) (any, error) {
+		return s.c.AVScan(ctx, who, tid, vm, path)
 	}))
-	s.handle("POST /v1/domains/{tid}/vms/{vm}/av/isolate", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		var in struct {
-			Path string `json:"path"`
-		}
-		if err := decode(r, &in); err != nil {
-			return err
-		}
-		res, err := s.c.AVIsolate(r.Context(), who, tid, r.PathValue("vm"), in.Path)
-		return reply(w, http.StatusOK, res, err)
+	s.handle("POST /v1/domains/{tid}/vms/{vm}/av/isolate", s.avPath(func(ctx context.Context, who controller.Caller, tid int, vm, path string) (any, error) {
+		return s.c.AVIsolate(ctx, who, tid, vm, path)
 	}))
-	s.handle("GET /v1/domains/{tid}/vms/{vm}/av/report", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		res, err := s.c.Result(r.Context(), who, tid, r.PathValue("vm"), "av")
-		if err != nil {
-			return err
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Last-Modified", res.Time.UTC().Format(http.TimeFormat))
-		_, err = w.Write(res.Doc)
-		return err
-	}))
+	s.handle("GET /v1/domains/{tid}/vms/{vm}/av/report", s.latestResult("av"))
 	s.handle("GET /v1/domains/{tid}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		d, err := s.c.Domain(r.Context(), who, tid)
 		type row struct {
@@ -295,6 +264,35 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, who contro
 	}
 	tn, tok, err := s.c.CreateTenant(r.Context(), who, req.ID, req.Name)
 	return reply(w, http.StatusCreated, map[string]any{"id": tn.ID, "name": tn.Name, "created_at": tn.CreatedAt, "token": tok}, err)
+}
+
+// latestResult serves a VM's latest stored result of a kind (vmi, av) as
+// the node reported it.
+func (s *Server) latestResult(kind string) func(http.ResponseWriter, *http.Request, controller.Caller) error {
+	return s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		res, err := s.c.Result(r.Context(), who, tid, r.PathValue("vm"), kind)
+		if err != nil {
+			return err
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Last-Modified", res.Time.UTC().Format(http.TimeFormat))
+		_, err = w.Write(res.Doc)
+		return err
+	})
+}
+
+// avPath serves a HyperAV request on one file ({"path": ...}).
+func (s *Server) avPath(do func(ctx context.Context, who controller.Caller, tid int, vm, path string) (any, error)) func(http.ResponseWriter, *http.Request, controller.Caller) error {
+	return s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var in struct {
+			Path string `json:"path"`
+		}
+		if err := decode(r, &in); err != nil {
+			return err
+		}
+		res, err := do(r.Context(), who, tid, r.PathValue("vm"), in.Path)
+		return reply(w, http.StatusOK, res, err)
+	})
 }
 
 func (s *Server) withTID(h func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error) func(http.ResponseWriter, *http.Request, controller.Caller) error {

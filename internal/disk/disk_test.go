@@ -13,20 +13,8 @@ import (
 	"testing"
 
 	"secaas/internal/lab/labtest"
+	"secaas/internal/memio"
 )
-
-type memDisk []byte
-
-func (m memDisk) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off >= int64(len(m)) {
-		return 0, errors.New("outside")
-	}
-	n := copy(p, m[off:])
-	if n < len(p) {
-		return n, errors.New("short")
-	}
-	return n, nil
-}
 
 // TestQcow2AgainstQemuImg: a raw disk with data, holes and a zero run,
 // converted by qemu-img to qcow2 (v3 and v2, 64 KiB and 4 KiB clusters),
@@ -83,8 +71,8 @@ func TestQcow2AgainstQemuImg(t *testing.T) {
 }
 
 // mbrDisk writes an MBR with the given (type, startLBA, sectors) entries.
-func mbrDisk(size int, parts ...[3]uint32) memDisk {
-	d := make(memDisk, size)
+func mbrDisk(size int, parts ...[3]uint32) memio.Bytes {
+	d := make(memio.Bytes, size)
 	for i, p := range parts {
 		e := d[446+16*i:]
 		e[4] = byte(p[0])
@@ -96,7 +84,7 @@ func mbrDisk(size int, parts ...[3]uint32) memDisk {
 }
 
 // gptDisk writes a protective MBR and a GPT with partitions (first, last LBA).
-func gptDisk(size int, parts ...[2]uint64) memDisk {
+func gptDisk(size int, parts ...[2]uint64) memio.Bytes {
 	d := mbrDisk(size, [3]uint32{0xee, 1, uint32(size/512 - 1)})
 	le := binary.LittleEndian
 	table := make([]byte, 128*128)
@@ -134,12 +122,12 @@ func TestPartitions(t *testing.T) {
 	if err != nil || len(ps) != 2 || ps[1].Start != 6144*512 || ps[0].Size != 2<<20 || ps[0].Name != "data" || !strings.HasPrefix(ps[0].Type, "0fc63daf") {
 		t.Fatalf("gpt: %v %+v", err, ps)
 	}
-	if ps, err := Partitions(make(memDisk, 1<<20), 1<<20); err != nil || ps != nil {
+	if ps, err := Partitions(make(memio.Bytes, 1<<20), 1<<20); err != nil || ps != nil {
 		t.Fatalf("no table: %v %+v", err, ps)
 	}
-	for name, d := range map[string]memDisk{
+	for name, d := range map[string]memio.Bytes{
 		"mbr past end": mbrDisk(1<<20, [3]uint32{0x83, 2048, 1 << 30}),
-		"gpt bad crc":  func() memDisk { g := gptDisk(8<<20, [2]uint64{2048, 4095}); g[2*512+40]++; return g }(),
+		"gpt bad crc":  func() memio.Bytes { g := gptDisk(8<<20, [2]uint64{2048, 4095}); g[2*512+40]++; return g }(),
 		"gpt past end": gptDisk(8<<20, [2]uint64{2048, 1 << 40}),
 		"gpt missing":  mbrDisk(1<<20, [3]uint32{0xee, 1, 100}),
 	} {
@@ -153,7 +141,7 @@ func FuzzImages(f *testing.F) {
 	f.Add(append([]byte(qcow2Magic), make([]byte, 200)...))
 	f.Add([]byte(gptDisk(64<<10, [2]uint64{34, 100})))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d := make(memDisk, max(len(b), 4096))
+		d := make(memio.Bytes, max(len(b), 4096))
 		copy(d, b)
 		Partitions(d, int64(len(d)))
 		if q, err := NewQcow2(d); err == nil {

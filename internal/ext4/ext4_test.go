@@ -12,20 +12,8 @@ import (
 	"testing"
 
 	"secaas/internal/lab/labtest"
+	"secaas/internal/memio"
 )
-
-type memDisk []byte
-
-func (m memDisk) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off >= int64(len(m)) {
-		return 0, errors.New("outside")
-	}
-	n := copy(p, m[off:])
-	if n < len(p) {
-		return n, errors.New("short")
-	}
-	return n, nil
-}
 
 // tree writes a test directory: small and large files, an empty one,
 // nesting, a directory big enough to be hashed (htree), a symlink.
@@ -62,7 +50,7 @@ func tree(t *testing.T) (string, map[string][]byte) {
 }
 
 // mkfs makes a file system image of root with mke2fs -d (no mount needed).
-func mkfs(t *testing.T, root string, args ...string) memDisk {
+func mkfs(t *testing.T, root string, args ...string) memio.Bytes {
 	t.Helper()
 	if _, err := exec.LookPath("mke2fs"); err != nil {
 		labtest.Missing(t, "e2fsprogs not installed")
@@ -138,10 +126,10 @@ func TestRealFileSystems(t *testing.T) {
 func TestCorruptImages(t *testing.T) {
 	root, _ := tree(t)
 	disk := mkfs(t, root, "-t", "ext4")
-	if _, err := Open(memDisk(disk[:1500])); err == nil {
+	if _, err := Open(memio.Bytes(disk[:1500])); err == nil {
 		t.Error("a truncated superblock opened")
 	}
-	bad := append(memDisk(nil), disk...)
+	bad := append(memio.Bytes(nil), disk...)
 	bad[1024+0x38] = 0
 	if _, err := Open(bad); err == nil || !strings.Contains(err.Error(), "magic") {
 		t.Errorf("bad magic: %v", err)
@@ -149,7 +137,7 @@ func TestCorruptImages(t *testing.T) {
 	// Flip bytes all over the metadata (first 1 MiB): lookups must end.
 	rng := rand.New(rand.NewPCG(9, 9))
 	for i := 0; i < 200; i++ {
-		d := append(memDisk(nil), disk...)
+		d := append(memio.Bytes(nil), disk...)
 		for j := 0; j < 20; j++ {
 			d[1024+rng.IntN(1<<20)] = byte(rng.Uint32())
 		}
@@ -168,7 +156,7 @@ func TestCorruptImages(t *testing.T) {
 func FuzzLookup(f *testing.F) {
 	f.Add(make([]byte, 4096), "/a")
 	f.Fuzz(func(t *testing.T, b []byte, p string) {
-		d := make(memDisk, 64<<10)
+		d := make(memio.Bytes, 64<<10)
 		copy(d[1024:], b)
 		fs, err := Open(d)
 		if err != nil {

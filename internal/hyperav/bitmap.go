@@ -149,11 +149,7 @@ func (t *BitmapTracker) Epoch(ctx context.Context) ([]Range, error) {
 		if e.Flags&1 == 0 {
 			continue
 		}
-		if n := len(out); n > 0 && out[n-1].Start+out[n-1].Len == e.Offset {
-			out[n-1].Len += e.Length
-		} else {
-			out = append(out, Range{e.Offset, e.Length})
-		}
+		out = appendRange(out, Range{e.Offset, e.Length})
 	}
 	return out, nil
 }

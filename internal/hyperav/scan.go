@@ -131,11 +131,7 @@ func coalesce(rs []Range, g int64) []Range {
 	keys := slices.Sorted(maps.Keys(chunks))
 	var out []Range
 	for _, c := range keys {
-		if n := len(out); n > 0 && out[n-1].Start+out[n-1].Len == c*g {
-			out[n-1].Len += g
-		} else {
-			out = append(out, Range{c * g, g})
-		}
+		out = appendRange(out, Range{c * g, g})
 	}
 	return out
 }

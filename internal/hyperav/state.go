@@ -113,12 +113,7 @@ func (s *State) Isolated(off, n int64) []Range {
 		if !s.infected.Has(c) {
 			return
 		}
-		start := c * s.Granularity
-		if k := len(out); k > 0 && out[k-1].Start+out[k-1].Len == start {
-			out[k-1].Len += s.Granularity
-		} else {
-			out = append(out, Range{start, s.Granularity})
-		}
+		out = appendRange(out, Range{c * s.Granularity, s.Granularity})
 	})
 	return out
 }
@@ -188,14 +183,19 @@ func (s *State) InfectedRanges() []Range {
 		if !s.infected.Has(c) {
 			continue
 		}
-		start := c * s.Granularity
-		if n := len(out); n > 0 && out[n-1].Start+out[n-1].Len == start {
-			out[n-1].Len += s.Granularity
-		} else {
-			out = append(out, Range{start, s.Granularity})
-		}
+		out = appendRange(out, Range{c * s.Granularity, s.Granularity})
 	}
 	return out
+}
+
+// appendRange appends r to sorted ranges, merging it with the last one
+// when they touch.
+func appendRange(out []Range, r Range) []Range {
+	if n := len(out); n > 0 && out[n-1].Start+out[n-1].Len == r.Start {
+		out[n-1].Len += r.Len
+		return out
+	}
+	return append(out, r)
 }
 
 // Files returns the file records.

@@ -4,25 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"secaas/internal/memio"
 )
-
-// fakeRAM is guest memory the test writes by hand.
-type fakeRAM []byte
-
-func (f fakeRAM) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off >= int64(len(f)) {
-		return 0, errors.New("outside RAM")
-	}
-	n := copy(p, f[off:])
-	if n < len(p) {
-		return n, errors.New("short")
-	}
-	return n, nil
-}
 
 const pageOffset = 0xffff888000000000
 
-func hostileKernel(ram fakeRAM, initTaskPA int64) *Kernel {
+func hostileKernel(ram memio.Bytes, initTaskPA int64) *Kernel {
 	it := uint64(KernelMapBase) + uint64(initTaskPA) // phys_base 0: text va = base + pa
 	mods := uint64(KernelMapBase) + 0x100            // the "modules" list head
 	ks := &Kallsyms{Syms: []Symbol{{Name: "init_task", Type: 'D', Addr: it}, {Name: "modules", Type: 'D', Addr: mods}},
@@ -35,7 +23,7 @@ func hostileKernel(ram fakeRAM, initTaskPA int64) *Kernel {
 }
 
 // task writes a task_struct at pa whose tasks.next points at next's list head.
-func task(ram fakeRAM, pa int64, pid int32, comm string, nextTask uint64) {
+func task(ram memio.Bytes, pa int64, pid int32, comm string, nextTask uint64) {
 	binary.LittleEndian.PutUint64(ram[pa+16:], nextTask+16)
 	binary.LittleEndian.PutUint32(ram[pa+32:], uint32(pid))
 	binary.LittleEndian.PutUint32(ram[pa+36:], uint32(pid))
@@ -43,7 +31,7 @@ func task(ram fakeRAM, pa int64, pid int32, comm string, nextTask uint64) {
 }
 
 func TestHostileTaskLists(t *testing.T) {
-	ram := make(fakeRAM, 1<<20)
+	ram := make(memio.Bytes, 1<<20)
 	dm := func(pa int64) uint64 { return pageOffset + uint64(pa) }
 	k := hostileKernel(ram, 0x1000)
 	it := uint64(KernelMapBase) + 0x1000
@@ -85,7 +73,7 @@ func TestHostileTaskLists(t *testing.T) {
 }
 
 // pte writes a page-table entry.
-func pte(ram fakeRAM, table int64, idx uint64, val uint64) {
+func pte(ram memio.Bytes, table int64, idx uint64, val uint64) {
 	binary.LittleEndian.PutUint64(ram[table+int64(idx)*8:], val)
 }
 
@@ -93,7 +81,7 @@ func pte(ram fakeRAM, table int64, idx uint64, val uint64) {
 // entries, non-canonical addresses and tables pointing outside RAM end in
 // errors; 5-level paging adds a level.
 func TestPageTableWalk(t *testing.T) {
-	ram := make(fakeRAM, 1<<20)
+	ram := make(memio.Bytes, 1<<20)
 	k := hostileKernel(ram, 0x1000)
 	va := uint64(0xffffffffc0201234) // pml4 511, pdpt 511, pd 1, pt 1
 	pte(ram, 0x10000, 511, 0x11000|3)
@@ -135,7 +123,7 @@ func TestPageTableWalk(t *testing.T) {
 // TestHostileModuleList: a module list that cycles, or leads to a page
 // the tables do not map, ends with ErrListCorrupt and a partial list.
 func TestHostileModuleList(t *testing.T) {
-	ram := make(fakeRAM, 1<<20)
+	ram := make(memio.Bytes, 1<<20)
 	k := hostileKernel(ram, 0x1000)
 	head := uint64(KernelMapBase) + 0x100
 	// Map module VAs 0xffffffffc0000000 + n*4096 to pa 0x20000 + n*4096.
@@ -178,7 +166,7 @@ func TestHostileModuleList(t *testing.T) {
 func FuzzListProcesses(f *testing.F) {
 	f.Add(make([]byte, 4096))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ram := make(fakeRAM, 1<<16)
+		ram := make(memio.Bytes, 1<<16)
 		copy(ram, b)
 		k := hostileKernel(ram, 0)
 		k.ListProcesses() // must end: bounded walk

@@ -31,13 +31,7 @@ type ModuleLayout struct {
 // own BTF: no profile, no per-build table.
 func (k *Kernel) layouts() error {
 	var errs []error
-	off := func(path ...string) uint32 {
-		o, err := offsetOf(k.BTF, path...)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		return o
-	}
+	off := k.offsets(&errs)
 	k.Task = TaskLayout{
 		Tasks: off("task_struct", "tasks"), Pid: off("task_struct", "pid"), Tgid: off("task_struct", "tgid"),
 		Comm: off("task_struct", "comm"), RealParent: off("task_struct", "real_parent"),
@@ -149,13 +143,7 @@ type DetailLayout struct {
 
 func (k *Kernel) detailLayout() error {
 	var errs []error
-	off := func(path ...string) uint32 {
-		o, err := offsetOf(k.BTF, path...)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		return o
-	}
+	off := k.offsets(&errs)
 	name := off("dentry", "d_name")
 	k.Detail = DetailLayout{
 		Cred: off("task_struct", "cred"), CredUID: off("cred", "uid"), StartTime: off("task_struct", "start_time"),
@@ -166,4 +154,17 @@ func (k *Kernel) detailLayout() error {
 		VfsmountRoot: off("vfsmount", "mnt_root"),
 	}
 	return errors.Join(errs...)
+}
+
+// offsets returns a lookup of member offsets in the guest's BTF that
+// collects its errors in errs (so that one report names every missing
+// member).
+func (k *Kernel) offsets(errs *[]error) func(path ...string) uint32 {
+	return func(path ...string) uint32 {
+		o, err := offsetOf(k.BTF, path...)
+		if err != nil {
+			*errs = append(*errs, err)
+		}
+		return o
+	}
 }

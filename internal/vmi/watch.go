@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"secaas/internal/guestmem"
+	"secaas/internal/linuxkern"
 )
 
 // WatchConfig is one VM's monitoring.
@@ -95,22 +96,23 @@ func (w *watcher) cycle() {
 	}
 	w.lastErr = ""
 	w.emit(EventReport, r)
+	w.seenProc = alarmNew(r.HiddenProcesses, w.seenProc, func(c linuxkern.Candidate) string { return fmt.Sprintf("%d@%#x", c.PID, c.PA) },
+		func(c linuxkern.Candidate) { w.emit(EventHiddenProcess, c) })
+	w.seenMod = alarmNew(r.HiddenModules, w.seenMod, func(c linuxkern.ModuleCandidate) string { return fmt.Sprintf("%s@%#x", c.Name, c.Addr) },
+		func(c linuxkern.ModuleCandidate) { w.emit(EventHiddenModule, c) })
+}
+
+// alarmNew raises an alarm for each hidden object not seen in the previous
+// cycle and returns the set seen in this one: one alarm per object, not one
+// per cycle, and again if it disappears and comes back.
+func alarmNew[T any](hidden []T, before map[string]bool, key func(T) string, alarm func(T)) map[string]bool {
 	seen := map[string]bool{}
-	for _, c := range r.HiddenProcesses {
-		key := fmt.Sprintf("%d@%#x", c.PID, c.PA)
-		seen[key] = true
-		if !w.seenProc[key] {
-			w.emit(EventHiddenProcess, c)
+	for _, c := range hidden {
+		k := key(c)
+		seen[k] = true
+		if !before[k] {
+			alarm(c)
 		}
 	}
-	w.seenProc = seen
-	seenM := map[string]bool{}
-	for _, c := range r.HiddenModules {
-		key := fmt.Sprintf("%s@%#x", c.Name, c.Addr)
-		seenM[key] = true
-		if !w.seenMod[key] {
-			w.emit(EventHiddenModule, c)
-		}
-	}
-	w.seenMod = seenM
+	return seen
 }

@@ -5,20 +5,9 @@ import (
 	"errors"
 	"math/rand/v2"
 	"testing"
+
+	"secaas/internal/memio"
 )
-
-type ram []byte
-
-func (r ram) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off >= int64(len(r)) {
-		return 0, errors.New("outside RAM")
-	}
-	n := copy(p, r[off:])
-	if n < len(p) {
-		return n, errors.New("short")
-	}
-	return n, nil
-}
 
 // image builds a guest's physical memory with the profile's documented
 // layout: page tables at dtb mapping 2 MiB of kernel space at kva to
@@ -26,7 +15,7 @@ func (r ram) ReadAt(p []byte, off int64) (int, error) {
 // the EPROCESSes given.
 type image struct {
 	p   Profile
-	mem ram
+	mem memio.Bytes
 	kva uint64
 	dtb uint64
 }
@@ -34,7 +23,7 @@ type image struct {
 const kernelPA = 0x100000
 
 func newImage(p Profile) *image {
-	im := &image{p: p, mem: make(ram, 4<<20), dtb: 0x1000}
+	im := &image{p: p, mem: make(memio.Bytes, 4<<20), dtb: 0x1000}
 	le := binary.LittleEndian
 	switch p.Paging {
 	case "pae":
@@ -181,7 +170,7 @@ func TestPaperFingerprint(t *testing.T) {
 func FuzzHidden(f *testing.F) {
 	f.Add([]byte{3, 0, 0x26})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		mem := make(ram, 64<<10)
+		mem := make(memio.Bytes, 64<<10)
 		copy(mem, b)
 		for _, p := range Profiles {
 			p.Hidden(mem, int64(len(mem))) // must end
