@@ -75,7 +75,7 @@ bin/secaas lab guest down --name secaas-demo
 
 echo "== 9. HyperAV: a guest's disk scanned from the host; QEMU's dirty bitmap says what the guest wrote"
 rm -rf $STATE/avroot && mkdir -p $STATE/avroot/etc && echo "welcome to the demo guest" >$STATE/avroot/etc/motd
-mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d $STATE/avroot $STATE/av.raw 32M
+mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d $STATE/avroot $STATE/av.raw 32M >/dev/null
 qemu-img convert -O qcow2 $STATE/av.raw $STATE/av.qcow2 && rm $STATE/av.raw
 bin/secaas lab guest up --name secaas-demo-av --mem 256 --data-disk $STATE/av.qcow2
 bin/secaas av enable --tid 100 --vm VM3 --mode bitmap --disk "$PWD/$STATE/av.qcow2" --qmp "$PWD/.cache/lab/secaas-demo-av/qmp.sock" \

@@ -28,7 +28,7 @@ import (
 
 type config struct {
 	listen, db, bridge, tokenFile string
-	dataDir, signatures           string
+	dataDir, signatures, hashes   string
 	reconcile                     time.Duration
 	debug                         bool
 }
@@ -40,6 +40,7 @@ func main() {
 	flag.StringVar(&c.bridge, "bridge", "secaas0", "Open vSwitch bridge to enforce tenant domains on")
 	flag.StringVar(&c.dataDir, "data-dir", "", "per-VM state (HyperAV sectors, quarantine) and the node's clamd (default: DB's directory/data)")
 	flag.StringVar(&c.signatures, "signatures", "", "directory of extra .ndb/.hdb/.yar signatures for clamd")
+	flag.StringVar(&c.hashes, "hashes", "", "SHA-256 list of known-bad files (sha256sum format) for HyperAV's hashlist engine")
 	flag.StringVar(&c.tokenFile, "admin-token-file", "/var/lib/secaas/admin.token", "admin API token file (created with a random token if missing)")
 	flag.DurationVar(&c.reconcile, "reconcile", 2*time.Second, "interval of the flow reconcile loop")
 	flag.BoolVar(&c.debug, "debug", false, "debug logging")
@@ -105,7 +106,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 			log.Warn("event queue full, dropping", "kind", e.Kind)
 		}
 	})
-	node.DataDir, node.Signatures = c.dataDir, c.signatures
+	node.DataDir, node.Signatures, node.Hashes = c.dataDir, c.signatures, c.hashes
 	if node.DataDir == "" {
 		node.DataDir = filepath.Join(filepath.Dir(c.db), "data")
 	}

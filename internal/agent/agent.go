@@ -56,6 +56,10 @@ type Agent struct {
 	// offline database. Set before Start.
 	DataDir    string
 	Signatures string
+	// Hashes is a SHA-256 list of known-bad files (sha256sum format) for
+	// the hashlist engine.
+	Hashes string
+	hashes *av.HashList
 }
 
 // FullCheckEvery is how many reconcile ticks pass between full flow-table

@@ -49,6 +49,42 @@ func (a *Agent) clamdLocked() (*av.Clamd, error) {
 	return c, nil
 }
 
+// avEnginesLocked returns the engines a policy asks for (default: all the
+// node has: clamd, and the hash list when secaasd was given one).
+func (a *Agent) avEnginesLocked(c *av.Clamd, names []string) ([]av.Engine, error) {
+	if a.hashes == nil && a.Hashes != "" {
+		f, err := os.Open(a.Hashes)
+		if err != nil {
+			return nil, fmt.Errorf("hash list: %w", err)
+		}
+		hl, err := av.ParseHashList(f)
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		a.hashes = hl
+	}
+	if len(names) == 0 {
+		names = []string{"clamd"}
+		if a.hashes != nil {
+			names = append(names, "hashlist")
+		}
+	}
+	var out []av.Engine
+	for _, n := range names {
+		switch n {
+		case "clamd":
+			out = append(out, c.Engine())
+		case "hashlist":
+			if a.hashes == nil {
+				return nil, errors.New("the policy asks for the hash list, but this node has none (secaasd --hashes)")
+			}
+			out = append(out, a.hashes)
+		}
+	}
+	return out, nil
+}
+
 func avID(tid int, vm string) string { return fmt.Sprintf("%d/%s", tid, vm) }
 
 // syncAVLocked starts the HyperAV workers the desired state asks for and
@@ -95,10 +131,15 @@ func (a *Agent) syncAVLocked() {
 			continue
 		}
 		pol, _ := av.ParsePolicy(w.p.Policy)
+		engines, err := a.avEnginesLocked(c, w.p.Engines)
+		if err != nil {
+			ev("av.error", err.Error(), nil)
+			continue
+		}
 		cfg := hyperav.ServiceConfig{Mode: w.p.Mode, Disk: w.p.Disk, QMP: w.p.QMP, Node: w.p.Node, Socket: w.p.Socket,
 			Paths: w.p.Paths, Every: every, Partition: w.p.Partition,
 			Dir: filepath.Join(a.dataDir(), "av", fmt.Sprintf("%d-%s", w.tid, w.vm)),
-			AV:  &av.Scanner{Engines: []av.Engine{c.Engine()}, Policy: pol}}
+			AV:  &av.Scanner{Engines: engines, Policy: pol}}
 		svc, err := hyperav.NewService(cfg, func(kind string, v any) {
 			b, _ := json.Marshal(v)
 			if kind == hyperav.EventReport {

@@ -151,7 +151,7 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 func avEnable(ctx context.Context, env *Env, args []string) error {
 	var tid int
-	var vm, paths string
+	var vm, paths, engines string
 	var p tenant.AVPolicy
 	c, _, err := simple("av enable", env, args, 0, func(fs *flag.FlagSet) {
 		fs.IntVar(&tid, "tid", 0, "domain TID")
@@ -165,12 +165,17 @@ func avEnable(ctx context.Context, env *Env, args []string) error {
 		fs.StringVar(&p.Schedule, "schedule", "30s", "time between rounds")
 		fs.IntVar(&p.Partition, "partition", 0, "partition of the ext4 file system (0: find it)")
 		fs.StringVar(&p.Policy, "policy", "any", "verdict policy: any or majority")
+		fs.StringVar(&engines, "engines", "", "comma-separated engines: clamd,hashlist (default: all the node has)")
+		fs.StringVar(&p.GuestPort, "guest-port", "", "host side of the VM's virtio-serial port secaas.0 (for secaas-guest)")
 	})
 	if err != nil {
 		return err
 	}
 	if paths != "" {
 		p.Paths = strings.Split(paths, ",")
+	}
+	if engines != "" {
+		p.Engines = strings.Split(engines, ",")
 	}
 	return c.do(ctx, "PUT", fmt.Sprintf("/v1/domains/%d/vms/%s/av", tid, vm), p, nil)
 }

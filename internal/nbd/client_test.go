@@ -1,8 +1,12 @@
 package nbd
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
+	"io"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -99,4 +103,32 @@ func TestClientAgainstQemuNBD(t *testing.T) {
 	if _, err := Dial(ctx, sock, "nope"); err == nil {
 		t.Fatal("an unknown export opened")
 	}
+}
+
+// FuzzClient: a client facing a hostile server (random bytes after a valid
+// greeting) ends with an error, never a panic or a hang.
+func FuzzClient(f *testing.F) {
+	greeting := func() []byte {
+		b := make([]byte, 0, 18)
+		b = binary.BigEndian.AppendUint64(b, magicInit)
+		b = binary.BigEndian.AppendUint64(b, magicOpt)
+		return binary.BigEndian.AppendUint16(b, flagFixedNewstyle|flagNoZeroes)
+	}
+	f.Add(append(greeting(), make([]byte, 64)...))
+	f.Fuzz(func(t *testing.T, rest []byte) {
+		a, b := net.Pipe()
+		go func() {
+			b.Write(append(greeting(), rest...))
+			io.Copy(io.Discard, b)
+		}()
+		c := &Client{conn: a, rd: bufio.NewReader(a), contexts: map[string]uint32{}}
+		a.SetDeadline(time.Now().Add(20 * time.Millisecond))
+		if err := c.handshake("disk", []string{"qemu:dirty-bitmap:b"}); err == nil {
+			buf := make([]byte, 4096)
+			c.ReadAt(buf, 0)
+			c.BlockStatus("qemu:dirty-bitmap:b", 0, 1<<20)
+		}
+		a.Close()
+		b.Close()
+	})
 }

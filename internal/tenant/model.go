@@ -109,7 +109,14 @@ type AVPolicy struct {
 	Partition int `json:"partition,omitempty" yaml:"partition,omitempty"`
 	// Policy combining engines: any (default) or majority.
 	Policy string `json:"policy,omitempty" yaml:"policy,omitempty"`
+	// Engines to run: clamd (signatures and YARA rules), hashlist (the
+	// node's SHA-256 list, secaasd --hashes); default: every engine the
+	// node has.
+	Engines []string `json:"engines,omitempty" yaml:"engines,omitempty"`
 }
+
+// AVEngines are the engine names a policy may ask for.
+var AVEngines = []string{"clamd", "hashlist"}
 
 // Limits of an AV policy.
 const (
@@ -164,6 +171,11 @@ func (p AVPolicy) Params() (time.Duration, error) {
 	case "", "any", "majority":
 	default:
 		return 0, fmt.Errorf("av policy %q is neither any nor majority", p.Policy)
+	}
+	for _, e := range p.Engines {
+		if !slices.Contains(AVEngines, e) {
+			return 0, fmt.Errorf("av engine %q is not one of %s", e, strings.Join(AVEngines, ", "))
+		}
 	}
 	every := 30 * time.Second
 	if p.Schedule != "" {
