@@ -30,16 +30,20 @@ type BitmapTracker struct {
 const bitmapGranularity = 4096
 
 // StartBitmapTracker adds the live dirty bitmap (persistent when the node is
-// qcow2, so that it survives a QEMU restart) and QEMU's NBD server. If the
-// bitmap already exists (QEMU restarted with a persistent one) it is kept;
-// when QEMU marks it inconsistent (it crashed while recording), the
-// returned flag says every sector must be treated as written.
-func StartBitmapTracker(ctx context.Context, c *qmp.Client, node, bitmap, dir string) (*BitmapTracker, bool, error) {
+// qcow2, so that QEMU stores it in the image when it shuts down) and
+// QEMU's NBD server. A bitmap QEMU already has (a persistent one it
+// loaded) is kept. The returned flag says the bitmap cannot be trusted to
+// hold every write since it was last read — QEMU marked it inconsistent
+// (it crashed while recording), or it was missing although the caller
+// tracked this disk before (tracking: a QEMU that was killed never stored
+// it) — and every sector must be treated as written.
+func StartBitmapTracker(ctx context.Context, c *qmp.Client, node, bitmap, dir string, tracking bool) (*BitmapTracker, bool, error) {
 	t := &BitmapTracker{QMP: c, Node: node, Bitmap: bitmap, Socket: filepath.Join(dir, "qemu-nbd.sock")}
 	existing, inconsistent, err := t.bitmapInfo(ctx)
 	if err != nil {
 		return nil, false, err
 	}
+	lost := inconsistent || (tracking && !existing)
 	if !existing {
 		persistent, err := t.isQcow2(ctx)
 		if err != nil {
@@ -62,11 +66,11 @@ func StartBitmapTracker(ctx context.Context, c *qmp.Client, node, bitmap, dir st
 		// Already running (another tracker on this VM): use it.
 		var qe *qmp.Error
 		if !errors.As(err, &qe) || !strings.Contains(qe.Desc, "already running") {
-			return nil, inconsistent, err
+			return nil, lost, err
 		}
 	}
 	t.server = true
-	return t, inconsistent, nil
+	return t, lost, nil
 }
 
 type blockInfo struct {

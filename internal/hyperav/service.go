@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ type ServiceConfig struct {
 	Mode      string // bitmap or front
 	Disk      string // image path
 	QMP, Node string // bitmap mode
+	Device    string // bitmap mode: the disk's qdev id, to zero quarantined sectors through it
 	Socket    string // front mode: where the disk is served (export "disk")
 	Paths     []string
 	Every     time.Duration
@@ -144,14 +146,16 @@ func (s *Service) reader(ctx context.Context) (io.ReaderAt, func(), error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		tr, inconsistent, err := StartBitmapTracker(ctx, c, s.cfg.Node, "secaas-dirty", s.cfg.Dir)
+		tr, lost, err := StartBitmapTracker(ctx, c, s.cfg.Node, "secaas-dirty", s.cfg.Dir, s.state.Tracking)
 		if err != nil {
 			c.Close()
 			return nil, nil, err
 		}
-		if inconsistent {
+		if lost {
 			s.state.MarkAllWritten()
+			s.emit(EventError, "the dirty bitmap was lost or inconsistent (QEMU crashed?): every sector counts as written")
 		}
+		s.state.Tracking = true
 		s.qmp, s.tracker = c, tr
 	}
 	rs, err := s.tracker.Epoch(ctx)
@@ -290,12 +294,35 @@ func (s *Service) Isolate(ctx context.Context, path string) (*Isolation, error) 
 	return iso, nil
 }
 
+// zeroThroughQEMU overwrites ranges with zeros through QEMU (so that its
+// caches and the guest's view agree): through the VM's own disk device
+// when its qdev id is known (HMP qemu-io), else through a writable NBD
+// export (which QEMU refuses unless the device shares writes: share-rw=on).
 func (s *Service) zeroThroughQEMU(ctx context.Context, rs []Range) error {
 	if s.tracker == nil {
 		return errors.New("no QMP connection")
 	}
-	id := "secaas-quarantine"
 	q := s.tracker.QMP
+	if s.cfg.Device != "" {
+		hmp := func(cmd string) error {
+			var out string
+			if err := q.Execute(ctx, "human-monitor-command", map[string]any{"command-line": fmt.Sprintf("qemu-io -d %s %q", s.cfg.Device, cmd)}, &out); err != nil {
+				return err
+			}
+			if strings.TrimSpace(out) != "" && !strings.Contains(out, "wrote") {
+				return fmt.Errorf("qemu-io %s: %s", cmd, strings.TrimSpace(out))
+			}
+			return nil
+		}
+		for _, r := range rs {
+			n := (r.Len + 511) &^ 511 // whole sectors: the rest of the last one is the file's slack
+			if err := hmp(fmt.Sprintf("write -z %d %d", r.Start, n)); err != nil {
+				return err
+			}
+		}
+		return hmp("flush")
+	}
+	id := "secaas-quarantine"
 	q.Execute(ctx, "block-export-del", map[string]any{"id": id, "mode": "hard"}, nil)
 	if err := q.Execute(ctx, "block-export-add", map[string]any{"type": "nbd", "id": id, "node-name": s.cfg.Node, "name": id, "writable": true}, nil); err != nil {
 		return err

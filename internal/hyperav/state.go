@@ -69,6 +69,9 @@ type State struct {
 	infected    Bitmap
 	files       map[string]FileRecord
 	path        string // where Save writes ("" = memory only)
+	// Tracking: writes to this disk have been tracked (bitmap mode); a
+	// dirty bitmap missing from QEMU later means writes went unrecorded.
+	Tracking bool
 }
 
 // DefaultGranularity is one 4 KiB block per bit.
@@ -217,6 +220,7 @@ type stateFile struct {
 	Written     []uint64              `json:"written"`
 	Infected    []uint64              `json:"infected"`
 	Files       map[string]FileRecord `json:"files"`
+	Tracking    bool                  `json:"tracking"`
 }
 
 // LoadState reads a state saved by Save, or starts a new one at path if
@@ -257,6 +261,7 @@ func LoadState(path string, diskSize, granularity int64) (*State, error) {
 	if f.Files != nil {
 		s.files = f.Files
 	}
+	s.Tracking = f.Tracking
 	s.path = path
 	return s, nil
 }
@@ -267,7 +272,7 @@ func (s *State) Save() error {
 		return nil
 	}
 	s.mu.Lock()
-	f := stateFile{Version: 1, Granularity: s.Granularity, DiskSize: s.DiskSize, Written: s.written, Infected: s.infected, Files: s.files}
+	f := stateFile{Version: 1, Granularity: s.Granularity, DiskSize: s.DiskSize, Written: s.written, Infected: s.infected, Files: s.files, Tracking: s.Tracking}
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	err := json.NewEncoder(zw).Encode(f)

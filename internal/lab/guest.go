@@ -72,7 +72,7 @@ type GuestDisk struct {
 func (d GuestDisk) args() []string {
 	if d.NBD != "" {
 		return []string{"-blockdev", fmt.Sprintf("driver=nbd,server.type=unix,server.path=%s,export=%s,node-name=%s", d.NBD, d.Export, d.Node),
-			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=%s", d.Node, d.Node)}
+			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=%s,id=%s", d.Node, d.Node, d.DeviceID())}
 	}
 	format := d.Format
 	if format == "" {
@@ -80,8 +80,11 @@ func (d GuestDisk) args() []string {
 	}
 	return []string{"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-file,cache.direct=off", d.File, d.Node),
 		"-blockdev", fmt.Sprintf("driver=%s,file=%s-file,node-name=%s", format, d.Node, d.Node),
-		"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=%s", d.Node, d.Node)}
+		"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=%s,id=%s", d.Node, d.Node, d.DeviceID())}
 }
+
+// DeviceID is the disk's qdev id ("NODE-dev").
+func (d GuestDisk) DeviceID() string { return d.Node + "-dev" }
 
 // moduleFiles resolves module names to their .ko files under the kernel
 // package (next to vmlinuz, in root/lib/modules/VERSION), dependencies
