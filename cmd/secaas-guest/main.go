@@ -6,7 +6,8 @@
 //	secaas-guest scan PATH             ask the backend to scan PATH now
 //	secaas-guest isolate PATH          ask the backend to isolate PATH
 //	secaas-guest watch DIR...          scan every file closed after writing
-//	                                   (inotify), and print the verdicts
+//	                                   (inotify), and print the verdicts and
+//	                                   the alarms the backend pushes
 //	secaas-guest iobench --file DEV --rw write|randwrite --bs 4k --seconds N
 //	                                   O_DIRECT write load, JSON result
 //
@@ -169,10 +170,11 @@ func fsPath(abs string) (mount, rel string) {
 	return mount, rel
 }
 
-func request(f *os.File, rd *bufio.Reader, op, path string) (map[string]any, error) {
+// send writes a request for path (its file synced first).
+func send(f *os.File, op, path string) error {
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// The backend reads the file system, not this guest's mount tree: send
 	// the path inside the file system that holds the file.
@@ -190,18 +192,32 @@ func request(f *os.File, rd *bufio.Reader, op, path string) (map[string]any, err
 		req.Extents, req.Size = exts, size
 	}
 	b, _ := json.Marshal(req)
-	if _, err := f.Write(append(b, '\n')); err != nil {
+	_, err = f.Write(append(b, '\n'))
+	return err
+}
+
+// request sends a request and waits for its reply, printing any alarm the
+// backend pushes meanwhile.
+func request(f *os.File, rd *bufio.Reader, op, path string) (map[string]any, error) {
+	if err := send(f, op, path); err != nil {
 		return nil, err
 	}
-	line, err := rd.ReadBytes('\n')
-	if err != nil {
-		return nil, err
+	for {
+		line, err := rd.ReadBytes('\n')
+		if err != nil {
+			return nil, err
+		}
+		var reply map[string]any
+		if err := json.Unmarshal(line, &reply); err != nil {
+			return nil, fmt.Errorf("backend reply %.100q: %w", line, err)
+		}
+		if _, isEvent := reply["event"]; isEvent {
+			// An alarm the backend pushed (another file): show it.
+			fmt.Println(strings.TrimSpace(string(line)))
+			continue
+		}
+		return reply, nil
 	}
-	var reply map[string]any
-	if err := json.Unmarshal(line, &reply); err != nil {
-		return nil, fmt.Errorf("backend reply %.100q: %w", line, err)
-	}
-	return reply, nil
 }
 
 func requestCmd(op string, args []string) error {
@@ -234,7 +250,28 @@ func watchCmd(dirs []string) error {
 		return err
 	}
 	defer f.Close()
-	rd := bufio.NewReader(f)
+	// One reader of the port: alarms are printed as they come, replies go
+	// to the request waiting for them.
+	replies := make(chan map[string]any, 1)
+	go func() {
+		rd := bufio.NewReader(f)
+		for {
+			line, err := rd.ReadBytes('\n')
+			if err != nil {
+				close(replies)
+				return
+			}
+			var m map[string]any
+			if json.Unmarshal(line, &m) != nil {
+				continue
+			}
+			if _, isEvent := m["event"]; isEvent {
+				fmt.Println(strings.TrimSpace(string(line)))
+				continue
+			}
+			replies <- m
+		}
+	}()
 	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC)
 	if err != nil {
 		return err
@@ -262,10 +299,13 @@ func watchCmd(dirs []string) error {
 				continue
 			}
 			p := filepath.Join(wd[ev.Wd], name)
-			reply, err := request(f, rd, "scan", p)
-			if err != nil {
+			if err := send(f, "scan", p); err != nil {
 				fmt.Fprintf(os.Stderr, "secaas-guest: %s: %v\n", p, err)
 				continue
+			}
+			reply, ok := <-replies
+			if !ok {
+				return fmt.Errorf("the backend closed the port")
 			}
 			b, _ := json.Marshal(reply)
 			fmt.Println(string(b))

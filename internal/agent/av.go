@@ -136,7 +136,7 @@ func (a *Agent) syncAVLocked() {
 			ev("av.error", err.Error(), nil)
 			continue
 		}
-		cfg := hyperav.ServiceConfig{Mode: w.p.Mode, Disk: w.p.Disk, QMP: w.p.QMP, Node: w.p.Node, Socket: w.p.Socket,
+		cfg := hyperav.ServiceConfig{Mode: w.p.Mode, Disk: w.p.Disk, QMP: w.p.QMP, Node: w.p.Node, Device: w.p.Device, Socket: w.p.Socket,
 			Paths: w.p.Paths, Every: every, Partition: w.p.Partition,
 			Dir: filepath.Join(a.dataDir(), "av", fmt.Sprintf("%d-%s", w.tid, w.vm)),
 			AV:  &av.Scanner{Engines: engines, Policy: pol}}

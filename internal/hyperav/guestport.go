@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -22,7 +23,8 @@ type GuestRequest struct {
 const maxGuestLine = 1 << 20
 
 // ServeGuestPort answers the guest tool on a virtio-serial port (the unix
-// socket QEMU listens on for it), reconnecting until ctx ends. The guest is
+// socket QEMU listens on for it), reconnecting until ctx ends, and pushes
+// the service's alarms to the guest ({"event": "av.infected", ...} lines). The guest is
 // untrusted: requests are bounded, the path is looked up on the host side
 // (its FIEMAP extents are only a hint), and a bad request gets an error
 // reply, not a crash.
@@ -48,7 +50,20 @@ func ServeGuestPort(ctx context.Context, socket string, svc *Service) {
 func serveGuest(ctx context.Context, conn net.Conn, svc *Service) {
 	sc := bufio.NewScanner(conn)
 	sc.Buffer(make([]byte, 64<<10), maxGuestLine)
-	enc := json.NewEncoder(conn)
+	// Replies and pushed alarms share the port: one line at a time.
+	var mu sync.Mutex
+	enc := lockedEncoder{mu: &mu, enc: json.NewEncoder(conn)}
+	defer svc.Subscribe(func(kind string, v any) {
+		msg := map[string]any{"event": kind}
+		switch x := v.(type) {
+		case ScanResult:
+			msg["path"], msg["verdict"], msg["signatures"] = x.Path, x.Verdict, x.Engines.Signatures()
+		case Isolation:
+			msg["path"], msg["isolated"] = x.Path, true
+		}
+		conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		enc.Encode(msg)
+	})()
 	for sc.Scan() {
 		var req GuestRequest
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil || req.Path == "" || req.Path[0] != '/' {
@@ -74,4 +89,15 @@ func serveGuest(ctx context.Context, conn net.Conn, svc *Service) {
 			enc.Encode(map[string]string{"error": "unknown op " + req.Op})
 		}
 	}
+}
+
+type lockedEncoder struct {
+	mu  *sync.Mutex
+	enc *json.Encoder
+}
+
+func (l lockedEncoder) Encode(v any) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.enc.Encode(v)
 }

@@ -288,6 +288,19 @@ func TestGuestToolAndService(t *testing.T) {
 	if !strings.Contains(out, `"verdict":"INFECTED"`) {
 		t.Fatalf("watch: %s", out)
 	}
+	// An alarm raised on the host (an isolation asked for through the
+	// API) is pushed to the guest tool.
+	if _, err := svc.Isolate(ctx, "/untouched.txt"); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for !strings.Contains(out, `"event":"av.isolated"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no pushed alarm in the guest: %q", out)
+		}
+		time.Sleep(300 * time.Millisecond)
+		out, _ = g.Run("cat /tmp/watch.log", 30*time.Second)
+	}
 }
 
 // TestBitmapServiceQuarantineAndCrash: the service in bitmap mode finds EICAR

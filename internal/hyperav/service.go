@@ -72,6 +72,41 @@ type Service struct {
 	epochs  int
 	lastErr string
 	verdict map[string]string
+	subMu   sync.Mutex
+	subs    map[int]func(kind string, v any)
+	nextSub int
+}
+
+// Subscribe adds a listener of the service's alarms (infected, cleaned,
+// isolated); the returned function removes it.
+func (s *Service) Subscribe(f func(kind string, v any)) (cancel func()) {
+	s.subMu.Lock()
+	defer s.subMu.Unlock()
+	if s.subs == nil {
+		s.subs = map[int]func(string, any){}
+	}
+	s.nextSub++
+	id := s.nextSub
+	s.subs[id] = f
+	return func() {
+		s.subMu.Lock()
+		delete(s.subs, id)
+		s.subMu.Unlock()
+	}
+}
+
+// alarm emits an alarm to the control plane and to the subscribers.
+func (s *Service) alarm(kind string, v any) {
+	s.emit(kind, v)
+	s.subMu.Lock()
+	subs := make([]func(string, any), 0, len(s.subs))
+	for _, f := range s.subs {
+		subs = append(subs, f)
+	}
+	s.subMu.Unlock()
+	for _, f := range subs {
+		f(kind, v)
+	}
 }
 
 // NewService prepares a service; Run starts it.
@@ -203,9 +238,9 @@ func (s *Service) scanLocked(ctx context.Context, rd io.ReaderAt, path string) (
 	s.verdict[path] = r.Verdict
 	switch {
 	case r.Verdict == string(av.Infected) && prev != r.Verdict:
-		s.emit(EventInfected, *r)
+		s.alarm(EventInfected, *r)
 	case r.Verdict == string(av.Clean) && prev == string(av.Infected):
-		s.emit(EventCleaned, *r)
+		s.alarm(EventCleaned, *r)
 	}
 	return r, nil
 }
@@ -290,7 +325,7 @@ func (s *Service) Isolate(ctx context.Context, path string) (*Isolation, error) 
 	if err := s.state.Save(); err != nil {
 		return iso, err
 	}
-	s.emit(EventIsolated, *iso)
+	s.alarm(EventIsolated, *iso)
 	return iso, nil
 }
 

@@ -94,6 +94,10 @@ type AVPolicy struct {
 	// QMP is the VM's QMP socket and Node the disk's block node (bitmap).
 	QMP  string `json:"qmp,omitempty" yaml:"qmp,omitempty"`
 	Node string `json:"node,omitempty" yaml:"node,omitempty"`
+	// Device is the disk device's qdev id or QOM path (e.g.
+	// /machine/peripheral/virtio-disk0/virtio-backend): bitmap mode zeroes
+	// quarantined sectors through it.
+	Device string `json:"device,omitempty" yaml:"device,omitempty"`
 	// Socket is where secaas serves the disk (front): start QEMU with
 	// -blockdev driver=nbd,server.type=unix,server.path=SOCKET,export=disk.
 	Socket string `json:"socket,omitempty" yaml:"socket,omitempty"`
