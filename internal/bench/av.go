@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -169,12 +168,14 @@ var paperTable7 = map[string][4]float64{ // normal KB/s, HyperAV KB/s, normal IO
 	"randwrite/4k": {1664, 1644, 416, 411}, "randwrite/32k": {12417, 12383, 388, 386}, "randwrite/128k": {39884, 39594, 311, 309},
 }
 
-// RunAVWrite boots a guest per mode and setting and measures O_DIRECT
-// writes to its data disk (secaas-guest iobench, a static binary: the
-// paper used fio), with tracking off and on: bitmap mode compares
-// the disk with and without a recording dirty bitmap; front mode compares
-// QEMU's own file driver with secaas's NBD front.
-func RunAVWrite(ctx context.Context, repoRoot, dir string, seconds int, progress io.Writer) ([]AVWriteRow, error) {
+// RunAVWrite measures O_DIRECT writes in a guest (secaas-guest iobench, a
+// static binary: the paper used fio) with write tracking off and on, in one
+// guest per mode so that boot-to-boot variance stays out: bitmap mode
+// toggles a recording dirty bitmap on the same disk between runs; front
+// mode gives the guest two identical disks, one through QEMU's file driver
+// (off) and one through secaas's NBD front (on). Off and on runs alternate,
+// rounds times, and medians are reported.
+func RunAVWrite(ctx context.Context, repoRoot, dir string, seconds, rounds int, progress io.Writer) ([]AVWriteRow, error) {
 	kernel, err := lab.FindKernel(repoRoot)
 	if err != nil {
 		return nil, err
@@ -183,99 +184,133 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, seconds int, progress
 	if err != nil {
 		return nil, err
 	}
-	files := map[string]string{"/bin/secaas-guest": tool}
-	img := filepath.Join(dir, "bench.raw")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		return nil, err
+	mkimg := func(name string) (string, error) {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			return "", err
+		}
+		return p, os.Truncate(p, 512<<20)
 	}
-	if err := os.Truncate(img, 512<<20); err != nil {
-		return nil, err
-	}
-	type variant struct {
-		mode string
-		on   bool
-	}
-	results := map[string]map[string][2]float64{} // mode/on -> rw/bs -> (KB/s, IOPS)
-	for _, v := range []variant{{"bitmap", false}, {"bitmap", true}, {"front", false}, {"front", true}} {
-		key := fmt.Sprintf("%s/%v", v.mode, v.on)
-		fmt.Fprintf(progress, "av: guest for %s mode, tracking %v\n", v.mode, v.on)
-		gdir := filepath.Join(dir, strings.ReplaceAll(key, "/", "-"))
+	med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
+	var rows []AVWriteRow
+	for _, mode := range []string{"bitmap", "front"} {
+		gdir := filepath.Join(dir, "guest-"+mode)
 		os.MkdirAll(gdir, 0o755)
-		d := lab.GuestDisk{Node: "disk0", File: img, Format: "raw"}
+		imgA, err := mkimg(mode + "-a.raw")
+		if err != nil {
+			return nil, err
+		}
+		disks := []lab.GuestDisk{{Node: "disk0", File: imgA, Format: "raw"}}
 		var front *hyperav.Front
-		if v.mode == "front" && v.on {
+		if mode == "front" {
+			imgB, err := mkimg(mode + "-b.raw")
+			if err != nil {
+				return nil, err
+			}
 			st, err := hyperav.NewState(512<<20, hyperav.DefaultGranularity)
 			if err != nil {
 				return nil, err
 			}
 			sock := filepath.Join(gdir, "front.sock")
-			if front, err = hyperav.StartFront(img, sock, "disk", st, nil); err != nil {
+			if front, err = hyperav.StartFront(imgB, sock, "disk", st, nil); err != nil {
 				return nil, err
 			}
-			d = lab.GuestDisk{Node: "disk0", NBD: sock, Export: "disk"}
+			disks = append(disks, lab.GuestDisk{Node: "disk1", NBD: sock, Export: "disk"})
 		}
+		fmt.Fprintf(progress, "av: guest for %s mode\n", mode)
 		g, err := lab.StartGuest(ctx, lab.GuestConfig{Name: "secaas-bench-av", Kernel: kernel, MemMiB: 512, Dir: gdir,
-			Files: files, Modules: []string{"virtio_pci", "virtio_blk"}, Disks: []lab.GuestDisk{d}})
+			Files: map[string]string{"/bin/secaas-guest": tool}, Modules: []string{"virtio_pci", "virtio_blk"}, Disks: disks})
 		if err != nil {
 			if front != nil {
 				front.Close()
 			}
 			return nil, err
 		}
-		if v.mode == "bitmap" && v.on {
-			q, err := qmp.Dial(ctx, g.QMP)
-			if err == nil {
-				err = q.Execute(ctx, "block-dirty-bitmap-add", map[string]any{"node": "disk0", "name": "secaas-dirty", "granularity": 4096}, nil)
-				q.Close()
-			}
-			if err != nil {
+		var q *qmp.Client
+		if mode == "bitmap" {
+			if q, err = qmp.Dial(ctx, g.QMP); err != nil {
 				g.Stop()
 				return nil, err
 			}
 		}
-		results[key] = map[string][2]float64{}
-		for _, rw := range []string{"write", "randwrite"} {
-			for _, bs := range []string{"4k", "32k", "128k"} {
-				cmd := fmt.Sprintf("secaas-guest iobench --file /dev/vda --rw %s --bs %s --seconds %d", rw, bs, seconds)
-				out, err := g.Run(cmd, time.Duration(seconds+60)*time.Second)
-				var res struct {
-					BW   float64 `json:"bw_kbs"`
-					IOPS float64 `json:"iops"`
-				}
-				if err == nil {
-					err = json.Unmarshal([]byte(out), &res)
-				}
-				if err != nil || res.IOPS == 0 {
-					g.Stop()
-					return nil, fmt.Errorf("iobench: %v: %.200s", err, out)
-				}
-				results[key][rw+"/"+bs] = [2]float64{res.BW, res.IOPS}
-				fmt.Fprintf(progress, "av:   %s %s: %.0f KB/s, %.0f IOPS\n", rw, bs, res.BW, res.IOPS)
+		run := func(dev, rw, bs string) (float64, float64, error) {
+			out, err := g.Run(fmt.Sprintf("secaas-guest iobench --file %s --rw %s --bs %s --seconds %d", dev, rw, bs, seconds), time.Duration(seconds+60)*time.Second)
+			var res struct {
+				BW   float64 `json:"bw_kbs"`
+				IOPS float64 `json:"iops"`
+			}
+			if err == nil {
+				err = json.Unmarshal([]byte(out), &res)
+			}
+			if err != nil || res.IOPS == 0 {
+				return 0, 0, fmt.Errorf("iobench: %v: %.200s", err, out)
+			}
+			return res.BW, res.IOPS, nil
+		}
+		tracking := func(on bool) error {
+			if q == nil {
+				return nil
+			}
+			if on {
+				return q.Execute(ctx, "block-dirty-bitmap-add", map[string]any{"node": "disk0", "name": "secaas-dirty", "granularity": 4096}, nil)
+			}
+			return q.Execute(ctx, "block-dirty-bitmap-remove", map[string]any{"node": "disk0", "name": "secaas-dirty"}, nil)
+		}
+		stop := func() {
+			if q != nil {
+				q.Close()
+			}
+			g.Stop()
+			if front != nil {
+				front.Close()
 			}
 		}
-		g.Stop()
-		if front != nil {
-			front.Close()
-		}
-	}
-	var rows []AVWriteRow
-	for _, mode := range []string{"bitmap", "front"} {
 		for _, rw := range []string{"write", "randwrite"} {
 			for _, bs := range []string{"4k", "32k", "128k"} {
-				k := rw + "/" + bs
-				off, on := results[mode+"/false"][k], results[mode+"/true"][k]
-				p := paperTable7[k]
-				rows = append(rows, AVWriteRow{Mode: mode, RW: rw, BS: bs, OffKBs: off[0], OnKBs: on[0], OffIOPS: off[1], OnIOPS: on[1],
-					LossPct: 100 * (off[0] - on[0]) / off[0], PaperLoss: 100 * (p[0] - p[1]) / p[0]})
+				var offBW, onBW, offIO, onIO []float64
+				for r := 0; r < rounds; r++ {
+					for _, on := range []bool{false, true} {
+						dev := "/dev/vda"
+						if mode == "front" && on {
+							dev = "/dev/vdb"
+						}
+						if on {
+							if err := tracking(true); err != nil {
+								stop()
+								return nil, err
+							}
+						}
+						bw, iops, err := run(dev, rw, bs)
+						if err == nil && on {
+							err = tracking(false)
+						}
+						if err != nil {
+							stop()
+							return nil, err
+						}
+						if on {
+							onBW, onIO = append(onBW, bw), append(onIO, iops)
+						} else {
+							offBW, offIO = append(offBW, bw), append(offIO, iops)
+						}
+					}
+				}
+				p := paperTable7[rw+"/"+bs]
+				row := AVWriteRow{Mode: mode, RW: rw, BS: bs, OffKBs: med(offBW), OnKBs: med(onBW), OffIOPS: med(offIO), OnIOPS: med(onIO),
+					PaperLoss: 100 * (p[0] - p[1]) / p[0]}
+				row.LossPct = 100 * (row.OffKBs - row.OnKBs) / row.OffKBs
+				fmt.Fprintf(progress, "av:   %s %s %s: off %.0f KB/s, on %.0f KB/s (%.1f %%)\n", mode, rw, bs, row.OffKBs, row.OnKBs, row.LossPct)
+				rows = append(rows, row)
 			}
 		}
+		stop()
 	}
 	return rows, nil
 }
 
 // WriteAVWrite prints Table 7 with the paper's figures beside.
-func WriteAVWrite(w io.Writer, rows []AVWriteRow, seconds int) {
-	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on a 512 MiB raw virtio disk, %d s per run. Bitmap mode: the same disk with and without a recording dirty bitmap. Front mode: QEMU's file driver vs secaas's NBD front.\n\n", seconds)
+func WriteAVWrite(w io.Writer, rows []AVWriteRow, seconds, rounds int) {
+	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks; %d s per run, off and on alternating, median of %d. Bitmap mode: one disk, a recording dirty bitmap added and removed between runs. Front mode: two identical disks in the same guest, one through QEMU's file driver, one through secaas's NBD front.\n\n", seconds, rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| mode\t rw\t bs\t KB/s off\t KB/s on\t IOPS off\t IOPS on\t loss\t goal\t paper loss\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")

@@ -89,7 +89,8 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	out := fs.String("out", "", "also write the tables to this Markdown file")
 	root := fs.String("repo", ".", "repository root (for the cached guest kernel)")
 	table7 := fs.Bool("table7", true, "run Table 7 too (writes in guests: several minutes)")
-	seconds := fs.Int("seconds", 8, "length of each write run of Table 7")
+	seconds := fs.Int("seconds", 5, "length of each write run of Table 7")
+	rounds := fs.Int("rounds", 3, "off/on rounds per Table 7 setting (medians are reported)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -106,12 +107,12 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	w := io.MultiWriter(env.Stdout, &buf)
 	bench.WriteAVQuery(w, rows)
 	if *table7 {
-		wrows, err := bench.RunAVWrite(ctx, *root, dir, *seconds, env.Stderr)
+		wrows, err := bench.RunAVWrite(ctx, *root, dir, *seconds, *rounds, env.Stderr)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(w)
-		bench.WriteAVWrite(w, wrows, *seconds)
+		bench.WriteAVWrite(w, wrows, *seconds, *rounds)
 	}
 	if *out != "" {
 		return os.WriteFile(*out, buf.Bytes(), 0o644)

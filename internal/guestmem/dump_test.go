@@ -118,3 +118,24 @@ func FuzzFromBytes(f *testing.F) {
 		m.Index([]byte{0}, 0)
 	})
 }
+
+// TestPCLayout: guests below 3.5 GiB are one range from 0; bigger ones have
+// 3 GiB below the PCI hole and the rest from 4 GiB (QEMU's pc machine).
+func TestPCLayout(t *testing.T) {
+	for n, want := range map[int64][][3]int64{
+		512 << 20:         {{0, 0, 512 << 20}},
+		0xe0000000 - 4096: {{0, 0, 0xe0000000 - 4096}},
+		4 << 30:           {{0, 0, 3 << 30}, {4 << 30, 3 << 30, 1 << 30}},
+		0xe0000000:        {{0, 0, 3 << 30}, {4 << 30, 3 << 30, 0xe0000000 - 3<<30}},
+	} {
+		got := pcRanges(n)
+		if len(got) != len(want) {
+			t.Fatalf("%d: %v, want %v", n, got, want)
+		}
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("%d: %v, want %v", n, got, want)
+			}
+		}
+	}
+}

@@ -77,10 +77,20 @@ func OpenShared(path string) (*Mem, error) {
 }
 
 func pcLayout(ram []byte) []Segment {
-	if len(ram) < pcHoleThreshold {
-		return []Segment{{PA: 0, Data: ram}}
+	var segs []Segment
+	for _, r := range pcRanges(int64(len(ram))) {
+		segs = append(segs, Segment{PA: r[0], Data: ram[r[1] : r[1]+r[2]]})
 	}
-	return []Segment{{PA: 0, Data: ram[:pcLowMem]}, {PA: fourGiB, Data: ram[pcLowMem:]}}
+	return segs
+}
+
+// pcRanges lays n bytes of RAM out as the pc machine does: (physical
+// address, offset in the RAM block, length) per range.
+func pcRanges(n int64) [][3]int64 {
+	if n < pcHoleThreshold {
+		return [][3]int64{{0, 0, n}}
+	}
+	return [][3]int64{{0, 0, pcLowMem}, {fourGiB, pcLowMem, n - pcLowMem}}
 }
 
 // Open maps a memory dump and tells its format from its first bytes: an ELF
