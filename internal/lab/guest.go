@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -415,9 +414,9 @@ func (g *Guest) PortSocket(name string) string {
 // dir and returns its path.
 func GuestTool(repoRoot, dir string) (string, error) {
 	out := filepath.Join(dir, "secaas-guest")
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = "/usr/local/go/bin/go" // where this machine kind has it (scripts/deps.sh)
 	}
 	cmd := exec.Command(goBin, "build", "-o", out, "./cmd/secaas-guest")
 	cmd.Dir = repoRoot
