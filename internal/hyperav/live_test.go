@@ -128,11 +128,12 @@ func TestBitmapModeLiveGuest(t *testing.T) {
 		t.Fatalf("untouched file: %+v %v", r, err)
 	}
 	t.Logf("untouched file after the guest wrote beside it: cached, %d metadata bytes read, 0 data bytes", r.BytesRead)
-	// Nothing written since: not a byte.
-	epoch()
+	// Nothing written since: not a byte (unless the guest's own kernel
+	// wrote meanwhile — a journal commit — which the epoch then shows).
+	quiet := epoch()
 	r, err = sc.ScanFile(ctx, "/untouched.txt")
-	if err != nil || !r.Cached || r.BytesRead != 0 {
-		t.Fatalf("untouched file, quiet disk: %+v %v", r, err)
+	if err != nil || !r.Cached || r.DataRead != 0 || (r.BytesRead != 0 && len(quiet) == 0) {
+		t.Fatalf("untouched file, quiet disk (%d ranges written): %+v %v", len(quiet), r, err)
 	}
 }
 
