@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"secaas/internal/bench"
@@ -91,6 +92,7 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	table7 := fs.Bool("table7", true, "run Table 7 too (writes in guests: several minutes)")
 	seconds := fs.Int("seconds", 5, "length of each write run of Table 7")
 	rounds := fs.Int("rounds", 3, "off/on rounds per Table 7 setting (medians are reported)")
+	modes := fs.String("modes", "bitmap,front", "Table 7 modes")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -107,7 +109,7 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	w := io.MultiWriter(env.Stdout, &buf)
 	bench.WriteAVQuery(w, rows)
 	if *table7 {
-		wrows, err := bench.RunAVWrite(ctx, *root, dir, *seconds, *rounds, env.Stderr)
+		wrows, err := bench.RunAVWrite(ctx, *root, dir, strings.Split(*modes, ","), *seconds, *rounds, env.Stderr)
 		if err != nil {
 			return err
 		}

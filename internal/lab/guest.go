@@ -33,6 +33,9 @@ type GuestConfig struct {
 	Modules []string
 	// Disks are attached as virtio-blk devices (vda, vdb, ...).
 	Disks []GuestDisk
+	// IOThread runs the disks' I/O in a QEMU I/O thread of their own
+	// (-object iothread), off the main loop.
+	IOThread bool
 	// Ports are virtio-serial ports (by name, e.g. "secaas.0"); the host
 	// side of each is a unix socket QEMU listens on: PortSocket(name).
 	Ports []string
@@ -293,8 +296,15 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 		"-qmp", "unix:" + g.QMP + ",server=on,wait=off",
 		"-gdb", "unix:" + g.GDB + ",server=on,wait=off",
 		"-monitor", "none"}
+	if cfg.IOThread && len(cfg.Disks) > 0 {
+		args = append(args, "-object", "iothread,id=io0")
+	}
 	for _, d := range cfg.Disks {
-		args = append(args, d.args()...)
+		da := d.args()
+		if cfg.IOThread {
+			da[len(da)-1] += ",iothread=io0"
+		}
+		args = append(args, da...)
 	}
 	if len(cfg.Ports) > 0 {
 		args = append(args, "-device", "virtio-serial-pci,id=vser0")
