@@ -246,15 +246,24 @@ func (s *Service) scanLocked(ctx context.Context, rd io.ReaderAt, path string) (
 }
 
 // Scan scans one file now (on demand: a tenant's request, the guest tool).
-func (s *Service) Scan(ctx context.Context, path string) (*ScanResult, error) {
+func (s *Service) Scan(ctx context.Context, path string) (r *ScanResult, err error) {
+	err = s.withDisk(ctx, func(rd io.ReaderAt) error {
+		r, err = s.scanLocked(ctx, rd, path)
+		return err
+	})
+	return r, err
+}
+
+// withDisk runs f on the disk's current contents, one request at a time.
+func (s *Service) withDisk(ctx context.Context, f func(rd io.ReaderAt) error) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	rd, done, err := s.reader(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer done()
-	return s.scanLocked(ctx, rd, path)
+	return f(rd)
 }
 
 // Status reports the disk's sector state and file verdicts.
@@ -274,14 +283,15 @@ func (s *Service) statusLocked() *Status {
 // no way to hide sectors from a running guest: the bytes are copied to the
 // quarantine directory first, then overwritten with zeros through a
 // writable NBD export of the disk (destructive).
-func (s *Service) Isolate(ctx context.Context, path string) (*Isolation, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rd, done, err := s.reader(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
+func (s *Service) Isolate(ctx context.Context, path string) (iso *Isolation, err error) {
+	err = s.withDisk(ctx, func(rd io.ReaderAt) error {
+		iso, err = s.isolateLocked(ctx, rd, path)
+		return err
+	})
+	return iso, err
+}
+
+func (s *Service) isolateLocked(ctx context.Context, rd io.ReaderAt, path string) (*Isolation, error) {
 	v, err := OpenVolume(rd, s.state.DiskSize, s.cfg.Partition)
 	if err != nil {
 		return nil, err
