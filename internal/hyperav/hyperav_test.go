@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"secaas/internal/av"
 	"secaas/internal/disk"
@@ -136,5 +138,22 @@ func TestScanImageOffline(t *testing.T) {
 	sq := &Scanner{Disk: qi, State: st3, AV: sc.AV}
 	if r, err := sq.ScanFile(ctx, "/etc/x"); err != nil || r.Verdict != "INFECTED" {
 		t.Fatalf("qcow2: %+v %v", r, err)
+	}
+}
+
+// TestFrontRefusesQcow2: front mode serves a file's bytes as the disk, so a
+// qcow2 image must be refused, not handed to the guest as raw.
+func TestFrontRefusesQcow2(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		labtest.Missing(t, "qemu-img not installed")
+	}
+	dir := t.TempDir()
+	q := filepath.Join(dir, "d.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", q, "16M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v %s", err, out)
+	}
+	_, err := NewService(ServiceConfig{Mode: "front", Disk: q, Socket: filepath.Join(dir, "s.sock"), Every: time.Hour, Dir: filepath.Join(dir, "svc")}, func(string, any) {})
+	if err == nil || !strings.Contains(err.Error(), "raw") {
+		t.Fatalf("qcow2 in front mode: %v", err)
 	}
 }

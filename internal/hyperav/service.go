@@ -118,8 +118,11 @@ func NewService(cfg ServiceConfig, emit func(string, any)) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	size := img.Size()
+	size, format := img.Size(), img.Format()
 	img.Close()
+	if cfg.Mode == "front" && format != "raw" {
+		return nil, fmt.Errorf("front mode serves raw images; %s is %s (qemu-img convert -O raw)", cfg.Disk, format)
+	}
 	st, err := LoadState(filepath.Join(cfg.Dir, "sectors.state"), size, DefaultGranularity)
 	if err != nil {
 		return nil, err
@@ -192,6 +195,9 @@ func (s *Service) reader(ctx context.Context) (io.ReaderAt, func(), error) {
 		}
 		s.state.Tracking = true
 		s.qmp, s.tracker = c, tr
+		if err := s.state.Save(); err != nil { // the flag must outlive a crash
+			return nil, nil, err
+		}
 	}
 	rs, err := s.tracker.Epoch(ctx)
 	if err != nil {
