@@ -85,43 +85,28 @@ func (a *Agent) avEnginesLocked(c *av.Clamd, names []string) ([]av.Engine, error
 	return out, nil
 }
 
-func avID(tid int, vm string) string { return fmt.Sprintf("%d/%s", tid, vm) }
-
 // syncAVLocked starts the HyperAV workers the desired state asks for and
 // stops the others.
 func (a *Agent) syncAVLocked() {
 	if a.avs == nil {
 		a.avs = map[string]*avWorker{}
 	}
-	type want struct {
-		tid    int
-		tenant string
-		vm     string
-		p      tenant.AVPolicy
-		key    string
-	}
-	wants := map[string]want{}
-	for _, d := range a.net.Domains {
-		for _, vm := range d.VMs {
-			if vm.AV != nil {
-				b, _ := json.Marshal(vm.AV)
-				wants[avID(d.TID, vm.Name)] = want{d.TID, d.Tenant, vm.Name, *vm.AV, string(b)}
-			}
+	wants := a.wantedPolicies(func(vm *tenant.VM) any {
+		if vm.AV == nil {
+			return nil
 		}
-	}
-	keys := map[string]string{}
-	for id, w := range wants {
-		keys[id] = w.key
-	}
-	stopStale(a.avs, keys)
+		return vm.AV
+	})
+	stopStale(a.avs, keys(wants))
 	for id, w := range wants {
 		if _, running := a.avs[id]; running {
 			continue
 		}
+		p := *w.VM.AV
 		ev := func(kind string, detail string, data []byte) {
-			a.onEvent(Event{Kind: kind, Tenant: w.tenant, TID: w.tid, VM: w.vm, Subject: "vm/" + w.vm, Detail: detail, Data: data})
+			a.onEvent(Event{Kind: kind, Tenant: w.Tenant, TID: w.TID, VM: w.VM.Name, Subject: "vm/" + w.VM.Name, Detail: detail, Data: data})
 		}
-		every, err := w.p.Params()
+		every, err := p.Params()
 		if err != nil {
 			continue // validated earlier
 		}
@@ -130,15 +115,15 @@ func (a *Agent) syncAVLocked() {
 			ev("av.error", "clamd: "+err.Error(), nil)
 			continue
 		}
-		pol, _ := av.ParsePolicy(w.p.Policy)
-		engines, err := a.avEnginesLocked(c, w.p.Engines)
+		pol, _ := av.ParsePolicy(p.Policy)
+		engines, err := a.avEnginesLocked(c, p.Engines)
 		if err != nil {
 			ev("av.error", err.Error(), nil)
 			continue
 		}
-		cfg := hyperav.ServiceConfig{Mode: w.p.Mode, Disk: w.p.Disk, QMP: w.p.QMP, Node: w.p.Node, Device: w.p.Device, Socket: w.p.Socket,
-			Paths: w.p.Paths, Every: every, Partition: w.p.Partition,
-			Dir: filepath.Join(a.dataDir(), "av", fmt.Sprintf("%d-%s", w.tid, w.vm)),
+		cfg := hyperav.ServiceConfig{Mode: p.Mode, Disk: p.Disk, QMP: p.QMP, Node: p.Node, Device: p.Device, Socket: p.Socket,
+			Paths: p.Paths, Every: every, Partition: p.Partition,
+			Dir: filepath.Join(a.dataDir(), "av", fmt.Sprintf("%d-%s", w.TID, w.VM.Name)),
 			AV:  &av.Scanner{Engines: engines, Policy: pol}}
 		svc, err := hyperav.NewService(cfg, func(kind string, v any) {
 			b, _ := json.Marshal(v)
@@ -156,9 +141,9 @@ func (a *Agent) syncAVLocked() {
 			ev("av.error", err.Error(), nil)
 			continue
 		}
-		ev("av.started", fmt.Sprintf("%s mode on %s, %d paths every %s", w.p.Mode, w.p.Disk, len(w.p.Paths), every), nil)
-		port := w.p.GuestPort
-		a.avs[id] = &avWorker{startWorker(w.key, func(ctx context.Context) {
+		ev("av.started", fmt.Sprintf("%s mode on %s, %d paths every %s", p.Mode, p.Disk, len(p.Paths), every), nil)
+		port := p.GuestPort
+		a.avs[id] = &avWorker{startWorker(w.Key, func(ctx context.Context) {
 			if port != "" {
 				go hyperav.ServeGuestPort(ctx, port, svc)
 			}
@@ -178,7 +163,7 @@ func (a *Agent) stopAVLocked() {
 func (a *Agent) avService(tid int, vm string) (*hyperav.Service, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	w, ok := a.avs[avID(tid, vm)]
+	w, ok := a.avs[vmID(tid, vm)]
 	if !ok {
 		return nil, ErrNoAV
 	}

@@ -22,40 +22,26 @@ func (a *Agent) syncVMILocked() {
 	if a.vmis == nil {
 		a.vmis = map[string]*vmiWatch{}
 	}
-	type want struct {
-		tid    int
-		tenant string
-		vm     tenant.VM
-		key    string
-	}
-	wants := map[string]want{}
-	for _, d := range a.net.Domains {
-		for _, vm := range d.VMs {
-			if vm.VMI == nil {
-				continue
-			}
-			b, _ := json.Marshal(vm.VMI)
-			wants[fmt.Sprintf("%d/%s", d.TID, vm.Name)] = want{d.TID, d.Tenant, vm.VM, string(b)}
+	wants := a.wantedPolicies(func(vm *tenant.VM) any {
+		if vm.VMI == nil {
+			return nil
 		}
-	}
-	keys := map[string]string{}
-	for id, w := range wants {
-		keys[id] = w.key
-	}
-	stopStale(a.vmis, keys)
+		return vm.VMI
+	})
+	stopStale(a.vmis, keys(wants))
 	for id, w := range wants {
 		if _, running := a.vmis[id]; running {
 			continue
 		}
-		interval, ind, err := w.vm.VMI.Params()
+		interval, ind, err := w.VM.VMI.Params()
 		if err != nil { // validated earlier; never start a bad policy
 			continue
 		}
-		tid, ten, name := w.tid, w.tenant, w.vm.Name
-		a.vmis[id] = &vmiWatch{startWorker(w.key, func(ctx context.Context) {
+		tid, ten, name := w.TID, w.Tenant, w.VM.Name
+		a.vmis[id] = &vmiWatch{startWorker(w.Key, func(ctx context.Context) {
 			a.onEvent(Event{Kind: "vmi.started", Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name,
-				Detail: fmt.Sprintf("memory %s every %s", w.vm.VMI.Memory, interval)})
-			vmi.Watch(ctx, vmi.WatchConfig{Memory: w.vm.VMI.Memory, Interval: interval, Indicators: ind}, func(kind string, v any) {
+				Detail: fmt.Sprintf("memory %s every %s", w.VM.VMI.Memory, interval)})
+			vmi.Watch(ctx, vmi.WatchConfig{Memory: w.VM.VMI.Memory, Interval: interval, Indicators: ind}, func(kind string, v any) {
 				e := Event{Kind: kind, Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name}
 				switch v := v.(type) {
 				case *vmi.Report:

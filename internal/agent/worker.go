@@ -1,6 +1,12 @@
 package agent
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"secaas/internal/tenant"
+)
 
 // worker is a per-VM background job the desired state asks for (memory
 // monitoring, HyperAV): started when a policy appears, restarted when it
@@ -45,3 +51,40 @@ func stopAll[W interface{ base() *worker }](running map[string]W) {
 		delete(running, id)
 	}
 }
+
+// vmPolicy is a service policy one VM of the desired state asks for.
+type vmPolicy struct {
+	TID    int
+	Tenant string
+	VM     tenant.VM
+	Key    string // the policy as JSON: a change restarts its worker
+}
+
+// wantedPolicies collects, by "TID/VM", the VMs whose policy pick returns
+// (nil: the service is off for that VM).
+func (a *Agent) wantedPolicies(pick func(vm *tenant.VM) any) map[string]vmPolicy {
+	wants := map[string]vmPolicy{}
+	for _, d := range a.net.Domains {
+		for _, vm := range d.VMs {
+			p := pick(&vm.VM)
+			if p == nil {
+				continue
+			}
+			b, _ := json.Marshal(p)
+			wants[vmID(d.TID, vm.Name)] = vmPolicy{d.TID, d.Tenant, vm.VM, string(b)}
+		}
+	}
+	return wants
+}
+
+// keys is the id -> policy key map stopStale compares against.
+func keys(wants map[string]vmPolicy) map[string]string {
+	out := make(map[string]string, len(wants))
+	for id, w := range wants {
+		out[id] = w.Key
+	}
+	return out
+}
+
+// vmID names a VM across domains: "TID/VM".
+func vmID(tid int, vm string) string { return fmt.Sprintf("%d/%s", tid, vm) }

@@ -138,37 +138,10 @@ func (s *Server) register() {
 	s.handle("DELETE /v1/domains/{tid}/vms/{vm}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		return noContent(w, s.c.DeleteVM(r.Context(), who, tid, r.PathValue("vm")))
 	}))
-	s.handle("PUT /v1/domains/{tid}/vms/{vm}/nad", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		var p tenant.NADPolicy
-		if err := decode(r, &p); err != nil {
-			return err
-		}
-		return noContent(w, s.c.SetNAD(r.Context(), who, tid, r.PathValue("vm"), &p))
-	}))
-	s.handle("DELETE /v1/domains/{tid}/vms/{vm}/nad", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		return noContent(w, s.c.SetNAD(r.Context(), who, tid, r.PathValue("vm"), nil))
-	}))
-	s.handle("PUT /v1/domains/{tid}/vms/{vm}/vmi", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		var p tenant.VMIPolicy
-		if err := decode(r, &p); err != nil {
-			return err
-		}
-		return noContent(w, s.c.SetVMI(r.Context(), who, tid, r.PathValue("vm"), &p))
-	}))
-	s.handle("DELETE /v1/domains/{tid}/vms/{vm}/vmi", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		return noContent(w, s.c.SetVMI(r.Context(), who, tid, r.PathValue("vm"), nil))
-	}))
+	policyRoutes(s, "nad", s.c.SetNAD)
+	policyRoutes(s, "vmi", s.c.SetVMI)
 	s.handle("GET /v1/domains/{tid}/vms/{vm}/vmi/report", s.latestResult("vmi"))
-	s.handle("PUT /v1/domains/{tid}/vms/{vm}/av", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		var p tenant.AVPolicy
-		if err := decode(r, &p); err != nil {
-			return err
-		}
-		return noContent(w, s.c.SetAV(r.Context(), who, tid, r.PathValue("vm"), &p))
-	}))
-	s.handle("DELETE /v1/domains/{tid}/vms/{vm}/av", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		return noContent(w, s.c.SetAV(r.Context(), who, tid, r.PathValue("vm"), nil))
-	}))
+	policyRoutes(s, "av", s.c.SetAV)
 	s.handle("POST /v1/domains/{tid}/vms/{vm}/av/scan", s.avPath(func(ctx context.Context, who controller.Caller, tid int, vm, path string) (any, error) {
 		return s.c.AVScan(ctx, who, tid, vm, path)
 	}))
@@ -264,6 +237,22 @@ func (s *Server) createTenant(w http.ResponseWriter, r *http.Request, who contro
 	}
 	tn, tok, err := s.c.CreateTenant(r.Context(), who, req.ID, req.Name)
 	return reply(w, http.StatusCreated, map[string]any{"id": tn.ID, "name": tn.Name, "created_at": tn.CreatedAt, "token": tok}, err)
+}
+
+// policyRoutes serves a VM's service policy: PUT
+// /v1/domains/{tid}/vms/{vm}/SERVICE sets it (strict JSON), DELETE clears it.
+func policyRoutes[P any](s *Server, service string, set func(ctx context.Context, who controller.Caller, tid int, vm string, p *P) error) {
+	path := "/v1/domains/{tid}/vms/{vm}/" + service
+	s.handle("PUT "+path, s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var p P
+		if err := decode(r, &p); err != nil {
+			return err
+		}
+		return noContent(w, set(r.Context(), who, tid, r.PathValue("vm"), &p))
+	}))
+	s.handle("DELETE "+path, s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		return noContent(w, set(r.Context(), who, tid, r.PathValue("vm"), nil))
+	}))
 }
 
 // latestResult serves a VM's latest stored result of a kind (vmi, av) as

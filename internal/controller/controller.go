@@ -442,50 +442,32 @@ func findVM(d *tenant.Domain, name string) (si, vi int, err error) {
 
 // SetNAD enables (p non-nil) or disables (nil) anomaly detection for a VM.
 func (c *Controller) SetNAD(ctx context.Context, who Caller, tid int, vmName string, p *tenant.NADPolicy) error {
-	kind := "nad.enabled"
-	if p == nil {
-		kind = "nad.disabled"
-	}
-	_, err := c.edit(ctx, who, tid, kind, func(d *tenant.Domain) error {
-		si, vi, err := findVM(d, vmName)
-		if err != nil {
-			return err
-		}
-		d.Subnets[si].VMs[vi].NAD = p
-		return nil
-	})
-	return err
+	return c.setVMPolicy(ctx, who, tid, vmName, "nad", p == nil, func(vm *tenant.VM) { vm.NAD = p })
 }
 
 // SetVMI enables (p non-nil) or disables (nil) memory monitoring for a VM.
 func (c *Controller) SetVMI(ctx context.Context, who Caller, tid int, vmName string, p *tenant.VMIPolicy) error {
-	kind := "vmi.enabled"
-	if p == nil {
-		kind = "vmi.disabled"
-	}
-	_, err := c.edit(ctx, who, tid, kind, func(d *tenant.Domain) error {
-		si, vi, err := findVM(d, vmName)
-		if err != nil {
-			return err
-		}
-		d.Subnets[si].VMs[vi].VMI = p
-		return nil
-	})
-	return err
+	return c.setVMPolicy(ctx, who, tid, vmName, "vmi", p == nil, func(vm *tenant.VM) { vm.VMI = p })
 }
 
 // SetAV enables (p non-nil) or disables (nil) HyperAV for a VM's disk.
 func (c *Controller) SetAV(ctx context.Context, who Caller, tid int, vmName string, p *tenant.AVPolicy) error {
-	kind := "av.enabled"
-	if p == nil {
-		kind = "av.disabled"
+	return c.setVMPolicy(ctx, who, tid, vmName, "av", p == nil, func(vm *tenant.VM) { vm.AV = p })
+}
+
+// setVMPolicy changes one of a VM's service policies through the usual
+// validate-apply-commit path; the event is SERVICE.enabled or .disabled.
+func (c *Controller) setVMPolicy(ctx context.Context, who Caller, tid int, vmName, service string, off bool, set func(*tenant.VM)) error {
+	kind := service + ".enabled"
+	if off {
+		kind = service + ".disabled"
 	}
 	_, err := c.edit(ctx, who, tid, kind, func(d *tenant.Domain) error {
 		si, vi, err := findVM(d, vmName)
 		if err != nil {
 			return err
 		}
-		d.Subnets[si].VMs[vi].AV = p
+		set(&d.Subnets[si].VMs[vi])
 		return nil
 	})
 	return err
