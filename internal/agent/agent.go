@@ -358,6 +358,9 @@ func TraceSpec(p tenant.Packet, ports flow.Ports) (string, error) {
 			f = append(f, fmt.Sprintf("icmp_type=%d", p.ICMPType))
 		case tenant.ProtoICMP6:
 			f = append(f, fmt.Sprintf("icmpv6_type=%d", p.ICMPType))
+			if p.ICMPType == tenant.NDNeighborSolicit || p.ICMPType == tenant.NDNeighborAdvert {
+				addr("nd_target", p.NDTarget)
+			}
 		}
 	default:
 		f = append(f, fmt.Sprintf("dl_type=0x%04x", p.EthType))

@@ -2,11 +2,13 @@ package agent_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -21,6 +23,8 @@ import (
 	"secaas/internal/ovs"
 	"secaas/internal/tenant"
 	"secaas/internal/tenant/tenanttest"
+
+	"golang.org/x/sys/unix"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -267,12 +271,16 @@ func TestDifferentialOracleTraceReal(t *testing.T) {
 		for _, d := range n.Domains {
 			for _, src := range d.VMs {
 				for _, dst := range d.VMs {
-					if src == dst {
+					if src == dst || src.Addr.Is4() != dst.Addr.Is4() {
 						continue
 					}
 					sport, dport := tenanttest.Ports[r.IntN(len(tenanttest.Ports))], tenanttest.Ports[r.IntN(len(tenanttest.Ports))]
 					p := tenant.Packet{InPort: src.Port, EthSrc: src.HW, EthDst: dst.HW, EthType: tenant.EthIPv4,
 						Src: src.Addr, Dst: dst.Addr, Proto: tenant.ProtoUDP, SrcPort: sport, DstPort: dport}
+					if src.Addr.Is6() {
+						p.EthType = tenant.EthIPv6
+						outcomes["real IPv6"]++
+					}
 					want := n.Decide(p).Action == tenant.Pass
 					got, err := udpDelivered(hosts[src.Port], hosts[dst.Port], sport, dport, want)
 					if err != nil {
@@ -338,31 +346,145 @@ func udpDelivered(src, dst *lab.Host, sport, dport uint16, expect bool) (bool, e
 
 // TestIPv6NeighbourDiscoveryStaysInDomain: IPv6 VMs find each other with
 // real neighbour discovery through the ND flows, while a VM of another
-// domain with the same address never answers (its ND never arrives).
+// domain with the same address never answers (its ND never arrives). Inside
+// the domain, IPv6 anti-spoofing holds: a datagram from an address the VM
+// does not own is dropped, and a forged neighbour advertisement claiming
+// another VM's address never reaches (or poisons) the third VM.
 func TestIPv6NeighbourDiscoveryStaysInDomain(t *testing.T) {
 	labtest.RequireOVS(t)
 	ctx := context.Background()
 	br := labtest.Bridge(t, "sct6")
 	mk := func(tid int, name string, vms ...tenant.VM) tenant.Domain {
 		return tenant.Domain{TID: tid, Name: name, Subnets: []tenant.Subnet{{Name: "net", VMs: vms,
-			ACRs: []tenant.ACR{{Priority: 1, Proto: "icmp6", Action: tenant.Pass}}}}}
+			ACRs: []tenant.ACR{{Priority: 1, Proto: "icmp6", Action: tenant.Pass}, {Priority: 1, Proto: "udp", Action: tenant.Pass}}}}}
 	}
 	domains := []tenant.Domain{
 		mk(21, "six", tenant.VM{Name: "a", MAC: "02:00:00:00:06:0a", IP: "fd00::1", Port: "sixa"},
-			tenant.VM{Name: "b", MAC: "02:00:00:00:06:0b", IP: "fd00::2", Port: "sixb"}),
+			tenant.VM{Name: "b", MAC: "02:00:00:00:06:0b", IP: "fd00::2", Port: "sixb"},
+			tenant.VM{Name: "d", MAC: "02:00:00:00:06:0d", IP: "fd00::4", Port: "sixd"}),
 		mk(22, "other", tenant.VM{Name: "c", MAC: "02:00:00:00:06:0c", IP: "fd00::3", Port: "othc"}),
 	}
 	hosts, _ := enforce(t, br, domains, "sct6-", nil)
-	if !hosts["sixa"].Ping(ctx, netip.MustParseAddr("fd00::2"), 3, 2*time.Second) {
+	a, b, d := hosts["sixa"], hosts["sixb"], hosts["sixd"]
+	bAddr := netip.MustParseAddr("fd00::2")
+	if !a.Ping(ctx, bAddr, 3, 2*time.Second) {
 		t.Fatal("ping6 a->b inside the domain failed: ND does not work")
 	}
-	if hosts["sixa"].Ping(ctx, netip.MustParseAddr("fd00::3"), 2, time.Second) {
+	if a.Ping(ctx, netip.MustParseAddr("fd00::3"), 2, time.Second) {
 		t.Fatal("ping6 reached a VM of another domain")
 	}
-	out, _ := hosts["sixa"].Exec(ctx, "ip", "-6", "neigh", "show", "fd00::3")
+	out, _ := a.Exec(ctx, "ip", "-6", "neigh", "show", "fd00::3")
 	if strings.Contains(string(out), "lladdr") {
 		t.Fatalf("ND crossed domains: %s", out)
 	}
+
+	// Source anti-spoofing: a's own address passes, an address it gave
+	// itself does not.
+	if _, err := a.Exec(ctx, "ip", "-6", "addr", "add", "fd00::9/64", "dev", "eth0", "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		src  string
+		pass bool
+	}{{"fd00::1", true}, {"fd00::9", false}} {
+		if got, err := udpFrom(a, b, netip.MustParseAddr(c.src), bAddr, c.pass); err != nil || got != c.pass {
+			t.Fatalf("UDP a(%s)->b delivered=%v (err %v), want %v", c.src, got, err, c.pass)
+		}
+	}
+
+	// ND anti-spoofing: d knows b; a forged advertisement of b's address
+	// with a's MAC (override set) must not change d's entry.
+	if !d.Ping(ctx, bAddr, 2, 2*time.Second) {
+		t.Fatal("ping6 d->b failed")
+	}
+	if err := a.Do(func() error { return sendNA(a.MAC, bAddr) }); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	out, _ = d.Exec(ctx, "ip", "-6", "neigh", "show", "fd00::2")
+	if !strings.Contains(string(out), b.MAC.String()) {
+		t.Fatalf("d's neighbour entry for b was poisoned by a forged advertisement: %q (b is %s, a is %s)", out, b.MAC, a.MAC)
+	}
+}
+
+// udpFrom sends datagrams from src (an address of the sender's namespace)
+// to dst:6006 in rcv and reports whether one arrived.
+func udpFrom(snd, rcv *lab.Host, src, dst netip.Addr, expect bool) (bool, error) {
+	rc, err := rcv.ListenUDP(6006)
+	if err != nil {
+		return false, err
+	}
+	defer rc.Close()
+	var sc *net.UDPConn
+	err = snd.Do(func() (err error) {
+		sc, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 6005)))
+		return err
+	})
+	if err != nil {
+		return false, err
+	}
+	defer sc.Close()
+	tries := 1
+	if expect {
+		tries = 5
+	}
+	buf := make([]byte, 64)
+	for i := 0; i < tries; i++ {
+		if _, err := sc.WriteToUDPAddrPort([]byte("probe"), netip.AddrPortFrom(dst, 6006)); err != nil {
+			return false, err
+		}
+		rc.SetReadDeadline(time.Now().Add(400 * time.Millisecond))
+		if n, from, err := rc.ReadFromUDPAddrPort(buf); err == nil && string(buf[:n]) == "probe" && from.Addr() == src {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// sendNA writes one unsolicited neighbour advertisement (override set) for
+// target with link-layer address mac to all nodes, out of eth0 of the
+// calling thread's namespace, with a raw AF_PACKET socket.
+func sendNA(mac tenant.MAC, target netip.Addr) error {
+	ifi, err := net.InterfaceByName("eth0")
+	if err != nil {
+		return err
+	}
+	src, dst := netip.MustParseAddr("fe80::a"), netip.MustParseAddr("ff02::1")
+	icmp := make([]byte, 32)
+	icmp[0] = 136        // neighbour advertisement
+	icmp[4] = 0x20       // override
+	t16 := target.As16() // target address
+	copy(icmp[8:24], t16[:])
+	icmp[24], icmp[25] = 2, 1 // option: target link-layer address, 8 bytes
+	copy(icmp[26:32], mac[:])
+	var sum uint32
+	s16, d16 := src.As16(), dst.As16()
+	pseudo := append(append(append([]byte{}, s16[:]...), d16[:]...), 0, 0, 0, byte(len(icmp)), 0, 0, 0, 58)
+	for _, part := range [][]byte{pseudo, icmp} {
+		for i := 0; i < len(part); i += 2 {
+			sum += uint32(part[i])<<8 | uint32(part[i+1])
+		}
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(icmp[2:], ^uint16(sum))
+	frame := []byte{0x33, 0x33, 0, 0, 0, 1}
+	frame = append(frame, mac[:]...)
+	frame = append(frame, 0x86, 0xdd)
+	ip6 := make([]byte, 40)
+	ip6[0] = 0x60
+	binary.BigEndian.PutUint16(ip6[4:], uint16(len(icmp)))
+	ip6[6], ip6[7] = 58, 255 // ICMPv6, hop limit 255 (ND requires it)
+	copy(ip6[8:24], s16[:])
+	copy(ip6[24:40], d16[:])
+	frame = append(append(frame, ip6...), icmp...)
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("packet socket: %w", err)
+	}
+	defer unix.Close(fd)
+	return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6, Addr: [8]byte{0x33, 0x33, 0, 0, 0, 1}})
 }
 
 // TestNADMonitorAlertsOnRealFlood: a VM with anomaly detection on; its port

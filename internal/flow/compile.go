@@ -3,6 +3,7 @@ package flow
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"secaas/internal/tenant"
 )
@@ -14,11 +15,13 @@ type Ports map[string]uint32
 
 // Priorities of the fixed flows.
 const (
-	prioDefault     = 0
-	prioRuleTop     = 60000 // rule k of a perimeter gets prioRuleTop-k
-	prioOutside     = 65000 // the "outside the domain" perimeter
-	prioSpoofedIPv4 = 200
-	prioVM          = 300
+	prioDefault   = 0
+	prioRuleTop   = 60000 // rule k of a perimeter gets prioRuleTop-k
+	prioOutside   = 65000 // the "outside the domain" perimeter
+	prioSpoofedIP = 200
+	prioVM        = 300
+	prioBadNA     = 305 // a neighbour advertisement for an address the VM does not own
+	prioND        = 310
 )
 
 // ruleCookieBase marks cookies that name a rule; below it: TID<<32 | priority.
@@ -133,17 +136,12 @@ func (c *compiler) domain(d *tenant.RDomain) {
 			m.DlType, m.NwSrc = tenant.EthIPv4, netip.PrefixFrom(vm.Addr, 32)
 			c.add(TableClassify, prioVM, m, append(classify, gotoT(TableLookup))...)
 		}
-		for _, typ := range ndTypes {
-			m := base
-			m.Has |= FDlType | FNwProto | FICMPType
-			m.DlType, m.NwProto, m.ICMPType = tenant.EthIPv6, tenant.ProtoICMP6, typ
-			c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
-		}
-		for _, et := range []uint16{tenant.EthARP, tenant.EthIPv4} {
+		c.antiSpoofIPv6(vm, base, classify)
+		for _, et := range []uint16{tenant.EthARP, tenant.EthIPv4, tenant.EthIPv6} {
 			m := base
 			m.Has |= FDlType
 			m.DlType = et
-			c.add(TableClassify, prioSpoofedIPv4, m) // drop: wrong ARP sender or IPv4 source
+			c.add(TableClassify, prioSpoofedIP, m) // drop: wrong ARP sender or IP source
 		}
 		c.add(TableClassify, 100, base, append(classify, gotoT(TableLookup))...)
 	}
@@ -265,7 +263,58 @@ func (c *compiler) domain(d *tenant.RDomain) {
 	}
 }
 
-var ndTypes = []uint8{133, 134, 135, 136}
+var ndTypes = []uint8{tenant.NDRouterSolicit, tenant.NDRouterAdvert, tenant.NDNeighborSolicit, tenant.NDNeighborAdvert}
+
+var (
+	linkLocal   = netip.MustParsePrefix("fe80::/10")
+	unspecified = netip.MustParsePrefix("::/128")
+)
+
+// antiSpoofIPv6 admits the IPv6 a VM may send (tenant.RVM.OwnsIPv6): its
+// own address or a link-local one as source, the unspecified source for
+// solicitations, and neighbour advertisements only for addresses it owns.
+// Everything else IPv6 falls to the spoofing drop.
+func (c *compiler) antiSpoofIPv6(vm *tenant.RVM, base Match, classify []Action) {
+	own := []netip.Prefix{linkLocal}
+	if vm.Addr.Is6() {
+		own = append(own, netip.PrefixFrom(vm.Addr, 128))
+	}
+	nd := func(typ uint8, src, target netip.Prefix) {
+		m := base
+		m.Has |= FDlType | FNwProto | FICMPType | FNwSrc
+		m.DlType, m.NwProto, m.ICMPType, m.NwSrc = tenant.EthIPv6, tenant.ProtoICMP6, typ, src
+		if target.IsValid() {
+			m.Has |= FNdTarget
+			m.NdTarget = target
+		}
+		c.add(TableClassify, prioND, m, append(classify, gotoT(TableL2))...)
+	}
+	for _, typ := range ndTypes {
+		srcs := own
+		if typ == tenant.NDRouterSolicit || typ == tenant.NDNeighborSolicit {
+			srcs = append(slices.Clone(own), unspecified)
+		}
+		for _, src := range srcs {
+			if typ != tenant.NDNeighborAdvert {
+				nd(typ, src, netip.Prefix{})
+				continue
+			}
+			for _, target := range own {
+				nd(typ, src, target)
+			}
+		}
+	}
+	m := base
+	m.Has |= FDlType | FNwProto | FICMPType
+	m.DlType, m.NwProto, m.ICMPType = tenant.EthIPv6, tenant.ProtoICMP6, tenant.NDNeighborAdvert
+	c.add(TableClassify, prioBadNA, m) // drop
+	for _, src := range own {
+		m := base
+		m.Has |= FDlType | FNwSrc
+		m.DlType, m.NwSrc = tenant.EthIPv6, src
+		c.add(TableClassify, prioVM, m, append(classify, gotoT(TableLookup))...)
+	}
+}
 
 // ruleMatches expands a rule into the cross product of its sets.
 func ruleMatches(r *tenant.Rule) []Match {

@@ -4,7 +4,8 @@
 //
 // The pipeline (tables):
 //
-//	 0 classify   in_port (+ dl_src, nw_src, arp_sha/spa: anti-spoofing) or
+//	 0 classify   in_port (+ dl_src, nw_src/ipv6_src, arp_sha/spa,
+//	              nd_target: anti-spoofing) or
 //	              uplink + 802.1Q tag -> reg0=TID, reg1=source subnet bit
 //	10 l2         ARP and ND: flood or deliver inside the domain only
 //	20 lookup     dl_dst inside the domain -> reg3=destination subnet bit,

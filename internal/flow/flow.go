@@ -55,6 +55,7 @@ const (
 	FICMPType
 	FArpSPA
 	FArpSHA
+	FNdTarget
 	FCTState
 	FReg0 // FReg0<<i for register i (0..4)
 )
@@ -87,6 +88,7 @@ type Match struct {
 	ICMPType  uint8
 	ArpSPA    netip.Addr
 	ArpSHA    tenant.MAC
+	NdTarget  netip.Prefix
 	CTSet     uint8 // bits that must be 1
 	CTClear   uint8 // bits that must be 0
 	Regs      [NumRegs]uint32
@@ -298,6 +300,9 @@ func (m *Match) String() string {
 	}
 	if m.Has&FArpSHA != 0 {
 		add("arp_sha=%s", m.ArpSHA)
+	}
+	if m.Has&FNdTarget != 0 {
+		add("nd_target=%s", m.NdTarget)
 	}
 	return strings.Join(p, ",")
 }

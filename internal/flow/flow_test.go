@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"secaas/internal/tenant"
@@ -71,6 +72,7 @@ func TestPropertyOracleAgreesAndNoCrossTenant(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(1, 2))
 	cases, passed := 0, 0
+	seen := map[string]int{} // anti-spoofing verdicts and delivered IPv6, so each path is exercised
 	for i := 0; i < nets; i++ {
 		ds := tenanttest.Net(r, tenanttest.Options{Domains: 2 + r.IntN(2), Uplinks: true, AllowStateful: true})
 		n, err := tenant.NewNet(ds)
@@ -135,12 +137,23 @@ func TestPropertyOracleAgreesAndNoCrossTenant(t *testing.T) {
 			}
 			if len(got) > 0 {
 				passed++
+				if p.EthType == tenant.EthIPv6 {
+					seen["IPv6 delivered"]++
+				}
+			}
+			for _, k := range []string{"IPv6 source does not match", "neighbour advertisement for an address", "IPv4 source does not match", "ARP sender does not match"} {
+				if strings.HasPrefix(v.Reason, k) {
+					seen[k]++
+				}
 			}
 		}
 	}
-	t.Logf("%d cases, %d delivered", cases, passed)
+	t.Logf("%d cases, %d delivered; %v", cases, passed, seen)
 	if passed == 0 || passed == cases {
 		t.Fatalf("degenerate sample: %d of %d delivered", passed, cases)
+	}
+	if len(seen) < 5 {
+		t.Fatalf("the sample misses a kind of case: %v", seen)
 	}
 }
 

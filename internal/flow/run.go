@@ -162,6 +162,8 @@ func (m *Match) matches(p *tenant.Packet, inPort uint32, vlan int, regs *[NumReg
 		return false
 	case h&FArpSHA != 0 && p.ARPSHA != m.ArpSHA:
 		return false
+	case h&FNdTarget != 0 && !prefixMatch(m.NdTarget, p.NDTarget):
+		return false
 	}
 	return true
 }

@@ -160,7 +160,7 @@ func (h *Host) DialTCP(dst netip.AddrPort, timeout time.Duration) (net.Conn, err
 func (h *Host) ListenUDP(port int) (*net.UDPConn, error) {
 	var c *net.UDPConn
 	err := h.Do(func() (err error) {
-		c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: h.IP.Addr().AsSlice(), Port: port})
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(h.IP.Addr(), uint16(port))))
 		return err
 	})
 	return c, err

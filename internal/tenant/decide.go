@@ -27,6 +27,7 @@ type Packet struct {
 	SrcPort  uint16 // TCP/UDP
 	DstPort  uint16
 	ICMPType uint8
+	NDTarget netip.Addr // ND target address (neighbour solicitation/advertisement)
 	// Established marks a packet of a connection whose first packet already
 	// passed (conntrack +est or +rel). Only stateful domains use it.
 	Established bool
@@ -38,6 +39,29 @@ func (p *Packet) IsIP() bool { return p.EthType == EthIPv4 || p.EthType == EthIP
 // IsND reports whether p is IPv6 neighbour discovery (ICMPv6 133-136).
 func (p *Packet) IsND() bool {
 	return p.EthType == EthIPv6 && p.Proto == ProtoICMP6 && p.ICMPType >= 133 && p.ICMPType <= 136
+}
+
+// ICMPv6 neighbour discovery types.
+const (
+	NDRouterSolicit   = 133
+	NDRouterAdvert    = 134
+	NDNeighborSolicit = 135
+	NDNeighborAdvert  = 136
+)
+
+// OwnsIPv6 reports whether vm may use a as its IPv6 source (or advertise it
+// in a neighbour advertisement): its own IPv6 address, or any link-local
+// address (fe80::/10; guests derive these in several ways, so they are not
+// bound to the MAC), or the unspecified address when unspecOK (duplicate
+// address detection and router solicitation before an address is ready).
+func (vm *RVM) OwnsIPv6(a netip.Addr, unspecOK bool) bool {
+	switch {
+	case !a.Is6() || a.Is4In6():
+		return false
+	case a == vm.Addr, a.IsLinkLocalUnicast():
+		return true
+	}
+	return unspecOK && a.IsUnspecified()
 }
 
 // Verdict is what the switch must do with a packet.
@@ -67,6 +91,10 @@ func (n *Net) Decide(p Packet) Verdict {
 			return drop("ARP sender does not match vm " + vm.Name)
 		case p.EthType == EthIPv4 && (!vm.Addr.Is4() || p.Src != vm.Addr):
 			return drop("IPv4 source does not match vm " + vm.Name)
+		case p.EthType == EthIPv6 && !vm.OwnsIPv6(p.Src, p.IsND() && (p.ICMPType == NDRouterSolicit || p.ICMPType == NDNeighborSolicit)):
+			return drop("IPv6 source does not match vm " + vm.Name)
+		case p.IsND() && p.ICMPType == NDNeighborAdvert && !vm.OwnsIPv6(p.NDTarget, false):
+			return drop("neighbour advertisement for an address vm " + vm.Name + " does not own")
 		}
 	} else if ud, ok := n.UplinkDomain(p.InPort, p.VLAN); ok {
 		d = ud

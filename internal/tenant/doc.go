@@ -45,8 +45,12 @@
 //
 // Anti-spoofing: a VM port only accepts untagged frames whose source MAC is
 // the VM's MAC; IPv4 packets must carry the VM's IPv4 address and ARP must
-// carry the VM's MAC and IPv4 address. (IPv6 source addresses are not yet
-// checked; see the README.)
+// carry the VM's MAC and IPv4 address. IPv6 packets must come from the VM's
+// IPv6 address or a link-local address (fe80::/10, not bound to the MAC,
+// because guests derive it in several ways); router and neighbour
+// solicitations may also come from :: (duplicate address detection); a
+// neighbour advertisement must be for one of those addresses, so a VM
+// cannot claim a neighbour's address (RVM.OwnsIPv6).
 //
 // In stateless mode (the paper's) replies need explicit reverse rules such as
 // srcport=22. In stateful mode (opt-in per domain) IP packets of a connection

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 
 	"secaas/internal/tenant"
 )
@@ -60,6 +61,7 @@ func Net(r *rand.Rand, o Options) []tenant.Domain {
 			d.Uplinks = []string{UplinkPort}
 		}
 		var names []string
+		v6 := map[string]bool{}
 		ipUsed := map[int]bool{}
 		macUsed := map[int]bool{}
 		ns := 1 + r.IntN(o.MaxSubnets)
@@ -80,15 +82,20 @@ func Net(r *rand.Rand, o Options) []tenant.Domain {
 				port++
 				name := fmt.Sprintf("v%d_%d_%d", di, si, vi)
 				names = append(names, name)
+				addr := fmt.Sprintf("10.0.0.%d", ip)
+				if r.IntN(4) == 0 {
+					addr = fmt.Sprintf("fd00::%x", ip)
+				}
+				v6[name] = strings.Contains(addr, ":")
 				s.VMs = append(s.VMs, tenant.VM{Name: name, MAC: fmt.Sprintf("02:00:00:00:00:%02x", mac),
-					IP: fmt.Sprintf("10.0.0.%d", ip), Port: fmt.Sprintf("%s%d", o.PortPrefix, port)})
+					IP: addr, Port: fmt.Sprintf("%s%d", o.PortPrefix, port)})
 			}
 			d.Subnets = append(d.Subnets, s)
 		}
 		for si := range d.Subnets {
 			nr := r.IntN(o.MaxRules + 1)
 			for k := 0; k < nr; k++ {
-				d.Subnets[si].ACRs = append(d.Subnets[si].ACRs, rule(r, names))
+				d.Subnets[si].ACRs = append(d.Subnets[si].ACRs, rule(r, names, v6))
 			}
 		}
 		ds = append(ds, d)
@@ -96,7 +103,16 @@ func Net(r *rand.Rand, o Options) []tenant.Domain {
 	return ds
 }
 
-func rule(r *rand.Rand, names []string) tenant.ACR {
+// rule draws an ACR; its IP sets stay in one address family (v6 tells
+// which VM names are IPv6).
+func rule(r *rand.Rand, names []string, v6 map[string]bool) tenant.ACR {
+	fam := r.IntN(4) == 0 // IPv6
+	var famNames []string
+	for _, n := range names {
+		if v6[n] == fam {
+			famNames = append(famNames, n)
+		}
+	}
 	a := tenant.ACR{Priority: r.IntN(8), Action: tenant.Pass}
 	if r.IntN(3) == 0 {
 		a.Action = tenant.Drop
@@ -119,11 +135,14 @@ func rule(r *rand.Rand, names []string) tenant.ACR {
 		case 0, 1:
 			return nil
 		case 2:
-			return []string{"10.0.0.0/28"}
+			return []string{map[bool]string{false: "10.0.0.0/28", true: "fd00::/124"}[fam]}
 		case 3:
-			return []string{fmt.Sprintf("10.0.0.%d", 1+r.IntN(20))}
+			return []string{fmt.Sprintf(map[bool]string{false: "10.0.0.%d", true: "fd00::%x"}[fam], 1+r.IntN(20))}
 		}
-		return []string{names[r.IntN(len(names))]}
+		if len(famNames) == 0 {
+			return nil
+		}
+		return []string{famNames[r.IntN(len(famNames))]}
 	}
 	a.SrcMAC, a.DstMAC = pick(), pick()
 	a.SrcIP, a.DstIP = pickIP(), pickIP()
@@ -133,9 +152,9 @@ func rule(r *rand.Rand, names []string) tenant.ACR {
 	case 1:
 		a.Proto = "udp"
 	case 2:
-		a.Proto = "icmp"
+		a.Proto = map[bool]string{false: "icmp", true: "icmp6"}[fam]
 	}
-	if a.Proto != "icmp" {
+	if a.Proto != "icmp" && a.Proto != "icmp6" {
 		if r.IntN(3) == 0 {
 			p := Ports[r.IntN(len(Ports))]
 			a.DstPort = tenant.PortRange{Lo: p, Hi: p}
@@ -176,6 +195,9 @@ func Packet(r *rand.Rand, n *tenant.Net) tenant.Packet {
 	case 2:
 		p.EthType, p.Proto, p.SrcPort, p.DstPort = tenant.EthARP, 0, 0, 0
 		p.ARPSHA, p.ARPSPA = p.EthSrc, p.Src
+		if !p.Src.Is4() { // an IPv6 VM has no ARP address: it can only spoof one
+			p.ARPSPA = netip.AddrFrom4([4]byte{10, 0, 0, byte(1 + r.IntN(20))})
+		}
 		p.Src, p.Dst = netip.Addr{}, netip.Addr{}
 		if r.IntN(2) == 0 {
 			p.EthDst = tenant.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -189,13 +211,52 @@ func Packet(r *rand.Rand, n *tenant.Net) tenant.Packet {
 		p.Dst = netip.MustParseAddr("192.0.2.1")
 	case 6:
 		p.EthType, p.Proto, p.ICMPType, p.SrcPort, p.DstPort = tenant.EthIPv6, tenant.ProtoICMP6, uint8(133+r.IntN(5)), 0, 0
-		p.Src, p.Dst = netip.MustParseAddr("fe80::1"), netip.MustParseAddr("ff02::1")
+		p.Src, p.Dst = v6Source(r, src), netip.MustParseAddr("ff02::1")
+		if p.ICMPType == tenant.NDNeighborSolicit || p.ICMPType == tenant.NDNeighborAdvert {
+			p.NDTarget = v6Source(r, vms[r.IntN(len(vms))])
+		}
 		if r.IntN(2) == 0 {
 			p.EthDst = tenant.MAC{0x33, 0x33, 0, 0, 0, 1}
 		}
 	case 7:
 		p.VLAN = 1 + r.IntN(4094)
+	case 8:
+		p.EthType, p.Src = tenant.EthIPv6, v6Source(r, src)
+		if dst.Addr.Is4() {
+			p.Dst = netip.MustParseAddr("fe80::2")
+		}
+	}
+	if p.EthType == tenant.EthIPv4 && p.Src.Is6() {
+		p.EthType = tenant.EthIPv6 // the VM's own family; case 4 still spoofs with IPv4
+	}
+	if p.EthType == tenant.EthIPv6 && p.Proto == tenant.ProtoICMP {
+		p.Proto = tenant.ProtoICMP6
+	}
+	// A packet's addresses share its family (the destination VM may be of
+	// the other one: then the packet carries an address nobody owns).
+	switch {
+	case p.EthType == tenant.EthIPv4 && p.Dst.IsValid() && !p.Dst.Is4():
+		p.Dst = netip.MustParseAddr("192.0.2.9")
+	case p.EthType == tenant.EthIPv6 && p.Dst.IsValid() && !p.Dst.Is6():
+		p.Dst = netip.MustParseAddr("2001:db8::9")
 	}
 	p.Established = r.IntN(4) == 0
 	return p
+}
+
+// v6Source draws an IPv6 source a VM might send from: usually one it owns
+// (its address if IPv6, a link-local one), sometimes the unspecified
+// address or another's address (spoofed).
+func v6Source(r *rand.Rand, vm *tenant.RVM) netip.Addr {
+	switch r.IntN(5) {
+	case 0:
+		return netip.IPv6Unspecified()
+	case 1:
+		return netip.MustParseAddr(fmt.Sprintf("fd00::%x", 1+r.IntN(20))) // maybe spoofed
+	case 2:
+		if vm.Addr.Is6() {
+			return vm.Addr
+		}
+	}
+	return netip.MustParseAddr(fmt.Sprintf("fe80::%x", 1+r.IntN(20)))
 }
