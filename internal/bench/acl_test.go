@@ -1,6 +1,9 @@
 package bench
 
-import "testing"
+import (
+	"math"
+	"testing"
+)
 
 func TestPMDStats(t *testing.T) {
 	out := `Main thread:
@@ -23,5 +26,28 @@ func TestMedianCase(t *testing.T) {
 	c := medianCase([]ForwardCase{{ID: 2, OVSCPU: 30}, {ID: 2, OVSCPU: 10}, {ID: 2, OVSCPU: 20}})
 	if c.ID != 2 || c.OVSCPU != 20 || c.OVSCPUMin != 10 || c.OVSCPUMax != 30 {
 		t.Fatalf("got %+v", c)
+	}
+}
+
+func TestMeanCI(t *testing.T) {
+	// Hand-computed: mean 2, n 4, half-width t(3) * sd / 2.
+	m, h := meanCI([]float64{1, 2, 2, 3}) // sd = sqrt(2/3)
+	if math.Abs(m-2) > 1e-9 || math.Abs(h-3.182*math.Sqrt(2.0/3)/2) > 1e-9 {
+		t.Fatalf("meanCI = %v ± %v", m, h)
+	}
+	if _, h := meanCI([]float64{5}); !math.IsNaN(h) {
+		t.Fatalf("one value has no interval, got %v", h)
+	}
+	if t975(1000) < 1.96 || t975(1000) > 1.97 || t975(40) <= t975(60) {
+		t.Fatal("t quantiles out of order")
+	}
+}
+
+func TestPairedOverhead(t *testing.T) {
+	as := []ForwardCase{{ID: 1, OVSCPU: 20, NsPerPkt: 1000, PaperCPU: 1}, {OVSCPU: 30, NsPerPkt: 2000}}
+	bs := []ForwardCase{{ID: 2, OVSCPU: 21, NsPerPkt: 1010, PaperCPU: 1.01}, {OVSCPU: 31.5, NsPerPkt: 2020}}
+	ov := pairedOverhead(as, bs, as[0], bs[0])
+	if ov.Pair != "2 vs 1" || math.Abs(ov.CPUMean-5) > 1e-9 || math.Abs(ov.PktMean-1) > 1e-9 || ov.PktHalf != 0 || math.Abs(ov.PaperCPU-1) > 1e-9 {
+		t.Fatalf("%+v", ov)
 	}
 }
