@@ -41,6 +41,9 @@ type Window struct {
 	Bytes     int
 	Stability [NumStability]float64
 	LSTM      [NumLSTM]float64
+	// Partial marks the window Flush closed: the capture ended inside it,
+	// so its features describe less than Duration of traffic.
+	Partial bool
 }
 
 type clientPort struct {
@@ -56,6 +59,7 @@ type Extractor struct {
 
 	start   int64 // start of the open window; 0 before the first packet
 	started bool
+	partial bool // the window being closed is cut short (Flush)
 	first   bool // no window closed yet
 
 	packets, bytes, syn int
@@ -157,17 +161,19 @@ func (e *Extractor) Tick(ts int64) {
 	}
 }
 
-// Flush closes the open window (at the end of a capture).
+// Flush closes the open window (at the end of a capture), marked Partial.
 func (e *Extractor) Flush() {
 	if e.started {
+		e.partial = true
 		e.close()
+		e.partial = false
 		e.start += int64(e.cfg.Window)
 	}
 }
 
 func (e *Extractor) close() {
 	w := &e.w
-	*w = Window{Server: e.server, Start: e.start, Duration: e.cfg.Window, Packets: e.packets, Bytes: e.bytes}
+	*w = Window{Server: e.server, Start: e.start, Duration: e.cfg.Window, Packets: e.packets, Bytes: e.bytes, Partial: e.partial}
 	n := float64(e.packets)
 	secs := e.cfg.Window.Seconds()
 	ipCount := float64(len(e.clients))

@@ -111,6 +111,9 @@ func Run(r capture.Reader, o Options, fn func(Result)) (Stats, error) {
 			s.dets[name] = detect.NewStability(feature.StabilityNames[:], cfg)
 		}
 		s.ext = feature.NewExtractor(a, o.Features, func(w *feature.Window) {
+			if w.Partial {
+				return // cut short by the end of the capture: not comparable, not judged
+			}
 			res := Result{Window: *w, Verdicts: map[string]detect.Verdict{}}
 			for name, d := range s.dets {
 				res.Verdicts[name] = d.Observe(w.Stability[:])
