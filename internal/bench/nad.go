@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"secaas/internal/capture"
+	"secaas/internal/detect"
 	"secaas/internal/feature"
 	"secaas/internal/lab"
 	"secaas/internal/nad"
@@ -31,6 +32,15 @@ type NADResult struct {
 	AllocsPerPkt   float64
 	BytesPerServer int64 // heap held by one monitored server's extractor
 	Clients        int
+	// Many monitored servers in one process: each with its extractor and
+	// both detectors, histories full.
+	Many            int   // servers
+	ManyClients     int   // clients per server
+	ManyWindows     int   // windows per server
+	ManyPackets     int   // packets in that capture
+	ManyBytesPerSrv int64 // heap per server
+	ManyMpps        float64
+	ManyWindowsPerS float64 // windows judged (features + both detectors) per second
 }
 
 // synthetic builds an in-memory pcap of n packets to/from one server from
@@ -68,6 +78,95 @@ func synthetic(n, clients int) []byte {
 		w.WritePacket(ts, f)
 	}
 	return buf.Bytes()
+}
+
+// syntheticMany builds an in-memory pcap of `windows` one-second windows in
+// which each of `servers` servers (10.1.x.y) exchanges perWindow packets
+// with its own `clients` clients.
+func syntheticMany(servers, clients, windows, perWindow int) []byte {
+	var buf bytes.Buffer
+	w, _ := capture.NewWriter(&buf, capture.LinkEthernet)
+	r := rand.New(rand.NewPCG(2, 2))
+	f := make([]byte, 74)
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ts := int64(1_700_000_000) * 1e9
+	step := int64(time.Second) / int64(servers*perWindow)
+	for win := 0; win < windows; win++ {
+		for k := 0; k < servers*perWindow; k++ {
+			si := r.IntN(servers)
+			srv := [4]byte{10, 1, byte(si >> 8), byte(si)}
+			c := [4]byte{192, byte(si >> 8), byte(si), byte(r.IntN(clients))}
+			ip := f[14:]
+			ip[0] = 0x45
+			binary.BigEndian.PutUint16(ip[2:], 60)
+			ip[8], ip[9] = uint8(40+r.IntN(30)), capture.ProtoTCP
+			sport, dport := uint16(30000+r.IntN(1000)), []uint16{25, 80, 110}[r.IntN(3)]
+			if k%2 == 0 {
+				copy(ip[12:], c[:])
+				copy(ip[16:], srv[:])
+			} else {
+				copy(ip[12:], srv[:])
+				copy(ip[16:], c[:])
+				sport, dport = dport, sport
+			}
+			binary.BigEndian.PutUint16(ip[20:], sport)
+			binary.BigEndian.PutUint16(ip[22:], dport)
+			ip[33] = capture.TCPAck
+			if r.IntN(50) == 0 {
+				ip[33] = capture.TCPSyn
+			}
+			ts += step
+			w.WritePacket(ts, f)
+		}
+	}
+	return buf.Bytes()
+}
+
+// manyServers runs the file pipeline (features and both detectors) for
+// res.Many servers and measures the heap it holds per server.
+func manyServers(res *NADResult) error {
+	file := syntheticMany(res.Many, res.ManyClients, res.ManyWindows, 40)
+	var servers []netip.Addr
+	for si := 0; si < res.Many; si++ {
+		servers = append(servers, netip.AddrFrom4([4]byte{10, 1, byte(si >> 8), byte(si)}))
+	}
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	// Every server's last window ends with the capture and is not judged:
+	// the heap is measured at the last judged window, while the pipeline
+	// still holds every server's state.
+	windows, ready, last := 0, 0, res.Many*(res.ManyWindows-1)
+	o := nad.Options{Servers: servers, Features: feature.Config{Window: time.Second}, Detectors: map[string]detect.Config{
+		"stability": {History: 120}, "normalized": {History: 120, Kind: detect.Normalized}}}
+	r, err := capture.NewReader(bytes.NewReader(file))
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	st, err := nad.Run(r, o, func(v nad.Result) {
+		windows++
+		if v.Verdicts["normalized"].Ready {
+			ready++
+		}
+		if windows == last {
+			runtime.GC()
+			runtime.ReadMemStats(&m1)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	el := time.Since(t0).Seconds()
+	res.ManyMpps = float64(st.Decoded) / el / 1e6
+	res.ManyWindowsPerS = float64(windows) / el
+	res.ManyPackets = st.Decoded
+	if windows < last || ready == 0 {
+		return fmt.Errorf("many servers: %d windows judged (%d ready), want %d", windows, ready, last)
+	}
+	res.ManyBytesPerSrv = (int64(m1.HeapAlloc) - int64(m0.HeapAlloc)) / int64(res.Many)
+	runtime.KeepAlive(file)
+	return nil
 }
 
 // RunNAD measures the packet path of anomaly detection.
@@ -121,6 +220,13 @@ func RunNAD(packets int, progress io.Writer) (*NADResult, error) {
 	res.BytesPerServer = int64(m1.HeapAlloc) - int64(m0.HeapAlloc)
 	runtime.KeepAlive(keep)
 	runtime.KeepAlive(file)
+
+	// Many monitored servers: extractor and both detectors each.
+	res.Many, res.ManyClients, res.ManyWindows = 200, 100, 130
+	fmt.Fprintf(progress, "%d monitored servers, %d clients each, %d windows\n", res.Many, res.ManyClients, res.ManyWindows)
+	if err := manyServers(res); err != nil {
+		return nil, err
+	}
 	return res, nil
 }
 
@@ -133,7 +239,9 @@ func WriteNAD(w io.Writer, r *NADResult) {
 	fmt.Fprintf(tw, "| read + decode\t %.1f Mpps\t ~14 Mpps measured for plain decoding\t\n", r.DecodeMpps)
 	fmt.Fprintf(tw, "| read + decode + 8 and 11 features\t %.1f Mpps\t >= 5 Mpps per core\t\n", r.PipelineMpps)
 	fmt.Fprintf(tw, "| allocations per packet\t %.4f\t 0\t\n", r.AllocsPerPkt)
-	fmt.Fprintf(tw, "| memory per monitored server (%d clients per window)\t %d KiB\t -\t\n", r.Clients, r.BytesPerServer/1024)
+	fmt.Fprintf(tw, "| memory per monitored server (%d clients per window; feature extractor)\t %d KiB\t -\t\n", r.Clients, r.BytesPerServer/1024)
+	fmt.Fprintf(tw, "| %d servers at once (%d clients each): memory per server (extractor + both detectors, N = 120 history)\t %d KiB\t -\t\n", r.Many, r.ManyClients, r.ManyBytesPerSrv/1024)
+	fmt.Fprintf(tw, "| %d servers at once: windows judged per second (decode, features, both detectors; %d packets, %.2f Mpps)\t %.0f\t -\t\n", r.Many, r.ManyPackets, r.ManyMpps, r.ManyWindowsPerS)
 	tw.Flush()
 }
 
