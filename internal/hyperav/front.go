@@ -7,57 +7,100 @@ import (
 	"os"
 
 	"secaas/internal/nbd"
+	"secaas/internal/vhostuser"
 )
 
-// Front is front mode: secaas serves the VM's disk image over NBD and QEMU
-// attaches it (-blockdev driver=nbd). Every write is recorded in the sector
-// state as it happens; reads of INFECTED chunks return zeros (isolation);
-// FLUSH and FUA reach the image's stable storage before QEMU is answered.
+// Front is front mode: secaas serves the VM's disk image itself, and QEMU
+// attaches it either over NBD (-blockdev driver=nbd) or as a vhost-user-blk
+// device (the guest's queue is served from its shared RAM: no socket round
+// trip per request). Every write is recorded in the sector state as it
+// happens; reads of INFECTED chunks return zeros (isolation); FLUSH (and
+// NBD's FUA) reach the image's stable storage before QEMU is answered.
 type Front struct {
 	Image  *os.File
 	State  *State
-	Server *nbd.Server
+	Server *nbd.Server            // NBD transport
+	Vhost  *vhostuser.BlockServer // vhost-user transport
 	ln     net.Listener
 }
 
-// StartFront serves a raw image on a unix socket as export name.
-func StartFront(image, socket, export string, st *State, log *slog.Logger) (*Front, error) {
+// openFront opens a raw image whose size matches the state and listens on
+// the unix socket.
+func openFront(image, socket string, st *State) (*os.File, *net.UnixListener, error) {
 	f, err := os.OpenFile(image, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("front: %w", err)
+		return nil, nil, fmt.Errorf("front: %w", err)
 	}
 	info, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	if info.Size() != st.DiskSize {
 		f.Close()
-		return nil, fmt.Errorf("front: image has %d bytes, state is for %d", info.Size(), st.DiskSize)
+		return nil, nil, fmt.Errorf("front: image has %d bytes, state is for %d", info.Size(), st.DiskSize)
 	}
 	os.Remove(socket)
-	ln, err := net.Listen("unix", socket)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("front: %w", err)
+		return nil, nil, fmt.Errorf("front: %w", err)
+	}
+	return f, ln, nil
+}
+
+// isolated lists the parts of [off, off+n) that must read as zeros, in a
+// transport's extent type.
+func isolated[E any](st *State, off, n int64, extent func(start, length int64) E) []E {
+	var out []E
+	for _, r := range st.Isolated(off, n) {
+		out = append(out, extent(r.Start, r.Len))
+	}
+	return out
+}
+
+// StartFront serves a raw image on a unix socket as NBD export name.
+func StartFront(image, socket, export string, st *State, log *slog.Logger) (*Front, error) {
+	f, ln, err := openFront(image, socket, st)
+	if err != nil {
+		return nil, err
 	}
 	fr := &Front{Image: f, State: st, ln: ln}
-	fr.Server = &nbd.Server{Export: export, Size: info.Size(), Backend: f, Log: log,
+	fr.Server = &nbd.Server{Export: export, Size: st.DiskSize, Backend: f, Log: log,
 		OnWrite: st.MarkWritten,
 		Zero: func(off, n int64) []nbd.Extent {
-			var out []nbd.Extent
-			for _, r := range st.Isolated(off, n) {
-				out = append(out, nbd.Extent{Offset: r.Start, Length: r.Len})
-			}
-			return out
+			return isolated(st, off, n, func(s, l int64) nbd.Extent { return nbd.Extent{Offset: s, Length: l} })
 		}}
 	go fr.Server.Serve(ln)
+	return fr, nil
+}
+
+// StartVhostFront serves a raw image as a vhost-user-blk back-end on a unix
+// socket (QEMU: -chardev socket,path=SOCKET -device vhost-user-blk-pci;
+// the guest's RAM must be shared, e.g. memory-backend-file,share=on).
+func StartVhostFront(image, socket string, st *State, log *slog.Logger) (*Front, error) {
+	f, ln, err := openFront(image, socket, st)
+	if err != nil {
+		return nil, err
+	}
+	fr := &Front{Image: f, State: st, ln: ln}
+	fr.Vhost = &vhostuser.BlockServer{Size: st.DiskSize, Backend: f, Serial: "secaas-front", Log: log,
+		OnWrite: st.MarkWritten,
+		Zero: func(off, n int64) []vhostuser.Extent {
+			return isolated(st, off, n, func(s, l int64) vhostuser.Extent { return vhostuser.Extent{Offset: s, Length: l} })
+		}}
+	go fr.Vhost.Serve(ln)
 	return fr, nil
 }
 
 // Close stops serving (QEMU's disk goes away: stop the VM first).
 func (f *Front) Close() error {
 	f.ln.Close()
-	f.Server.CloseConns()
+	if f.Server != nil {
+		f.Server.CloseConns()
+	}
+	if f.Vhost != nil {
+		f.Vhost.Close()
+	}
 	return f.Image.Close()
 }

@@ -25,6 +25,7 @@ type ServiceConfig struct {
 	QMP, Node string // bitmap mode
 	Device    string // bitmap mode: the disk's qdev id, to zero quarantined sectors through it
 	Socket    string // front mode: where the disk is served (export "disk")
+	Transport string // front mode: "nbd" (default) or "vhost-user"
 	Paths     []string
 	Every     time.Duration
 	Partition int
@@ -132,7 +133,11 @@ func NewService(cfg ServiceConfig, emit func(string, any)) (*Service, error) {
 		s.verdict[p] = rec.Verdict
 	}
 	if cfg.Mode == "front" {
-		if s.front, err = StartFront(cfg.Disk, cfg.Socket, "disk", st, nil); err != nil {
+		start := func() (*Front, error) { return StartFront(cfg.Disk, cfg.Socket, "disk", st, nil) }
+		if cfg.Transport == "vhost-user" {
+			start = func() (*Front, error) { return StartVhostFront(cfg.Disk, cfg.Socket, st, nil) }
+		}
+		if s.front, err = start(); err != nil {
 			return nil, err
 		}
 	}

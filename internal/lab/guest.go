@@ -61,17 +61,24 @@ type Guest struct {
 }
 
 // GuestDisk is a virtio disk of a guest, with a block node name for QMP:
-// an image file (Format raw or qcow2), or an NBD export (NBD: a unix
-// socket) served by secaas in front of the image.
+// an image file (Format raw or qcow2), an NBD export (NBD: a unix socket)
+// served by secaas in front of the image, or a vhost-user-blk backend
+// (VhostUser: its unix socket; the backend reads the guest's queues and
+// buffers in the guest's shared RAM, QEMU only relays notifications).
 type GuestDisk struct {
-	Node   string
-	File   string
-	Format string // raw or qcow2 (File)
-	NBD    string // unix socket (instead of File)
-	Export string
+	Node      string
+	File      string
+	Format    string // raw or qcow2 (File)
+	NBD       string // unix socket (instead of File)
+	Export    string
+	VhostUser string // unix socket of a vhost-user-blk backend (instead of File)
 }
 
 func (d GuestDisk) args() []string {
+	if d.VhostUser != "" {
+		return []string{"-chardev", fmt.Sprintf("socket,id=%s-vu,path=%s", d.Node, d.VhostUser),
+			"-device", fmt.Sprintf("vhost-user-blk-pci,chardev=%s-vu,num-queues=1,id=%s", d.Node, d.DeviceID())}
+	}
 	if d.NBD != "" {
 		return []string{"-blockdev", fmt.Sprintf("driver=nbd,server.type=unix,server.path=%s,export=%s,node-name=%s", d.NBD, d.Export, d.Node),
 			"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=%s,id=%s", d.Node, d.Node, d.DeviceID())}

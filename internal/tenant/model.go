@@ -86,8 +86,9 @@ type VM struct {
 // AVPolicy configures HyperAV for one VM disk.
 type AVPolicy struct {
 	// Mode: "bitmap" (QEMU's dirty bitmap through the VM's QMP socket;
-	// near-zero overhead) or "front" (secaas serves the disk image over
-	// NBD in the VM's I/O path; sees every write, can isolate sectors).
+	// near-zero overhead) or "front" (secaas serves the disk image in the
+	// VM's I/O path, over NBD or vhost-user; sees every write, can isolate
+	// sectors).
 	Mode string `json:"mode" yaml:"mode"`
 	// Disk is the disk image on this host (front mode: raw).
 	Disk string `json:"disk" yaml:"disk"`
@@ -98,9 +99,15 @@ type AVPolicy struct {
 	// /machine/peripheral/virtio-disk0/virtio-backend): bitmap mode zeroes
 	// quarantined sectors through it.
 	Device string `json:"device,omitempty" yaml:"device,omitempty"`
-	// Socket is where secaas serves the disk (front): start QEMU with
+	// Socket is where secaas serves the disk (front). Transport "nbd"
+	// (default): start QEMU with
 	// -blockdev driver=nbd,server.type=unix,server.path=SOCKET,export=disk.
-	Socket string `json:"socket,omitempty" yaml:"socket,omitempty"`
+	// Transport "vhost-user": -chardev socket,id=c,path=SOCKET
+	// -device vhost-user-blk-pci,chardev=c, with the guest's RAM shared
+	// (memory-backend-file or memory-backend-memfd with share=on); the
+	// guest's requests are served from its RAM, without a socket round trip.
+	Socket    string `json:"socket,omitempty" yaml:"socket,omitempty"`
+	Transport string `json:"transport,omitempty" yaml:"transport,omitempty"`
 	// GuestPort is the host side (a unix socket QEMU listens on) of the
 	// VM's virtio-serial port "secaas.0", where the guest tool
 	// (secaas-guest) asks for scans; optional.
@@ -151,6 +158,9 @@ func (p AVPolicy) Params() (time.Duration, error) {
 	case "front":
 		if err := abs("socket", p.Socket); err != nil {
 			return 0, err
+		}
+		if p.Transport != "" && p.Transport != "nbd" && p.Transport != "vhost-user" {
+			return 0, fmt.Errorf("av transport %q is neither nbd nor vhost-user", p.Transport)
 		}
 	default:
 		return 0, fmt.Errorf("av mode %q is neither bitmap nor front", p.Mode)

@@ -1,0 +1,488 @@
+package vhostuser
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Backend is the disk image a BlockServer serves.
+type Backend interface {
+	io.ReaderAt
+	io.WriterAt
+	Sync() error
+}
+
+// Extent is a byte range of the disk.
+type Extent struct{ Offset, Length int64 }
+
+// BlockServer serves one virtio-blk disk to one front-end at a time.
+type BlockServer struct {
+	Size    int64 // bytes, a multiple of 512
+	Backend Backend
+	Serial  string // GET_ID (at most 20 bytes)
+	// OnWrite sees every applied write (off, length) before its completion
+	// is published to the guest.
+	OnWrite func(off, n int64)
+	// Zero returns the parts of [off, off+n) that must read as zeros
+	// (isolated sectors); nil for none.
+	Zero func(off, n int64) []Extent
+	Log  *slog.Logger
+
+	mu   sync.Mutex
+	conn *net.UnixConn
+}
+
+// virtio-blk request types and status values.
+const (
+	blkIn     = 0
+	blkOut    = 1
+	blkFlush  = 4
+	blkGetID  = 8
+	statusOK  = 0
+	statusIO  = 1
+	statusUns = 2
+	sector    = 512
+)
+
+// Serve accepts front-end connections until ln is closed, one at a time.
+func (s *BlockServer) Serve(ln *net.UnixListener) error {
+	for {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		if err := s.ServeConn(c); err != nil && s.Log != nil {
+			s.Log.Warn("vhost-user connection", "err", err)
+		}
+	}
+}
+
+// Close ends the current connection, if any.
+func (s *BlockServer) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil {
+		s.conn.Close()
+	}
+}
+
+// device is the state of one front-end connection.
+type device struct {
+	s             *BlockServer
+	features      uint64
+	protocol      uint64
+	mem           *memTable
+	q             queue
+	memMu         sync.RWMutex // mem and the ring mappings; the queue holds it read-locked per batch
+	protocolAcked bool
+}
+
+// queue is the single request queue and its worker.
+type queue struct {
+	num                          uint16
+	descAddr, availAddr, usedAdr uint64
+	base                         uint16
+	kick, call                   *os.File
+	enabled                      bool
+	running                      bool
+	stop                         chan struct{}
+	done                         chan uint16 // the worker's last avail index when it ends
+	err                          error
+}
+
+// ServeConn serves one front-end connection until it closes.
+func (s *BlockServer) ServeConn(c *net.UnixConn) error {
+	s.mu.Lock()
+	s.conn = c
+	s.mu.Unlock()
+	d := &device{s: s}
+	defer func() {
+		d.stopQueue()
+		d.q.closeFiles()
+		d.memMu.Lock()
+		d.mem.unmap()
+		d.mem = nil
+		d.memMu.Unlock()
+		c.Close()
+	}()
+	oob := make([]byte, unix.CmsgSpace(4*maxFDs))
+	for {
+		m, err := readMessage(c, oob)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		reply, err := d.handle(&m)
+		m.closeFDs()
+		if err != nil {
+			return err
+		}
+		if reply != nil {
+			if err := writeReply(c, m.req, reply); err != nil {
+				return err
+			}
+		} else if m.flags&flagNeedReply != 0 {
+			if err := writeReply(c, m.req, u64Bytes(0)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+const deviceFeatures = 1<<featSegMax | 1<<featFlush | 1<<featProtocolFeatures | 1<<featVersion1
+
+func (d *device) handle(m *message) ([]byte, error) {
+	switch m.req {
+	case reqGetFeatures:
+		return u64Bytes(deviceFeatures), nil
+	case reqSetFeatures:
+		f, err := m.u64()
+		if err != nil {
+			return nil, err
+		}
+		if f&^uint64(deviceFeatures) != 0 {
+			return nil, &ProtocolError{m.req, fmt.Sprintf("features %#x beyond the offered %#x", f, uint64(deviceFeatures))}
+		}
+		d.features = f
+		d.protocolAcked = f&(1<<featProtocolFeatures) != 0
+	case reqGetProtocolFeatures:
+		return u64Bytes(1 << protoConfig), nil
+	case reqSetProtocolFeatures:
+		f, err := m.u64()
+		if err != nil {
+			return nil, err
+		}
+		d.protocol = f & (1 << protoConfig)
+	case reqSetOwner, reqResetOwner:
+	case reqGetQueueNum:
+		return u64Bytes(1), nil
+	case reqSetMemTable:
+		t, err := parseMemTable(m)
+		if err != nil {
+			return nil, err
+		}
+		// The ring lives in the old mapping: stop the worker, swap, restart
+		// it on the new one.
+		running := d.q.running
+		d.stopQueue()
+		d.memMu.Lock()
+		old := d.mem
+		d.mem = t
+		d.memMu.Unlock()
+		old.unmap()
+		if running {
+			d.maybeStart()
+		}
+	case reqGetConfig:
+		return d.config(m)
+	case reqSetVringNum, reqSetVringBase, reqSetVringEnable, reqGetVringBase:
+		idx, num, err := m.state()
+		if err != nil {
+			return nil, err
+		}
+		if idx != 0 {
+			return nil, &ProtocolError{m.req, fmt.Sprintf("queue %d (one queue)", idx)}
+		}
+		switch m.req {
+		case reqSetVringNum:
+			if num == 0 || num > maxQueueSize || num&(num-1) != 0 {
+				return nil, &ProtocolError{m.req, fmt.Sprintf("queue size %d", num)}
+			}
+			d.q.num = uint16(num)
+		case reqSetVringBase:
+			d.q.base = uint16(num)
+		case reqSetVringEnable:
+			d.q.enabled = num == 1
+			d.maybeStart()
+		case reqGetVringBase:
+			base := d.stopQueue()
+			d.q.closeFiles()
+			return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, 0), uint32(base)), nil
+		}
+	case reqSetVringAddr:
+		p := m.payload
+		if len(p) < 40 {
+			return nil, &ProtocolError{m.req, "short vring address"}
+		}
+		if idx := binary.LittleEndian.Uint32(p); idx != 0 {
+			return nil, &ProtocolError{m.req, fmt.Sprintf("queue %d (one queue)", idx)}
+		}
+		d.q.descAddr = binary.LittleEndian.Uint64(p[8:])
+		d.q.usedAdr = binary.LittleEndian.Uint64(p[16:])
+		d.q.availAddr = binary.LittleEndian.Uint64(p[24:])
+	case reqSetVringKick, reqSetVringCall, reqSetVringErr:
+		v, err := m.u64()
+		if err != nil {
+			return nil, err
+		}
+		if v&0xff != 0 {
+			return nil, &ProtocolError{m.req, fmt.Sprintf("queue %d (one queue)", v&0xff)}
+		}
+		var f *os.File
+		if v&0x100 == 0 {
+			fd, ok := m.takeFD()
+			if !ok {
+				return nil, &ProtocolError{m.req, fmt.Sprintf("%d file descriptors, want one", len(m.fds))}
+			}
+			f = os.NewFile(uintptr(fd), "vring-eventfd")
+		}
+		switch m.req {
+		case reqSetVringKick:
+			if f == nil {
+				return nil, &ProtocolError{m.req, "no kick descriptor (polling is not supported)"}
+			}
+			d.stopQueue()
+			if d.q.kick != nil {
+				d.q.kick.Close()
+			}
+			d.q.kick = f
+			d.maybeStart()
+		case reqSetVringCall:
+			d.memMu.Lock() // the worker signals under the read lock
+			if d.q.call != nil {
+				d.q.call.Close()
+			}
+			d.q.call = f
+			d.memMu.Unlock()
+		default:
+			if f != nil {
+				f.Close()
+			}
+		}
+	default:
+		if d.s.Log != nil {
+			d.s.Log.Debug("vhost-user: ignored request", "req", m.req)
+		}
+	}
+	return nil, nil
+}
+
+// config answers GET_CONFIG with struct virtio_blk_config.
+func (d *device) config(m *message) ([]byte, error) {
+	p := m.payload
+	if len(p) < 12 {
+		return nil, &ProtocolError{m.req, "short config request"}
+	}
+	off, size := binary.LittleEndian.Uint32(p), binary.LittleEndian.Uint32(p[4:])
+	var cfg [60]byte
+	binary.LittleEndian.PutUint64(cfg[0:], uint64(d.s.Size/sector)) // capacity
+	binary.LittleEndian.PutUint32(cfg[12:], 126)                    // seg_max (queue size 128 - 2)
+	binary.LittleEndian.PutUint16(cfg[34:], 1)                      // num_queues
+	if uint64(off)+uint64(size) > uint64(len(cfg)) || size > maxPayload-12 {
+		return nil, &ProtocolError{m.req, fmt.Sprintf("config bytes %d+%d of %d", off, size, len(cfg))}
+	}
+	out := make([]byte, 12+size)
+	copy(out, p[:12])
+	copy(out[12:], cfg[off:off+size])
+	return out, nil
+}
+
+// maybeStart starts the worker once the queue is complete and enabled.
+func (d *device) maybeStart() {
+	q := &d.q
+	if q.running || q.kick == nil || q.num == 0 || d.mem == nil || (d.protocolAcked && !q.enabled) {
+		return
+	}
+	d.memMu.RLock()
+	r, err := mapRing(d.mem, q.num, q.descAddr, q.availAddr, q.usedAdr)
+	d.memMu.RUnlock()
+	if err != nil {
+		q.err = err
+		if d.s.Log != nil {
+			d.s.Log.Warn("vhost-user queue", "err", err)
+		}
+		return
+	}
+	r.lastAvail, r.usedIdx = q.base, q.base
+	q.running, q.stop, q.done = true, make(chan struct{}), make(chan uint16, 1)
+	go d.work(r, q.kick, q.stop, q.done)
+}
+
+// stopQueue stops the worker and returns the next avail index to serve.
+func (d *device) stopQueue() uint16 {
+	q := &d.q
+	if !q.running {
+		return q.base
+	}
+	close(q.stop)
+	q.kick.Write(u64Bytes(1)) // wake the worker
+	q.base = <-q.done
+	q.running = false
+	return q.base
+}
+
+func (q *queue) closeFiles() {
+	for _, f := range []**os.File{&q.kick, &q.call} {
+		if *f != nil {
+			(*f).Close()
+			*f = nil
+		}
+	}
+}
+
+// work serves the queue: wait for a kick, serve every available request,
+// signal the guest; until stopped.
+func (d *device) work(r *ring, kick *os.File, stop chan struct{}, done chan uint16) {
+	var buf [8]byte
+	segs := make([]segment, 0, 16)
+	defer func() { done <- r.lastAvail }()
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		d.memMu.RLock()
+		served := false
+		var err error
+		for {
+			head, ok := r.next()
+			if !ok {
+				break
+			}
+			if segs, err = r.chain(d.mem, head, segs); err != nil {
+				break
+			}
+			r.complete(head, d.serve(segs))
+			served = true
+		}
+		if served && r.availFlags()&availNoInterrupt == 0 && d.q.call != nil {
+			d.q.call.Write(u64Bytes(1))
+		}
+		d.memMu.RUnlock()
+		if err != nil {
+			if d.s.Log != nil {
+				d.s.Log.Warn("vhost-user queue stopped", "err", err)
+			}
+			<-stop
+			return
+		}
+		if _, err := kick.Read(buf[:]); err != nil {
+			<-stop
+			return
+		}
+	}
+}
+
+// serve executes one request and returns the bytes written to the
+// guest's buffers (status included).
+func (d *device) serve(segs []segment) uint32 {
+	// The status byte is the last byte of the last (writable) segment.
+	last := segs[len(segs)-1]
+	if !last.write || len(last.buf) == 0 {
+		return 0 // no status to write: the guest gets nothing back
+	}
+	status := &last.buf[len(last.buf)-1]
+	data := segs
+	data[len(data)-1].buf = last.buf[:len(last.buf)-1]
+	// The header: the first 16 readable bytes.
+	var hdr [16]byte
+	h := 0
+	for len(data) > 0 && h < len(hdr) && !data[0].write {
+		if data[0].buf == nil {
+			*status = statusIO
+			return 1
+		}
+		k := copy(hdr[h:], data[0].buf)
+		h += k
+		data[0].buf = data[0].buf[k:]
+		if len(data[0].buf) == 0 {
+			data = data[1:]
+		}
+	}
+	if h < len(hdr) {
+		*status = statusIO
+		return 1
+	}
+	typ, sec := binary.LittleEndian.Uint32(hdr[0:]), binary.LittleEndian.Uint64(hdr[8:])
+	// Empty buffers (the status descriptor, once its byte is taken) carry
+	// nothing.
+	data = slices.DeleteFunc(data, func(s segment) bool { return s.buf != nil && len(s.buf) == 0 })
+	st, written := d.request(typ, sec, data)
+	*status = st
+	return written + 1
+}
+
+func (d *device) request(typ uint32, sec uint64, data []segment) (status byte, written uint32) {
+	var n int64
+	for _, s := range data {
+		if s.buf == nil || s.write != (typ == blkIn || typ == blkGetID) {
+			return statusIO, 0
+		}
+		n += int64(len(s.buf))
+	}
+	s := d.s
+	switch typ {
+	case blkIn, blkOut:
+		if sec > uint64(s.Size/sector) || n > s.Size-int64(sec)*sector {
+			return statusIO, 0
+		}
+		off := int64(sec) * sector
+		pos := off
+		for _, seg := range data {
+			var err error
+			if typ == blkIn {
+				_, err = s.Backend.ReadAt(seg.buf, pos)
+			} else {
+				_, err = s.Backend.WriteAt(seg.buf, pos)
+			}
+			if err != nil {
+				return statusIO, 0
+			}
+			pos += int64(len(seg.buf))
+		}
+		if typ == blkOut {
+			if s.OnWrite != nil && n > 0 {
+				s.OnWrite(off, n)
+			}
+			return statusOK, 0
+		}
+		if s.Zero != nil {
+			for _, z := range s.Zero(off, n) {
+				zeroRange(data, off, z)
+			}
+		}
+		return statusOK, uint32(n)
+	case blkFlush:
+		if err := s.Backend.Sync(); err != nil {
+			return statusIO, 0
+		}
+		return statusOK, 0
+	case blkGetID:
+		id := []byte(s.Serial)
+		for _, seg := range data {
+			k := copy(seg.buf, id)
+			clear(seg.buf[k:])
+			id = id[k:]
+		}
+		return statusOK, uint32(n)
+	}
+	return statusUns, 0
+}
+
+// zeroRange clears the bytes of z in the request's buffers (data starts at
+// disk offset off).
+func zeroRange(data []segment, off int64, z Extent) {
+	pos := off
+	for _, seg := range data {
+		lo, hi := max(pos, z.Offset), min(pos+int64(len(seg.buf)), z.Offset+z.Length)
+		if lo < hi {
+			clear(seg.buf[lo-pos : hi-pos])
+		}
+		pos += int64(len(seg.buf))
+	}
+}

@@ -1,0 +1,463 @@
+package vhostuser
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// memDisk is an in-memory Backend.
+type memDisk struct {
+	mu    sync.Mutex
+	b     []byte
+	syncs int
+}
+
+func (m *memDisk) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return copy(p, m.b[off:]), nil
+}
+
+func (m *memDisk) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return copy(m.b[off:], p), nil
+}
+
+func (m *memDisk) Sync() error { m.mu.Lock(); m.syncs++; m.mu.Unlock(); return nil }
+
+// Guest memory layout of the fake front-end.
+const (
+	ramSize   = 1 << 20
+	uvaBase   = 0x7f00_0000_0000 // the front-end's address of guest RAM
+	qsize     = 16
+	descGPA   = 0x1000
+	availGPA  = 0x1100
+	usedGPA   = 0x1200
+	bufGPA    = 0x10000
+	outsideGP = 0xfff0_0000
+)
+
+// front is a fake vhost-user front-end (what QEMU does), over a socket
+// pair, with guest RAM in a memfd.
+type front struct {
+	t          *testing.T
+	c          *net.UnixConn
+	ram        []byte
+	memfd      int
+	kick, call int
+	avail      uint16
+	nextDesc   uint16
+	done       chan error
+}
+
+func socketPair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "sock")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.(*net.UnixConn)
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+func newFront(t *testing.T, s *BlockServer) *front {
+	srv, cli := socketPair(t)
+	fd, err := unix.MemfdCreate("guest-ram", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Ftruncate(fd, ramSize); err != nil {
+		t.Fatal(err)
+	}
+	ram, err := unix.Mmap(fd, 0, ramSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	efd := func() int {
+		e, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	f := &front{t: t, c: cli, ram: ram, memfd: fd, kick: efd(), call: efd(), done: make(chan error, 1)}
+	go func() { f.done <- s.ServeConn(srv) }()
+	t.Cleanup(func() {
+		cli.Close()
+		select {
+		case <-f.done:
+		case <-time.After(5 * time.Second):
+			t.Error("ServeConn did not return after the front-end closed")
+		}
+		unix.Munmap(ram)
+		unix.Close(fd)
+		unix.Close(f.kick)
+		unix.Close(f.call)
+	})
+	return f
+}
+
+func (f *front) send(req uint32, payload []byte, fds ...int) {
+	f.t.Helper()
+	b := binary.LittleEndian.AppendUint32(nil, req)
+	b = binary.LittleEndian.AppendUint32(b, flagVersion)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+	b = append(b, payload...)
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if _, _, err := f.c.WriteMsgUnix(b, oob, nil); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+func (f *front) reply(req uint32) []byte {
+	f.t.Helper()
+	f.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, hdrSize)
+	if _, err := ioReadFull(f.c, hdr); err != nil {
+		f.t.Fatalf("reply to %d: %v", req, err)
+	}
+	if got := binary.LittleEndian.Uint32(hdr); got != req || binary.LittleEndian.Uint32(hdr[4:]) != flagVersion|flagReply {
+		f.t.Fatalf("reply header %x to request %d", hdr, req)
+	}
+	p := make([]byte, binary.LittleEndian.Uint32(hdr[8:]))
+	if _, err := ioReadFull(f.c, p); err != nil {
+		f.t.Fatal(err)
+	}
+	return p
+}
+
+func ioReadFull(c *net.UnixConn, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		k, err := c.Read(b[n:])
+		n += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func state(idx, num uint32) []byte {
+	return binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, idx), num)
+}
+
+// setup negotiates and starts queue 0, as QEMU does.
+func (f *front) setup() {
+	f.send(reqGetFeatures, nil)
+	feat := binary.LittleEndian.Uint64(f.reply(reqGetFeatures))
+	for _, bit := range []int{featVersion1, featFlush, featSegMax, featProtocolFeatures} {
+		if feat&(1<<bit) == 0 {
+			f.t.Fatalf("features %#x lack bit %d", feat, bit)
+		}
+	}
+	f.send(reqSetFeatures, u64Bytes(feat))
+	f.send(reqGetProtocolFeatures, nil)
+	if p := binary.LittleEndian.Uint64(f.reply(reqGetProtocolFeatures)); p&(1<<protoConfig) == 0 {
+		f.t.Fatalf("protocol features %#x lack CONFIG", p)
+	}
+	f.send(reqSetProtocolFeatures, u64Bytes(1<<protoConfig))
+	f.send(reqSetOwner, nil)
+	mt := binary.LittleEndian.AppendUint32(nil, 1)
+	mt = binary.LittleEndian.AppendUint32(mt, 0)
+	for _, v := range []uint64{0, ramSize, uvaBase, 0} {
+		mt = binary.LittleEndian.AppendUint64(mt, v)
+	}
+	f.send(reqSetMemTable, mt, f.memfd)
+	f.send(reqSetVringNum, state(0, qsize))
+	addr := binary.LittleEndian.AppendUint32(nil, 0)
+	addr = binary.LittleEndian.AppendUint32(addr, 0)
+	for _, v := range []uint64{uvaBase + descGPA, uvaBase + usedGPA, uvaBase + availGPA, 0} {
+		addr = binary.LittleEndian.AppendUint64(addr, v)
+	}
+	f.send(reqSetVringAddr, addr)
+	f.send(reqSetVringBase, state(0, 0))
+	f.send(reqSetVringCall, u64Bytes(0), f.call)
+	f.send(reqSetVringKick, u64Bytes(0), f.kick)
+	f.send(reqSetVringEnable, state(0, 1))
+}
+
+type buf struct {
+	gpa   uint64
+	n     uint32
+	write bool
+}
+
+// submit places one chain in the ring and kicks.
+func (f *front) submit(bufs ...buf) {
+	head := f.nextDesc
+	for i, b := range bufs {
+		d := f.ram[descGPA+16*uint64(f.nextDesc):]
+		binary.LittleEndian.PutUint64(d, b.gpa)
+		binary.LittleEndian.PutUint32(d[8:], b.n)
+		var flags uint16
+		if b.write {
+			flags |= descWrite
+		}
+		next := (f.nextDesc + 1) % qsize
+		if i < len(bufs)-1 {
+			flags |= descNext
+		}
+		binary.LittleEndian.PutUint16(d[12:], flags)
+		binary.LittleEndian.PutUint16(d[14:], next)
+		f.nextDesc = next
+	}
+	binary.LittleEndian.PutUint16(f.ram[availGPA+4+2*uint64(f.avail%qsize):], head)
+	f.avail++
+	binary.LittleEndian.PutUint16(f.ram[availGPA+2:], f.avail)
+	unix.Write(f.kick, u64Bytes(1))
+}
+
+// wait waits for used index n and returns the used element n-1.
+func (f *front) wait(n uint16) (id, length uint32) {
+	f.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for binary.LittleEndian.Uint16(f.ram[usedGPA+2:]) != n {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("used index %d, want %d", binary.LittleEndian.Uint16(f.ram[usedGPA+2:]), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e := f.ram[usedGPA+4+8*uint64((n-1)%qsize):]
+	return binary.LittleEndian.Uint32(e), binary.LittleEndian.Uint32(e[4:])
+}
+
+func header(typ uint32, sec uint64) []byte {
+	h := make([]byte, 16)
+	binary.LittleEndian.PutUint32(h, typ)
+	binary.LittleEndian.PutUint64(h[8:], sec)
+	return h
+}
+
+func TestBlockRequests(t *testing.T) {
+	disk := &memDisk{b: make([]byte, 1<<20)}
+	var writes []Extent
+	var wmu sync.Mutex
+	s := &BlockServer{Size: int64(len(disk.b)), Backend: disk, Serial: "secaas-test",
+		OnWrite: func(off, n int64) { wmu.Lock(); writes = append(writes, Extent{off, n}); wmu.Unlock() },
+		Zero: func(off, n int64) []Extent {
+			return []Extent{{Offset: 4096 + 1000, Length: 500}} // isolated bytes, whatever is asked
+		}}
+	f := newFront(t, s)
+	f.setup()
+
+	// GET_CONFIG: capacity in sectors, one queue.
+	cfgReq := binary.LittleEndian.AppendUint32(nil, 0)
+	cfgReq = binary.LittleEndian.AppendUint32(cfgReq, 60)
+	cfgReq = binary.LittleEndian.AppendUint32(cfgReq, 0)
+	f.send(reqGetConfig, append(cfgReq, make([]byte, 60)...))
+	cfg := f.reply(reqGetConfig)
+	if len(cfg) != 72 || binary.LittleEndian.Uint64(cfg[12:]) != 2048 || binary.LittleEndian.Uint16(cfg[12+34:]) != 1 {
+		t.Fatalf("config %x", cfg)
+	}
+
+	pattern := make([]byte, 8192)
+	for i := range pattern {
+		pattern[i] = byte(i*7 + 3)
+	}
+	hdrAt, dataAt, statusAt := uint64(bufGPA), uint64(bufGPA+0x1000), uint64(bufGPA+0x8000)
+	n := uint16(0)
+	do := func(typ uint32, sec uint64, bufs ...buf) (byte, uint32) {
+		t.Helper()
+		copy(f.ram[hdrAt:], header(typ, sec))
+		f.ram[statusAt] = 0xff
+		f.submit(append(append([]buf{{hdrAt, 16, false}}, bufs...), buf{statusAt, 1, true})...)
+		n++
+		_, l := f.wait(n)
+		return f.ram[statusAt], l
+	}
+
+	// A write split over two descriptors.
+	copy(f.ram[dataAt:], pattern)
+	if st, l := do(blkOut, 8, buf{dataAt, 4096, false}, buf{dataAt + 4096, 4096, false}); st != statusOK || l != 1 {
+		t.Fatalf("write: status %d, used length %d", st, l)
+	}
+	if !bytes.Equal(disk.b[4096:4096+8192], pattern) {
+		t.Fatal("write did not reach the disk")
+	}
+	wmu.Lock()
+	if len(writes) != 1 || writes[0] != (Extent{4096, 8192}) {
+		t.Fatalf("OnWrite saw %v", writes)
+	}
+	wmu.Unlock()
+
+	// A read, with isolated bytes reading as zeros.
+	clear(f.ram[dataAt : dataAt+8192])
+	if st, l := do(blkIn, 8, buf{dataAt, 8192, true}); st != statusOK || l != 8193 {
+		t.Fatalf("read: status %d, used length %d", st, l)
+	}
+	want := bytes.Clone(pattern)
+	clear(want[1000:1500])
+	if !bytes.Equal(f.ram[dataAt:dataAt+8192], want) {
+		t.Fatal("read returned other bytes (or isolated bytes were not zeroed)")
+	}
+	if !bytes.Equal(disk.b[4096+1000:4096+1500], pattern[1000:1500]) {
+		t.Fatal("isolation changed the disk")
+	}
+
+	// FLUSH reaches the backend; GET_ID returns the serial.
+	if st, _ := do(blkFlush, 0); st != statusOK || disk.syncs != 1 {
+		t.Fatalf("flush: status %d, %d syncs", st, disk.syncs)
+	}
+	if st, l := do(blkGetID, 0, buf{dataAt, 20, true}); st != statusOK || l != 21 || string(bytes.TrimRight(f.ram[dataAt:dataAt+20], "\x00")) != "secaas-test" {
+		t.Fatalf("get id: status %d, length %d, %q", st, l, f.ram[dataAt:dataAt+20])
+	}
+
+	// Bad requests: past the end, a buffer outside guest RAM, a wrong
+	// direction, an unknown type. The disk stays as it was.
+	before := bytes.Clone(disk.b)
+	for name, c := range map[string]struct {
+		typ  uint32
+		sec  uint64
+		bufs []buf
+		want byte
+	}{
+		"past the end":     {blkOut, 2047, []buf{{dataAt, 1024, false}}, statusIO},
+		"sector overflow":  {blkIn, 1 << 62, []buf{{dataAt, 512, true}}, statusIO},
+		"outside RAM":      {blkOut, 0, []buf{{outsideGP, 512, false}}, statusIO},
+		"wrong direction":  {blkOut, 0, []buf{{dataAt, 512, true}}, statusIO},
+		"unknown request":  {99, 0, nil, statusUns},
+		"header too short": {blkOut, 0, nil, statusOK}, // replaced below
+	} {
+		if name == "header too short" {
+			f.ram[statusAt] = 0xff
+			f.submit(buf{hdrAt, 8, false}, buf{statusAt, 1, true})
+			n++
+			f.wait(n)
+			if f.ram[statusAt] != statusIO {
+				t.Errorf("%s: status %d", name, f.ram[statusAt])
+			}
+			continue
+		}
+		if st, _ := do(c.typ, c.sec, c.bufs...); st != c.want {
+			t.Errorf("%s: status %d, want %d", name, st, c.want)
+		}
+	}
+	if !bytes.Equal(before, disk.b) {
+		t.Fatal("a refused request changed the disk")
+	}
+
+	// GET_VRING_BASE stops the queue at the next request to serve.
+	f.send(reqGetVringBase, state(0, 0))
+	if st := f.reply(reqGetVringBase); binary.LittleEndian.Uint32(st[4:]) != uint32(n) {
+		t.Fatalf("vring base %d, want %d", binary.LittleEndian.Uint32(st[4:]), n)
+	}
+}
+
+// TestBrokenChainStopsQueue: a descriptor loop stops the queue without
+// hanging the connection; the front-end can still stop and restart it.
+func TestBrokenChainStopsQueue(t *testing.T) {
+	disk := &memDisk{b: make([]byte, 1<<20)}
+	f := newFront(t, &BlockServer{Size: int64(len(disk.b)), Backend: disk})
+	f.setup()
+	d := f.ram[descGPA:]
+	binary.LittleEndian.PutUint64(d, bufGPA)
+	binary.LittleEndian.PutUint32(d[8:], 16)
+	binary.LittleEndian.PutUint16(d[12:], descNext)
+	binary.LittleEndian.PutUint16(d[14:], 0) // loops to itself
+	binary.LittleEndian.PutUint16(f.ram[availGPA+4:], 0)
+	binary.LittleEndian.PutUint16(f.ram[availGPA+2:], 1)
+	unix.Write(f.kick, u64Bytes(1))
+	time.Sleep(50 * time.Millisecond)
+	if got := binary.LittleEndian.Uint16(f.ram[usedGPA+2:]); got != 0 {
+		t.Fatalf("a broken chain was completed (used %d)", got)
+	}
+	f.send(reqGetVringBase, state(0, 0))
+	if st := f.reply(reqGetVringBase); binary.LittleEndian.Uint32(st[4:]) != 1 {
+		t.Fatalf("vring base %x", st)
+	}
+}
+
+// TestBadMessages: malformed messages end the connection with an error.
+func TestBadMessages(t *testing.T) {
+	for name, c := range map[string]struct {
+		req     uint32
+		payload []byte
+	}{
+		"short features":   {reqSetFeatures, []byte{1}},
+		"unknown features": {reqSetFeatures, u64Bytes(1 << 60)},
+		"memory table":     {reqSetMemTable, make([]byte, 40)},
+		"queue 1":          {reqSetVringNum, state(1, 16)},
+		"queue size":       {reqSetVringNum, state(0, 100)},
+		"kick without fd":  {reqSetVringKick, u64Bytes(0)},
+		"config past end":  {reqGetConfig, append(state(50, 20), make([]byte, 24)...)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := &BlockServer{Size: 1 << 20, Backend: &memDisk{b: make([]byte, 1<<20)}}
+			srv, cli := socketPair(t)
+			defer cli.Close()
+			done := make(chan error, 1)
+			go func() { done <- s.ServeConn(srv) }()
+			b := binary.LittleEndian.AppendUint32(nil, c.req)
+			b = binary.LittleEndian.AppendUint32(b, flagVersion)
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(c.payload)))
+			cli.Write(append(b, c.payload...))
+			select {
+			case err := <-done:
+				if err == nil {
+					t.Fatal("accepted")
+				}
+				t.Log(err)
+			case <-time.After(5 * time.Second):
+				t.Fatal("connection not ended")
+			}
+		})
+	}
+}
+
+// FuzzServeConn: any byte stream from a front-end ends the connection
+// cleanly (no panic, no hang).
+func FuzzServeConn(f *testing.F) {
+	msg := func(req uint32, payload []byte) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, req)
+		b = binary.LittleEndian.AppendUint32(b, flagVersion)
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(payload)))
+		return append(b, payload...)
+	}
+	f.Add(msg(reqGetFeatures, nil))
+	f.Add(append(msg(reqSetFeatures, u64Bytes(deviceFeatures)), msg(reqSetVringNum, state(0, 16))...))
+	f.Add(msg(reqGetConfig, append(state(0, 60), make([]byte, 64)...)))
+	f.Add(msg(reqGetVringBase, state(0, 0)))
+	f.Add(msg(reqSetMemTable, make([]byte, 40)))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s := &BlockServer{Size: 1 << 20, Backend: &memDisk{b: make([]byte, 1<<20)}}
+		srv, cli := socketPair(t)
+		done := make(chan error, 1)
+		go func() { done <- s.ServeConn(srv) }()
+		go func() {
+			b := make([]byte, 4096)
+			for {
+				if _, err := cli.Read(b); err != nil {
+					return
+				}
+			}
+		}()
+		cli.Write(data)
+		cli.CloseWrite()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal(fmt.Sprintf("connection not ended on %x", data))
+		}
+		cli.Close()
+	})
+}
