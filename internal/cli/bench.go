@@ -92,7 +92,7 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	table7 := fs.Bool("table7", true, "run Table 7 too (writes in guests: several minutes)")
 	seconds := fs.Int("seconds", 5, "length of each write run of Table 7")
 	rounds := fs.Int("rounds", 3, "off/on rounds per Table 7 setting (medians are reported)")
-	modes := fs.String("modes", "bitmap,front", "Table 7 modes")
+	modes := fs.String("modes", "bitmap,front,front-vhost", "Table 7 modes: bitmap, front (NBD), front-vhost (vhost-user-blk)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}

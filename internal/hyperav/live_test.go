@@ -152,10 +152,16 @@ func TestBitmapModeLiveGuest(t *testing.T) {
 // clean data, the file is readable and rescanned CLEAN; an untouched file
 // is answered from cache with no data read.
 func TestFrontModeLiveGuest(t *testing.T) {
+	for _, transport := range []string{"nbd", "vhost-user"} {
+		t.Run(transport, func(t *testing.T) { frontModeLive(t, transport) })
+	}
+}
+
+func frontModeLive(t *testing.T, transport string) {
 	var front *Front
 	var st *State
 	sock := filepath.Join(t.TempDir(), "front.sock")
-	g, _ := guestWithDisk(t, "secaas-test-avfm", func(img string) []lab.GuestDisk {
+	g, _ := guestWithDisk(t, "secaas-test-avfm-"+transport, func(img string) []lab.GuestDisk {
 		raw := img + ".raw"
 		if out, err := exec.Command("qemu-img", "convert", "-O", "raw", img, raw).CombinedOutput(); err != nil {
 			t.Fatalf("qemu-img: %v %s", err, out)
@@ -165,10 +171,18 @@ func TestFrontModeLiveGuest(t *testing.T) {
 		if st, err = NewState(info.Size(), DefaultGranularity); err != nil {
 			t.Fatal(err)
 		}
-		if front, err = StartFront(raw, sock, "disk0", st, nil); err != nil {
+		if transport == "vhost-user" {
+			front, err = StartVhostFront(raw, sock, st, nil)
+		} else {
+			front, err = StartFront(raw, sock, "disk0", st, nil)
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { front.Close() })
+		if transport == "vhost-user" {
+			return []lab.GuestDisk{{Node: "disk0", VhostUser: sock}}
+		}
 		return []lab.GuestDisk{{Node: "disk0", NBD: sock, Export: "disk0"}}
 	})
 	ctx := context.Background()
@@ -211,7 +225,8 @@ func TestFrontModeLiveGuest(t *testing.T) {
 	}
 }
 
-// TestGuestToolAndService: the HyperAV service in front mode and the guest
+// TestGuestToolAndService: the HyperAV service in front mode (vhost-user
+// transport) and the guest
 // tool over a virtio-serial port. In the guest, secaas-guest reports a
 // file's extents (FIEMAP) where the host finds them too; asks for a scan of
 // a file it just wrote (INFECTED, exit status 3); and, watching a
@@ -229,7 +244,7 @@ func TestGuestToolAndService(t *testing.T) {
 	}
 	c := clamd(t)
 	sock := filepath.Join(dir, "front.sock")
-	svc, err := NewService(ServiceConfig{Mode: "front", Disk: img, Socket: sock, Every: time.Hour, Dir: filepath.Join(dir, "svc"),
+	svc, err := NewService(ServiceConfig{Mode: "front", Transport: "vhost-user", Disk: img, Socket: sock, Every: time.Hour, Dir: filepath.Join(dir, "svc"),
 		AV: &av.Scanner{Engines: []av.Engine{c.Engine()}}}, func(string, any) {})
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +253,7 @@ func TestGuestToolAndService(t *testing.T) {
 	defer cancel()
 	g, err := lab.StartGuest(ctx, lab.GuestConfig{Name: "secaas-test-avtool", Kernel: kernel, MemMiB: 256, Dir: t.TempDir(),
 		Modules: []string{"virtio_pci", "virtio_blk", "virtio_console", "crc32c_generic", "ext4"},
-		Disks:   []lab.GuestDisk{{Node: "disk0", NBD: sock, Export: "disk"}},
+		Disks:   []lab.GuestDisk{{Node: "disk0", VhostUser: sock}},
 		Ports:   []string{"secaas.0"}, Files: map[string]string{"/bin/secaas-guest": tool}})
 	if err != nil {
 		t.Fatal(err)
