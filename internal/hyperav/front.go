@@ -84,7 +84,7 @@ func StartVhostFront(image, socket string, st *State, log *slog.Logger) (*Front,
 		return nil, err
 	}
 	fr := &Front{Image: f, State: st, ln: ln}
-	fr.Vhost = &vhostuser.BlockServer{Size: st.DiskSize, Backend: f, Serial: "secaas-front", Log: log,
+	fr.Vhost = &vhostuser.BlockServer{Size: st.DiskSize, Backend: vhostuser.File{File: f}, Serial: "secaas-front", Log: log,
 		OnWrite: st.MarkWritten,
 		Zero: func(off, n int64) []vhostuser.Extent {
 			return isolated(st, off, n, func(s, l int64) vhostuser.Extent { return vhostuser.Extent{Offset: s, Length: l} })

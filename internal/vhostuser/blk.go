@@ -21,6 +21,64 @@ type Backend interface {
 	Sync() error
 }
 
+// VectorBackend is a Backend that moves all the buffers of a request in
+// one call (a 128 KiB request from Linux arrives as up to 32 page-sized
+// buffers).
+type VectorBackend interface {
+	Backend
+	ReadvAt(bufs [][]byte, off int64) error
+	WritevAt(bufs [][]byte, off int64) error
+}
+
+// File is a disk image file as a VectorBackend (preadv/pwritev).
+type File struct{ *os.File }
+
+// ReadvAt fills bufs from off; reading past the end is an error.
+func (f File) ReadvAt(bufs [][]byte, off int64) error { return f.vec(bufs, off, false) }
+
+// WritevAt writes bufs at off.
+func (f File) WritevAt(bufs [][]byte, off int64) error { return f.vec(bufs, off, true) }
+
+func (f File) vec(bufs [][]byte, off int64, write bool) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ioErr error
+	err = rc.Control(func(fd uintptr) {
+		for len(bufs) > 0 {
+			var n int
+			if write {
+				n, ioErr = unix.Pwritev(int(fd), bufs, off)
+			} else {
+				n, ioErr = unix.Preadv(int(fd), bufs, off)
+			}
+			if ioErr == unix.EINTR {
+				continue
+			}
+			if ioErr != nil {
+				return
+			}
+			if n == 0 {
+				ioErr = io.ErrUnexpectedEOF
+				return
+			}
+			off += int64(n)
+			for len(bufs) > 0 && n >= len(bufs[0]) {
+				n -= len(bufs[0])
+				bufs = bufs[1:]
+			}
+			if n > 0 {
+				bufs = append([][]byte{bufs[0][n:]}, bufs[1:]...)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return ioErr
+}
+
 // Extent is a byte range of the disk.
 type Extent struct{ Offset, Length int64 }
 
@@ -87,6 +145,7 @@ type device struct {
 	q             queue
 	memMu         sync.RWMutex // mem and the ring mappings; the queue holds it read-locked per batch
 	protocolAcked bool
+	iov           [][]byte // the worker's scratch
 }
 
 // queue is the single request queue and its worker.
@@ -432,18 +491,8 @@ func (d *device) request(typ uint32, sec uint64, data []segment) (status byte, w
 			return statusIO, 0
 		}
 		off := int64(sec) * sector
-		pos := off
-		for _, seg := range data {
-			var err error
-			if typ == blkIn {
-				_, err = s.Backend.ReadAt(seg.buf, pos)
-			} else {
-				_, err = s.Backend.WriteAt(seg.buf, pos)
-			}
-			if err != nil {
-				return statusIO, 0
-			}
-			pos += int64(len(seg.buf))
+		if err := d.transfer(data, off, typ == blkOut); err != nil {
+			return statusIO, 0
 		}
 		if typ == blkOut {
 			if s.OnWrite != nil && n > 0 {
@@ -472,6 +521,33 @@ func (d *device) request(typ uint32, sec uint64, data []segment) (status byte, w
 		return statusOK, uint32(n)
 	}
 	return statusUns, 0
+}
+
+// transfer moves the request's buffers to or from the disk at off.
+func (d *device) transfer(data []segment, off int64, write bool) error {
+	if vb, ok := d.s.Backend.(VectorBackend); ok {
+		d.iov = d.iov[:0]
+		for _, seg := range data {
+			d.iov = append(d.iov, seg.buf)
+		}
+		if write {
+			return vb.WritevAt(d.iov, off)
+		}
+		return vb.ReadvAt(d.iov, off)
+	}
+	for _, seg := range data {
+		var err error
+		if write {
+			_, err = d.s.Backend.WriteAt(seg.buf, off)
+		} else {
+			_, err = d.s.Backend.ReadAt(seg.buf, off)
+		}
+		if err != nil {
+			return err
+		}
+		off += int64(len(seg.buf))
+	}
+	return nil
 }
 
 // zeroRange clears the bytes of z in the request's buffers (data starts at

@@ -461,3 +461,38 @@ func FuzzServeConn(f *testing.F) {
 		cli.Close()
 	})
 }
+
+// TestFileVectors: preadv/pwritev over many buffers, and a read past the
+// end of the image is an error, not silent zeros.
+func TestFileVectors(t *testing.T) {
+	fh, err := os.CreateTemp(t.TempDir(), "disk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	fh.Truncate(1 << 16)
+	f := File{fh}
+	var bufs [][]byte
+	for i := 0; i < 32; i++ {
+		bufs = append(bufs, bytes.Repeat([]byte{byte(i + 1)}, 100+i))
+	}
+	if err := f.WritevAt(bufs, 1000); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 0, 4000)
+	for _, b := range bufs {
+		got = append(got, b...)
+	}
+	onDisk := make([]byte, len(got))
+	fh.ReadAt(onDisk, 1000)
+	if !bytes.Equal(onDisk, got) {
+		t.Fatal("pwritev wrote other bytes")
+	}
+	back := [][]byte{make([]byte, 7), make([]byte, len(got)-7)}
+	if err := f.ReadvAt(back, 1000); err != nil || !bytes.Equal(append(back[0], back[1]...), got) {
+		t.Fatalf("preadv: %v", err)
+	}
+	if err := f.ReadvAt([][]byte{make([]byte, 100)}, 1<<16-50); err == nil {
+		t.Fatal("read past the end succeeded")
+	}
+}
