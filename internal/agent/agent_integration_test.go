@@ -317,12 +317,24 @@ func sameSet(got, want []string, in string) bool {
 // udpDelivered sends one datagram (retrying while ARP settles when it is
 // expected to pass) and reports whether it arrived.
 func udpDelivered(src, dst *lab.Host, sport, dport uint16, expect bool) (bool, error) {
-	rc, err := dst.ListenUDP(int(dport))
+	return udpProbe(src, dst, netip.AddrPortFrom(src.IP.Addr(), sport), dport, expect)
+}
+
+// udpProbe sends "probe" datagrams from `from` (an address of snd's
+// namespace) to rcv's address and port dport, retrying while neighbour
+// resolution settles when it is expected to pass, and reports whether one
+// arrived from that source.
+func udpProbe(snd, rcv *lab.Host, from netip.AddrPort, dport uint16, expect bool) (bool, error) {
+	rc, err := rcv.ListenUDP(int(dport))
 	if err != nil {
 		return false, err
 	}
 	defer rc.Close()
-	sc, err := src.ListenUDP(int(sport))
+	var sc *net.UDPConn
+	err = snd.Do(func() (err error) {
+		sc, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(from))
+		return err
+	})
 	if err != nil {
 		return false, err
 	}
@@ -333,11 +345,11 @@ func udpDelivered(src, dst *lab.Host, sport, dport uint16, expect bool) (bool, e
 	}
 	buf := make([]byte, 64)
 	for i := 0; i < tries; i++ {
-		if _, err := sc.WriteToUDPAddrPort([]byte("probe"), netip.AddrPortFrom(dst.IP.Addr(), dport)); err != nil {
+		if _, err := sc.WriteToUDPAddrPort([]byte("probe"), netip.AddrPortFrom(rcv.IP.Addr(), dport)); err != nil {
 			return false, err
 		}
 		rc.SetReadDeadline(time.Now().Add(400 * time.Millisecond))
-		if n, _, err := rc.ReadFromUDPAddrPort(buf); err == nil && string(buf[:n]) == "probe" {
+		if n, at, err := rc.ReadFromUDPAddrPort(buf); err == nil && string(buf[:n]) == "probe" && at.Addr() == from.Addr() {
 			return true, nil
 		}
 	}
@@ -387,7 +399,7 @@ func TestIPv6NeighbourDiscoveryStaysInDomain(t *testing.T) {
 		src  string
 		pass bool
 	}{{"fd00::1", true}, {"fd00::9", false}} {
-		if got, err := udpFrom(a, b, netip.MustParseAddr(c.src), bAddr, c.pass); err != nil || got != c.pass {
+		if got, err := udpProbe(a, b, netip.AddrPortFrom(netip.MustParseAddr(c.src), 6005), 6006, c.pass); err != nil || got != c.pass {
 			t.Fatalf("UDP a(%s)->b delivered=%v (err %v), want %v", c.src, got, err, c.pass)
 		}
 	}
@@ -405,40 +417,6 @@ func TestIPv6NeighbourDiscoveryStaysInDomain(t *testing.T) {
 	if !strings.Contains(string(out), b.MAC.String()) {
 		t.Fatalf("d's neighbour entry for b was poisoned by a forged advertisement: %q (b is %s, a is %s)", out, b.MAC, a.MAC)
 	}
-}
-
-// udpFrom sends datagrams from src (an address of the sender's namespace)
-// to dst:6006 in rcv and reports whether one arrived.
-func udpFrom(snd, rcv *lab.Host, src, dst netip.Addr, expect bool) (bool, error) {
-	rc, err := rcv.ListenUDP(6006)
-	if err != nil {
-		return false, err
-	}
-	defer rc.Close()
-	var sc *net.UDPConn
-	err = snd.Do(func() (err error) {
-		sc, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 6005)))
-		return err
-	})
-	if err != nil {
-		return false, err
-	}
-	defer sc.Close()
-	tries := 1
-	if expect {
-		tries = 5
-	}
-	buf := make([]byte, 64)
-	for i := 0; i < tries; i++ {
-		if _, err := sc.WriteToUDPAddrPort([]byte("probe"), netip.AddrPortFrom(dst, 6006)); err != nil {
-			return false, err
-		}
-		rc.SetReadDeadline(time.Now().Add(400 * time.Millisecond))
-		if n, from, err := rc.ReadFromUDPAddrPort(buf); err == nil && string(buf[:n]) == "probe" && from.Addr() == src {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // sendNA writes one unsolicited neighbour advertisement (override set) for

@@ -19,6 +19,8 @@ import (
 	"secaas/internal/hyperav"
 	"secaas/internal/lab"
 	"secaas/internal/qmp"
+
+	"golang.org/x/sys/unix"
 )
 
 // AVQueryRow is one file size of the paper's Table 8.
@@ -197,6 +199,7 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 	}
 	med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
 	var rows []AVWriteRow
+	order := rand.New(rand.NewPCG(7, uint64(rounds)))
 	for _, mode := range modes {
 		gdir := filepath.Join(dir, "guest-"+mode)
 		os.MkdirAll(gdir, 0o755)
@@ -305,37 +308,42 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 			for _, bs := range []string{"4k", "32k", "128k"} {
 				var offBW, onBW, offIO, onIO, nbdBW []float64
 				for r := 0; r < rounds; r++ {
+					// The runs of a round (off, on, and QEMU's own server in
+					// the front modes) go in a random order, each after the
+					// host's dirty pages of the previous one are written back,
+					// so that no run pays for another's writeback.
+					kinds := []string{"off", "on"}
 					if front != nil {
-						bw, _, err := run("/dev/vdc", rw, bs)
-						if err != nil {
-							stop()
-							return nil, err
-						}
-						nbdBW = append(nbdBW, bw)
+						kinds = append(kinds, "ref")
 					}
-					for _, on := range []bool{false, true} {
-						dev := "/dev/vda"
-						if front != nil && on {
+					order.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+					for _, kind := range kinds {
+						dev := map[string]string{"off": "/dev/vda", "on": "/dev/vda", "ref": "/dev/vdc"}[kind]
+						if front != nil && kind == "on" {
 							dev = "/dev/vdb"
 						}
-						if on {
+						if kind == "on" {
 							if err := tracking(true); err != nil {
 								stop()
 								return nil, err
 							}
 						}
+						unix.Sync()
 						bw, iops, err := run(dev, rw, bs)
-						if err == nil && on {
+						if err == nil && kind == "on" {
 							err = tracking(false)
 						}
 						if err != nil {
 							stop()
 							return nil, err
 						}
-						if on {
+						switch kind {
+						case "on":
 							onBW, onIO = append(onBW, bw), append(onIO, iops)
-						} else {
+						case "off":
 							offBW, offIO = append(offBW, bw), append(offIO, iops)
+						default:
+							nbdBW = append(nbdBW, bw)
 						}
 					}
 				}
@@ -357,7 +365,7 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 
 // WriteAVWrite prints Table 7 with the paper's figures beside.
 func WriteAVWrite(w io.Writer, rows []AVWriteRow, seconds, rounds int) {
-	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks; %d s per run, off and on alternating, median of %d. Bitmap mode: one disk, a recording dirty bitmap added and removed between runs. Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode.\n\n", seconds, rounds)
+	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks; %d s per run, off, on (and QEMU's own server) in a random order per round, host dirty pages written back before each run, median of %d. Bitmap mode: one disk, a recording dirty bitmap added and removed between runs. Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode.\n\n", seconds, rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| mode\t rw\t bs\t KB/s off\t KB/s on\t IOPS off\t IOPS on\t loss\t goal\t paper loss\t KB/s via QEMU's server\t front vs QEMU's server\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")

@@ -43,37 +43,43 @@ type NADResult struct {
 	ManyWindowsPerS float64 // windows judged (features + both detectors) per second
 }
 
+// tcpFrame fills f (74 bytes, Ethernet/IPv4/TCP) with one packet between
+// server srv and client c, inbound or outbound, with random ports of mail
+// and web services and an occasional SYN.
+func tcpFrame(f []byte, r *rand.Rand, srv, c [4]byte, inbound bool, ttl uint8) {
+	binary.BigEndian.PutUint16(f[12:], 0x0800)
+	ip := f[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], 60)
+	ip[8], ip[9] = ttl, capture.ProtoTCP
+	sport, dport := uint16(30000+r.IntN(1000)), []uint16{25, 80, 110}[r.IntN(3)]
+	if inbound {
+		copy(ip[12:], c[:])
+		copy(ip[16:], srv[:])
+	} else {
+		copy(ip[12:], srv[:])
+		copy(ip[16:], c[:])
+		sport, dport = dport, sport
+	}
+	binary.BigEndian.PutUint16(ip[20:], sport)
+	binary.BigEndian.PutUint16(ip[22:], dport)
+	ip[33] = capture.TCPAck
+	if r.IntN(50) == 0 {
+		ip[33] = capture.TCPSyn
+	}
+}
+
 // synthetic builds an in-memory pcap of n packets to/from one server from
 // `clients` clients over several one-second windows.
 func synthetic(n, clients int) []byte {
 	var buf bytes.Buffer
 	w, _ := capture.NewWriter(&buf, capture.LinkEthernet)
 	r := rand.New(rand.NewPCG(1, 1))
-	srv := [4]byte{10, 0, 0, 10}
 	f := make([]byte, 74)
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
 	ts := int64(1_700_000_000) * 1e9
 	for i := 0; i < n; i++ {
-		ip := f[14:]
-		ip[0] = 0x45
-		binary.BigEndian.PutUint16(ip[2:], 60)
-		ip[8], ip[9] = 64, capture.ProtoTCP
 		c := [4]byte{192, 168, byte(r.IntN(clients) >> 8), byte(r.IntN(clients))}
-		sport, dport := uint16(30000+r.IntN(1000)), []uint16{25, 80, 110}[r.IntN(3)]
-		if i%2 == 0 {
-			copy(ip[12:], c[:])
-			copy(ip[16:], srv[:])
-		} else {
-			copy(ip[12:], srv[:])
-			copy(ip[16:], c[:])
-			sport, dport = dport, sport
-		}
-		binary.BigEndian.PutUint16(ip[20:], sport)
-		binary.BigEndian.PutUint16(ip[22:], dport)
-		ip[33] = capture.TCPAck
-		if r.IntN(50) == 0 {
-			ip[33] = capture.TCPSyn
-		}
+		tcpFrame(f, r, [4]byte{10, 0, 0, 10}, c, i%2 == 0, 64)
 		ts += 2000 // 500 kpps of capture time: windows of 1 s close regularly
 		w.WritePacket(ts, f)
 	}
@@ -88,33 +94,13 @@ func syntheticMany(servers, clients, windows, perWindow int) []byte {
 	w, _ := capture.NewWriter(&buf, capture.LinkEthernet)
 	r := rand.New(rand.NewPCG(2, 2))
 	f := make([]byte, 74)
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
 	ts := int64(1_700_000_000) * 1e9
 	step := int64(time.Second) / int64(servers*perWindow)
 	for win := 0; win < windows; win++ {
 		for k := 0; k < servers*perWindow; k++ {
 			si := r.IntN(servers)
-			srv := [4]byte{10, 1, byte(si >> 8), byte(si)}
 			c := [4]byte{192, byte(si >> 8), byte(si), byte(r.IntN(clients))}
-			ip := f[14:]
-			ip[0] = 0x45
-			binary.BigEndian.PutUint16(ip[2:], 60)
-			ip[8], ip[9] = uint8(40+r.IntN(30)), capture.ProtoTCP
-			sport, dport := uint16(30000+r.IntN(1000)), []uint16{25, 80, 110}[r.IntN(3)]
-			if k%2 == 0 {
-				copy(ip[12:], c[:])
-				copy(ip[16:], srv[:])
-			} else {
-				copy(ip[12:], srv[:])
-				copy(ip[16:], c[:])
-				sport, dport = dport, sport
-			}
-			binary.BigEndian.PutUint16(ip[20:], sport)
-			binary.BigEndian.PutUint16(ip[22:], dport)
-			ip[33] = capture.TCPAck
-			if r.IntN(50) == 0 {
-				ip[33] = capture.TCPSyn
-			}
+			tcpFrame(f, r, [4]byte{10, 1, byte(si >> 8), byte(si)}, c, k%2 == 0, uint8(40+r.IntN(30)))
 			ts += step
 			w.WritePacket(ts, f)
 		}

@@ -67,20 +67,21 @@ func (t *memTable) unmap() {
 // guest returns n bytes at guest physical address gpa, which must lie in
 // one region.
 func (t *memTable) guest(gpa, n uint64) ([]byte, bool) {
-	for _, r := range t.regions {
-		if gpa >= r.gpa && gpa-r.gpa <= r.size && n <= r.size-(gpa-r.gpa) {
-			o := gpa - r.gpa
-			return r.data[o : o+n : o+n], true
-		}
-	}
-	return nil, false
+	return t.find(gpa, n, func(r *region) uint64 { return r.gpa })
 }
 
 // user returns n bytes at front-end virtual address uva (vring addresses).
 func (t *memTable) user(uva, n uint64) ([]byte, bool) {
-	for _, r := range t.regions {
-		if uva >= r.uva && uva-r.uva <= r.size && n <= r.size-(uva-r.uva) {
-			o := uva - r.uva
+	return t.find(uva, n, func(r *region) uint64 { return r.uva })
+}
+
+// find returns n bytes at address a of the space that base gives each
+// region's start in.
+func (t *memTable) find(a, n uint64, base func(*region) uint64) ([]byte, bool) {
+	for i := range t.regions {
+		r := &t.regions[i]
+		if b := base(r); a >= b && a-b <= r.size && n <= r.size-(a-b) {
+			o := a - b
 			return r.data[o : o+n : o+n], true
 		}
 	}
