@@ -36,6 +36,7 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/winkern FuzzHidden
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/av FuzzParseClamdReply
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/ext4 FuzzLookup
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/ntfs FuzzLookup
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/disk FuzzImages
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/nbd FuzzServer
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/nbd FuzzClient

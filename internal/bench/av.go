@@ -109,7 +109,7 @@ func RunAVQuery(ctx context.Context, dir string, progress io.Writer) ([]AVQueryR
 			if err != nil {
 				return nil, err
 			}
-			data, err := vol.FS.ReadFile(ino)
+			data, err := vol.ReadFile(ino)
 			if err != nil {
 				return nil, err
 			}

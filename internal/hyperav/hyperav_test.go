@@ -157,3 +157,53 @@ func TestFrontRefusesQcow2(t *testing.T) {
 		t.Fatalf("qcow2 in front mode: %v", err)
 	}
 }
+
+// TestScanNTFSImage: the same answers on an NTFS partition (mkntfs, filled
+// through ntfs-3g): EICAR inside a large file (its clusters) and in a tiny
+// resident one (in its MFT record) is found; a clean file, untouched, is
+// answered from cache with zero bytes read, and after a write to its
+// clusters it is read and scanned again.
+func TestScanNTFSImage(t *testing.T) {
+	for _, tool := range []string{"mkntfs", "ntfs-3g"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			labtest.Missing(t, tool+" not installed")
+		}
+	}
+	clean := bytes.Repeat([]byte("clean data\n"), 20000)
+	p, err := lab.MakeNTFSDisk(t.TempDir(), map[string][]byte{
+		"/Windows/x.exe":  append(bytes.Repeat([]byte("#"), 100000), eicar()...),
+		"/Windows/r.com":  eicar(),
+		"/Users/a/ok.txt": clean,
+	}, 16, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := disk.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer img.Close()
+	c := clamd(t)
+	ctx := context.Background()
+	st, _ := NewState(img.Size(), DefaultGranularity)
+	sc := &Scanner{Disk: img, State: st, AV: &av.Scanner{Engines: []av.Engine{c.Engine()}}}
+	for _, path := range []string{"/Windows/x.exe", "/windows/R.COM"} {
+		if r, err := sc.ScanFile(ctx, path); err != nil || r.Verdict != "INFECTED" {
+			t.Fatalf("%s: %+v %v", path, r, err)
+		}
+	}
+	ok, err := sc.ScanFile(ctx, "/Users/a/ok.txt")
+	if err != nil || ok.Verdict != "CLEAN" || ok.DataRead < int64(len(clean)) || len(ok.Ranges) == 0 || ok.Ranges[0].Start < 1<<20 {
+		t.Fatalf("clean: %+v %v", ok, err)
+	}
+	if r, err := sc.ScanFile(ctx, "/Users/a/ok.txt"); err != nil || !r.Cached || r.BytesRead != 0 {
+		t.Fatalf("untouched: %+v %v", r, err)
+	}
+	f, _ := os.OpenFile(p, os.O_WRONLY, 0)
+	f.WriteAt(eicar(), ok.Ranges[0].Start)
+	f.Close()
+	st.MarkWritten(ok.Ranges[0].Start, int64(len(eicar())))
+	if r, err := sc.ScanFile(ctx, "/Users/a/ok.txt"); err != nil || r.Cached || r.Verdict != "INFECTED" {
+		t.Fatalf("after a write to its clusters: %+v %v", r, err)
+	}
+}

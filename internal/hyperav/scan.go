@@ -86,7 +86,7 @@ func (s *Scanner) ScanFile(ctx context.Context, path string) (*ScanResult, error
 			BytesRead: rd.n, TookMS: float64(time.Since(t0).Microseconds()) / 1000}, nil
 	}
 	before := rd.n
-	data, err := v.FS.ReadFile(ino)
+	data, err := v.ReadFile(ino)
 	if err != nil {
 		return nil, err
 	}

@@ -316,7 +316,7 @@ func (s *Service) isolateLocked(ctx context.Context, rd io.ReaderAt, path string
 	}
 	iso := &Isolation{Path: path, Ranges: m.Ranges, Mode: s.cfg.Mode}
 	if s.front == nil {
-		data, err := v.FS.ReadFile(ino)
+		data, err := v.ReadFile(ino)
 		if err != nil {
 			return nil, err
 		}

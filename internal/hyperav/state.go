@@ -48,7 +48,7 @@ func (b Bitmap) Count() int {
 
 // FileRecord is the last scan of a file.
 type FileRecord struct {
-	Inode    uint32    `json:"inode"`
+	Inode    uint64    `json:"inode"` // inode or MFT record number
 	Size     int64     `json:"size"`
 	Ranges   []Range   `json:"ranges"`
 	Meta     []Range   `json:"meta"` // inode, directory and extent blocks the lookup read

@@ -3,7 +3,6 @@ package vhostuser
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"net"
 	"os"
 	"sync"
@@ -456,7 +455,7 @@ func FuzzServeConn(f *testing.F) {
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
-			t.Fatal(fmt.Sprintf("connection not ended on %x", data))
+			t.Fatalf("connection not ended on %x", data)
 		}
 		cli.Close()
 	})
