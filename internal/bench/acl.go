@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -50,6 +51,7 @@ type ACLResult struct {
 	// Overheads: the extra ACRs' cost, from the rounds' paired differences
 	// (case 2 vs 1, case 4 vs 3, measured back to back in random order).
 	Overheads []Overhead
+	Pinned    bool // ovs-vswitchd on core 0, the load on core 1
 }
 
 // Overhead is the relative cost of the extra ACRs over rounds: each round
@@ -436,6 +438,12 @@ func forwarding(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLResul
 		{ID: 4, ACRs: "7+100", RateMbps: 100, Scenario: "VA -> P1 (outside, via uplink)", PaperCPU: 0.680, PaperMem: 0.063},
 	}
 	extras := map[int]int{1: 0, 2: 650, 3: 0, 4: 100}
+	if pid, err := vswitchdPID(); err == nil {
+		undo, ok := pinOVS(ctx, pid)
+		pinned.Store(ok)
+		res.Pinned = ok
+		defer func() { undo(); pinned.Store(false) }()
+	}
 	// Each round measures both pairs (1, 2) and (3, 4) back to back, each
 	// pair in a random order, so that slow drifts of the machine and any
 	// order effect hit both members alike; tables show medians over the
@@ -529,6 +537,33 @@ func t975(df int) float64 {
 	return 1.960 + (2.000-1.960)*60/float64(df)
 }
 
+// With two cores or more, the forwarding experiment gives ovs-vswitchd
+// (all its threads) core 0 and the load (iperf3, ping) core 1, so that the
+// switch's CPU time is not jittered by competing with its own load.
+const ovsCPU, loadCPUs = "0", "1"
+
+// pinOVS pins every thread of ovs-vswitchd to ovsCPU and returns the undo.
+func pinOVS(ctx context.Context, pid int) (func(), bool) {
+	if numCPU() < 2 {
+		return func() {}, false
+	}
+	if err := exec.CommandContext(ctx, "taskset", "-a", "-p", "-c", ovsCPU, strconv.Itoa(pid)).Run(); err != nil {
+		return func() {}, false
+	}
+	all := fmt.Sprintf("0-%d", numCPU()-1)
+	return func() { exec.Command("taskset", "-a", "-p", "-c", all, strconv.Itoa(pid)).Run() }, true
+}
+
+// loadCmd runs ip ARGS on the load's core (when the switch is pinned).
+func loadCmd(ctx context.Context, args ...string) *exec.Cmd {
+	if pinned.Load() {
+		return exec.CommandContext(ctx, "taskset", append([]string{"-c", loadCPUs, "ip"}, args...)...)
+	}
+	return exec.CommandContext(ctx, "ip", args...)
+}
+
+var pinned atomic.Bool
+
 func medianCase(rs []ForwardCase) ForwardCase {
 	med := func(f func(ForwardCase) float64) float64 {
 		v := make([]float64, len(rs))
@@ -556,7 +591,7 @@ func medianCase(rs []ForwardCase) ForwardCase {
 }
 
 func runCase(ctx context.Context, c *ForwardCase, client, server *lab.Host, target string, dur time.Duration) error {
-	srv := exec.CommandContext(ctx, "ip", "netns", "exec", server.NS, "iperf3", "-s", "-1", "-B", target)
+	srv := loadCmd(ctx, "netns", "exec", server.NS, "iperf3", "-s", "-1", "-B", target)
 	if err := srv.Start(); err != nil {
 		return err
 	}
@@ -574,13 +609,13 @@ func runCase(ctx context.Context, c *ForwardCase, client, server *lab.Host, targ
 		return err
 	}
 	t0 := time.Now()
-	pingc := exec.CommandContext(ctx, "ip", "netns", "exec", client.NS, "ping", "-n", "-q", "-i", "0.05", "-w", strconv.Itoa(int(dur.Seconds())), target)
+	pingc := loadCmd(ctx, "netns", "exec", client.NS, "ping", "-n", "-q", "-i", "0.05", "-w", strconv.Itoa(int(dur.Seconds())), target)
 	var pingOut strings.Builder
 	pingc.Stdout = &pingOut
 	if err := pingc.Start(); err != nil {
 		return err
 	}
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", client.NS, "iperf3", "-u", "-c", target, "-b", fmt.Sprintf("%dM", c.RateMbps),
+	out, err := loadCmd(ctx, "netns", "exec", client.NS, "iperf3", "-u", "-c", target, "-b", fmt.Sprintf("%dM", c.RateMbps),
 		"-t", strconv.Itoa(int(dur.Seconds())), "-f", "m").CombinedOutput()
 	pingc.Wait()
 	wall := time.Since(t0).Seconds()
@@ -700,7 +735,11 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Micros
 
 // WriteACL prints the result as Markdown tables.
 func WriteACL(w io.Writer, r *ACLResult, o ACLOptions) {
-	fmt.Fprintf(w, "### Access control (secaas bench acl)\n\nMachine: %d cores; Open vSwitch userspace (netdev) datapath; forwarding: %d rounds of %s per case, each round the pairs back to back in random order, medians (the paper ran 200 s once).\n\n", numCPU(), o.Rounds, o.Duration)
+	pin := ""
+	if r.Pinned {
+		pin = "; ovs-vswitchd pinned to core " + ovsCPU + ", iperf3 and ping to core " + loadCPUs
+	}
+	fmt.Fprintf(w, "### Access control (secaas bench acl)\n\nMachine: %d cores; Open vSwitch userspace (netdev) datapath; forwarding: %d rounds of %s per case, each round the pairs back to back in random order, medians (the paper ran 200 s once)%s.\n\n", numCPU(), o.Rounds, o.Duration, pin)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| measurement\t ours\t goal / reference\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t")
