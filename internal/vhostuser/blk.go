@@ -261,11 +261,18 @@ func (d *device) handle(m *message) ([]byte, error) {
 			if num == 0 || num > maxQueueSize || num&(num-1) != 0 {
 				return nil, &ProtocolError{m.req, fmt.Sprintf("queue size %d", num)}
 			}
+			d.stopQueue() // a running queue changes only once stopped
 			d.q.num = uint16(num)
+			d.maybeStart()
 		case reqSetVringBase:
+			d.stopQueue()
 			d.q.base = uint16(num)
+			d.maybeStart()
 		case reqSetVringEnable:
 			d.q.enabled = num == 1
+			if !d.q.enabled {
+				d.stopQueue() // disabled: requests wait in the ring
+			}
 			d.maybeStart()
 		case reqGetVringBase:
 			base := d.stopQueue()
@@ -280,9 +287,11 @@ func (d *device) handle(m *message) ([]byte, error) {
 		if idx := binary.LittleEndian.Uint32(p); idx != 0 {
 			return nil, &ProtocolError{m.req, fmt.Sprintf("queue %d (one queue)", idx)}
 		}
+		d.stopQueue()
 		d.q.descAddr = binary.LittleEndian.Uint64(p[8:])
 		d.q.usedAdr = binary.LittleEndian.Uint64(p[16:])
 		d.q.availAddr = binary.LittleEndian.Uint64(p[24:])
+		d.maybeStart()
 	case reqSetVringKick, reqSetVringCall, reqSetVringErr:
 		v, err := m.u64()
 		if err != nil {
