@@ -105,7 +105,7 @@ func (fs *FS) Lookup(path string) (f *File, err error) {
 			return nil, fmt.Errorf("ntfs: %s: run list resumes at VCN %d, want %d", path, a.Runlist_vcn_start(), next)
 		}
 		for _, run := range a.RunList() {
-			if run.Length <= 0 || run.Offset < 0 {
+			if run.Length <= 0 || run.Offset < 0 || run.Length > (1<<50)/fs.ClusterSize || run.Offset > (1<<50)/fs.ClusterSize {
 				return nil, fmt.Errorf("ntfs: %s: run of %d clusters at %d", path, run.Length, run.Offset)
 			}
 			next += uint64(run.Length)
@@ -115,6 +115,9 @@ func (fs *FS) Lookup(path string) (f *File, err error) {
 			}
 			left -= n
 		}
+	}
+	if left > 0 {
+		return nil, fmt.Errorf("ntfs: %s: its run lists cover %d of its %d bytes", path, f.Size-left, f.Size)
 	}
 	return f, nil
 }
