@@ -89,6 +89,22 @@ bin/secaas events --api $API --token "$TOK" | grep -B2 -A2 '"kind": "av.infected
 bin/secaas av disable --tid 100 --vm VM3 --api $API --token "$TOK"
 bin/secaas lab guest down --name secaas-demo-av
 
+echo "== 10. HyperAV front mode over vhost-user: secaas serves a guest's disk from the guest's own RAM; an infected file is isolated"
+rm -rf $STATE/avroot2 && mkdir -p $STATE/avroot2 && echo "nothing to see" >$STATE/avroot2/readme
+mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d $STATE/avroot2 $STATE/front.raw 32M >/dev/null
+rm -f $STATE/front.sock
+bin/secaas av enable --tid 100 --vm VM1 --mode front --transport vhost-user --disk "$PWD/$STATE/front.raw" \
+  --socket "$PWD/$STATE/front.sock" --paths /readme --schedule 2s --api $API --token "$TOK"
+for _ in $(seq 100); do [ -S $STATE/front.sock ] && break; sleep 0.1; done
+bin/secaas lab guest up --name secaas-demo-front --mem 256 --vhost-disk $STATE/front.sock
+bin/secaas lab guest run --name secaas-demo-front "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && printf '%s' '$E1$E2' >/mnt/x && sync && echo 'the guest wrote /x'"
+bin/secaas av scan --tid 100 --vm VM1 --path /x --api $API --token "$TOK" || true
+bin/secaas av isolate --tid 100 --vm VM1 --path /x --api $API --token "$TOK"
+bin/secaas lab guest run --name secaas-demo-front 'echo 3 >/proc/sys/vm/drop_caches; echo "the guest now reads /x as: $(od -An -c /mnt/x | head -1)"'
+bin/secaas av status --tid 100 --vm VM1 --api $API --token "$TOK"
+bin/secaas lab guest down --name secaas-demo-front
+bin/secaas av disable --tid 100 --vm VM1 --api $API --token "$TOK"
+
 echo
 echo "secaasd keeps running (log: $STATE/secaasd.log). Try:"
 echo "  export SECAAS_API=$API SECAAS_TOKEN=\$(cat $STATE/tenant.token)"

@@ -30,6 +30,7 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 	rootkit := fs.Bool("rootkit", false, "put the test rootkit in the guest as /secaas_dkom.ko (insmod /secaas_dkom.ko pid=N hides N)")
 	dataDisk := fs.String("data-disk", "", "attach this image (raw or qcow2) as /dev/vda, block node disk0, with virtio and ext4 drivers loaded")
 	nbdDisk := fs.String("nbd-disk", "", "attach the NBD export \"disk\" on this unix socket as /dev/vda (HyperAV front mode)")
+	vhostDisk := fs.String("vhost-disk", "", "attach the vhost-user-blk back-end on this unix socket as /dev/vda (HyperAV front mode, transport vhost-user)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -54,8 +55,8 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 		cfg.Files = map[string]string{"/secaas_dkom.ko": k.Rootkit}
 	}
 	switch {
-	case *dataDisk != "" && *nbdDisk != "":
-		return errors.New("give --data-disk or --nbd-disk, not both")
+	case (*dataDisk != "") && (*nbdDisk != "" || *vhostDisk != "") || *nbdDisk != "" && *vhostDisk != "":
+		return errors.New("give one of --data-disk, --nbd-disk, --vhost-disk")
 	case *dataDisk != "":
 		abs, err := filepath.Abs(*dataDisk)
 		if err != nil {
@@ -74,6 +75,12 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 			return err
 		}
 		cfg.Disks = []lab.GuestDisk{{Node: "disk0", NBD: abs, Export: "disk"}}
+	case *vhostDisk != "":
+		abs, err := filepath.Abs(*vhostDisk)
+		if err != nil {
+			return err
+		}
+		cfg.Disks = []lab.GuestDisk{{Node: "disk0", VhostUser: abs}}
 	}
 	if len(cfg.Disks) > 0 {
 		cfg.Modules = []string{"virtio_pci", "virtio_blk", "virtio_console", "crc32c_generic", "ext4"}
