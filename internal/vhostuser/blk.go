@@ -406,6 +406,7 @@ func (q *queue) closeFiles() {
 // signal the guest; until stopped.
 func (d *device) work(r *ring, kick *os.File, stop chan struct{}, done chan uint16) {
 	var buf [8]byte
+	one := u64Bytes(1)
 	segs := make([]segment, 0, 16)
 	defer func() { done <- r.lastAvail }()
 	for {
@@ -429,7 +430,7 @@ func (d *device) work(r *ring, kick *os.File, stop chan struct{}, done chan uint
 			served = true
 		}
 		if served && r.availFlags()&availNoInterrupt == 0 && d.q.call != nil {
-			d.q.call.Write(u64Bytes(1))
+			d.q.call.Write(one)
 		}
 		d.memMu.RUnlock()
 		if err != nil {
