@@ -27,18 +27,11 @@
 //
 // # Normalized (our variant)
 //
-// The same profile, with a scale-free term per feature:
+// The same profile; the threshold is mean + 4 sd of the history's normal
+// deviations (after Grubbs), not the paper's halfway point, which sits too
+// low for this score's heavy tail, and at least the sum of the weights (so
+// a perfectly regular history does not alarm on any change at all). Each feature's term is scale-free:
 // w(x) |fc(x) - m(x)| / (sd(x) + 0.01 |m(x)| + 1e-9), with m the mean of the
 // kept history values, so a feature measured in thousands (bps) cannot drown
 // one measured in fractions (syn), and eq. 1's n+1 bias disappears.
-//
-// Its threshold sets the false-alarm rate instead of assuming a shape for
-// the deviations (their tail is heavy: a mean + k sd rule alarmed on 1.6-3 %
-// of benign windows in the traffic lab). The history's N windows are each
-// judged against the profile, and the threshold is the k-th largest of those
-// deviations, k = max(1, floor(FalseAlarmRate * (N+1))): if benign windows
-// are exchangeable, a new benign one exceeds it with probability at most
-// k/(N+1) (the conformal argument; with the defaults, the largest of 120,
-// 0.83 %). It is at least the sum of the weights, so that a perfectly
-// regular history does not alarm on any change at all.
 package detect

@@ -2,7 +2,6 @@ package detect
 
 import (
 	"math"
-	"slices"
 	"sort"
 
 	"gonum.org/v1/gonum/stat/distuv"
@@ -28,10 +27,6 @@ type Config struct {
 	// Grubbs' test alone); milder alarms are learned, so that the profile
 	// does not narrow itself on benign variation.
 	LearnAlarms bool
-	// FalseAlarmRate is the Normalized detector's target rate of false
-	// alarms on benign windows (default 0.01): its threshold is the k-th
-	// largest deviation of the history, k = max(1, floor(rate * (N+1))).
-	FalseAlarmRate float64
 }
 
 // keepOutFactor: windows with deviation > keepOutFactor * threshold are not
@@ -74,9 +69,6 @@ func NewStability(names []string, cfg Config) *Stability {
 	}
 	if cfg.Alpha <= 0 || cfg.Alpha >= 1 {
 		cfg.Alpha = 0.05
-	}
-	if cfg.FalseAlarmRate <= 0 || cfg.FalseAlarmRate >= 1 {
-		cfg.FalseAlarmRate = 0.01
 	}
 	s := &Stability{cfg: cfg, names: names, hist: make([][]float64, cfg.History)}
 	for i := range s.hist {
@@ -189,25 +181,11 @@ func (s *Stability) Observe(x []float64) Verdict {
 	return v
 }
 
-// threshold is the paper's split of the history's deviations into normal
-// values and outliers (Paper), or the history's k-th largest deviation
-// (Normalized; see the package docs).
+// threshold splits the history's deviations into normal and outliers.
 func (s *Stability) threshold(p *profile) float64 {
 	devs := make([]float64, len(s.hist))
 	for i, h := range s.hist {
 		devs[i] = s.deviation(p, h)
-	}
-	if s.cfg.Kind == Normalized {
-		// Floor: the sum of the weights, i.e. every feature off by one unit
-		// of its scale (sd + 1 % of its mean) on average. Without it a
-		// perfectly regular history would alarm on any change at all.
-		floor := 0.0
-		for _, w := range p.w {
-			floor += w
-		}
-		k := max(1, int(s.cfg.FalseAlarmRate*float64(len(devs)+1)))
-		slices.Sort(devs)
-		return max(devs[len(devs)-min(k, len(devs))], floor)
 	}
 	keep := make([]bool, len(devs))
 	grubbs(devs, keep, s.cfg.Alpha)
@@ -222,7 +200,7 @@ func (s *Stability) threshold(p *profile) float64 {
 		}
 	}
 	mn := ns / nn
-	if on > 0 {
+	if on > 0 && s.cfg.Kind == Paper {
 		return (mn + os/on) / 2
 	}
 	var sq float64
@@ -234,6 +212,16 @@ func (s *Stability) threshold(p *profile) float64 {
 	sd := 0.0
 	if nn > 1 {
 		sd = math.Sqrt(sq / (nn - 1))
+	}
+	if s.cfg.Kind == Normalized {
+		// Floor: the sum of the weights, i.e. every feature off by one unit
+		// of its scale (sd + 1 % of its mean) on average. Without it a
+		// perfectly regular history would alarm on any change at all.
+		floor := 0.0
+		for _, w := range p.w {
+			floor += w
+		}
+		return max(mn+4*sd, floor)
 	}
 	return mn + 3*sd + 1e-12
 }
