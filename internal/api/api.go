@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"secaas/internal/controller"
+	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
 
@@ -148,7 +149,9 @@ func (s *Server) register() {
 	s.handle("POST /v1/domains/{tid}/vms/{vm}/av/isolate", s.avPath(func(ctx context.Context, who controller.Caller, tid int, vm, path string) (any, error) {
 		return s.c.AVIsolate(ctx, who, tid, vm, path)
 	}))
-	s.handle("GET /v1/domains/{tid}/vms/{vm}/av/report", s.latestResult("av"))
+	s.handle("GET /v1/domains/{tid}/vms/{vm}/av/report", s.result(func(ctx context.Context, who controller.Caller, tid int, vm string) (store.Result, error) {
+		return s.c.AVReport(ctx, who, tid, vm)
+	}))
 	s.handle("GET /v1/domains/{tid}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		d, err := s.c.Domain(r.Context(), who, tid)
 		type row struct {
@@ -258,8 +261,15 @@ func policyRoutes[P any](s *Server, service string, set func(ctx context.Context
 // latestResult serves a VM's latest stored result of a kind (vmi, av) as
 // the node reported it.
 func (s *Server) latestResult(kind string) func(http.ResponseWriter, *http.Request, controller.Caller) error {
+	return s.result(func(ctx context.Context, who controller.Caller, tid int, vm string) (store.Result, error) {
+		return s.c.Result(ctx, who, tid, vm, kind)
+	})
+}
+
+// result serves a VM's result document.
+func (s *Server) result(get func(ctx context.Context, who controller.Caller, tid int, vm string) (store.Result, error)) func(http.ResponseWriter, *http.Request, controller.Caller) error {
 	return s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		res, err := s.c.Result(r.Context(), who, tid, r.PathValue("vm"), kind)
+		res, err := get(r.Context(), who, tid, r.PathValue("vm"))
 		if err != nil {
 			return err
 		}

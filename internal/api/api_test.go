@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"secaas/internal/controller"
+	"secaas/internal/hyperav"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
@@ -48,14 +49,15 @@ type env struct {
 	ctl  *controller.Controller
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, &fakeNode{}) }
+
+func newEnvWith(t *testing.T, node controller.Node) *env {
 	t.Helper()
 	st, err := store.Open(context.Background(), ":memory:")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	node := &fakeNode{}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	c, err := controller.New(st, node, admin, log)
 	if err != nil {
@@ -63,7 +65,14 @@ func newEnv(t *testing.T) *env {
 	}
 	srv := httptest.NewServer(New(c, log))
 	t.Cleanup(srv.Close)
-	return &env{t: t, srv: srv, node: node, ctl: c}
+	e := &env{t: t, srv: srv, ctl: c}
+	switch n := node.(type) {
+	case *fakeNode:
+		e.node = n
+	case *fakeAVNode:
+		e.node = n.fakeNode
+	}
+	return e
 }
 
 func (e *env) do(method, path, token string, body any) (int, []byte) {
@@ -510,5 +519,53 @@ func TestAVEndpoints(t *testing.T) {
 	}
 	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/av/report", b, nil); code != 404 {
 		t.Fatalf("another tenant's report: %d", code)
+	}
+}
+
+// fakeAVNode runs HyperAV for VM3 of domain 100 only.
+type fakeAVNode struct {
+	*fakeNode
+	status *hyperav.Status
+}
+
+func (f *fakeAVNode) AVScan(context.Context, int, string, string) (*hyperav.ScanResult, error) {
+	return nil, errors.New("not here")
+}
+
+func (f *fakeAVNode) AVIsolate(context.Context, int, string, string) (*hyperav.Isolation, error) {
+	return nil, errors.New("not here")
+}
+
+func (f *fakeAVNode) AVStatus(tid int, vm string) (*hyperav.Status, error) {
+	if tid != 100 || vm != "VM3" || f.status == nil {
+		return nil, errors.New("no service")
+	}
+	return f.status, nil
+}
+
+// TestAVReportIsLive: while the node runs the VM's service the report is
+// its live status (a scan or isolation shows at once, not at the next
+// round); otherwise the last stored round; never another tenant's.
+func TestAVReportIsLive(t *testing.T) {
+	node := &fakeAVNode{fakeNode: &fakeNode{}}
+	e := newEnvWith(t, node)
+	a, b := e.tenant("alice"), e.tenant("bob")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/av/report", a, nil); code != 404 {
+		t.Fatalf("report with neither a service nor a stored round: %d", code)
+	}
+	e.ctl.RecordNodeResult(context.Background(), store.Result{TID: 100, VM: "VM3", Kind: "av", Tenant: "alice", Doc: []byte(`{"mode": "front", "chunks": {"INFECTED": 0}, "epochs": 7}`)})
+	if code, out := e.do("GET", "/v1/domains/100/vms/VM3/av/report", a, nil); code != 200 || !strings.Contains(string(out), `"epochs": 7`) {
+		t.Fatalf("stored report: %d %s", code, out)
+	}
+	node.status = &hyperav.Status{Mode: "front", Chunks: map[string]int{hyperav.Infected: 1}, Epochs: 8}
+	code, out := e.do("GET", "/v1/domains/100/vms/VM3/av/report", a, nil)
+	if code != 200 || !strings.Contains(string(out), `"epochs":8`) || !strings.Contains(string(out), `"INFECTED":1`) {
+		t.Fatalf("live report: %d %s", code, out)
+	}
+	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/av/report", b, nil); code != 404 {
+		t.Fatalf("another tenant's live report: %d", code)
 	}
 }

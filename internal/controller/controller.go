@@ -36,6 +36,7 @@ var (
 type AVNode interface {
 	AVScan(ctx context.Context, tid int, vm, path string) (*hyperav.ScanResult, error)
 	AVIsolate(ctx context.Context, tid int, vm, path string) (*hyperav.Isolation, error)
+	AVStatus(tid int, vm string) (*hyperav.Status, error) // live; an error when the VM has no running service
 }
 
 // Node is what the controller needs of a host's agent.
@@ -546,6 +547,29 @@ func (c *Controller) Result(ctx context.Context, who Caller, tid int, vmName, ki
 		return r, fmt.Errorf("no %s result yet for vm %q: %w", kind, vmName, ErrNotFound)
 	}
 	return r, err
+}
+
+// AVReport is a VM disk's HyperAV status: live from the node when its
+// service runs (so that a scan or isolation just done shows at once),
+// else the last round's report the node stored.
+func (c *Controller) AVReport(ctx context.Context, who Caller, tid int, vmName string) (store.Result, error) {
+	d, err := c.Domain(ctx, who, tid)
+	if err != nil {
+		return store.Result{}, err
+	}
+	if _, _, err := findVM(&d, vmName); err != nil {
+		return store.Result{}, err
+	}
+	if n, ok := c.node.(AVNode); ok {
+		if st, err := n.AVStatus(tid, vmName); err == nil {
+			doc, err := json.Marshal(st)
+			if err != nil {
+				return store.Result{}, err
+			}
+			return store.Result{TID: tid, VM: vmName, Kind: "av", Tenant: d.Tenant, Time: st.At, Doc: doc}, nil
+		}
+	}
+	return c.Result(ctx, who, tid, vmName, "av")
 }
 
 // RecordNodeResult stores the latest result a node reported for a VM.

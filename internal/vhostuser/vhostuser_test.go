@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,6 +71,7 @@ type front struct {
 	kick, call int
 	avail      uint16
 	nextDesc   uint16
+	kicks      int // notifications sent
 	done       chan error
 }
 
@@ -246,7 +249,11 @@ func (f *front) submit(bufs ...buf) {
 	binary.LittleEndian.PutUint16(f.ram[availGPA+4+2*uint64(f.avail%qsize):], head)
 	f.avail++
 	binary.LittleEndian.PutUint16(f.ram[availGPA+2:], f.avail)
-	unix.Write(f.kick, u64Bytes(1))
+	// As a driver does: no kick while the device says it polls.
+	if atomic.LoadUint32((*uint32)(unsafe.Pointer(&f.ram[usedGPA])))&usedNoNotify == 0 {
+		unix.Write(f.kick, u64Bytes(1))
+		f.kicks++
+	}
 }
 
 // wait waits for used index n and returns the used element n-1.
@@ -629,5 +636,63 @@ func TestDisableHoldsRequests(t *testing.T) {
 	f.wait(1)
 	if _, syncs := disk.snapshot(); syncs != 1 {
 		t.Fatalf("%d syncs after enabling", syncs)
+	}
+}
+
+// TestPollingSuppressesKicks: with Poll set, the device asks the guest not
+// to kick right after a request, serves what comes in without a kick, and
+// asks for kicks again once idle; requests are served in every phase.
+func TestPollingSuppressesKicks(t *testing.T) {
+	disk := &memDisk{b: make([]byte, 1<<20)}
+	f := newFront(t, &BlockServer{Size: int64(len(disk.b)), Backend: disk, Poll: 300 * time.Millisecond})
+	f.setup()
+	usedFlags := func() uint32 { return atomic.LoadUint32((*uint32)(unsafe.Pointer(&f.ram[usedGPA]))) & 0xffff }
+	write := func(n uint16, sec uint64, fill byte) {
+		t.Helper()
+		copy(f.ram[0x10000:], header(blkOut, sec))
+		for i := range 512 {
+			f.ram[0x11000+i] = fill
+		}
+		f.submit(buf{0x10000, 16, false}, buf{0x11000, 512, false}, buf{0x12000, 1, true})
+		f.wait(n)
+		if st := f.ram[0x12000]; st != statusOK {
+			t.Fatalf("request %d: status %d", n, st)
+		}
+	}
+	write(1, 0, 1)
+	if f.kicks != 1 {
+		t.Fatalf("%d kicks for the first request", f.kicks)
+	}
+	if usedFlags()&usedNoNotify == 0 {
+		t.Fatal("the device does not poll after a request")
+	}
+	for i := range 20 { // back to back: no kick needed
+		write(uint16(2+i), uint64(1+i), byte(2+i))
+	}
+	if f.kicks != 1 {
+		t.Fatalf("%d kicks while the device polled", f.kicks)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for usedFlags()&usedNoNotify != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the device never stops polling")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	write(22, 30, 0x7f) // asleep: this one must kick
+	if f.kicks != 2 {
+		t.Fatalf("%d kicks, want 2", f.kicks)
+	}
+	disk.mu.Lock()
+	defer disk.mu.Unlock()
+	for i := range 22 {
+		sec := uint64(i)
+		want := byte(1 + i)
+		if i == 21 {
+			sec, want = 30, 0x7f
+		}
+		if got := disk.b[sec*512]; got != want {
+			t.Fatalf("sector %d holds %d, want %d", sec, got, want)
+		}
 	}
 }

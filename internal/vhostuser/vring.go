@@ -15,6 +15,7 @@ const (
 	descIndirect = 4
 
 	availNoInterrupt = 1
+	usedNoNotify     = 1
 	maxQueueSize     = 32768
 )
 
@@ -26,6 +27,7 @@ type ring struct {
 	num                uint16
 	desc, avail, used  []byte
 	lastAvail, usedIdx uint16
+	usedFlags          uint16 // ours: usedNoNotify while the worker polls
 }
 
 // segment is one guest buffer of a descriptor chain.
@@ -107,6 +109,25 @@ func (r *ring) complete(head uint16, written uint32) {
 	binary.LittleEndian.PutUint32(r.used[slot:], uint32(head))
 	binary.LittleEndian.PutUint32(r.used[slot+4:], written)
 	r.usedIdx++
-	// flags (ours, always 0: notify us) and idx share the first word.
-	atomic.StoreUint32(word32(r.used), uint32(r.usedIdx)<<16)
+	r.publish()
+}
+
+// publish stores the used ring's flags and index (they share its first
+// word) with one atomic store, which also orders the element writes
+// before it.
+func (r *ring) publish() {
+	atomic.StoreUint32(word32(r.used), uint32(r.usedIdx)<<16|uint32(r.usedFlags))
+}
+
+// suppressKicks tells the guest whether it may skip notifying us (we are
+// polling the ring). After turning kicks back on, the caller must look at
+// the avail index once more: a request may have come in while they were
+// off.
+func (r *ring) suppressKicks(on bool) {
+	if on {
+		r.usedFlags |= usedNoNotify
+	} else {
+		r.usedFlags &^= usedNoNotify
+	}
+	r.publish()
 }
