@@ -181,7 +181,7 @@ var paperTable7 = map[string][4]float64{ // normal KB/s, HyperAV KB/s, normal IO
 // mode gives the guest two identical disks, one through QEMU's file driver
 // (off) and one through secaas's NBD front (on). Off and on runs alternate,
 // rounds times, and medians are reported.
-func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, seconds, rounds int, progress io.Writer) ([]AVWriteRow, error) {
+func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, seconds, rounds int, vhostPoll time.Duration, progress io.Writer) ([]AVWriteRow, error) {
 	kernel, err := lab.FindKernel(repoRoot)
 	if err != nil {
 		return nil, err
@@ -236,7 +236,7 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 					"--export", "type=vhost-user-blk,id=ref,node-name=ref,addr.type=unix,addr.path="+qsock+",writable=on")
 				refDisk = lab.GuestDisk{Node: "disk2", VhostUser: qsock}
 				frontDisk = lab.GuestDisk{Node: "disk1", VhostUser: sock}
-				front, err = hyperav.StartVhostFront(imgB, sock, st, nil)
+				front, err = hyperav.StartVhostFront(imgB, sock, st, vhostPoll, nil)
 			} else {
 				front, err = hyperav.StartFront(imgB, sock, "disk", st, nil)
 			}
@@ -364,8 +364,8 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 }
 
 // WriteAVWrite prints Table 7 with the paper's figures beside.
-func WriteAVWrite(w io.Writer, rows []AVWriteRow, seconds, rounds int) {
-	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks; %d s per run, off, on (and QEMU's own server) in a random order per round, host dirty pages written back before each run, median of %d. Bitmap mode: one disk, a recording dirty bitmap added and removed between runs. Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode.\n\n", seconds, rounds)
+func WriteAVWrite(w io.Writer, rows []AVWriteRow, seconds, rounds int, vhostPoll time.Duration) {
+	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks; %d s per run, off, on (and QEMU's own server) in a random order per round, host dirty pages written back before each run, median of %d. Bitmap mode: one disk, a recording dirty bitmap added and removed between runs. Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode; secaas's vhost-user server polls its ring for %s after a request (0: it waits for the guest's kick).\n\n", seconds, rounds, vhostPoll)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| mode\t rw\t bs\t KB/s off\t KB/s on\t IOPS off\t IOPS on\t loss\t goal\t paper loss\t KB/s via QEMU's server\t front vs QEMU's server\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")

@@ -93,6 +93,7 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	seconds := fs.Int("seconds", 5, "length of each write run of Table 7")
 	rounds := fs.Int("rounds", 3, "off/on rounds per Table 7 setting (medians are reported)")
 	modes := fs.String("modes", "bitmap,front,front-vhost", "Table 7 modes: bitmap, front (NBD), front-vhost (vhost-user-blk)")
+	vhostPoll := fs.Duration("vhost-poll", 0, "front-vhost: how long secaas polls the ring after a request, kicks off (0: never)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -109,12 +110,12 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	w := io.MultiWriter(env.Stdout, &buf)
 	bench.WriteAVQuery(w, rows)
 	if *table7 {
-		wrows, err := bench.RunAVWrite(ctx, *root, dir, strings.Split(*modes, ","), *seconds, *rounds, env.Stderr)
+		wrows, err := bench.RunAVWrite(ctx, *root, dir, strings.Split(*modes, ","), *seconds, *rounds, *vhostPoll, env.Stderr)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(w)
-		bench.WriteAVWrite(w, wrows, *seconds, *rounds)
+		bench.WriteAVWrite(w, wrows, *seconds, *rounds, *vhostPoll)
 	}
 	if *out != "" {
 		return os.WriteFile(*out, buf.Bytes(), 0o644)

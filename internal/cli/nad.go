@@ -19,6 +19,7 @@ type nadOpts struct {
 	pcap, servers, format, set string
 	window                     time.Duration
 	history                    int
+	k                          float64
 	synNoACK                   bool
 }
 
@@ -31,6 +32,7 @@ func nadFlags(name string, env *Env, withDetect bool) (*flag.FlagSet, *nadOpts) 
 	fs.BoolVar(&o.synNoACK, "syn-without-ack", false, "count only SYN without ACK in syn features")
 	if withDetect {
 		fs.IntVar(&o.history, "history", 120, "windows in the normal profile (N)")
+		fs.Float64Var(&o.k, "k", detect.DefaultK, "normalized detector: threshold = mean + K sd of the history's deviations")
 		fs.StringVar(&o.format, "format", "text", "text or json")
 	} else {
 		fs.StringVar(&o.format, "format", "csv", "csv or json")
@@ -150,7 +152,7 @@ func nadDetect(ctx context.Context, env *Env, args []string) error {
 	defer c.Close()
 	dets := map[string]detect.Config{
 		"stability":  {History: o.history, Kind: detect.Paper},
-		"normalized": {History: o.history, Kind: detect.Normalized},
+		"normalized": {History: o.history, Kind: detect.Normalized, K: o.k},
 	}
 	var rows []map[string]any
 	alerts := 0

@@ -60,6 +60,7 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 	labelsFile := fs.String("labels", "", "labels file written by secaas lab traffic")
 	window := fs.Duration("window", time.Second, "window length")
 	history := fs.Int("history", 120, "windows in the normal profile (N)")
+	k := fs.Float64("k", detect.DefaultK, "normalized detector: threshold = mean + K sd of the history's deviations")
 	which := fs.String("detector", "all", "stability, normalized or all")
 	asJSON := fs.Bool("json", false, "JSON output")
 	margin := fs.Duration("margin", 0, "leave windows starting within this long after an attack out of the benign set (its aftermath)")
@@ -83,7 +84,7 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 		dets["stability"] = detect.Config{History: *history, Kind: detect.Paper}
 	}
 	if *which == "all" || *which == "normalized" {
-		dets["normalized"] = detect.Config{History: *history, Kind: detect.Normalized}
+		dets["normalized"] = detect.Config{History: *history, Kind: detect.Normalized, K: *k}
 	}
 	if len(dets) == 0 {
 		return fmt.Errorf("--detector must be stability, normalized or all")

@@ -27,7 +27,14 @@ type Config struct {
 	// Grubbs' test alone); milder alarms are learned, so that the profile
 	// does not narrow itself on benign variation.
 	LearnAlarms bool
+	// K (Normalized): the threshold is the mean of the history's normal
+	// deviations plus K standard deviations; default DefaultK.
+	K float64
 }
+
+// DefaultK is the normalized detector's threshold in standard deviations
+// of the history's deviations.
+const DefaultK = 4
 
 // keepOutFactor: windows with deviation > keepOutFactor * threshold are not
 // learned (unless LearnAlarms).
@@ -69,6 +76,9 @@ func NewStability(names []string, cfg Config) *Stability {
 	}
 	if cfg.Alpha <= 0 || cfg.Alpha >= 1 {
 		cfg.Alpha = 0.05
+	}
+	if cfg.K <= 0 {
+		cfg.K = DefaultK
 	}
 	s := &Stability{cfg: cfg, names: names, hist: make([][]float64, cfg.History)}
 	for i := range s.hist {
@@ -221,7 +231,7 @@ func (s *Stability) threshold(p *profile) float64 {
 		for _, w := range p.w {
 			floor += w
 		}
-		return max(mn+4*sd, floor)
+		return max(mn+s.cfg.K*sd, floor)
 	}
 	return mn + 3*sd + 1e-12
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"secaas/internal/nbd"
 	"secaas/internal/vhostuser"
@@ -78,13 +79,15 @@ func StartFront(image, socket, export string, st *State, log *slog.Logger) (*Fro
 // StartVhostFront serves a raw image as a vhost-user-blk back-end on a unix
 // socket (QEMU: -chardev socket,path=SOCKET -device vhost-user-blk-pci;
 // the guest's RAM must be shared, e.g. memory-backend-file,share=on).
-func StartVhostFront(image, socket string, st *State, log *slog.Logger) (*Front, error) {
+// poll is how long the server watches the ring after a request before it
+// sleeps until the guest kicks (vhostuser.BlockServer.Poll; 0: never).
+func StartVhostFront(image, socket string, st *State, poll time.Duration, log *slog.Logger) (*Front, error) {
 	f, ln, err := openFront(image, socket, st)
 	if err != nil {
 		return nil, err
 	}
 	fr := &Front{Image: f, State: st, ln: ln}
-	fr.Vhost = &vhostuser.BlockServer{Size: st.DiskSize, Backend: vhostuser.File{File: f}, Serial: "secaas-front", Log: log,
+	fr.Vhost = &vhostuser.BlockServer{Size: st.DiskSize, Backend: vhostuser.File{File: f}, Serial: "secaas-front", Log: log, Poll: poll,
 		OnWrite: st.MarkWritten,
 		Zero: func(off, n int64) []vhostuser.Extent {
 			return isolated(st, off, n, func(s, l int64) vhostuser.Extent { return vhostuser.Extent{Offset: s, Length: l} })

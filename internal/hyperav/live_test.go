@@ -172,7 +172,7 @@ func frontModeLive(t *testing.T, transport string) {
 			t.Fatal(err)
 		}
 		if transport == "vhost-user" {
-			front, err = StartVhostFront(raw, sock, st, nil)
+			front, err = StartVhostFront(raw, sock, st, 0, nil)
 		} else {
 			front, err = StartFront(raw, sock, "disk0", st, nil)
 		}
