@@ -62,11 +62,9 @@ type Overhead struct {
 	Pair              string  // "2 vs 1"
 	CPUMean, CPUHalf  float64 // ovs-vswitchd CPU, relative %, mean ± half-width
 	PktMean, PktHalf  float64 // CPU time per packet, relative %
-	CycMean, CycHalf  float64 // datapath processing cycles per packet, relative %
 	PaperCPU          float64 // the paper's relative difference, %
 	Rounds            int
 	CPUDiffs, PktDiff []float64
-	CycDiff           []float64
 }
 
 // ForwardCase is one row of the paper's Tables 3/4.
@@ -80,17 +78,11 @@ type ForwardCase struct {
 	OVSCPUMin float64 // over the rounds
 	OVSCPUMax float64
 	NsPerPkt  float64 // ovs-vswitchd CPU time per packet its datapath received
-	// CyclesPerPkt is the datapath's own count of the cycles it spent
-	// processing each packet (pmd-stats-show "avg processing cycles per
-	// packet": lookups, actions, upcalls; not the idle polling nor the
-	// kernel's socket work, which do not depend on the rules and dominate
-	// the noise of CPU time).
-	CyclesPerPkt float64
-	MemPct       float64 // ovs-vswitchd RSS, % of host memory
-	RTTAvgMs     float64
-	RTTMdevMs    float64
-	PaperCPU     float64
-	PaperMem     float64
+	MemPct    float64 // ovs-vswitchd RSS, % of host memory
+	RTTAvgMs  float64
+	RTTMdevMs float64
+	PaperCPU  float64
+	PaperMem  float64
 	// Datapath cache statistics of the run (dpif-netdev/pmd-stats-show):
 	// where the extra ACRs could cost, they cost here.
 	EMCHitPct       float64
@@ -501,11 +493,7 @@ func pairedOverhead(as, bs []ForwardCase, a, b ForwardCase) Overhead {
 		if as[i].NsPerPkt > 0 && bs[i].NsPerPkt > 0 {
 			ov.PktDiff = append(ov.PktDiff, (bs[i].NsPerPkt-as[i].NsPerPkt)/as[i].NsPerPkt*100)
 		}
-		if as[i].CyclesPerPkt > 0 && bs[i].CyclesPerPkt > 0 {
-			ov.CycDiff = append(ov.CycDiff, (bs[i].CyclesPerPkt-as[i].CyclesPerPkt)/as[i].CyclesPerPkt*100)
-		}
 	}
-	ov.CycMean, ov.CycHalf = meanCI(ov.CycDiff)
 	ov.CPUMean, ov.CPUHalf = meanCI(ov.CPUDiffs)
 	ov.PktMean, ov.PktHalf = meanCI(ov.PktDiff)
 	return ov
@@ -589,7 +577,6 @@ func medianCase(rs []ForwardCase) ForwardCase {
 	c.GotMbps = med(func(r ForwardCase) float64 { return r.GotMbps })
 	c.OVSCPU = med(func(r ForwardCase) float64 { return r.OVSCPU })
 	c.NsPerPkt = med(func(r ForwardCase) float64 { return r.NsPerPkt })
-	c.CyclesPerPkt = med(func(r ForwardCase) float64 { return r.CyclesPerPkt })
 	c.OVSCPUMin, c.OVSCPUMax = rs[0].OVSCPU, rs[0].OVSCPU
 	for _, r := range rs {
 		c.OVSCPUMin, c.OVSCPUMax = min(c.OVSCPUMin, r.OVSCPU), max(c.OVSCPUMax, r.OVSCPU)
@@ -650,7 +637,6 @@ func runCase(ctx context.Context, c *ForwardCase, client, server *lab.Host, targ
 			c.EMCHitPct = stats["emc hits"] / rx * 100
 			c.NsPerPkt = float64(p1-p0) / rx
 		}
-		c.CyclesPerPkt = stats["avg processing cycles per packet"]
 		c.Upcalls = stats["miss with success upcall"] + stats["miss with failed upcall"]
 		c.SubtableLookups = stats["avg. subtable lookups per megaflow hit"]
 	}
@@ -662,7 +648,7 @@ func runCase(ctx context.Context, c *ForwardCase, client, server *lab.Host, targ
 }
 
 // pmdStats sums "name: value" lines over the datapath's threads (averages
-// ("avg..." lines) are taken from the last thread that reports them).
+// are taken from the last thread that reports them).
 func pmdStats(s string) map[string]float64 {
 	out := map[string]float64{}
 	for _, l := range strings.Split(s, "\n") {
@@ -674,7 +660,7 @@ func pmdStats(s string) map[string]float64 {
 		if err != nil {
 			continue
 		}
-		if strings.HasPrefix(k, "avg") {
+		if strings.HasPrefix(k, "avg.") {
 			out[k] = f
 		} else {
 			out[k] += f
@@ -768,22 +754,22 @@ func WriteACL(w io.Writer, r *ACLResult, o ACLOptions) {
 	tw.Flush()
 	fmt.Fprintf(w, "\nThe paper's Tables 3/4 re-run (CPU of ovs-vswitchd, all its threads, as %% of one core; memory: its RSS as %% of the host's; the paper gives host load means; EMC hits, upcalls and subtable lookups from dpif-netdev/pmd-stats-show):\n\n")
 	tw = tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(tw, "| case\t ACRs\t scenario\t rate asked\t rate got\t ovs CPU % (min-max)\t CPU per packet\t datapath cycles per packet\t ovs mem %\t RTT avg (mdev)\t EMC hits\t upcalls\t subtables/megaflow hit\t paper CPU %\t paper mem %\t")
-	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(tw, "| case\t ACRs\t scenario\t rate asked\t rate got\t ovs CPU % (min-max)\t CPU per packet\t ovs mem %\t RTT avg (mdev)\t EMC hits\t upcalls\t subtables/megaflow hit\t paper CPU %\t paper mem %\t")
+	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
 	for _, c := range r.Forwarding {
-		fmt.Fprintf(tw, "| %d\t %s\t %s\t %d Mbit/s\t %.0f Mbit/s\t %.1f (%.1f-%.1f)\t %.0f ns\t %.0f\t %.3f\t %.3f ms (%.3f)\t %.1f %%\t %.0f\t %.2f\t %.3f\t %.3f\t\n",
-			c.ID, c.ACRs, c.Scenario, c.RateMbps, c.GotMbps, c.OVSCPU, c.OVSCPUMin, c.OVSCPUMax, c.NsPerPkt, c.CyclesPerPkt, c.MemPct, c.RTTAvgMs, c.RTTMdevMs,
+		fmt.Fprintf(tw, "| %d\t %s\t %s\t %d Mbit/s\t %.0f Mbit/s\t %.1f (%.1f-%.1f)\t %.0f ns\t %.3f\t %.3f ms (%.3f)\t %.1f %%\t %.0f\t %.2f\t %.3f\t %.3f\t\n",
+			c.ID, c.ACRs, c.Scenario, c.RateMbps, c.GotMbps, c.OVSCPU, c.OVSCPUMin, c.OVSCPUMax, c.NsPerPkt, c.MemPct, c.RTTAvgMs, c.RTTMdevMs,
 			c.EMCHitPct, c.Upcalls, c.SubtableLookups, c.PaperCPU, c.PaperMem)
 	}
 	tw.Flush()
 	if len(r.Overheads) > 0 {
-		fmt.Fprintf(w, "\nOverhead of the extra ACRs: mean of the per-round paired differences, ± the half-width of its 95 %% confidence interval (Student's t). CPU per packet divides ovs-vswitchd's CPU time by the packets its datapath received, so a round that happened to forward less does not count as cheaper. Datapath cycles per packet is the switch's own cycle count of its packet processing (classifier lookups, actions, upcalls), the part of its work that the rules can change. Goal: <= 1 %%.\n\n")
+		fmt.Fprintf(w, "\nOverhead of the extra ACRs: mean of the per-round paired differences, ± the half-width of its 95 %% confidence interval (Student's t). CPU per packet divides ovs-vswitchd's CPU time by the packets its datapath received, so a round that happened to forward less does not count as cheaper. Goal: <= 1 %%.\n\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
-		fmt.Fprintln(tw, "| cases\t rounds\t ovs CPU\t ovs CPU per packet\t datapath cycles per packet\t 95 % upper bound (cycles per packet)\t paper CPU\t")
-		fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t")
+		fmt.Fprintln(tw, "| cases\t rounds\t ovs CPU\t ovs CPU per packet\t 95 % upper bound (per packet)\t paper CPU\t")
+		fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t")
 		for _, ov := range r.Overheads {
-			fmt.Fprintf(tw, "| %s\t %d\t %+.1f %% ± %.1f\t %+.1f %% ± %.1f\t %+.1f %% ± %.1f\t %+.1f %%\t %+.1f %%\t\n", ov.Pair, ov.Rounds,
-				ov.CPUMean, ov.CPUHalf, ov.PktMean, ov.PktHalf, ov.CycMean, ov.CycHalf, ov.CycMean+ov.CycHalf, ov.PaperCPU)
+			fmt.Fprintf(tw, "| %s\t %d\t %+.1f %% ± %.1f\t %+.1f %% ± %.1f\t %+.1f %%\t %+.1f %%\t\n", ov.Pair, ov.Rounds,
+				ov.CPUMean, ov.CPUHalf, ov.PktMean, ov.PktHalf, ov.PktMean+ov.PktHalf, ov.PaperCPU)
 		}
 		tw.Flush()
 	}

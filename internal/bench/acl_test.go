@@ -12,15 +12,12 @@ func TestPMDStats(t *testing.T) {
   megaflow hits: 109
   avg. subtable lookups per megaflow hit: 2.93
   miss with success upcall: 3
-  avg cycles per packet: 5210.40 (20841600/4000)
-  avg processing cycles per packet: 1802.25 (7209000/4000)
 pmd thread numa_id 0 core_id 1:
   packets received: 1000
   emc hits: 1000
 `
 	s := pmdStats(out)
-	if s["packets received"] != 5000 || s["emc hits"] != 4891 || s["avg. subtable lookups per megaflow hit"] != 2.93 || s["miss with success upcall"] != 3 ||
-		s["avg processing cycles per packet"] != 1802.25 {
+	if s["packets received"] != 5000 || s["emc hits"] != 4891 || s["avg. subtable lookups per megaflow hit"] != 2.93 || s["miss with success upcall"] != 3 {
 		t.Fatalf("got %v", s)
 	}
 }
@@ -47,11 +44,10 @@ func TestMeanCI(t *testing.T) {
 }
 
 func TestPairedOverhead(t *testing.T) {
-	as := []ForwardCase{{ID: 1, OVSCPU: 20, NsPerPkt: 1000, CyclesPerPkt: 1000, PaperCPU: 1}, {OVSCPU: 30, NsPerPkt: 2000, CyclesPerPkt: 2000}}
-	bs := []ForwardCase{{ID: 2, OVSCPU: 21, NsPerPkt: 1010, CyclesPerPkt: 980, PaperCPU: 1.01}, {OVSCPU: 31.5, NsPerPkt: 2020, CyclesPerPkt: 2040}}
+	as := []ForwardCase{{ID: 1, OVSCPU: 20, NsPerPkt: 1000, PaperCPU: 1}, {OVSCPU: 30, NsPerPkt: 2000}}
+	bs := []ForwardCase{{ID: 2, OVSCPU: 21, NsPerPkt: 1010, PaperCPU: 1.01}, {OVSCPU: 31.5, NsPerPkt: 2020}}
 	ov := pairedOverhead(as, bs, as[0], bs[0])
-	if ov.Pair != "2 vs 1" || math.Abs(ov.CPUMean-5) > 1e-9 || math.Abs(ov.PktMean-1) > 1e-9 || ov.PktHalf != 0 || math.Abs(ov.PaperCPU-1) > 1e-9 ||
-		math.Abs(ov.CycMean) > 1e-9 || math.Abs(ov.CycHalf-12.706*math.Sqrt(8)/math.Sqrt(2)) > 1e-6 {
+	if ov.Pair != "2 vs 1" || math.Abs(ov.CPUMean-5) > 1e-9 || math.Abs(ov.PktMean-1) > 1e-9 || ov.PktHalf != 0 || math.Abs(ov.PaperCPU-1) > 1e-9 {
 		t.Fatalf("%+v", ov)
 	}
 }
