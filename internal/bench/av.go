@@ -190,12 +190,26 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 	if err != nil {
 		return nil, err
 	}
+	// Images are written out in full first: a sparse image makes the
+	// first pass over it pay for block allocation on the host, which
+	// would land on whichever run came first.
 	mkimg := func(name string) (string, error) {
 		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, nil, 0o644); err != nil {
+		f, err := os.Create(p)
+		if err != nil {
 			return "", err
 		}
-		return p, os.Truncate(p, 512<<20)
+		zero := make([]byte, 1<<20)
+		for i := 0; i < 512 && err == nil; i++ {
+			_, err = f.Write(zero)
+		}
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		return p, err
 	}
 	med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
 	var rows []AVWriteRow
@@ -365,7 +379,7 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 
 // WriteAVWrite prints Table 7 with the paper's figures beside.
 func WriteAVWrite(w io.Writer, rows []AVWriteRow, seconds, rounds int, vhostPoll time.Duration) {
-	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks; %d s per run, off, on (and QEMU's own server) in a random order per round, host dirty pages written back before each run, median of %d. Bitmap mode: one disk, a recording dirty bitmap added and removed between runs. Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode; secaas's vhost-user server polls its ring for %s after a request (0: it waits for the guest's kick).\n\n", seconds, rounds, vhostPoll)
+	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks (written out in full beforehand); %d s per run, off, on (and QEMU's own server) in a random order per round, host dirty pages written back before each run, median of %d. Bitmap mode: one disk, a recording dirty bitmap added and removed between runs. Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode; secaas's vhost-user server polls its ring for %s after a request (0: it waits for the guest's kick).\n\n", seconds, rounds, vhostPoll)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| mode\t rw\t bs\t KB/s off\t KB/s on\t IOPS off\t IOPS on\t loss\t goal\t paper loss\t KB/s via QEMU's server\t front vs QEMU's server\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
