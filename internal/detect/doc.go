@@ -27,8 +27,8 @@
 //
 // # Normalized (our variant)
 //
-// The same profile; the threshold is mean + 4 sd of the history's normal
-// deviations (after Grubbs), not the paper's halfway point, which sits too
+// The same profile; the threshold is mean + K sd (Config.K, DefaultK = 8)
+// of the history's normal deviations (after Grubbs), not the paper's halfway point, which sits too
 // low for this score's heavy tail, and at least the sum of the weights (so
 // a perfectly regular history does not alarm on any change at all). Each feature's term is scale-free:
 // w(x) |fc(x) - m(x)| / (sd(x) + 0.01 |m(x)| + 1e-9), with m the mean of the
