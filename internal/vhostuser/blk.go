@@ -414,7 +414,12 @@ func (q *queue) closeFiles() {
 func (d *device) work(r *ring, kick *os.File, stop chan struct{}, done chan uint16) {
 	one := u64Bytes(1)
 	segs := make([]segment, 0, 16)
-	defer func() { done <- r.lastAvail }()
+	defer func() {
+		if r.usedFlags&usedNoNotify != 0 {
+			r.suppressKicks(false) // the next worker starts by waiting for a kick
+		}
+		done <- r.lastAvail
+	}()
 	stopped := func() bool {
 		select {
 		case <-stop:
@@ -423,17 +428,24 @@ func (d *device) work(r *ring, kick *os.File, stop chan struct{}, done chan uint
 			return false
 		}
 	}
+	resume := false    // a poll that must go on
+	var last time.Time // of the last request served
 	for !stopped() {
 		d.memMu.RLock()
 		served, err := d.drain(r, &segs)
 		if served && r.availFlags()&availNoInterrupt == 0 && d.q.call != nil {
 			d.q.call.Write(one)
 		}
-		if err == nil && served && d.s.Poll > 0 {
-			err = d.poll(r, &segs, stopped)
+		more := false
+		if served {
+			last = time.Now()
 		}
+		if err == nil && (served || resume) && d.s.Poll > 0 {
+			more, err = d.poll(r, &segs, &last, stopped)
+		}
+		resume = more
 		// A request published while kicks were off has no kick to wake us.
-		pending := err == nil && r.lastAvail != r.availIdx()
+		pending := err == nil && (more || r.lastAvail != r.availIdx())
 		d.memMu.RUnlock()
 		if err != nil {
 			if d.s.Log != nil {
@@ -468,29 +480,41 @@ func (d *device) drain(r *ring, segs *[]segment) (served bool, err error) {
 }
 
 // poll watches the ring with kicks off for up to Poll after the last
-// request, serving what comes in; it returns with kicks back on and the
-// ring empty.
-func (d *device) poll(r *ring, segs *[]segment, stopped func() bool) error {
+// request, serving what comes in. It returns with kicks back on (the
+// caller must look at the ring once more), or, after maxPollHold under a
+// steady load, with more set and kicks still off: the caller releases
+// memMu (SET_VRING_CALL waits for it) and polls again at once.
+func (d *device) poll(r *ring, segs *[]segment, last *time.Time, stopped func() bool) (more bool, err error) {
 	one := u64Bytes(1)
 	r.suppressKicks(true)
-	defer r.suppressKicks(false)
-	last := time.Now()
+	start := time.Now()
 	for spins := 0; ; spins++ {
 		if r.lastAvail != r.availIdx() {
 			if _, err := d.drain(r, segs); err != nil {
-				return err
+				r.suppressKicks(false)
+				return false, err
 			}
 			if r.availFlags()&availNoInterrupt == 0 && d.q.call != nil {
 				d.q.call.Write(one)
 			}
-			last = time.Now()
+			*last = time.Now()
+		}
+		if spins%64 != 0 {
 			continue
 		}
-		if spins%64 == 0 && (time.Since(last) > d.s.Poll || stopped()) {
-			return nil
+		if time.Since(*last) > d.s.Poll || stopped() {
+			r.suppressKicks(false)
+			return false, nil
+		}
+		if time.Since(start) > maxPollHold {
+			return true, nil
 		}
 	}
 }
+
+// maxPollHold bounds one poll: the worker holds memMu read-locked while it
+// polls.
+const maxPollHold = 10 * time.Millisecond
 
 // waitKick sleeps until the guest (or stopQueue) kicks. (A blocking
 // poll(2) on the worker's own thread instead of Go's network poller was

@@ -696,3 +696,25 @@ func TestPollingSuppressesKicks(t *testing.T) {
 		}
 	}
 }
+
+// TestPollingLetsMessagesThrough: a worker that polls must not hold up the
+// front-end's messages (SET_VRING_CALL waits for the worker's lock) for
+// the whole polling time.
+func TestPollingLetsMessagesThrough(t *testing.T) {
+	disk := &memDisk{b: make([]byte, 1<<20)}
+	f := newFront(t, &BlockServer{Size: int64(len(disk.b)), Backend: disk, Poll: 3 * time.Second})
+	f.setup()
+	copy(f.ram[0x10000:], header(blkOut, 0))
+	f.submit(buf{0x10000, 16, false}, buf{0x11000, 512, false}, buf{0x12000, 1, true})
+	f.wait(1) // the worker now polls for 3 s
+	t0 := time.Now()
+	f.send(reqSetVringCall, u64Bytes(0), f.call)
+	f.send(reqGetFeatures, nil)
+	f.reply(reqGetFeatures)
+	if d := time.Since(t0); d > 1500*time.Millisecond {
+		t.Fatalf("SET_VRING_CALL took %v while the worker polled", d)
+	}
+	copy(f.ram[0x10000:], header(blkOut, 1))
+	f.submit(buf{0x10000, 16, false}, buf{0x11000, 512, false}, buf{0x12000, 1, true})
+	f.wait(2)
+}
