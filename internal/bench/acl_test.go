@@ -50,4 +50,9 @@ func TestPairedOverhead(t *testing.T) {
 	if ov.Pair != "2 vs 1" || math.Abs(ov.CPUMean-5) > 1e-9 || math.Abs(ov.PktMean-1) > 1e-9 || ov.PktHalf != 0 || math.Abs(ov.PaperCPU-1) > 1e-9 {
 		t.Fatalf("%+v", ov)
 	}
+	// A pair the paper did not run has no paper figure.
+	ov = pairedOverhead(as, bs, ForwardCase{ID: 5}, ForwardCase{ID: 6})
+	if !math.IsNaN(ov.PaperCPU) || orDash("%+.1f %%", ov.PaperCPU) != "-" || orDash("%.3f", 0.685) != "0.685" || rate(0) != "unpaced" {
+		t.Fatalf("paper figure of an extra pair: %v", ov.PaperCPU)
+	}
 }
