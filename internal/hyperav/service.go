@@ -26,9 +26,6 @@ type ServiceConfig struct {
 	Device    string // bitmap mode: the disk's qdev id, to zero quarantined sectors through it
 	Socket    string // front mode: where the disk is served (export "disk")
 	Transport string // front mode: "nbd" (default) or "vhost-user"
-	// VhostPoll (vhost-user): how long the server polls the ring after a
-	// request (0: it does not poll).
-	VhostPoll time.Duration
 	Paths     []string
 	Every     time.Duration
 	Partition int
@@ -138,7 +135,7 @@ func NewService(cfg ServiceConfig, emit func(string, any)) (*Service, error) {
 	if cfg.Mode == "front" {
 		start := func() (*Front, error) { return StartFront(cfg.Disk, cfg.Socket, "disk", st, nil) }
 		if cfg.Transport == "vhost-user" {
-			start = func() (*Front, error) { return StartVhostFront(cfg.Disk, cfg.Socket, st, cfg.VhostPoll, nil) }
+			start = func() (*Front, error) { return StartVhostFront(cfg.Disk, cfg.Socket, st, 0, nil) }
 		}
 		if s.front, err = start(); err != nil {
 			return nil, err
