@@ -35,7 +35,7 @@ type Config struct {
 // DefaultK is the normalized detector's threshold in standard deviations
 // of the history's deviations. Chosen on a tuning capture (lab traffic
 // --seed 31, 81 attacks, docs/nad-threshold.md): every attack is found for
-// K from 5 to 12 and FPR <= 1 % from K = 5 on; 8 sits in the middle of
+// K from 4 to 12 and FPR <= 1 % from K = 5 on; 8 sits in the middle of
 // that range. Table 5 (seed 30) was not used to choose it.
 const DefaultK = 8
 

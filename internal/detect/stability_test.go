@@ -88,3 +88,26 @@ func TestDegenerateHistory(t *testing.T) {
 		t.Fatalf("constant history, changed window: %+v", v)
 	}
 }
+
+// TestKScalesThreshold: the normalized threshold is mean + K sd of the
+// history's deviations, so on the same history a larger K gives a larger
+// threshold, and the default is DefaultK.
+func TestKScalesThreshold(t *testing.T) {
+	thr := func(k float64) float64 {
+		r := rand.New(rand.NewPCG(9, 9))
+		d := NewStability(names, Config{History: 120, Kind: Normalized, K: k})
+		var v Verdict
+		for i := 0; i < 121; i++ {
+			v = d.Observe(normal(r))
+		}
+		return v.Threshold
+	}
+	t4, t8, t16, def := thr(4), thr(8), thr(16), thr(0)
+	if !(t4 < t8 && t8 < t16) || def != t8 {
+		t.Fatalf("thresholds K=4 %.4g, K=8 %.4g, K=16 %.4g, default %.4g", t4, t8, t16, def)
+	}
+	// Linear in K above the floor: t16 - t8 = 2 (t8 - t4).
+	if d := (t16 - t8) - 2*(t8-t4); d > 1e-9*t16 || d < -1e-9*t16 {
+		t.Fatalf("not mean + K sd: %.6g %.6g %.6g", t4, t8, t16)
+	}
+}
