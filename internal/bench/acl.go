@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -35,6 +36,9 @@ type ACLOptions struct {
 	ACRs     int           // ACRs for compile/apply timings (default 10000)
 	Duration time.Duration // per forwarding case and round (paper: 200 s)
 	Rounds   int           // forwarding rounds; cases alternate, medians reported (default 3)
+	// InstrRounds: rounds of the instruction count under callgrind (0: not
+	// run); InstrPings: flood pings per case and round (default 3000).
+	InstrRounds, InstrPings int
 	Progress io.Writer
 }
 
@@ -52,6 +56,10 @@ type ACLResult struct {
 	// (case 2 vs 1, case 4 vs 3, measured back to back in random order).
 	Overheads []Overhead
 	Pinned    bool // ovs-vswitchd on core 0, the load on core 1
+	// The forwarding pairs counted in instructions per packet (callgrind).
+	Instr          []InstrCase
+	InstrOverheads []InstrOverhead
+	InstrPings     int
 }
 
 // Overhead is the relative cost of the extra ACRs over rounds: each round
@@ -92,7 +100,8 @@ type ForwardCase struct {
 
 const benchBridge = "secaas-bench"
 
-func median(ds []time.Duration) time.Duration {
+// median is the middle value (the upper one of an even count).
+func median[T cmp.Ordered](ds []T) T {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
@@ -221,6 +230,19 @@ func RunACL(ctx context.Context, o ACLOptions) (*ACLResult, error) {
 	if err := forwarding(ctx, o, br, res); err != nil {
 		return nil, fmt.Errorf("forwarding: %w", err)
 	}
+	// 5. The same pairs in instructions, on a private switch under
+	// callgrind. Both switches' userspace datapaths would want the same
+	// host device (ovs-netdev), so the host's bench bridge goes first.
+	if o.InstrRounds > 0 {
+		br.Delete(ctx)
+		if o.InstrPings <= 0 {
+			o.InstrPings = 3000
+		}
+		res.InstrPings = o.InstrPings
+		if err := instructions(ctx, o, res); err != nil {
+			return nil, fmt.Errorf("instructions: %w", err)
+		}
+	}
 	return res, nil
 }
 
@@ -279,7 +301,7 @@ func buildLab(ctx context.Context, br *ovs.Bridge) (*benchLab, error) {
 	// P1: an outside host behind the uplink. A learning bridge stands in
 	// for the physical network: the uplink is a patch port (802.1Q trunk)
 	// into it, and P1 sits on an access port of VLAN 300 (the TID).
-	l.ext = ovs.NewBridge("sb-ext")
+	l.ext = br.Sibling("sb-ext")
 	if err := l.ext.EnsureLearning(ctx); err != nil {
 		l.close(br)
 		return nil, err
@@ -795,6 +817,25 @@ func WriteACL(w io.Writer, r *ACLResult, o ACLOptions) {
 		for _, ov := range r.Overheads {
 			fmt.Fprintf(tw, "| %s\t %d\t %+.1f %% ± %.1f\t %+.1f %% ± %.1f\t %+.1f %%\t %s\t\n", ov.Pair, ov.Rounds,
 				ov.CPUMean, ov.CPUHalf, ov.PktMean, ov.PktHalf, ov.PktMean+ov.PktHalf, orDash("%+.1f %%", ov.PaperCPU))
+		}
+		tw.Flush()
+	}
+	if len(r.Instr) > 0 {
+		fmt.Fprintf(w, "\nThe same pairs in instructions: a private ovs-vswitchd under valgrind --tool=callgrind (this machine has no hardware counters), %d flood pings per case and round, pairs back to back in random order; instructions of all its threads from zeroing to dumping the counters, per packet forwarded (requests and replies). Instruction counts do not depend on the machine's timing, which makes CPU time scatter. Overhead: mean of the paired differences ± 95 %% interval. Goal: <= 1 %%.\n\n", r.InstrPings)
+		tw = tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
+		fmt.Fprintln(tw, "| case\t ACRs\t scenario\t instructions per packet, all threads (median)\t main thread (median)\t")
+		fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t")
+		for _, c := range r.Instr {
+			fmt.Fprintf(tw, "| %d\t %s\t %s\t %.0f\t %.0f\t\n", c.ID, c.ACRs, c.Scenario, c.PerPkt, c.MainPkt)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
+		fmt.Fprintln(tw, "| cases\t rounds\t instructions per packet, all threads\t 95 % upper bound\t main thread\t 95 % upper bound\t paper CPU\t")
+		fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t")
+		for _, ov := range r.InstrOverheads {
+			fmt.Fprintf(tw, "| %s\t %d\t %+.2f %% ± %.2f\t %+.2f %%\t %+.2f %% ± %.2f\t %+.2f %%\t %s\t\n", ov.Pair, ov.Rounds,
+				ov.Mean, ov.Half, ov.Mean+ov.Half, ov.MainMean, ov.MainHalf, ov.MainMean+ov.MainHalf, orDash("%+.1f %%", ov.PaperCPU))
 		}
 		tw.Flush()
 	}

@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -83,7 +82,6 @@ func RunAVQuery(ctx context.Context, dir string, progress io.Writer) ([]AVQueryR
 	if err != nil {
 		return nil, err
 	}
-	med := func(d []time.Duration) time.Duration { s := slices.Clone(d); slices.Sort(s); return s[len(s)/2] }
 	var rows []AVQueryRow
 	for _, s := range sizes {
 		p := fmt.Sprintf("/data/f%d", s)
@@ -123,7 +121,7 @@ func RunAVQuery(ctx context.Context, dir string, progress io.Writer) ([]AVQueryR
 			}
 			cl = append(cl, time.Since(t0))
 		}
-		row.Changed, row.Rebuild, row.MD5, row.ClamAV = med(q), med(rb), med(m), med(cl)
+		row.Changed, row.Rebuild, row.MD5, row.ClamAV = median(q), median(rb), median(m), median(cl)
 		rows = append(rows, row)
 	}
 	return rows, nil
@@ -211,7 +209,6 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 		}
 		return p, err
 	}
-	med := func(v []float64) float64 { s := slices.Clone(v); slices.Sort(s); return s[len(s)/2] }
 	var rows []AVWriteRow
 	order := rand.New(rand.NewPCG(7, uint64(rounds)))
 	for _, mode := range modes {
@@ -362,11 +359,11 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 					}
 				}
 				p := paperTable7[rw+"/"+bs]
-				row := AVWriteRow{Mode: mode, RW: rw, BS: bs, OffKBs: med(offBW), OnKBs: med(onBW), OffIOPS: med(offIO), OnIOPS: med(onIO),
+				row := AVWriteRow{Mode: mode, RW: rw, BS: bs, OffKBs: median(offBW), OnKBs: median(onBW), OffIOPS: median(offIO), OnIOPS: median(onIO),
 					PaperLoss: 100 * (p[0] - p[1]) / p[0]}
 				row.LossPct = 100 * (row.OffKBs - row.OnKBs) / row.OffKBs
 				if len(nbdBW) > 0 {
-					row.QemuRefKBs = med(nbdBW)
+					row.QemuRefKBs = median(nbdBW)
 				}
 				fmt.Fprintf(progress, "av:   %s %s %s: off %.0f KB/s, on %.0f KB/s (%.1f %%)\n", mode, rw, bs, row.OffKBs, row.OnKBs, row.LossPct)
 				rows = append(rows, row)

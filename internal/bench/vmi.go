@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -97,8 +96,7 @@ func timeVMI(g *lab.Guest, mib int) (VMIRow, error) {
 		}
 		fulls = append(fulls, time.Duration(r.TookMS*float64(time.Millisecond)))
 	}
-	med := func(d []time.Duration) time.Duration { s := slices.Clone(d); slices.Sort(s); return s[len(s)/2] }
-	row.List, row.Scan, row.Cycle, row.Full = med(lists), med(scans), med(cycles), med(fulls)
+	row.List, row.Scan, row.Cycle, row.Full = median(lists), median(scans), median(cycles), median(fulls)
 	return row, nil
 }
 

@@ -25,7 +25,13 @@ const OFVersion = "OpenFlow14"
 type runner func(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error)
 
 func execRunner(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	return runEnv(ctx, nil, stdin, name, args...)
+}
+
+// runEnv runs a command with env (nil: this process's environment).
+func runEnv(ctx context.Context, env []string, stdin []byte, name string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
