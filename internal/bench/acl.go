@@ -39,7 +39,7 @@ type ACLOptions struct {
 	// InstrRounds: rounds of the instruction count under callgrind (0: not
 	// run); InstrPings: flood pings per case and round (default 3000).
 	InstrRounds, InstrPings int
-	Progress io.Writer
+	Progress                io.Writer
 }
 
 // ACLResult is what secaas bench acl measured.

@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"context"
 	"math"
+	"os"
 	"testing"
 )
 
@@ -54,5 +56,49 @@ func TestPairedOverhead(t *testing.T) {
 	ov = pairedOverhead(as, bs, ForwardCase{ID: 5}, ForwardCase{ID: 6})
 	if !math.IsNaN(ov.PaperCPU) || orDash("%+.1f %%", ov.PaperCPU) != "-" || orDash("%.3f", 0.685) != "0.685" || rate(0) != "unpaced" {
 		t.Fatalf("paper figure of an extra pair: %v", ov.PaperCPU)
+	}
+}
+
+func TestPingPackets(t *testing.T) {
+	n, err := pingPackets("--- 10.30.0.11 ping statistics ---\n5000 packets transmitted, 4998 received, 0.04% packet loss, time 5165ms\n")
+	if err != nil || n != 9998 {
+		t.Fatalf("got %d, %v", n, err)
+	}
+	for _, bad := range []string{"", "garbage", "5000 packets transmitted, 0 received, 100% packet loss"} {
+		if _, err := pingPackets(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestCallgrindSummary(t *testing.T) {
+	dump := "# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\nevents: Ir\npart: 3\nthread: 1\nsummary: 548387234\n\nfn=(1) main\n0 12\ntotals: 548387234\n"
+	if n, err := callgrindSummary(dump); err != nil || n != 548387234 {
+		t.Fatalf("got %v, %v", n, err)
+	}
+	for _, bad := range []string{"", "totals: 5\n", "summary:\n", "summary: x\n"} {
+		if _, err := callgrindSummary(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
+
+func TestCountInstructions(t *testing.T) {
+	// A fake callgrind_control that writes a dump per thread on -d.
+	dir := t.TempDir()
+	out := dir + "/cg.out"
+	bin := dir + "/bin"
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := "#!/bin/sh\ncase \"$1\" in -d) printf 'summary: 3000\\n' > " + out + ".2-01; printf 'summary: 1000\\n' > " + out + ".2-02;; esac\n"
+	if err := os.WriteFile(bin+"/callgrind_control", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	os.WriteFile(out+".1-01", []byte("summary: 99999\n"), 0o644) // a stale dump: not counted
+	all, main, err := countInstructions(context.Background(), 1, out, func() (int, error) { return 10, nil })
+	if err != nil || all != 400 || main != 300 {
+		t.Fatalf("got %v, %v, %v", all, main, err)
 	}
 }

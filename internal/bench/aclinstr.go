@@ -77,7 +77,7 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 	}()
 	out := filepath.Join(dir, "cg.out")
 	o.say("instructions: a private ovs-vswitchd under callgrind in %s", dir)
-	in, err := ovs.StartPrivate(ctx, dir, "valgrind", "--tool=callgrind", "--separate-threads=yes", "--callgrind-out-file="+out)
+	in, err := ovs.StartPrivate(ctx, dir, []string{"valgrind", "--tool=callgrind", "--separate-threads=yes", "--callgrind-out-file=" + out})
 	if err != nil {
 		return err
 	}

@@ -23,9 +23,9 @@ type Instance struct {
 }
 
 // StartPrivate starts a private instance in dir (which must exist), with
-// wrapper (may be empty) in front of ovs-vswitchd, and waits until it
-// answers.
-func StartPrivate(ctx context.Context, dir string, wrapper ...string) (*Instance, error) {
+// wrapper (may be empty) in front of ovs-vswitchd and args after its own,
+// and waits until it answers.
+func StartPrivate(ctx context.Context, dir string, wrapper []string, args ...string) (*Instance, error) {
 	in := &Instance{Dir: dir}
 	db := filepath.Join(dir, "conf.db")
 	if out, err := exec.CommandContext(ctx, "ovsdb-tool", "create", db, "/usr/share/openvswitch/vswitch.ovsschema").CombinedOutput(); err != nil {
@@ -41,9 +41,9 @@ func StartPrivate(ctx context.Context, dir string, wrapper ...string) (*Instance
 		in.Stop()
 		return nil, fmt.Errorf("private ovs: %w", err)
 	}
-	args := append(append([]string{}, wrapper...), "ovs-vswitchd", sock,
+	args = append(append(append([]string{}, wrapper...), "ovs-vswitchd", sock,
 		"--pidfile="+filepath.Join(dir, "ovs-vswitchd.pid"), "--unixctl="+filepath.Join(dir, "ovs-vswitchd.ctl"),
-		"--log-file="+filepath.Join(dir, "ovs-vswitchd.log"))
+		"--log-file="+filepath.Join(dir, "ovs-vswitchd.log")), args...)
 	log, err := os.Create(filepath.Join(dir, "ovs-vswitchd.out"))
 	if err != nil {
 		in.Stop()
