@@ -70,9 +70,11 @@ type Overhead struct {
 	Pair              string  // "2 vs 1"
 	CPUMean, CPUHalf  float64 // ovs-vswitchd CPU, relative %, mean ± half-width
 	PktMean, PktHalf  float64 // CPU time per packet, relative %
+	RTTMean, RTTHalf  float64 // ping round trip under load, relative %
 	PaperCPU          float64 // the paper's relative difference, %
 	Rounds            int
 	CPUDiffs, PktDiff []float64
+	RTTDiffs          []float64
 }
 
 // ForwardCase is one row of the paper's Tables 3/4.
@@ -524,7 +526,11 @@ func pairedOverhead(as, bs []ForwardCase, a, b ForwardCase) Overhead {
 		if as[i].NsPerPkt > 0 && bs[i].NsPerPkt > 0 {
 			ov.PktDiff = append(ov.PktDiff, (bs[i].NsPerPkt-as[i].NsPerPkt)/as[i].NsPerPkt*100)
 		}
+		if as[i].RTTAvgMs > 0 && bs[i].RTTAvgMs > 0 {
+			ov.RTTDiffs = append(ov.RTTDiffs, (bs[i].RTTAvgMs-as[i].RTTAvgMs)/as[i].RTTAvgMs*100)
+		}
 	}
+	ov.RTTMean, ov.RTTHalf = meanCI(ov.RTTDiffs)
 	ov.CPUMean, ov.CPUHalf = meanCI(ov.CPUDiffs)
 	ov.PktMean, ov.PktHalf = meanCI(ov.PktDiff)
 	return ov
@@ -812,11 +818,11 @@ func WriteACL(w io.Writer, r *ACLResult, o ACLOptions) {
 	if len(r.Overheads) > 0 {
 		fmt.Fprintf(w, "\nOverhead of the extra ACRs: mean of the per-round paired differences, ± the half-width of its 95 %% confidence interval (Student's t). CPU per packet divides ovs-vswitchd's CPU time by the packets its datapath received, so a round that happened to forward less does not count as cheaper. Goal: <= 1 %%.\n\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
-		fmt.Fprintln(tw, "| cases\t rounds\t ovs CPU\t ovs CPU per packet\t 95 % upper bound (per packet)\t paper CPU\t")
-		fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t")
+		fmt.Fprintln(tw, "| cases\t rounds\t ovs CPU\t ovs CPU per packet\t 95 % upper bound (per packet)\t RTT avg\t paper CPU\t")
+		fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t")
 		for _, ov := range r.Overheads {
-			fmt.Fprintf(tw, "| %s\t %d\t %+.1f %% ± %.1f\t %+.1f %% ± %.1f\t %+.1f %%\t %s\t\n", ov.Pair, ov.Rounds,
-				ov.CPUMean, ov.CPUHalf, ov.PktMean, ov.PktHalf, ov.PktMean+ov.PktHalf, orDash("%+.1f %%", ov.PaperCPU))
+			fmt.Fprintf(tw, "| %s\t %d\t %+.1f %% ± %.1f\t %+.1f %% ± %.1f\t %+.1f %%\t %+.1f %% ± %.1f\t %s\t\n", ov.Pair, ov.Rounds,
+				ov.CPUMean, ov.CPUHalf, ov.PktMean, ov.PktHalf, ov.PktMean+ov.PktHalf, ov.RTTMean, ov.RTTHalf, orDash("%+.1f %%", ov.PaperCPU))
 		}
 		tw.Flush()
 	}

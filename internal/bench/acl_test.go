@@ -46,10 +46,11 @@ func TestMeanCI(t *testing.T) {
 }
 
 func TestPairedOverhead(t *testing.T) {
-	as := []ForwardCase{{ID: 1, OVSCPU: 20, NsPerPkt: 1000, PaperCPU: 1}, {OVSCPU: 30, NsPerPkt: 2000}}
-	bs := []ForwardCase{{ID: 2, OVSCPU: 21, NsPerPkt: 1010, PaperCPU: 1.01}, {OVSCPU: 31.5, NsPerPkt: 2020}}
+	as := []ForwardCase{{ID: 1, OVSCPU: 20, NsPerPkt: 1000, RTTAvgMs: 0.2, PaperCPU: 1}, {OVSCPU: 30, NsPerPkt: 2000, RTTAvgMs: 0.4}}
+	bs := []ForwardCase{{ID: 2, OVSCPU: 21, NsPerPkt: 1010, RTTAvgMs: 0.21, PaperCPU: 1.01}, {OVSCPU: 31.5, NsPerPkt: 2020, RTTAvgMs: 0.38}}
 	ov := pairedOverhead(as, bs, as[0], bs[0])
-	if ov.Pair != "2 vs 1" || math.Abs(ov.CPUMean-5) > 1e-9 || math.Abs(ov.PktMean-1) > 1e-9 || ov.PktHalf != 0 || math.Abs(ov.PaperCPU-1) > 1e-9 {
+	if ov.Pair != "2 vs 1" || math.Abs(ov.CPUMean-5) > 1e-9 || math.Abs(ov.PktMean-1) > 1e-9 || ov.PktHalf != 0 || math.Abs(ov.PaperCPU-1) > 1e-9 ||
+		math.Abs(ov.RTTMean-0) > 1e-9 || math.Abs(ov.RTTHalf-12.706*math.Sqrt(50)/math.Sqrt(2)) > 1e-6 {
 		t.Fatalf("%+v", ov)
 	}
 	// A pair the paper did not run has no paper figure.
