@@ -479,29 +479,24 @@ func forwarding(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLResul
 	// order effect hit both members alike; tables show medians over the
 	// rounds, overheads the mean paired difference.
 	runs := make([][]ForwardCase, len(cases))
-	order := rand.New(rand.NewPCG(uint64(o.Rounds), 34))
-	for round := 1; round <= o.Rounds; round++ {
-		for pair := 0; pair < len(cases); pair += 2 {
-			idx := []int{pair, pair + 1}
-			if order.IntN(2) == 1 {
-				idx[0], idx[1] = idx[1], idx[0]
-			}
-			for _, i := range idx {
-				c := cases[i]
-				o.say("forwarding round %d/%d, case %d: %s ACRs, %s, %s, %s", round, o.Rounds, c.ID, c.ACRs, rate(c.RateMbps), c.Scenario, o.Duration)
-				if err := a.Apply(ctx, []tenant.Domain{twoVMs(extras[c.ID])}); err != nil {
-					return err
-				}
-				server, target := l.hosts["bvb"], "10.30.0.11"
-				if c.ID == 3 || c.ID == 4 {
-					server, target = l.p1, "10.30.0.100"
-				}
-				if err := runCase(ctx, &c, l.hosts["bva"], server, target, o.Duration); err != nil {
-					return fmt.Errorf("case %d: %w", c.ID, err)
-				}
-				runs[i] = append(runs[i], c)
-			}
+	err = pairedRounds(o.Rounds, 34, len(cases), func(round, i int) error {
+		c := cases[i]
+		o.say("forwarding round %d/%d, case %d: %s ACRs, %s, %s, %s", round, o.Rounds, c.ID, c.ACRs, rate(c.RateMbps), c.Scenario, o.Duration)
+		if err := a.Apply(ctx, []tenant.Domain{twoVMs(extras[c.ID])}); err != nil {
+			return err
 		}
+		server, target := l.hosts["bvb"], "10.30.0.11"
+		if c.ID == 3 || c.ID == 4 {
+			server, target = l.p1, "10.30.0.100"
+		}
+		if err := runCase(ctx, &c, l.hosts["bva"], server, target, o.Duration); err != nil {
+			return fmt.Errorf("case %d: %w", c.ID, err)
+		}
+		runs[i] = append(runs[i], c)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for i := range cases {
 		cases[i] = medianCase(runs[i])
@@ -509,6 +504,28 @@ func forwarding(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLResul
 	res.Forwarding = cases
 	for pair := 0; pair < len(cases); pair += 2 {
 		res.Overheads = append(res.Overheads, pairedOverhead(runs[pair], runs[pair+1], cases[pair], cases[pair+1]))
+	}
+	return nil
+}
+
+// pairedRounds calls run for every case of n (pairs 0-1, 2-3, ...) in
+// each of rounds rounds, the two members of a pair back to back in an
+// order drawn from seed, so that slow drifts of the machine and any order
+// effect hit both alike.
+func pairedRounds(rounds int, seed uint64, n int, run func(round, i int) error) error {
+	order := rand.New(rand.NewPCG(uint64(rounds), seed))
+	for round := 1; round <= rounds; round++ {
+		for pair := 0; pair < n; pair += 2 {
+			idx := []int{pair, pair + 1}
+			if order.IntN(2) == 1 {
+				idx[0], idx[1] = idx[1], idx[0]
+			}
+			for _, i := range idx {
+				if err := run(round, i); err != nil {
+					return err
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"math"
 	"os"
 	"testing"
@@ -101,5 +102,32 @@ func TestCountInstructions(t *testing.T) {
 	all, main, err := countInstructions(context.Background(), 1, out, func() (int, error) { return 10, nil })
 	if err != nil || all != 400 || main != 300 {
 		t.Fatalf("got %v, %v, %v", all, main, err)
+	}
+}
+
+func TestPairedRounds(t *testing.T) {
+	var calls [][2]int
+	if err := pairedRounds(50, 1, 4, func(round, i int) error { calls = append(calls, [2]int{round, i}); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 200 {
+		t.Fatalf("%d calls", len(calls))
+	}
+	first := map[int]int{}
+	for k := 0; k < len(calls); k += 2 {
+		a, b := calls[k], calls[k+1]
+		if a[0] != b[0] || a[1]/2 != b[1]/2 || a[1] == b[1] || a[0] != k/4+1 {
+			t.Fatalf("calls %d, %d: %v %v are not the two members of one pair in one round", k, k+1, a, b)
+		}
+		first[a[1]]++
+	}
+	for i := 0; i < 4; i++ {
+		if first[i] < 10 { // each member should lead sometimes (50 draws per pair)
+			t.Fatalf("case %d led only %d times", i, first[i])
+		}
+	}
+	stop := errors.New("stop")
+	if err := pairedRounds(3, 1, 2, func(round, i int) error { return stop }); err != stop {
+		t.Fatalf("error not passed on: %v", err)
 	}
 }

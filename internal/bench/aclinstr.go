@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -101,33 +100,28 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 	extras := map[int]int{1: 0, 2: 650, 3: 0, 4: 100}
 	paper := map[int]float64{1: 0.685, 2: 0.695, 3: 0.675, 4: 0.680}
 	per, main := make([][]float64, len(cases)), make([][]float64, len(cases))
-	order := rand.New(rand.NewPCG(uint64(o.InstrRounds), 35))
-	for round := 1; round <= o.InstrRounds; round++ {
-		for pair := 0; pair < len(cases); pair += 2 {
-			idx := []int{pair, pair + 1}
-			if order.IntN(2) == 1 {
-				idx[0], idx[1] = idx[1], idx[0]
-			}
-			for _, i := range idx {
-				c := cases[i]
-				o.say("instructions round %d/%d, case %d: %s ACRs, %s, %d flood pings", round, o.InstrRounds, c.ID, c.ACRs, c.Scenario, o.InstrPings)
-				if err := a.Apply(ctx, []tenant.Domain{twoVMs(extras[c.ID])}); err != nil {
-					return err
-				}
-				target := netip.MustParseAddr("10.30.0.11")
-				if c.ID == 3 || c.ID == 4 {
-					target = netip.MustParseAddr("10.30.0.100")
-				}
-				n, m, err := countInstructions(ctx, in.PID(), out, func() (int, error) {
-					return floodPing(ctx, l, target, o.InstrPings)
-				})
-				if err != nil {
-					return fmt.Errorf("case %d: %w", c.ID, err)
-				}
-				o.say("  %.0f instructions per packet, %.0f of them in the main thread", n, m)
-				per[i], main[i] = append(per[i], n), append(main[i], m)
-			}
+	err = pairedRounds(o.InstrRounds, 35, len(cases), func(round, i int) error {
+		c := cases[i]
+		o.say("instructions round %d/%d, case %d: %s ACRs, %s, %d flood pings", round, o.InstrRounds, c.ID, c.ACRs, c.Scenario, o.InstrPings)
+		if err := a.Apply(ctx, []tenant.Domain{twoVMs(extras[c.ID])}); err != nil {
+			return err
 		}
+		target := netip.MustParseAddr("10.30.0.11")
+		if c.ID == 3 || c.ID == 4 {
+			target = netip.MustParseAddr("10.30.0.100")
+		}
+		n, m, err := countInstructions(ctx, in.PID(), out, func() (int, error) {
+			return floodPing(ctx, l, target, o.InstrPings)
+		})
+		if err != nil {
+			return fmt.Errorf("case %d: %w", c.ID, err)
+		}
+		o.say("  %.0f instructions per packet, %.0f of them in the main thread", n, m)
+		per[i], main[i] = append(per[i], n), append(main[i], m)
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for i := range cases {
 		cases[i].PerPkt, cases[i].MainPkt = median(per[i]), median(main[i])
