@@ -74,11 +74,21 @@ func TestPingPackets(t *testing.T) {
 }
 
 func TestCallgrindSummary(t *testing.T) {
-	dump := "# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\nevents: Ir\npart: 3\nthread: 1\nsummary: 548387234\n\nfn=(1) main\n0 12\ntotals: 548387234\n"
-	if n, err := callgrindSummary(dump); err != nil || n != 548387234 {
-		t.Fatalf("got %v, %v", n, err)
+	dump := "# callgrind format\nversion: 1\ncreator: callgrind-3.19.0\npositions: line\nevents: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\npart: 3\nthread: 1\nsummary: 1000 400 200 3 5 7 1 2 4\n\nfn=(1) main\n0 12\ntotals: 1000 400 200 3 5 7 1 2 4\n"
+	c, err := callgrindSummary(dump)
+	if err != nil || c != (cgCounts{Ir: 1000, L1m: 15, LLm: 7}) {
+		t.Fatalf("got %+v, %v", c, err)
 	}
-	for _, bad := range []string{"", "totals: 5\n", "summary:\n", "summary: x\n"} {
+	if got := c.cycles(); got != 1000+150+700 {
+		t.Errorf("cycles %v", got)
+	}
+	short := "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\nsummary: 4531 1241 839 403 114 44\n"
+	if c, err := callgrindSummary(short); err != nil || c != (cgCounts{Ir: 4531, L1m: 561}) {
+		t.Errorf("trailing zeros left out: got %+v, %v", c, err)
+	}
+	for _, bad := range []string{"", "totals: 5\n", "summary:\n", "events: Ir\nsummary: x\n", "events: Ir\nsummary: 1 2\n",
+		"events: Ir\nsummary: 5\n", // no cache simulation
+		"events: Ir Dr\nsummary: 5\n"} {
 		if _, err := callgrindSummary(bad); err == nil {
 			t.Errorf("%q: no error", bad)
 		}
@@ -93,15 +103,19 @@ func TestCountInstructions(t *testing.T) {
 	if err := os.Mkdir(bin, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	script := "#!/bin/sh\ncase \"$1\" in -d) printf 'summary: 3000\\n' > " + out + ".2-01; printf 'summary: 1000\\n' > " + out + ".2-02;; esac\n"
+	ev := "events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw\\n"
+	script := "#!/bin/sh\ncase \"$1\" in -d) printf '" + ev + "summary: 3000 0 0 10 0 0 1 0 0\\n' > " + out + ".2-01; printf '" + ev + "summary: 1000 0 0 0 20 0 0 2 0\\n' > " + out + ".2-02;; esac\n"
 	if err := os.WriteFile(bin+"/callgrind_control", []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
 	os.WriteFile(out+".1-01", []byte("summary: 99999\n"), 0o644) // a stale dump: not counted
 	all, main, err := countInstructions(context.Background(), 1, out, func() (int, error) { return 10, nil })
-	if err != nil || all != 400 || main != 300 {
-		t.Fatalf("got %v, %v, %v", all, main, err)
+	if err != nil || all != (cgCounts{400, 3, 0.3}) || main != (cgCounts{300, 1, 0.1}) {
+		t.Fatalf("got %+v, %+v, %v", all, main, err)
+	}
+	if _, _, err := countInstructions(context.Background(), 1, out, func() (int, error) { return 0, nil }); err == nil {
+		t.Error("no packets: no error")
 	}
 }
 

@@ -19,29 +19,53 @@ import (
 	"secaas/internal/tenant"
 )
 
-// InstrCase is one case of the paper's Tables 3/4 counted in instructions:
-// what ovs-vswitchd executes per forwarded packet, all threads.
+// InstrCase is one case of the paper's Tables 3/4 counted under callgrind:
+// what ovs-vswitchd executes per forwarded packet, all threads, medians
+// over the rounds.
 type InstrCase struct {
 	ID       int
 	ACRs     string
 	Scenario string
-	PerPkt   float64 // median over the rounds, all threads
-	MainPkt  float64 // median over the rounds, the main thread (it polls the VMs' ports)
+	PerPkt   float64 // instructions, all threads
+	MainPkt  float64 // instructions, the main thread (it polls the VMs' ports)
+	CycPkt   float64 // estimated cycles, all threads (cgCounts.cycles)
+	LLPkt    float64 // last-level cache misses, all threads
 }
 
-// InstrOverhead is the extra ACRs' cost in instructions per packet: the
-// mean of the rounds' paired relative differences with its 95 %
-// confidence interval.
+// InstrOverhead is the extra ACRs' cost per packet in instructions and in
+// estimated cycles: the mean of the rounds' paired relative differences
+// with its 95 % confidence interval.
 type InstrOverhead struct {
-	Pair       string
-	Rounds     int
-	Mean, Half float64 // %, all threads
-	MainMean   float64 // %, main thread
-	MainHalf   float64
-	PaperCPU   float64 // the paper's relative CPU difference, %
-	Diffs      []float64
-	MainDiffs  []float64
+	Pair           string
+	Rounds         int
+	Mean, Half     float64 // %, instructions, all threads
+	CycMean        float64 // %, estimated cycles, all threads
+	CycHalf        float64
+	PaperCPU       float64 // the paper's relative CPU difference, %
+	Diffs, CycDiff []float64
 }
+
+// cgCounts are the events of callgrind's cache simulation that the cycle
+// estimate needs.
+type cgCounts struct {
+	Ir  float64 // instructions executed
+	L1m float64 // first-level misses: instruction fetch, data read, data write
+	LLm float64 // last-level misses, the same three
+}
+
+// cycles is callgrind's (KCachegrind's) cycle estimate without branch
+// simulation: Ir + 10 L1m + 100 LLm. With one ping in flight at a time the
+// switch's share of a packet's latency is the work it does for it, so this
+// is the latency the extra ACRs could add, measured without the
+// scheduler's noise; unlike instructions it also charges a larger flow
+// table's cache misses.
+func (c cgCounts) cycles() float64 { return c.Ir + 10*c.L1m + 100*c.LLm }
+
+func (c cgCounts) add(d cgCounts) cgCounts {
+	return cgCounts{c.Ir + d.Ir, c.L1m + d.L1m, c.LLm + d.LLm}
+}
+
+func (c cgCounts) per(n float64) cgCounts { return cgCounts{c.Ir / n, c.L1m / n, c.LLm / n} }
 
 // instrBridge is the bridge of the private, instrumented switch; its
 // name differs from benchBridge because a netdev bridge's internal port
@@ -76,7 +100,7 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 	}()
 	out := filepath.Join(dir, "cg.out")
 	o.say("instructions: a private ovs-vswitchd under callgrind in %s", dir)
-	in, err := ovs.StartPrivate(ctx, dir, []string{"valgrind", "--tool=callgrind", "--separate-threads=yes", "--callgrind-out-file=" + out})
+	in, err := ovs.StartPrivate(ctx, dir, []string{"valgrind", "--tool=callgrind", "--separate-threads=yes", "--cache-sim=yes", "--callgrind-out-file=" + out})
 	if err != nil {
 		return err
 	}
@@ -99,7 +123,7 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 	}
 	extras := map[int]int{1: 0, 2: 650, 3: 0, 4: 100}
 	paper := map[int]float64{1: 0.685, 2: 0.695, 3: 0.675, 4: 0.680}
-	per, main := make([][]float64, len(cases)), make([][]float64, len(cases))
+	var per, main, cyc, ll = make([][]float64, len(cases)), make([][]float64, len(cases)), make([][]float64, len(cases)), make([][]float64, len(cases))
 	err = pairedRounds(o.InstrRounds, 35, len(cases), func(round, i int) error {
 		c := cases[i]
 		o.say("instructions round %d/%d, case %d: %s ACRs, %s, %d flood pings", round, o.InstrRounds, c.ID, c.ACRs, c.Scenario, o.InstrPings)
@@ -116,8 +140,9 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 		if err != nil {
 			return fmt.Errorf("case %d: %w", c.ID, err)
 		}
-		o.say("  %.0f instructions per packet, %.0f of them in the main thread", n, m)
-		per[i], main[i] = append(per[i], n), append(main[i], m)
+		o.say("  per packet: %.0f instructions (%.0f in the main thread), %.0f estimated cycles, %.1f last-level misses", n.Ir, m.Ir, n.cycles(), n.LLm)
+		per[i], main[i] = append(per[i], n.Ir), append(main[i], m.Ir)
+		cyc[i], ll[i] = append(cyc[i], n.cycles()), append(ll[i], n.LLm)
 		return nil
 	})
 	if err != nil {
@@ -125,6 +150,7 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 	}
 	for i := range cases {
 		cases[i].PerPkt, cases[i].MainPkt = median(per[i]), median(main[i])
+		cases[i].CycPkt, cases[i].LLPkt = median(cyc[i]), median(ll[i])
 	}
 	res.Instr = cases
 	for pair := 0; pair < len(cases); pair += 2 {
@@ -133,10 +159,10 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 			PaperCPU: (paper[b.ID] - paper[a.ID]) / paper[a.ID] * 100}
 		for r := range per[pair] {
 			ov.Diffs = append(ov.Diffs, (per[pair+1][r]-per[pair][r])/per[pair][r]*100)
-			ov.MainDiffs = append(ov.MainDiffs, (main[pair+1][r]-main[pair][r])/main[pair][r]*100)
+			ov.CycDiff = append(ov.CycDiff, (cyc[pair+1][r]-cyc[pair][r])/cyc[pair][r]*100)
 		}
 		ov.Mean, ov.Half = meanCI(ov.Diffs)
-		ov.MainMean, ov.MainHalf = meanCI(ov.MainDiffs)
+		ov.CycMean, ov.CycHalf = meanCI(ov.CycDiff)
 		res.InstrOverheads = append(res.InstrOverheads, ov)
 	}
 	return nil
@@ -175,11 +201,11 @@ func pingPackets(s string) (int, error) {
 }
 
 // countInstructions zeroes callgrind's counters in process pid, runs load,
-// dumps the counters and returns the instructions of all threads, and of
-// the main thread alone, divided by the packets load reports. The dump
+// dumps the counters and returns the events of all threads, and of the
+// main thread alone, divided by the packets load reports. The dump
 // has one file per thread (--separate-threads=yes): OUT.N-TT, thread 01
 // the main one.
-func countInstructions(ctx context.Context, pid int, out string, load func() (int, error)) (all, main float64, err error) {
+func countInstructions(ctx context.Context, pid int, out string, load func() (int, error)) (all, main cgCounts, err error) {
 	ctl := func(arg string) error {
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
@@ -193,48 +219,75 @@ func countInstructions(ctx context.Context, pid int, out string, load func() (in
 		os.Remove(f)
 	}
 	if err := ctl("-z"); err != nil {
-		return 0, 0, err
+		return all, main, err
 	}
 	packets, err := load()
 	if err != nil {
-		return 0, 0, err
+		return all, main, err
 	}
 	if err := ctl("-d"); err != nil {
-		return 0, 0, err
+		return all, main, err
 	}
 	dumps, _ := filepath.Glob(out + ".*")
 	if len(dumps) == 0 {
-		return 0, 0, fmt.Errorf("callgrind wrote no dump (%s.*)", out)
+		return all, main, fmt.Errorf("callgrind wrote no dump (%s.*)", out)
 	}
-	var total, first float64
+	var total, first cgCounts
 	for _, f := range dumps {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return 0, 0, err
+			return all, main, err
 		}
 		n, err := callgrindSummary(string(b))
 		if err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", f, err)
+			return all, main, fmt.Errorf("%s: %w", f, err)
 		}
-		total += n
+		total = total.add(n)
 		if strings.HasSuffix(f, "-01") {
 			first = n
 		}
 	}
-	return total / float64(packets), first / float64(packets), nil
+	if packets <= 0 {
+		return all, main, fmt.Errorf("no packets forwarded")
+	}
+	return total.per(float64(packets)), first.per(float64(packets)), nil
 }
 
-// callgrindSummary is the "summary:" event count of a callgrind dump
-// (instructions, the only event collected).
-func callgrindSummary(s string) (float64, error) {
+// callgrindSummary reads the "events:" and "summary:" lines of a callgrind
+// dump written with --cache-sim=yes (a thread that did little has its
+// trailing zero counts left out).
+func callgrindSummary(s string) (cgCounts, error) {
+	var names, vals []string
 	for _, l := range strings.Split(s, "\n") {
+		if v, ok := strings.CutPrefix(l, "events:"); ok {
+			names = strings.Fields(v)
+		}
 		if v, ok := strings.CutPrefix(l, "summary:"); ok {
-			f := strings.Fields(v)
-			if len(f) == 0 {
-				break
-			}
-			return strconv.ParseFloat(f[0], 64)
+			vals = strings.Fields(v)
 		}
 	}
-	return 0, fmt.Errorf("no summary line")
+	if len(vals) == 0 {
+		return cgCounts{}, fmt.Errorf("no summary line")
+	}
+	if len(vals) > len(names) {
+		return cgCounts{}, fmt.Errorf("%d events but %d summary values", len(names), len(vals))
+	}
+	ev := map[string]float64{}
+	for i, n := range names {
+		if i >= len(vals) {
+			ev[n] = 0 // callgrind leaves out trailing zeros
+			continue
+		}
+		f, err := strconv.ParseFloat(vals[i], 64)
+		if err != nil {
+			return cgCounts{}, fmt.Errorf("summary %s: %w", n, err)
+		}
+		ev[n] = f
+	}
+	for _, n := range []string{"Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"} {
+		if _, ok := ev[n]; !ok {
+			return cgCounts{}, fmt.Errorf("no %s event (callgrind without --cache-sim=yes?)", n)
+		}
+	}
+	return cgCounts{Ir: ev["Ir"], L1m: ev["I1mr"] + ev["D1mr"] + ev["D1mw"], LLm: ev["ILmr"] + ev["DLmr"] + ev["DLmw"]}, nil
 }
