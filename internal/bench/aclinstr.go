@@ -73,11 +73,11 @@ func (c cgCounts) per(n float64) cgCounts { return cgCounts{c.Ir / n, c.L1m / n,
 const instrBridge = "secaas-bcg"
 
 // instructions re-runs the forwarding pairs on a private ovs-vswitchd under
-// valgrind --tool=callgrind and counts the instructions it executes per
-// packet of a flood ping. This machine has no hardware performance
-// counters; instruction counts do not depend on the machine's timing, so
-// they show a difference of a per cent where CPU time (about 9 % from one
-// 5 s round to the next) cannot.
+// valgrind --tool=callgrind --cache-sim=yes and counts, per packet of a
+// flood ping, the instructions it executes and its estimated cycles. This
+// machine has no hardware performance counters; the counts do not depend
+// on the machine's timing, so they show a difference of a per cent where
+// CPU time and RTT (±7-16 % over 12 paired 5 s rounds) cannot.
 func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error) {
 	for _, tool := range []string{"valgrind", "callgrind_control"} {
 		if _, err := exec.LookPath(tool); err != nil {
