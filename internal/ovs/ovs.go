@@ -114,28 +114,30 @@ func (b *Bridge) DelPort(ctx context.Context, name string) error {
 
 // Ports returns the OpenFlow numbers of the bridge's ports (not the bridge's
 // own internal port). Ports OVS could not open (ofport -1) are left out.
+// One ovs-vsctl call (one database transaction) answers both questions:
+// every interface's number, and which interfaces are this bridge's.
 func (b *Bridge) Ports(ctx context.Context) (flow.Ports, error) {
-	out, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10", "--format=json", "--columns=name,ofport", "find", "Interface")
+	out, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10", "--format=json", "--columns=name,ofport", "find", "Interface",
+		"--", "list-ifaces", b.Name)
 	if err != nil {
 		return nil, fmt.Errorf("list ports: %w", err)
 	}
-	names, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10", "list-ifaces", b.Name)
-	if err != nil {
-		return nil, fmt.Errorf("list ports: %w", err)
-	}
-	mine := map[string]bool{}
-	for _, n := range strings.Fields(string(names)) {
-		mine[n] = true
-	}
-	return parsePorts(out, mine)
+	return parsePorts(out)
 }
 
-func parsePorts(js []byte, mine map[string]bool) (flow.Ports, error) {
+// parsePorts reads the output of "find Interface" as JSON followed by
+// "list-ifaces" as one name per line.
+func parsePorts(out []byte) (flow.Ports, error) {
 	var tab struct {
 		Data [][]json.RawMessage `json:"data"`
 	}
-	if err := json.Unmarshal(js, &tab); err != nil {
+	dec := json.NewDecoder(bytes.NewReader(out))
+	if err := dec.Decode(&tab); err != nil {
 		return nil, fmt.Errorf("list ports: bad ovs-vsctl json: %w", err)
+	}
+	mine := map[string]bool{}
+	for _, n := range strings.Fields(string(out[dec.InputOffset():])) {
+		mine[n] = true
 	}
 	ports := flow.Ports{}
 	for _, row := range tab.Data {

@@ -36,16 +36,21 @@ func TestParseTrace(t *testing.T) {
 }
 
 func TestParsePorts(t *testing.T) {
-	js := `{"data":[["tv3",3],["tv1",1],["tbr",65534],["tv2",2],["other",9],["new",["set",[]]],["bad",-1]],"headings":["name","ofport"]}`
-	mine := map[string]bool{"tv1": true, "tv2": true, "tv3": true, "tbr": true, "new": true, "bad": true}
-	p, err := parsePorts([]byte(js), mine)
+	// ovs-vsctl's answer to "find Interface -- list-ifaces BR": the JSON
+	// table, then the bridge's interfaces one per line.
+	out := `{"data":[["tv3",3],["tv1",1],["tbr",65534],["tv2",2],["other",9],["new",["set",[]]],["bad",-1]],"headings":["name","ofport"]}` +
+		"\nbad\nnew\ntbr\ntv1\ntv2\ntv3\n"
+	p, err := parsePorts([]byte(out))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p) != 3 || p["tv1"] != 1 || p["tv3"] != 3 {
+	if len(p) != 3 || p["tv1"] != 1 || p["tv2"] != 2 || p["tv3"] != 3 {
 		t.Fatalf("got %v", p)
 	}
-	if _, err := parsePorts([]byte("{"), mine); err == nil {
+	if p, err := parsePorts([]byte(`{"data":[["tv1",1]]}`)); err != nil || len(p) != 0 {
+		t.Fatalf("no interfaces of the bridge: got %v, %v", p, err)
+	}
+	if _, err := parsePorts([]byte("{")); err == nil {
 		t.Fatal("bad json accepted")
 	}
 }
