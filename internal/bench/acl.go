@@ -446,6 +446,47 @@ func measureAPIToEnforce(ctx context.Context, br *ovs.Bridge, l *benchLab, withB
 	return at.Sub(t0), nil
 }
 
+// benchCase is one forwarding case: the policy on the switch and where the
+// load goes.
+type benchCase struct {
+	ID       int
+	ACRs     string // as the paper writes them
+	Extra    int    // ACRs added to twoVMs' 7
+	RateMbps int    // iperf3's rate; 0: unpaced
+	Scenario string
+	Outside  bool    // VA -> P1 through the uplink, else VA -> VB
+	PaperCPU float64 // host CPU %, the paper's Tables 3/4 (0: not in the paper)
+}
+
+// paperCases are the paper's Tables 3/4, in pairs: without and with the
+// extra ACRs. Both the timed and the counted stage run them.
+var paperCases = []benchCase{
+	{ID: 1, ACRs: "7", RateMbps: 200, Scenario: "VA -> VB (same subnet)", PaperCPU: 0.685},
+	{ID: 2, ACRs: "7+650", Extra: 650, RateMbps: 200, Scenario: "VA -> VB (same subnet)", PaperCPU: 0.695},
+	{ID: 3, ACRs: "7", RateMbps: 100, Scenario: "VA -> P1 (outside, via uplink)", Outside: true, PaperCPU: 0.675},
+	{ID: 4, ACRs: "7+100", Extra: 100, RateMbps: 100, Scenario: "VA -> P1 (outside, via uplink)", Outside: true, PaperCPU: 0.680},
+}
+
+// paperMem is the paper's host memory % in every case of Tables 3/4.
+const paperMem = 0.063
+
+// unpacedCases are not in the paper: the pair 1/2 with the sender
+// unpaced. Large receive batches make the switch's cost per packet
+// steadier than at a low fixed rate, where it depends on how many packets
+// each wake-up happens to find.
+var unpacedCases = []benchCase{
+	{ID: 5, ACRs: "7", Scenario: "VA -> VB (same subnet), unpaced"},
+	{ID: 6, ACRs: "7+650", Extra: 650, Scenario: "VA -> VB (same subnet), unpaced"},
+}
+
+// target is the address the load is sent to: VB, or P1 outside the domain.
+func (c benchCase) target() netip.Addr {
+	if c.Outside {
+		return netip.MustParseAddr("10.30.0.100")
+	}
+	return netip.MustParseAddr("10.30.0.11")
+}
+
 var rttRE = regexp.MustCompile(`= [\d.]+/([\d.]+)/[\d.]+/([\d.]+) ms`)
 
 func forwarding(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLResult) error {
@@ -458,19 +499,14 @@ func forwarding(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLResul
 	}
 	defer l.close(br)
 	a := agent.New(br, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	cases := []ForwardCase{
-		{ID: 1, ACRs: "7", RateMbps: 200, Scenario: "VA -> VB (same subnet)", PaperCPU: 0.685, PaperMem: 0.063},
-		{ID: 2, ACRs: "7+650", RateMbps: 200, Scenario: "VA -> VB (same subnet)", PaperCPU: 0.695, PaperMem: 0.063},
-		{ID: 3, ACRs: "7", RateMbps: 100, Scenario: "VA -> P1 (outside, via uplink)", PaperCPU: 0.675, PaperMem: 0.063},
-		{ID: 4, ACRs: "7+100", RateMbps: 100, Scenario: "VA -> P1 (outside, via uplink)", PaperCPU: 0.680, PaperMem: 0.063},
-		// Not in the paper: the same pair as 1/2 with the sender unpaced.
-		// Large receive batches make the switch's cost per packet steadier
-		// than at a low fixed rate, where it depends on how many packets
-		// each wake-up happens to find.
-		{ID: 5, ACRs: "7", RateMbps: 0, Scenario: "VA -> VB (same subnet), unpaced"},
-		{ID: 6, ACRs: "7+650", RateMbps: 0, Scenario: "VA -> VB (same subnet), unpaced"},
+	bcs := append(slices.Clone(paperCases), unpacedCases...)
+	cases := make([]ForwardCase, len(bcs))
+	for i, bc := range bcs {
+		cases[i] = ForwardCase{ID: bc.ID, ACRs: bc.ACRs, RateMbps: bc.RateMbps, Scenario: bc.Scenario, PaperCPU: bc.PaperCPU}
+		if bc.PaperCPU > 0 {
+			cases[i].PaperMem = paperMem
+		}
 	}
-	extras := map[int]int{1: 0, 2: 650, 3: 0, 4: 100, 5: 0, 6: 650}
 	if pid, err := vswitchdPID(); err == nil {
 		undo, ok := pinOVS(ctx, pid)
 		pinned.Store(ok)
@@ -483,16 +519,16 @@ func forwarding(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLResul
 	// rounds, overheads the mean paired difference.
 	runs := make([][]ForwardCase, len(cases))
 	err = pairedRounds(o.Rounds, 34, len(cases), func(round, i int) error {
-		c := cases[i]
+		c, bc := cases[i], bcs[i]
 		o.say("forwarding round %d/%d, case %d: %s ACRs, %s, %s, %s", round, o.Rounds, c.ID, c.ACRs, rate(c.RateMbps), c.Scenario, o.Duration)
-		if err := a.Apply(ctx, []tenant.Domain{twoVMs(extras[c.ID])}); err != nil {
+		if err := a.Apply(ctx, []tenant.Domain{twoVMs(bc.Extra)}); err != nil {
 			return err
 		}
-		server, target := l.hosts["bvb"], "10.30.0.11"
-		if c.ID == 3 || c.ID == 4 {
-			server, target = l.p1, "10.30.0.100"
+		server := l.hosts["bvb"]
+		if bc.Outside {
+			server = l.p1
 		}
-		if err := runCase(ctx, &c, l.hosts["bva"], server, target, o.Duration); err != nil {
+		if err := runCase(ctx, &c, l.hosts["bva"], server, bc.target().String(), o.Duration); err != nil {
 			return fmt.Errorf("case %d: %w", c.ID, err)
 		}
 		runs[i] = append(runs[i], c)

@@ -115,27 +115,19 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 	}
 	defer l.close(br)
 	a := agent.New(br, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
-	cases := []InstrCase{
-		{ID: 1, ACRs: "7", Scenario: "VA -> VB (same subnet)"},
-		{ID: 2, ACRs: "7+650", Scenario: "VA -> VB (same subnet)"},
-		{ID: 3, ACRs: "7", Scenario: "VA -> P1 (outside, via uplink)"},
-		{ID: 4, ACRs: "7+100", Scenario: "VA -> P1 (outside, via uplink)"},
+	cases := make([]InstrCase, len(paperCases))
+	for i, bc := range paperCases {
+		cases[i] = InstrCase{ID: bc.ID, ACRs: bc.ACRs, Scenario: bc.Scenario}
 	}
-	extras := map[int]int{1: 0, 2: 650, 3: 0, 4: 100}
-	paper := map[int]float64{1: 0.685, 2: 0.695, 3: 0.675, 4: 0.680}
 	var per, main, cyc, ll = make([][]float64, len(cases)), make([][]float64, len(cases)), make([][]float64, len(cases)), make([][]float64, len(cases))
 	err = pairedRounds(o.InstrRounds, 35, len(cases), func(round, i int) error {
-		c := cases[i]
+		c, bc := cases[i], paperCases[i]
 		o.say("instructions round %d/%d, case %d: %s ACRs, %s, %d flood pings", round, o.InstrRounds, c.ID, c.ACRs, c.Scenario, o.InstrPings)
-		if err := a.Apply(ctx, []tenant.Domain{twoVMs(extras[c.ID])}); err != nil {
+		if err := a.Apply(ctx, []tenant.Domain{twoVMs(bc.Extra)}); err != nil {
 			return err
 		}
-		target := netip.MustParseAddr("10.30.0.11")
-		if c.ID == 3 || c.ID == 4 {
-			target = netip.MustParseAddr("10.30.0.100")
-		}
 		n, m, err := countInstructions(ctx, in.PID(), out, func() (int, error) {
-			return floodPing(ctx, l, target, o.InstrPings)
+			return floodPing(ctx, l, bc.target(), o.InstrPings)
 		})
 		if err != nil {
 			return fmt.Errorf("case %d: %w", c.ID, err)
@@ -154,9 +146,9 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 	}
 	res.Instr = cases
 	for pair := 0; pair < len(cases); pair += 2 {
-		a, b := cases[pair], cases[pair+1]
+		a, b := paperCases[pair], paperCases[pair+1]
 		ov := InstrOverhead{Pair: fmt.Sprintf("%d vs %d", b.ID, a.ID), Rounds: len(per[pair]),
-			PaperCPU: (paper[b.ID] - paper[a.ID]) / paper[a.ID] * 100}
+			PaperCPU: (b.PaperCPU - a.PaperCPU) / a.PaperCPU * 100}
 		for r := range per[pair] {
 			ov.Diffs = append(ov.Diffs, (per[pair+1][r]-per[pair][r])/per[pair][r]*100)
 			ov.CycDiff = append(ov.CycDiff, (cyc[pair+1][r]-cyc[pair][r])/cyc[pair][r]*100)
