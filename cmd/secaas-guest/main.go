@@ -8,8 +8,9 @@
 //	secaas-guest watch DIR...          scan every file closed after writing
 //	                                   (inotify), and print the verdicts and
 //	                                   the alarms the backend pushes
-//	secaas-guest iobench --file DEV --rw write|randwrite --bs 4k --seconds N
-//	                                   O_DIRECT write load, JSON result
+//	secaas-guest iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N
+//	                                   O_DIRECT write load, JSON result;
+//	                                   several devices are written in turn
 //
 // It talks to the backend over a virtio-serial port (default
 // /dev/virtio-ports/secaas.0, one JSON request and one JSON reply per
@@ -55,7 +56,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: secaas-guest extents PATH | scan PATH | isolate PATH | watch DIR... | iobench --file DEV --rw write|randwrite --bs 4k --seconds N")
+	fmt.Fprintln(os.Stderr, "usage: secaas-guest extents PATH | scan PATH | isolate PATH | watch DIR... | iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N")
 	os.Exit(2)
 }
 
@@ -313,24 +314,63 @@ func watchCmd(dirs []string) error {
 	}
 }
 
-// iobenchCmd writes with O_DIRECT for a while and prints KB/s and IOPS.
+// iobenchCmd writes with O_DIRECT, one write at a time, for a while and
+// prints KB/s and IOPS. With several devices (--file A,B,...) the writes
+// go to them in turn, each device getting the same block sequence, and
+// each device's figures count only the time spent in its own writes: the
+// devices are compared under the same conditions, request by request,
+// whatever else the host does meanwhile.
 func iobenchCmd(args []string) error {
 	fs := flag.NewFlagSet("iobench", flag.ExitOnError)
-	file := fs.String("file", "/dev/vda", "device or file")
+	file := fs.String("file", "/dev/vda", "device or file (comma-separated: several, written in turn)")
 	rw := fs.String("rw", "write", "write (sequential) or randwrite")
 	bsS := fs.String("bs", "4k", "block size (e.g. 4k, 128k)")
 	secs := fs.Float64("seconds", 5, "run length")
-	span := fs.Int64("size", 256<<20, "bytes of the device to use")
+	span := fs.Int64("size", 256<<20, "bytes of each device to use")
 	fs.Parse(args)
 	bs, err := parseSize(*bsS)
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(*file, os.O_WRONLY|syscall.O_DIRECT, 0)
+	if *rw != "write" && *rw != "randwrite" {
+		return fmt.Errorf("--rw %q: want write or randwrite", *rw)
+	}
+	res, err := iobench(strings.Split(*file, ","), *rw == "randwrite", bs, *span, time.Duration(*secs*float64(time.Second)))
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+// iobenchDevice is one device's share of an iobench run.
+type iobenchDevice struct {
+	File  string  `json:"file"`
+	BW    float64 `json:"bw_kbs"` // over the time spent in its own writes
+	IOPS  float64 `json:"iops"`
+	Busy  float64 `json:"busy_seconds"`
+	Count int64   `json:"writes"`
+}
+
+type iobenchResult struct {
+	Devices []iobenchDevice `json:"devices"`
+	Seconds float64         `json:"seconds"`
+}
+
+// iobench writes bs-byte blocks with O_DIRECT to the files in turn for
+// dur, sequentially or at random blocks within the first span bytes.
+func iobench(names []string, random bool, bs, span int64, dur time.Duration) (*iobenchResult, error) {
+	if span < bs {
+		return nil, fmt.Errorf("size %d is below the block size", span)
+	}
+	files := make([]*os.File, len(names))
+	for i, name := range names {
+		f, err := os.OpenFile(name, os.O_WRONLY|syscall.O_DIRECT, 0)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		files[i] = f
+	}
 	// O_DIRECT needs an aligned buffer.
 	raw := make([]byte, bs+4096)
 	off := int(uintptr(unsafe.Pointer(&raw[0])) & 4095)
@@ -341,23 +381,39 @@ func iobenchCmd(args []string) error {
 	for i := range buf {
 		buf[i] = byte(i)
 	}
-	blocks := *span / bs
+	blocks := span / bs
 	rng := rand.New(rand.NewPCG(1, 2))
-	deadline := time.Now().Add(time.Duration(*secs * float64(time.Second)))
-	var n int64
+	count := make([]int64, len(files))
+	busy := make([]time.Duration, len(files))
+	var n, blk int64
 	t0 := time.Now()
-	for time.Now().Before(deadline) {
-		blk := n % blocks
-		if *rw == "randwrite" {
-			blk = rng.Int64N(blocks)
+	deadline := t0.Add(dur)
+	// Whole turns: every device gets as many writes as the others.
+	for n%int64(len(files)) != 0 || time.Now().Before(deadline) {
+		d := int(n % int64(len(files)))
+		if d == 0 { // the next block, for every device in turn
+			blk = (n / int64(len(files))) % blocks
+			if random {
+				blk = rng.Int64N(blocks)
+			}
 		}
-		if _, err := f.WriteAt(buf, blk*bs); err != nil {
-			return err
+		start := time.Now()
+		if _, err := files[d].WriteAt(buf, blk*bs); err != nil {
+			return nil, fmt.Errorf("%s: %w", names[d], err)
 		}
+		busy[d] += time.Since(start)
+		count[d]++
 		n++
 	}
-	el := time.Since(t0).Seconds()
-	return json.NewEncoder(os.Stdout).Encode(map[string]float64{"bw_kbs": float64(n*bs) / 1024 / el, "iops": float64(n) / el, "seconds": el})
+	res := &iobenchResult{Seconds: time.Since(t0).Seconds()}
+	for i, name := range names {
+		d := iobenchDevice{File: name, Busy: busy[i].Seconds(), Count: count[i]}
+		if d.Busy > 0 {
+			d.BW, d.IOPS = float64(count[i]*bs)/1024/d.Busy, float64(count[i])/d.Busy
+		}
+		res.Devices = append(res.Devices, d)
+	}
+	return res, nil
 }
 
 func parseSize(s string) (int64, error) {

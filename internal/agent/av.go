@@ -121,7 +121,7 @@ func (a *Agent) syncAVLocked() {
 			ev("av.error", err.Error(), nil)
 			continue
 		}
-		cfg := hyperav.ServiceConfig{Mode: p.Mode, Disk: p.Disk, QMP: p.QMP, Node: p.Node, Device: p.Device, Socket: p.Socket, Transport: p.Transport,
+		cfg := hyperav.ServiceConfig{Mode: p.Mode, Disk: p.Disk, QMP: p.QMP, Node: p.Node, Device: p.Device, Socket: p.Socket, Transport: p.Transport, Cache: p.Cache,
 			Paths: p.Paths, Every: every, Partition: p.Partition,
 			Dir: filepath.Join(a.dataDir(), "av", fmt.Sprintf("%d-%s", w.TID, w.VM.Name)),
 			AV:  &av.Scanner{Engines: engines, Policy: pol}}

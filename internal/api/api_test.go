@@ -492,6 +492,7 @@ func TestAVEndpoints(t *testing.T) {
 		`{"mode": "front", "disk": "/d", "socket": "/s", "paths": ["etc/x"]}`:       "av path",
 		`{"mode": "front", "disk": "/d", "socket": "/s", "schedule": "forever"}`:    "av schedule",
 		`{"mode": "front", "disk": "/d", "socket": "/s", "transport": "iscsi"}`:     "av transport",
+		`{"mode": "front", "disk": "/d", "socket": "/s", "cache": "directsync"}`:    "av cache",
 		`{"mode": "bitmap", "disk": "/d", "qmp": "/q", "node": "n", "policy": "x"}`: "av policy",
 	} {
 		if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/av", a, body); code != 422 || !strings.Contains(string(out), want) {

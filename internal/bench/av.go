@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -153,15 +155,19 @@ func WriteAVQuery(w io.Writer, rows []AVQueryRow) {
 // AVWriteRow is one line of the paper's Table 7: guest write throughput
 // with write tracking off and on.
 type AVWriteRow struct {
-	Mode      string // bitmap or front
-	RW        string // write or randwrite
-	BS        string
-	OffKBs    float64
-	OnKBs     float64
-	OffIOPS   float64
-	OnIOPS    float64
-	LossPct   float64
-	PaperLoss float64
+	Mode    string // bitmap, front or front-vhost
+	Cache   string // the host's page cache: writeback (used) or none (O_DIRECT)
+	RW      string // write or randwrite
+	BS      string
+	OffKBs  float64
+	OnKBs   float64
+	OffIOPS float64
+	OnIOPS  float64
+	LossPct float64 // of the medians
+	// LossMean ± LossHalf: the mean of the rounds' paired losses (off and
+	// on of the same round) and its 95 % confidence half-width.
+	LossMean, LossHalf float64
+	PaperLoss          float64
 	// Front mode: the same disk served by qemu-nbd (QEMU's own NBD server):
 	// the cost of the NBD transport alone.
 	QemuRefKBs float64 // the same disk through QEMU's own server of the transport
@@ -174,12 +180,16 @@ var paperTable7 = map[string][4]float64{ // normal KB/s, HyperAV KB/s, normal IO
 
 // RunAVWrite measures O_DIRECT writes in a guest (secaas-guest iobench, a
 // static binary: the paper used fio) with write tracking off and on, in one
-// guest per mode so that boot-to-boot variance stays out: bitmap mode
-// toggles a recording dirty bitmap on the same disk between runs; front
-// mode gives the guest two identical disks, one through QEMU's file driver
-// (off) and one through secaas's NBD front (on). Off and on runs alternate,
-// rounds times, and medians are reported.
-func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, seconds, rounds int, vhostPoll time.Duration, progress io.Writer) ([]AVWriteRow, error) {
+// guest per mode and cache setting so that boot-to-boot variance stays
+// out. The guest has like disks, tracked and untracked, and writes to them
+// in turn, one request each, so that both see the same host: bitmap mode
+// has two disks and tracks one (a recording dirty bitmap, on the other
+// disk the next round); front modes have one through QEMU's file driver
+// (off), one through secaas's front (on) and one through QEMU's own server
+// of the transport (what the transport costs). Each round is one such
+// run; medians and paired losses over the rounds are reported.
+func RunAVWrite(ctx context.Context, repoRoot, dir string, o AVWriteOptions, progress io.Writer) ([]AVWriteRow, error) {
+	seconds, rounds := o.Seconds, o.Rounds
 	kernel, err := lab.FindKernel(repoRoot)
 	if err != nil {
 		return nil, err
@@ -211,17 +221,28 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 	}
 	var rows []AVWriteRow
 	order := rand.New(rand.NewPCG(7, uint64(rounds)))
-	for _, mode := range modes {
-		gdir := filepath.Join(dir, "guest-"+mode)
+	for _, setup := range o.setups() {
+		mode, cache := setup[0], setup[1]
+		direct := cache == "none"
+		name := mode + "-" + cache
+		gdir := filepath.Join(dir, "guest-"+name)
 		os.MkdirAll(gdir, 0o755)
-		imgA, err := mkimg(mode + "-a.raw")
+		imgA, err := mkimg(name + "-a.raw")
 		if err != nil {
 			return nil, err
 		}
-		disks := []lab.GuestDisk{{Node: "disk0", File: imgA, Format: "raw"}}
+		disks := []lab.GuestDisk{{Node: "disk0", File: imgA, Format: "raw", Direct: direct}}
 		var front *hyperav.Front
+		if mode == "bitmap" {
+			// A second disk like the first: each round tracks one of them.
+			imgB, err := mkimg(name + "-b.raw")
+			if err != nil {
+				return nil, err
+			}
+			disks = append(disks, lab.GuestDisk{Node: "disk1", File: imgB, Format: "raw", Direct: direct})
+		}
 		if mode == "front" || mode == "front-vhost" {
-			imgB, err := mkimg(mode + "-b.raw")
+			imgB, err := mkimg(name + "-b.raw")
 			if err != nil {
 				return nil, err
 			}
@@ -233,23 +254,23 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 			// A third disk served by QEMU's own server of the same transport
 			// (qemu-nbd, or qemu-storage-daemon's vhost-user-blk export):
 			// what the transport costs by itself.
-			imgC, err := mkimg(mode + "-c.raw")
+			imgC, err := mkimg(name + "-c.raw")
 			if err != nil {
 				return nil, err
 			}
 			qsock := filepath.Join(gdir, "qemu-ref.sock")
 			os.Remove(qsock)
-			ref := exec.CommandContext(ctx, "qemu-nbd", "-f", "raw", "-x", "disk", "--socket="+qsock, "--persistent", "--cache=writeback", imgC)
+			ref := exec.CommandContext(ctx, "qemu-nbd", "-f", "raw", "-x", "disk", "--socket="+qsock, "--persistent", "--cache="+cache, imgC)
 			refDisk := lab.GuestDisk{Node: "disk2", NBD: qsock, Export: "disk"}
 			frontDisk := lab.GuestDisk{Node: "disk1", NBD: sock, Export: "disk"}
 			if mode == "front-vhost" {
-				ref = exec.CommandContext(ctx, "qemu-storage-daemon", "--blockdev", "driver=file,node-name=ref,filename="+imgC+",cache.direct=off",
+				ref = exec.CommandContext(ctx, "qemu-storage-daemon", "--blockdev", fmt.Sprintf("driver=file,node-name=ref,filename=%s,cache.direct=%s", imgC, onOff(direct)),
 					"--export", "type=vhost-user-blk,id=ref,node-name=ref,addr.type=unix,addr.path="+qsock+",writable=on")
 				refDisk = lab.GuestDisk{Node: "disk2", VhostUser: qsock}
 				frontDisk = lab.GuestDisk{Node: "disk1", VhostUser: sock}
-				front, err = hyperav.StartVhostFront(imgB, sock, st, vhostPoll, nil)
+				front, err = hyperav.StartVhostFront(imgB, sock, st, hyperav.FrontOptions{Direct: direct, Poll: o.VhostPoll})
 			} else {
-				front, err = hyperav.StartFront(imgB, sock, "disk", st, nil)
+				front, err = hyperav.StartFront(imgB, sock, "disk", st, hyperav.FrontOptions{Direct: direct})
 			}
 			if err != nil {
 				return nil, err
@@ -267,7 +288,7 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 			}
 			disks = append(disks, frontDisk, refDisk)
 		}
-		fmt.Fprintf(progress, "av: guest for %s mode\n", mode)
+		fmt.Fprintf(progress, "av: guest for %s mode, host cache %s\n", mode, cache)
 		g, err := lab.StartGuest(ctx, lab.GuestConfig{Name: "secaas-bench-av", Kernel: kernel, MemMiB: 512, Dir: gdir,
 			Files: map[string]string{"/bin/secaas-guest": tool}, Modules: []string{"virtio_pci", "virtio_blk"}, Disks: disks})
 		if err != nil {
@@ -283,28 +304,50 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 				return nil, err
 			}
 		}
-		run := func(dev, rw, bs string) (float64, float64, error) {
-			out, err := g.Run(fmt.Sprintf("secaas-guest iobench --file %s --rw %s --bs %s --seconds %d", dev, rw, bs, seconds), time.Duration(seconds+60)*time.Second)
-			var res struct {
-				BW   float64 `json:"bw_kbs"`
-				IOPS float64 `json:"iops"`
+		// run writes to the devices in turn (secaas-guest iobench): each
+		// device's figures come from its own requests, interleaved with
+		// the others', so that all see the same host.
+		run := func(devs []string, rw, bs string) (map[string][2]float64, error) {
+			got := map[string][2]float64{}
+			lists := [][]string{devs}
+			if !o.Interleave {
+				lists = nil
+				for _, d := range devs {
+					lists = append(lists, []string{d})
+				}
 			}
-			if err == nil {
-				err = json.Unmarshal([]byte(out), &res)
+			for _, l := range lists {
+				unix.Sync()
+				secs := seconds * len(l)
+				out, err := g.Run(fmt.Sprintf("secaas-guest iobench --file %s --rw %s --bs %s --seconds %d", strings.Join(l, ","), rw, bs, secs),
+					time.Duration(secs+60)*time.Second)
+				var res struct {
+					Devices []struct {
+						File string  `json:"file"`
+						BW   float64 `json:"bw_kbs"`
+						IOPS float64 `json:"iops"`
+					} `json:"devices"`
+				}
+				if err == nil {
+					err = json.Unmarshal([]byte(out), &res)
+				}
+				if err != nil || len(res.Devices) != len(l) {
+					return nil, fmt.Errorf("iobench: %v: %.200s", err, out)
+				}
+				for _, d := range res.Devices {
+					if d.IOPS <= 0 {
+						return nil, fmt.Errorf("iobench: no write to %s: %.200s", d.File, out)
+					}
+					got[d.File] = [2]float64{d.BW, d.IOPS}
+				}
 			}
-			if err != nil || res.IOPS == 0 {
-				return 0, 0, fmt.Errorf("iobench: %v: %.200s", err, out)
-			}
-			return res.BW, res.IOPS, nil
+			return got, nil
 		}
-		tracking := func(on bool) error {
-			if q == nil {
-				return nil
-			}
+		tracking := func(node string, on bool) error {
 			if on {
-				return q.Execute(ctx, "block-dirty-bitmap-add", map[string]any{"node": "disk0", "name": "secaas-dirty", "granularity": 4096}, nil)
+				return q.Execute(ctx, "block-dirty-bitmap-add", map[string]any{"node": node, "name": "secaas-dirty", "granularity": 4096}, nil)
 			}
-			return q.Execute(ctx, "block-dirty-bitmap-remove", map[string]any{"node": "disk0", "name": "secaas-dirty"}, nil)
+			return q.Execute(ctx, "block-dirty-bitmap-remove", map[string]any{"node": node, "name": "secaas-dirty"}, nil)
 		}
 		stop := func() {
 			if q != nil {
@@ -319,53 +362,56 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 			for _, bs := range []string{"4k", "32k", "128k"} {
 				var offBW, onBW, offIO, onIO, nbdBW []float64
 				for r := 0; r < rounds; r++ {
-					// The runs of a round (off, on, and QEMU's own server in
-					// the front modes) go in a random order, each after the
-					// host's dirty pages of the previous one are written back,
-					// so that no run pays for another's writeback.
+					// One interleaved run per round. Bitmap mode: two like
+					// disks, the tracked one alternating between rounds.
+					// Front modes: QEMU's file driver (off), secaas's front
+					// (on), QEMU's own server (ref). The order of the turn is
+					// random per round; the host's dirty pages are written
+					// back before each run.
+					dev := map[string]string{"off": "/dev/vda", "on": "/dev/vdb", "ref": "/dev/vdc"}
 					kinds := []string{"off", "on"}
 					if front != nil {
 						kinds = append(kinds, "ref")
 					}
-					order.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
-					for _, kind := range kinds {
-						dev := map[string]string{"off": "/dev/vda", "on": "/dev/vda", "ref": "/dev/vdc"}[kind]
-						if front != nil && kind == "on" {
-							dev = "/dev/vdb"
+					tracked := ""
+					if mode == "bitmap" {
+						tracked = "disk1"
+						if r%2 == 1 {
+							dev["off"], dev["on"], tracked = "/dev/vdb", "/dev/vda", "disk0"
 						}
-						if kind == "on" {
-							if err := tracking(true); err != nil {
-								stop()
-								return nil, err
-							}
-						}
-						unix.Sync()
-						bw, iops, err := run(dev, rw, bs)
-						if err == nil && kind == "on" {
-							err = tracking(false)
-						}
-						if err != nil {
+						if err := tracking(tracked, true); err != nil {
 							stop()
 							return nil, err
 						}
-						switch kind {
-						case "on":
-							onBW, onIO = append(onBW, bw), append(onIO, iops)
-						case "off":
-							offBW, offIO = append(offBW, bw), append(offIO, iops)
-						default:
-							nbdBW = append(nbdBW, bw)
-						}
+					}
+					order.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+					var devs []string
+					for _, k := range kinds {
+						devs = append(devs, dev[k])
+					}
+					got, err := run(devs, rw, bs)
+					if err == nil && tracked != "" {
+						err = tracking(tracked, false)
+					}
+					if err != nil {
+						stop()
+						return nil, err
+					}
+					offBW, offIO = append(offBW, got[dev["off"]][0]), append(offIO, got[dev["off"]][1])
+					onBW, onIO = append(onBW, got[dev["on"]][0]), append(onIO, got[dev["on"]][1])
+					if front != nil {
+						nbdBW = append(nbdBW, got[dev["ref"]][0])
 					}
 				}
 				p := paperTable7[rw+"/"+bs]
-				row := AVWriteRow{Mode: mode, RW: rw, BS: bs, OffKBs: median(offBW), OnKBs: median(onBW), OffIOPS: median(offIO), OnIOPS: median(onIO),
+				row := AVWriteRow{Mode: mode, Cache: cache, RW: rw, BS: bs, OffKBs: median(offBW), OnKBs: median(onBW), OffIOPS: median(offIO), OnIOPS: median(onIO),
 					PaperLoss: 100 * (p[0] - p[1]) / p[0]}
 				row.LossPct = 100 * (row.OffKBs - row.OnKBs) / row.OffKBs
+				row.LossMean, row.LossHalf = meanCI(pairedLoss(offBW, onBW))
 				if len(nbdBW) > 0 {
 					row.QemuRefKBs = median(nbdBW)
 				}
-				fmt.Fprintf(progress, "av:   %s %s %s: off %.0f KB/s, on %.0f KB/s (%.1f %%)\n", mode, rw, bs, row.OffKBs, row.OnKBs, row.LossPct)
+				fmt.Fprintf(progress, "av:   %s/%s %s %s: off %.0f KB/s, on %.0f KB/s (%.1f %%; paired %.1f %% ± %.1f)\n", mode, cache, rw, bs, row.OffKBs, row.OnKBs, row.LossPct, row.LossMean, row.LossHalf)
 				rows = append(rows, row)
 			}
 		}
@@ -374,12 +420,80 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, modes []string, secon
 	return rows, nil
 }
 
+// AVWriteOptions choose Table 7's runs.
+type AVWriteOptions struct {
+	Modes []string // bitmap, front (NBD), front-vhost (vhost-user-blk)
+	// Caches are the host cache modes of every disk, tracked or not:
+	// writeback (the host's page cache; QEMU's default) and none
+	// (O_DIRECT, what clouds usually give VM disks).
+	Caches    []string
+	Seconds   int
+	Rounds    int
+	VhostPoll time.Duration // secaas's vhost-user server (0: no polling)
+	// Interleave writes to the disks of a round in turn, one request
+	// each, in one run; otherwise each disk has a run of its own, one
+	// after the other.
+	Interleave bool
+}
+
+// setups lists (mode, cache) pairs in run order.
+func (o AVWriteOptions) setups() [][2]string {
+	var out [][2]string
+	for _, c := range o.Caches {
+		for _, m := range o.Modes {
+			out = append(out, [2]string{m, c})
+		}
+	}
+	return out
+}
+
+// Validate rejects unknown modes and cache modes.
+func (o AVWriteOptions) Validate() error {
+	for _, m := range o.Modes {
+		if m != "bitmap" && m != "front" && m != "front-vhost" {
+			return fmt.Errorf("table 7 mode %q: want bitmap, front or front-vhost", m)
+		}
+	}
+	for _, c := range o.Caches {
+		if c != "writeback" && c != "none" {
+			return fmt.Errorf("cache mode %q: want writeback or none", c)
+		}
+	}
+	if o.Seconds < 1 || o.Rounds < 1 {
+		return fmt.Errorf("table 7 needs at least one round of at least 1 s")
+	}
+	return nil
+}
+
+// pairedLoss is each round's loss in percent, on against off of the same
+// round.
+func pairedLoss(off, on []float64) []float64 {
+	out := make([]float64, 0, len(off))
+	for i := range min(len(off), len(on)) {
+		if off[i] > 0 {
+			out = append(out, 100*(off[i]-on[i])/off[i])
+		}
+	}
+	return out
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}
+
 // WriteAVWrite prints Table 7 with the paper's figures beside.
-func WriteAVWrite(w io.Writer, rows []AVWriteRow, seconds, rounds int, vhostPoll time.Duration) {
-	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks (written out in full beforehand); %d s per run, off, on (and QEMU's own server) in a random order per round, host dirty pages written back before each run, median of %d. Bitmap mode: one disk, a recording dirty bitmap added and removed between runs. Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode; secaas's vhost-user server polls its ring for %s after a request (0: it waits for the guest's kick).\n\n", seconds, rounds, vhostPoll)
+func WriteAVWrite(w io.Writer, rows []AVWriteRow, o AVWriteOptions) {
+	how := fmt.Sprintf("per round one run that writes to the tracked and untracked disks (and QEMU's own server's) in turn, one request each, in an order drawn per round, %d s per disk, each disk's figures over the time spent in its own requests", o.Seconds)
+	if !o.Interleave {
+		how = fmt.Sprintf("per round one %d s run per disk (tracked, untracked, and QEMU's own server's), in an order drawn per round", o.Seconds)
+	}
+	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks (written out in full beforehand); %s; host dirty pages written back before each run; KB/s and IOPS are medians of %d rounds, \"loss\" is the loss of the medians, \"paired loss\" the mean of the rounds' own losses (off and on of the same round) with its 95 %% confidence interval. Host cache: every disk of a row, tracked or not, goes through the host's page cache (writeback, QEMU's default) or bypasses it (none: O_DIRECT, as clouds usually run VM disks). Bitmap mode: two like disks, a recording dirty bitmap on one of them (the other one the next round). Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode; secaas's vhost-user server polls its ring for %s after a request (0: it waits for the guest's kick).\n\n", how, o.Rounds, o.VhostPoll)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(tw, "| mode\t rw\t bs\t KB/s off\t KB/s on\t IOPS off\t IOPS on\t loss\t goal\t paper loss\t KB/s via QEMU's server\t front vs QEMU's server\t")
-	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
+	fmt.Fprintln(tw, "| mode\t host cache\t rw\t bs\t KB/s off\t KB/s on\t IOPS off\t IOPS on\t loss\t paired loss (95 % CI)\t goal\t paper loss\t KB/s via QEMU's server\t front vs QEMU's server\t")
+	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")
 	for _, r := range rows {
 		goal := "<= 1 %"
 		if r.Mode != "bitmap" {
@@ -389,7 +503,11 @@ func WriteAVWrite(w io.Writer, rows []AVWriteRow, seconds, rounds int, vhostPoll
 		if r.QemuRefKBs > 0 {
 			nbd, vs = fmt.Sprintf("%.0f", r.QemuRefKBs), fmt.Sprintf("%+.1f %%", 100*(r.OnKBs-r.QemuRefKBs)/r.QemuRefKBs)
 		}
-		fmt.Fprintf(tw, "| %s\t %s\t %s\t %.0f\t %.0f\t %.0f\t %.0f\t %.1f %%\t %s\t %.1f %%\t %s\t %s\t\n", r.Mode, r.RW, r.BS, r.OffKBs, r.OnKBs, r.OffIOPS, r.OnIOPS, r.LossPct, goal, r.PaperLoss, nbd, vs)
+		paired := fmt.Sprintf("%.1f %% ± %.1f", r.LossMean, r.LossHalf)
+		if math.IsNaN(r.LossHalf) {
+			paired = fmt.Sprintf("%.1f %%", r.LossMean)
+		}
+		fmt.Fprintf(tw, "| %s\t %s\t %s\t %s\t %.0f\t %.0f\t %.0f\t %.0f\t %.1f %%\t %s\t %s\t %.1f %%\t %s\t %s\t\n", r.Mode, r.Cache, r.RW, r.BS, r.OffKBs, r.OnKBs, r.OffIOPS, r.OnIOPS, r.LossPct, paired, goal, r.PaperLoss, nbd, vs)
 	}
 	tw.Flush()
 }

@@ -162,6 +162,7 @@ func avEnable(ctx context.Context, env *Env, args []string) error {
 		fs.StringVar(&p.Node, "node", "", "the disk's block node name (bitmap mode)")
 		fs.StringVar(&p.Socket, "socket", "", "unix socket to serve the disk on, export \"disk\" (front mode)")
 		fs.StringVar(&p.Transport, "transport", "", "front mode: nbd (default; QEMU -blockdev driver=nbd) or vhost-user (QEMU -device vhost-user-blk-pci, guest RAM shared)")
+		fs.StringVar(&p.Cache, "cache", "", "front mode: writeback (default; the host's page cache) or none (O_DIRECT)")
 		fs.StringVar(&paths, "paths", "", "comma-separated files to scan every round")
 		fs.StringVar(&p.Schedule, "schedule", "30s", "time between rounds")
 		fs.IntVar(&p.Partition, "partition", 0, "partition of the ext4 file system (0: find it)")

@@ -95,9 +95,17 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	seconds := fs.Int("seconds", 5, "length of each write run of Table 7")
 	rounds := fs.Int("rounds", 3, "off/on rounds per Table 7 setting (medians are reported)")
 	modes := fs.String("modes", "bitmap,front,front-vhost", "Table 7 modes: bitmap, front (NBD), front-vhost (vhost-user-blk)")
+	caches := fs.String("cache", "writeback,none", "Table 7 host cache modes of every disk: writeback (host page cache), none (O_DIRECT)")
+	interleave := fs.Bool("interleave", true, "Table 7: write to a round's disks in turn in one run (false: one run per disk)")
 	vhostPoll := fs.Duration("vhost-poll", 0, "front-vhost: how long secaas polls the ring after a request, kicks off (0: never)")
 	if _, err := parse(fs, args); err != nil {
 		return err
+	}
+	wo := bench.AVWriteOptions{Modes: strings.Split(*modes, ","), Caches: strings.Split(*caches, ","), Seconds: *seconds, Rounds: *rounds, VhostPoll: *vhostPoll, Interleave: *interleave}
+	if *table7 {
+		if err := wo.Validate(); err != nil {
+			return err
+		}
 	}
 	dir, err := os.MkdirTemp("", "secaas-bench-av-")
 	if err != nil {
@@ -112,12 +120,12 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	w := io.MultiWriter(env.Stdout, &buf)
 	bench.WriteAVQuery(w, rows)
 	if *table7 {
-		wrows, err := bench.RunAVWrite(ctx, *root, dir, strings.Split(*modes, ","), *seconds, *rounds, *vhostPoll, env.Stderr)
+		wrows, err := bench.RunAVWrite(ctx, *root, dir, wo, env.Stderr)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintln(w)
-		bench.WriteAVWrite(w, wrows, *seconds, *rounds, *vhostPoll)
+		bench.WriteAVWrite(w, wrows, wo)
 	}
 	if *out != "" {
 		return os.WriteFile(*out, buf.Bytes(), 0o644)

@@ -9,6 +9,8 @@ import (
 
 	"secaas/internal/nbd"
 	"secaas/internal/vhostuser"
+
+	"golang.org/x/sys/unix"
 )
 
 // Front is front mode: secaas serves the VM's disk image itself, and QEMU
@@ -18,36 +20,74 @@ import (
 // happens; reads of INFECTED chunks return zeros (isolation); FLUSH (and
 // NBD's FUA) reach the image's stable storage before QEMU is answered.
 type Front struct {
-	Image  *os.File
+	Image  *os.File // opened without O_DIRECT (what scans read)
+	direct *os.File // with FrontOptions.Direct: the same image with O_DIRECT
 	State  *State
 	Server *nbd.Server            // NBD transport
 	Vhost  *vhostuser.BlockServer // vhost-user transport
 	ln     net.Listener
 }
 
+// FrontOptions are a front's settings beyond the image and socket.
+type FrontOptions struct {
+	// Direct opens the image with O_DIRECT: the host's page cache is
+	// bypassed (QEMU's cache=none, what clouds usually give VM disks).
+	// Guest buffers the host cannot take directly go through a bounce
+	// buffer. FLUSH still syncs the image.
+	Direct bool
+	// Poll (vhost-user) is how long the server watches the ring after a
+	// request before it sleeps until the guest kicks
+	// (vhostuser.BlockServer.Poll; 0: never).
+	Poll time.Duration
+	Log  *slog.Logger
+}
+
 // openFront opens a raw image whose size matches the state and listens on
 // the unix socket.
-func openFront(image, socket string, st *State) (*os.File, *net.UnixListener, error) {
+func openFront(image, socket string, st *State, o FrontOptions) (*Front, *net.UnixListener, error) {
 	f, err := os.OpenFile(image, os.O_RDWR, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("front: %w", err)
 	}
+	fr := &Front{Image: f, State: st}
+	fail := func(err error) (*Front, *net.UnixListener, error) {
+		fr.closeFiles()
+		return nil, nil, fmt.Errorf("front: %w", err)
+	}
 	info, err := f.Stat()
 	if err != nil {
-		f.Close()
-		return nil, nil, err
+		return fail(err)
 	}
 	if info.Size() != st.DiskSize {
-		f.Close()
-		return nil, nil, fmt.Errorf("front: image has %d bytes, state is for %d", info.Size(), st.DiskSize)
+		return fail(fmt.Errorf("image has %d bytes, state is for %d", info.Size(), st.DiskSize))
+	}
+	if o.Direct {
+		if fr.direct, err = os.OpenFile(image, os.O_RDWR|unix.O_DIRECT, 0); err != nil {
+			return fail(fmt.Errorf("cache none (O_DIRECT): %w", err))
+		}
 	}
 	os.Remove(socket)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
 	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("front: %w", err)
+		return fail(err)
 	}
-	return f, ln, nil
+	fr.ln = ln
+	return fr, ln, nil
+}
+
+// backend is what the transports read and write.
+func (f *Front) backend() vhostuser.File {
+	if f.direct != nil {
+		return vhostuser.File{File: f.direct, Buffered: f.Image}
+	}
+	return vhostuser.File{File: f.Image}
+}
+
+func (f *Front) closeFiles() error {
+	if f.direct != nil {
+		f.direct.Close()
+	}
+	return f.Image.Close()
 }
 
 // isolated lists the parts of [off, off+n) that must read as zeros, in a
@@ -61,13 +101,12 @@ func isolated[E any](st *State, off, n int64, extent func(start, length int64) E
 }
 
 // StartFront serves a raw image on a unix socket as NBD export name.
-func StartFront(image, socket, export string, st *State, log *slog.Logger) (*Front, error) {
-	f, ln, err := openFront(image, socket, st)
+func StartFront(image, socket, export string, st *State, o FrontOptions) (*Front, error) {
+	fr, ln, err := openFront(image, socket, st, o)
 	if err != nil {
 		return nil, err
 	}
-	fr := &Front{Image: f, State: st, ln: ln}
-	fr.Server = &nbd.Server{Export: export, Size: st.DiskSize, Backend: f, Log: log,
+	fr.Server = &nbd.Server{Export: export, Size: st.DiskSize, Backend: fr.backend(), Log: o.Log,
 		OnWrite: st.MarkWritten,
 		Zero: func(off, n int64) []nbd.Extent {
 			return isolated(st, off, n, func(s, l int64) nbd.Extent { return nbd.Extent{Offset: s, Length: l} })
@@ -79,15 +118,12 @@ func StartFront(image, socket, export string, st *State, log *slog.Logger) (*Fro
 // StartVhostFront serves a raw image as a vhost-user-blk back-end on a unix
 // socket (QEMU: -chardev socket,path=SOCKET -device vhost-user-blk-pci;
 // the guest's RAM must be shared, e.g. memory-backend-file,share=on).
-// poll is how long the server watches the ring after a request before it
-// sleeps until the guest kicks (vhostuser.BlockServer.Poll; 0: never).
-func StartVhostFront(image, socket string, st *State, poll time.Duration, log *slog.Logger) (*Front, error) {
-	f, ln, err := openFront(image, socket, st)
+func StartVhostFront(image, socket string, st *State, o FrontOptions) (*Front, error) {
+	fr, ln, err := openFront(image, socket, st, o)
 	if err != nil {
 		return nil, err
 	}
-	fr := &Front{Image: f, State: st, ln: ln}
-	fr.Vhost = &vhostuser.BlockServer{Size: st.DiskSize, Backend: vhostuser.File{File: f}, Serial: "secaas-front", Log: log, Poll: poll,
+	fr.Vhost = &vhostuser.BlockServer{Size: st.DiskSize, Backend: fr.backend(), Serial: "secaas-front", Log: o.Log, Poll: o.Poll,
 		OnWrite: st.MarkWritten,
 		Zero: func(off, n int64) []vhostuser.Extent {
 			return isolated(st, off, n, func(s, l int64) vhostuser.Extent { return vhostuser.Extent{Offset: s, Length: l} })
@@ -105,5 +141,5 @@ func (f *Front) Close() error {
 	if f.Vhost != nil {
 		f.Vhost.Close()
 	}
-	return f.Image.Close()
+	return f.closeFiles()
 }

@@ -172,9 +172,10 @@ func frontModeLive(t *testing.T, transport string) {
 			t.Fatal(err)
 		}
 		if transport == "vhost-user" {
-			front, err = StartVhostFront(raw, sock, st, 0, nil)
+			front, err = StartVhostFront(raw, sock, st, FrontOptions{})
 		} else {
-			front, err = StartFront(raw, sock, "disk0", st, nil)
+			// O_DIRECT here (cache=none), the page cache over vhost-user.
+			front, err = StartFront(raw, sock, "disk0", st, FrontOptions{Direct: true})
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -244,7 +245,7 @@ func TestGuestToolAndService(t *testing.T) {
 	}
 	c := clamd(t)
 	sock := filepath.Join(dir, "front.sock")
-	svc, err := NewService(ServiceConfig{Mode: "front", Transport: "vhost-user", Disk: img, Socket: sock, Every: time.Hour, Dir: filepath.Join(dir, "svc"),
+	svc, err := NewService(ServiceConfig{Mode: "front", Transport: "vhost-user", Cache: "none", Disk: img, Socket: sock, Every: time.Hour, Dir: filepath.Join(dir, "svc"),
 		AV: &av.Scanner{Engines: []av.Engine{c.Engine()}}}, func(string, any) {})
 	if err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ type ServiceConfig struct {
 	Device    string // bitmap mode: the disk's qdev id, to zero quarantined sectors through it
 	Socket    string // front mode: where the disk is served (export "disk")
 	Transport string // front mode: "nbd" (default) or "vhost-user"
+	Cache     string // front mode: "writeback" (default: the host's page cache) or "none" (O_DIRECT)
 	Paths     []string
 	Every     time.Duration
 	Partition int
@@ -133,11 +134,13 @@ func NewService(cfg ServiceConfig, emit func(string, any)) (*Service, error) {
 		s.verdict[p] = rec.Verdict
 	}
 	if cfg.Mode == "front" {
-		start := func() (*Front, error) { return StartFront(cfg.Disk, cfg.Socket, "disk", st, nil) }
+		o := FrontOptions{Direct: cfg.Cache == "none"}
 		if cfg.Transport == "vhost-user" {
-			start = func() (*Front, error) { return StartVhostFront(cfg.Disk, cfg.Socket, st, 0, nil) }
+			s.front, err = StartVhostFront(cfg.Disk, cfg.Socket, st, o)
+		} else {
+			s.front, err = StartFront(cfg.Disk, cfg.Socket, "disk", st, o)
 		}
-		if s.front, err = start(); err != nil {
+		if err != nil {
 			return nil, err
 		}
 	}

@@ -72,6 +72,7 @@ type GuestDisk struct {
 	NBD       string // unix socket (instead of File)
 	Export    string
 	VhostUser string // unix socket of a vhost-user-blk backend (instead of File)
+	Direct    bool   // File: bypass the host's page cache (cache.direct=on, O_DIRECT)
 }
 
 func (d GuestDisk) args() []string {
@@ -87,7 +88,7 @@ func (d GuestDisk) args() []string {
 	if format == "" {
 		format = "raw"
 	}
-	return []string{"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-file,cache.direct=off", d.File, d.Node),
+	return []string{"-blockdev", fmt.Sprintf("driver=file,filename=%s,node-name=%s-file,cache.direct=%s", d.File, d.Node, map[bool]string{false: "off", true: "on"}[d.Direct]),
 		"-blockdev", fmt.Sprintf("driver=%s,file=%s-file,node-name=%s", format, d.Node, d.Node),
 		"-device", fmt.Sprintf("virtio-blk-pci,drive=%s,serial=%s,id=%s", d.Node, d.Node, d.DeviceID())}
 }

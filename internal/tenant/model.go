@@ -108,6 +108,10 @@ type AVPolicy struct {
 	// guest's requests are served from its RAM, without a socket round trip.
 	Socket    string `json:"socket,omitempty" yaml:"socket,omitempty"`
 	Transport string `json:"transport,omitempty" yaml:"transport,omitempty"`
+	// Cache (front) is how secaas writes the image: "writeback" (default,
+	// through the host's page cache) or "none" (O_DIRECT, as QEMU's
+	// cache=none; FLUSH syncs the image either way).
+	Cache string `json:"cache,omitempty" yaml:"cache,omitempty"`
 	// GuestPort is the host side (a unix socket QEMU listens on) of the
 	// VM's virtio-serial port "secaas.0", where the guest tool
 	// (secaas-guest) asks for scans; optional.
@@ -161,6 +165,9 @@ func (p AVPolicy) Params() (time.Duration, error) {
 		}
 		if p.Transport != "" && p.Transport != "nbd" && p.Transport != "vhost-user" {
 			return 0, fmt.Errorf("av transport %q is neither nbd nor vhost-user", p.Transport)
+		}
+		if p.Cache != "" && p.Cache != "writeback" && p.Cache != "none" {
+			return 0, fmt.Errorf("av cache %q is neither writeback nor none", p.Cache)
 		}
 	default:
 		return 0, fmt.Errorf("av mode %q is neither bitmap nor front", p.Mode)

@@ -31,16 +31,51 @@ type VectorBackend interface {
 	WritevAt(bufs [][]byte, off int64) error
 }
 
-// File is a disk image file as a VectorBackend (preadv/pwritev).
-type File struct{ *os.File }
+// File is a disk image file as a VectorBackend (preadv/pwritev). The file
+// may be opened with O_DIRECT (the host's page cache bypassed, as QEMU's
+// cache=none), with Buffered the same image opened without: a request
+// O_DIRECT refuses (guest buffers, offset or length not aligned the way
+// the host wants) goes through Buffered. Linux keeps the two coherent: a
+// direct read or write first writes back and drops the cached pages of
+// its range.
+type File struct {
+	*os.File
+	Buffered *os.File
+}
 
 // ReadvAt fills bufs from off; reading past the end is an error.
-func (f File) ReadvAt(bufs [][]byte, off int64) error { return f.vec(bufs, off, false) }
+func (f File) ReadvAt(bufs [][]byte, off int64) error { return f.io(bufs, off, false) }
 
 // WritevAt writes bufs at off.
-func (f File) WritevAt(bufs [][]byte, off int64) error { return f.vec(bufs, off, true) }
+func (f File) WritevAt(bufs [][]byte, off int64) error { return f.io(bufs, off, true) }
 
-func (f File) vec(bufs [][]byte, off int64, write bool) error {
+// ReadAt is io.ReaderAt with ReadvAt's fallback.
+func (f File) ReadAt(b []byte, off int64) (int, error) {
+	if err := f.io([][]byte{b}, off, false); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// WriteAt is io.WriterAt with WritevAt's fallback.
+func (f File) WriteAt(b []byte, off int64) (int, error) {
+	if err := f.io([][]byte{b}, off, true); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (f File) io(bufs [][]byte, off int64, write bool) error {
+	err := vec(f.File, bufs, off, write)
+	if f.Buffered != nil && errors.Is(err, unix.EINVAL) {
+		// The whole request once more (a partial direct transfer
+		// before the refusal is simply written again).
+		return vec(f.Buffered, bufs, off, write)
+	}
+	return err
+}
+
+func vec(f *os.File, bufs [][]byte, off int64, write bool) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
