@@ -21,7 +21,7 @@ func TestIOBenchTurns(t *testing.T) {
 		}
 		names = append(names, p)
 	}
-	res, err := iobench(names, true, 4096, 1<<20, 200*time.Millisecond)
+	res, err := iobench(names, true, 4096, 1<<20, 3, 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,7 +29,7 @@ func TestIOBenchTurns(t *testing.T) {
 		t.Fatalf("%d devices", len(res.Devices))
 	}
 	for _, d := range res.Devices {
-		if d.Count == 0 || d.Count != res.Devices[0].Count {
+		if d.Count == 0 || d.Count%3 != 0 || d.Count != res.Devices[0].Count {
 			t.Fatalf("uneven turns: %+v", res.Devices)
 		}
 		if d.Busy <= 0 || d.Busy > res.Seconds || d.IOPS <= 0 || math.Abs(d.BW-d.IOPS*4) > 1e-6*d.BW {
@@ -50,7 +50,10 @@ func TestIOBenchTurns(t *testing.T) {
 	if !bytes.Equal(images[0], images[1]) || !bytes.Equal(images[0], images[2]) {
 		t.Fatal("the devices got different blocks")
 	}
-	if _, err := iobench(names[:1], false, 8192, 4096, time.Millisecond); err == nil {
+	if _, err := iobench(names[:1], false, 8192, 4096, 1, time.Millisecond); err == nil {
 		t.Fatal("a span below the block size was accepted")
+	}
+	if _, err := iobench(names[:1], false, 4096, 1<<20, 0, time.Millisecond); err == nil {
+		t.Fatal("a burst of 0 was accepted")
 	}
 }

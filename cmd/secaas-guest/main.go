@@ -8,7 +8,7 @@
 //	secaas-guest watch DIR...          scan every file closed after writing
 //	                                   (inotify), and print the verdicts and
 //	                                   the alarms the backend pushes
-//	secaas-guest iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N
+//	secaas-guest iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N [--burst B]
 //	                                   O_DIRECT write load, JSON result;
 //	                                   several devices are written in turn
 //
@@ -316,7 +316,8 @@ func watchCmd(dirs []string) error {
 
 // iobenchCmd writes with O_DIRECT, one write at a time, for a while and
 // prints KB/s and IOPS. With several devices (--file A,B,...) the writes
-// go to them in turn, each device getting the same block sequence, and
+// go to them in turn (--burst writes each), each device getting the same
+// block sequence, and
 // each device's figures count only the time spent in its own writes: the
 // devices are compared under the same conditions, request by request,
 // whatever else the host does meanwhile.
@@ -327,6 +328,7 @@ func iobenchCmd(args []string) error {
 	bsS := fs.String("bs", "4k", "block size (e.g. 4k, 128k)")
 	secs := fs.Float64("seconds", 5, "run length")
 	span := fs.Int64("size", 256<<20, "bytes of each device to use")
+	burst := fs.Int("burst", 1, "writes to one device before the next one's turn")
 	fs.Parse(args)
 	bs, err := parseSize(*bsS)
 	if err != nil {
@@ -335,7 +337,7 @@ func iobenchCmd(args []string) error {
 	if *rw != "write" && *rw != "randwrite" {
 		return fmt.Errorf("--rw %q: want write or randwrite", *rw)
 	}
-	res, err := iobench(strings.Split(*file, ","), *rw == "randwrite", bs, *span, time.Duration(*secs*float64(time.Second)))
+	res, err := iobench(strings.Split(*file, ","), *rw == "randwrite", bs, *span, *burst, time.Duration(*secs*float64(time.Second)))
 	if err != nil {
 		return err
 	}
@@ -356,11 +358,15 @@ type iobenchResult struct {
 	Seconds float64         `json:"seconds"`
 }
 
-// iobench writes bs-byte blocks with O_DIRECT to the files in turn for
-// dur, sequentially or at random blocks within the first span bytes.
-func iobench(names []string, random bool, bs, span int64, dur time.Duration) (*iobenchResult, error) {
+// iobench writes bs-byte blocks with O_DIRECT to the files in turn, burst
+// writes each, for dur, sequentially or at random blocks within the first
+// span bytes.
+func iobench(names []string, random bool, bs, span int64, burst int, dur time.Duration) (*iobenchResult, error) {
 	if span < bs {
 		return nil, fmt.Errorf("size %d is below the block size", span)
+	}
+	if burst < 1 {
+		return nil, fmt.Errorf("burst %d: want at least 1", burst)
 	}
 	files := make([]*os.File, len(names))
 	for i, name := range names {
@@ -385,25 +391,29 @@ func iobench(names []string, random bool, bs, span int64, dur time.Duration) (*i
 	rng := rand.New(rand.NewPCG(1, 2))
 	count := make([]int64, len(files))
 	busy := make([]time.Duration, len(files))
-	var n, blk int64
+	turn := make([]int64, burst) // the blocks of this turn, the same for every device
+	var next int64
 	t0 := time.Now()
 	deadline := t0.Add(dur)
 	// Whole turns: every device gets as many writes as the others.
-	for n%int64(len(files)) != 0 || time.Now().Before(deadline) {
-		d := int(n % int64(len(files)))
-		if d == 0 { // the next block, for every device in turn
-			blk = (n / int64(len(files))) % blocks
+	for time.Now().Before(deadline) {
+		for i := range turn {
+			turn[i] = next % blocks
 			if random {
-				blk = rng.Int64N(blocks)
+				turn[i] = rng.Int64N(blocks)
 			}
+			next++
 		}
-		start := time.Now()
-		if _, err := files[d].WriteAt(buf, blk*bs); err != nil {
-			return nil, fmt.Errorf("%s: %w", names[d], err)
+		for d, f := range files {
+			start := time.Now()
+			for _, blk := range turn {
+				if _, err := f.WriteAt(buf, blk*bs); err != nil {
+					return nil, fmt.Errorf("%s: %w", names[d], err)
+				}
+			}
+			busy[d] += time.Since(start)
+			count[d] += int64(burst)
 		}
-		busy[d] += time.Since(start)
-		count[d]++
-		n++
 	}
 	res := &iobenchResult{Seconds: time.Since(t0).Seconds()}
 	for i, name := range names {

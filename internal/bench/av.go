@@ -319,7 +319,7 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, o AVWriteOptions, pro
 			for _, l := range lists {
 				unix.Sync()
 				secs := seconds * len(l)
-				out, err := g.Run(fmt.Sprintf("secaas-guest iobench --file %s --rw %s --bs %s --seconds %d", strings.Join(l, ","), rw, bs, secs),
+				out, err := g.Run(fmt.Sprintf("secaas-guest iobench --file %s --rw %s --bs %s --seconds %d --burst %d", strings.Join(l, ","), rw, bs, secs, max(o.Burst, 1)),
 					time.Duration(secs+60)*time.Second)
 				var res struct {
 					Devices []struct {
@@ -430,10 +430,11 @@ type AVWriteOptions struct {
 	Seconds   int
 	Rounds    int
 	VhostPoll time.Duration // secaas's vhost-user server (0: no polling)
-	// Interleave writes to the disks of a round in turn, one request
+	// Interleave writes to the disks of a round in turn, Burst requests
 	// each, in one run; otherwise each disk has a run of its own, one
 	// after the other.
 	Interleave bool
+	Burst      int
 }
 
 // setups lists (mode, cache) pairs in run order.
@@ -458,6 +459,9 @@ func (o AVWriteOptions) Validate() error {
 		if c != "writeback" && c != "none" {
 			return fmt.Errorf("cache mode %q: want writeback or none", c)
 		}
+	}
+	if o.Interleave && o.Burst < 1 {
+		return fmt.Errorf("burst %d: want at least 1", o.Burst)
 	}
 	if o.Seconds < 1 || o.Rounds < 1 {
 		return fmt.Errorf("table 7 needs at least one round of at least 1 s")
@@ -486,7 +490,7 @@ func onOff(b bool) string {
 
 // WriteAVWrite prints Table 7 with the paper's figures beside.
 func WriteAVWrite(w io.Writer, rows []AVWriteRow, o AVWriteOptions) {
-	how := fmt.Sprintf("per round one run that writes to the tracked and untracked disks (and QEMU's own server's) in turn, one request each, in an order drawn per round, %d s per disk, each disk's figures over the time spent in its own requests", o.Seconds)
+	how := fmt.Sprintf("per round one run that writes to the tracked and untracked disks (and QEMU's own server's) in turn, %d request(s) each, in an order drawn per round, %d s per disk, each disk's figures over the time spent in its own turns", o.Burst, o.Seconds)
 	if !o.Interleave {
 		how = fmt.Sprintf("per round one %d s run per disk (tracked, untracked, and QEMU's own server's), in an order drawn per round", o.Seconds)
 	}

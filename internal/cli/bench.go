@@ -97,11 +97,12 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	modes := fs.String("modes", "bitmap,front,front-vhost", "Table 7 modes: bitmap, front (NBD), front-vhost (vhost-user-blk)")
 	caches := fs.String("cache", "writeback,none", "Table 7 host cache modes of every disk: writeback (host page cache), none (O_DIRECT)")
 	interleave := fs.Bool("interleave", true, "Table 7: write to a round's disks in turn in one run (false: one run per disk)")
+	burst := fs.Int("burst", 1, "Table 7, interleaved: writes to one disk before the next one's turn")
 	vhostPoll := fs.Duration("vhost-poll", 0, "front-vhost: how long secaas polls the ring after a request, kicks off (0: never)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	wo := bench.AVWriteOptions{Modes: strings.Split(*modes, ","), Caches: strings.Split(*caches, ","), Seconds: *seconds, Rounds: *rounds, VhostPoll: *vhostPoll, Interleave: *interleave}
+	wo := bench.AVWriteOptions{Modes: strings.Split(*modes, ","), Caches: strings.Split(*caches, ","), Seconds: *seconds, Rounds: *rounds, VhostPoll: *vhostPoll, Interleave: *interleave, Burst: *burst}
 	if *table7 {
 		if err := wo.Validate(); err != nil {
 			return err
