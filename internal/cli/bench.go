@@ -97,7 +97,7 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	modes := fs.String("modes", "bitmap,front,front-vhost", "Table 7 modes: bitmap, front (NBD), front-vhost (vhost-user-blk)")
 	caches := fs.String("cache", "writeback,none", "Table 7 host cache modes of every disk: writeback (host page cache), none (O_DIRECT)")
 	interleave := fs.Bool("interleave", true, "Table 7: write to a round's disks in turn in one run (false: one run per disk)")
-	burst := fs.Int("burst", 1, "Table 7, interleaved: writes to one disk before the next one's turn")
+	burst := fs.Int("burst", 64, "Table 7, interleaved: writes to one disk before the next one's turn (1 flatters a front: its wake-ups hide behind the other disks' requests)")
 	vhostPoll := fs.Duration("vhost-poll", 0, "front-vhost: how long secaas polls the ring after a request, kicks off (0: never)")
 	if _, err := parse(fs, args); err != nil {
 		return err

@@ -5,6 +5,8 @@
 // granularity, and scans a file only when one of its sectors was written
 // since its last scan: otherwise the cached verdict is returned without
 // reading a byte. Writes come from QEMU's dirty bitmaps (bitmap mode) or
-// from secaas's own NBD front in the VM's I/O path (front mode), which can
-// also isolate infected sectors (the guest reads zeros).
+// from secaas's own front in the VM's I/O path (front mode: a vhost-user-blk
+// back-end or an NBD server, writing through the host's page cache or
+// around it with O_DIRECT), which can also isolate infected sectors (the
+// guest reads zeros).
 package hyperav

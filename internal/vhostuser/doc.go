@@ -26,4 +26,8 @@
 // outside RAM or an access past the disk's end answers IOERR. Requests of
 // one queue are served in order, one at a time, so a write is applied and
 // reported (OnWrite) before its completion is published.
+//
+// The image (File) may be opened with O_DIRECT; what O_DIRECT refuses
+// (guest buffers or offsets not aligned as the host wants) goes through a
+// buffered twin of the file, which Linux keeps coherent with it.
 package vhostuser
