@@ -182,7 +182,7 @@ var paperTable7 = map[string][4]float64{ // normal KB/s, HyperAV KB/s, normal IO
 // static binary: the paper used fio) with write tracking off and on, in one
 // guest per mode and cache setting so that boot-to-boot variance stays
 // out. The guest has like disks, tracked and untracked, and writes to them
-// in turn, one request each, so that both see the same host: bitmap mode
+// in turns (Burst requests each), so that all see the same host: bitmap mode
 // has two disks and tracks one (a recording dirty bitmap, on the other
 // disk the next round); front modes have one through QEMU's file driver
 // (off), one through secaas's front (on) and one through QEMU's own server

@@ -32,8 +32,9 @@ type Front struct {
 type FrontOptions struct {
 	// Direct opens the image with O_DIRECT: the host's page cache is
 	// bypassed (QEMU's cache=none, what clouds usually give VM disks).
-	// Guest buffers the host cannot take directly go through a bounce
-	// buffer. FLUSH still syncs the image.
+	// A request O_DIRECT refuses (buffers or offsets not aligned as the
+	// host wants) goes through the image opened without it (see
+	// vhostuser.File). FLUSH still syncs the image.
 	Direct bool
 	// Poll (vhost-user) is how long the server watches the ring after a
 	// request before it sleeps until the guest kicks
