@@ -45,7 +45,7 @@ func commands() []command {
 		{"bench acl", "[--acrs N] [--seconds S] [--out FILE]: compile/apply/enforcement timings and the paper's Table 3/4 experiment", benchACL},
 		{"bench nad", "[--packets N] [--out FILE]: packets per second and allocations of decode + features", benchNAD},
 		{"bench vmi", "[--out FILE]: a memory monitoring cycle (list walk + full scan) on 512 MiB and 2 GiB guests", benchVMI},
-		{"bench av", "[--table7=false] [--modes bitmap,front,front-vhost] [--cache writeback,none] [--seconds 5] [--rounds 3] [--interleave=true] [--burst 64] [--vhost-poll 0] [--out FILE]: the paper's Table 8 (\"changed?\" vs MD5 vs ClamAV) and Table 7 (guest write loss, both modes)", benchAV},
+		{"bench av", "[--table7=false] [--modes bitmap,front,front-vhost] [--cache writeback,none] [--seconds 2] [--rounds 10] [--interleave=true] [--burst 64] [--vhost-poll 0] [--out FILE]: the paper's Table 8 (\"changed?\" vs MD5 vs ClamAV) and Table 7 (guest write loss, both modes)", benchAV},
 		{"tenant create", "ID [--name NAME]: create a tenant (admin); prints its token", tenantCreate},
 		{"tenant list", ": list tenants", tenantList},
 		{"tenant delete", "ID: delete a tenant", tenantDelete},
