@@ -56,7 +56,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: secaas-guest extents PATH | scan PATH | isolate PATH | watch DIR... | iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N")
+	fmt.Fprintln(os.Stderr, "usage: secaas-guest extents PATH | scan PATH | isolate PATH | watch DIR... | iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N [--burst B]")
 	os.Exit(2)
 }
 
@@ -315,12 +315,11 @@ func watchCmd(dirs []string) error {
 }
 
 // iobenchCmd writes with O_DIRECT, one write at a time, for a while and
-// prints KB/s and IOPS. With several devices (--file A,B,...) the writes
-// go to them in turn (--burst writes each), each device getting the same
-// block sequence, and
-// each device's figures count only the time spent in its own writes: the
-// devices are compared under the same conditions, request by request,
-// whatever else the host does meanwhile.
+// prints KB/s and IOPS as JSON. With several devices (--file A,B,...) the
+// writes go to them in turns of --burst writes, each device getting the
+// same blocks, and each device's figures count only the time spent in its
+// own turns: the devices are compared under the same conditions, turn by
+// turn, whatever else the host does meanwhile.
 func iobenchCmd(args []string) error {
 	fs := flag.NewFlagSet("iobench", flag.ExitOnError)
 	file := fs.String("file", "/dev/vda", "device or file (comma-separated: several, written in turn)")
