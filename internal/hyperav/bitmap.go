@@ -44,11 +44,13 @@ func StartBitmapTracker(ctx context.Context, c *qmp.Client, node, bitmap, dir st
 		return nil, false, err
 	}
 	lost := inconsistent || (tracking && !existing)
-	if !existing {
-		persistent, err := t.isQcow2(ctx)
-		if err != nil {
+	var persistent bool
+	if !existing || inconsistent {
+		if persistent, err = t.isQcow2(ctx); err != nil {
 			return nil, false, err
 		}
+	}
+	if !existing {
 		if err := c.Execute(ctx, "block-dirty-bitmap-add", map[string]any{"node": node, "name": bitmap,
 			"granularity": bitmapGranularity, "persistent": persistent}, nil); err != nil {
 			return nil, false, err
@@ -57,7 +59,8 @@ func StartBitmapTracker(ctx context.Context, c *qmp.Client, node, bitmap, dir st
 	if inconsistent {
 		// An inconsistent bitmap cannot be used or merged: replace it.
 		c.Execute(ctx, "block-dirty-bitmap-remove", map[string]any{"node": node, "name": bitmap}, nil)
-		if err := c.Execute(ctx, "block-dirty-bitmap-add", map[string]any{"node": node, "name": bitmap, "granularity": bitmapGranularity}, nil); err != nil {
+		if err := c.Execute(ctx, "block-dirty-bitmap-add", map[string]any{"node": node, "name": bitmap,
+			"granularity": bitmapGranularity, "persistent": persistent}, nil); err != nil {
 			return nil, true, err
 		}
 	}

@@ -414,11 +414,27 @@ func TestBitmapServiceQuarantineAndCrash(t *testing.T) {
 	g4 := boot("secaas-test-avq4")
 	defer g4.Stop()
 	svc4 := newSvc(g4.QMP, nil)
-	defer svc4.close()
 	// Start from a clean state to see the inconsistent bitmap alone at work.
-	svc4.state.mu.Lock()
-	clear(svc4.state.written)
-	svc4.state.mu.Unlock()
+	forget := func(svc *Service) {
+		svc.state.mu.Lock()
+		clear(svc.state.written)
+		svc.state.mu.Unlock()
+	}
+	forget(svc4)
 	allWritten(svc4, "inconsistent bitmap")
+	// The bitmap that replaced the inconsistent one is persistent too: a
+	// clean shutdown stores it, and the next QEMU's can be trusted again.
+	svc4.tracker.QMP.Execute(ctx, "quit", nil, nil)
+	svc4.close()
+	time.Sleep(time.Second)
+	g5 := boot("secaas-test-avq5")
+	defer g5.Stop()
+	svc5 := newSvc(g5.QMP, nil)
+	defer svc5.close()
+	forget(svc5)
+	svc5.Round(ctx)
+	if st := svc5.Status(); st.Chunks[Clean] == 0 {
+		t.Fatalf("after a clean shutdown the stored bitmap must be trusted: %+v", st.Chunks)
+	}
 	t.Logf("quarantined %d bytes to %s; after each crash every chunk counted as written", len(q), filepath.Base(iso.Quarantine))
 }
