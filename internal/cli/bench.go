@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -99,12 +100,20 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	interleave := fs.Bool("interleave", true, "Table 7: write to a round's disks in turn in one run (false: one run per disk)")
 	burst := fs.Int("burst", 64, "Table 7, interleaved: writes to one disk before the next one's turn (1 flatters a front: its wake-ups hide behind the other disks' requests)")
 	vhostPoll := fs.Duration("vhost-poll", 0, "front-vhost: how long secaas polls the ring after a request, kicks off (0: never)")
+	costWrites := fs.Int("cost-writes", 5000, "Table 7, bitmap mode: qemu-img bench writes per run counted under callgrind for the bitmap's own cost (0: skip it)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	wo := bench.AVWriteOptions{Modes: strings.Split(*modes, ","), Caches: strings.Split(*caches, ","), Seconds: *seconds, Rounds: *rounds, VhostPoll: *vhostPoll, Interleave: *interleave, Burst: *burst}
+	co := bench.BitmapCostOptions{Caches: wo.Caches, Writes: *costWrites}
+	cost := *table7 && *costWrites > 0 && slices.Contains(wo.Modes, "bitmap")
 	if *table7 {
 		if err := wo.Validate(); err != nil {
+			return err
+		}
+	}
+	if cost {
+		if err := co.Validate(); err != nil {
 			return err
 		}
 	}
@@ -127,6 +136,15 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 		}
 		fmt.Fprintln(w)
 		bench.WriteAVWrite(w, wrows, wo)
+		if cost {
+			crows, err := bench.RunBitmapCost(ctx, dir, co, env.Stderr)
+			if err != nil {
+				return err
+			}
+			bench.GuestTimes(crows, wrows)
+			fmt.Fprintln(w)
+			bench.WriteBitmapCost(w, crows, co)
+		}
 	}
 	if *out != "" {
 		return os.WriteFile(*out, buf.Bytes(), 0o644)
