@@ -171,6 +171,9 @@ type AVWriteRow struct {
 	// Front mode: the same disk served by qemu-nbd (QEMU's own NBD server):
 	// the cost of the NBD transport alone.
 	QemuRefKBs float64 // the same disk through QEMU's own server of the transport
+	// RefLossMean ± RefLossHalf: QEMU's own server's paired loss against
+	// the same "off" figures.
+	RefLossMean, RefLossHalf float64
 }
 
 var paperTable7 = map[string][4]float64{ // normal KB/s, HyperAV KB/s, normal IOPS, HyperAV IOPS
@@ -410,6 +413,7 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, o AVWriteOptions, pro
 				row.LossMean, row.LossHalf = meanCI(pairedLoss(offBW, onBW))
 				if len(nbdBW) > 0 {
 					row.QemuRefKBs = median(nbdBW)
+					row.RefLossMean, row.RefLossHalf = meanCI(pairedLoss(offBW, nbdBW))
 				}
 				fmt.Fprintf(progress, "av:   %s/%s %s %s: off %.0f KB/s, on %.0f KB/s (%.1f %%; paired %.1f %% ± %.1f)\n", mode, cache, rw, bs, row.OffKBs, row.OnKBs, row.LossPct, row.LossMean, row.LossHalf)
 				rows = append(rows, row)

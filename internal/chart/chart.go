@@ -3,6 +3,7 @@ package chart
 import (
 	"fmt"
 	"image/color"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -124,4 +125,110 @@ func save(path string, w, h vg.Length, drawFn func(draw.Canvas)) error {
 		return err
 	}
 	return f.Close()
+}
+
+// Interval is a mean with the half-width of its confidence interval (NaN:
+// none).
+type Interval struct{ Mean, Half float64 }
+
+// IntervalSeries is one series of an interval chart: a value per category.
+type IntervalSeries struct {
+	Name   string
+	Values []Interval
+}
+
+// RefLine is a dashed horizontal line, a goal for instance.
+type RefLine struct {
+	Y     float64
+	Label string
+}
+
+// Panel is one panel of an interval chart.
+type Panel struct {
+	Title  string
+	Series []IntervalSeries
+	Lines  []RefLine
+}
+
+// Intervals draws panels side by side, each with a point and a whisker
+// (its confidence interval) per series and category, the series of a
+// category next to each other, and dashed reference lines; like Table 7's
+// losses with their goals.
+func Intervals(path, ylabel string, cats []string, panels []Panel) error {
+	if len(cats) == 0 || len(panels) == 0 {
+		return fmt.Errorf("intervals: nothing to draw")
+	}
+	plots := make([][]*plot.Plot, 1)
+	for _, pn := range panels {
+		p := plot.New()
+		p.Title.Text = pn.Title
+		p.Y.Label.Text = ylabel
+		p.NominalX(cats...)
+		p.Legend.Top = true
+		n := len(pn.Series)
+		for i, s := range pn.Series {
+			if len(s.Values) != len(cats) {
+				return fmt.Errorf("intervals %s: %d values for %d categories", s.Name, len(s.Values), len(cats))
+			}
+			off := 0.0
+			if n > 1 {
+				off = 0.5 * (float64(i)/float64(n-1) - 0.5) // series spread over half a category
+			}
+			var xys plotter.XYs
+			var errs plotter.YErrors
+			for k, v := range s.Values {
+				if math.IsNaN(v.Mean) || math.IsInf(v.Mean, 0) {
+					continue // not measured
+				}
+				xys = append(xys, plotter.XY{X: float64(k) + off, Y: v.Mean})
+				h := 0.0
+				if !math.IsNaN(v.Half) && !math.IsInf(v.Half, 0) {
+					h = v.Half
+				}
+				errs = append(errs, struct{ Low, High float64 }{h, h})
+			}
+			if len(xys) == 0 {
+				continue
+			}
+			sc, err := plotter.NewScatter(xys)
+			if err != nil {
+				return fmt.Errorf("intervals %s: %w", s.Name, err)
+			}
+			col := palette[i%len(palette)]
+			sc.GlyphStyle.Color, sc.GlyphStyle.Radius, sc.GlyphStyle.Shape = col, vg.Points(2.5), draw.CircleGlyph{}
+			bars := &plotter.YErrorBars{XYs: xys, YErrors: errs, LineStyle: draw.LineStyle{Color: col, Width: vg.Points(1)}, CapWidth: vg.Points(4)}
+			p.Add(bars, sc)
+			p.Legend.Add(s.Name, sc)
+		}
+		for _, l := range pn.Lines {
+			ln, err := plotter.NewLine(plotter.XYs{{X: -0.5, Y: l.Y}, {X: float64(len(cats)) - 0.5, Y: l.Y}})
+			if err != nil {
+				return err
+			}
+			ln.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+			ln.Color = color.Gray{110}
+			p.Add(ln)
+			p.Legend.Add(l.Label, ln)
+		}
+		p.Add(plotter.NewGrid())
+		plots[0] = append(plots[0], p)
+	}
+	// One y range for all panels, so that they compare at a glance.
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, p := range plots[0] {
+		lo, hi = min(lo, p.Y.Min), max(hi, p.Y.Max)
+	}
+	lo = min(lo, 0)
+	hi += 0.35 * (hi - lo) // room for the legend above the data
+	for _, p := range plots[0] {
+		p.Y.Min, p.Y.Max = lo, hi
+	}
+	w := vg.Length(len(panels)) * 6 * vg.Inch
+	return save(path, w, 4.5*vg.Inch, func(c draw.Canvas) {
+		tiles := draw.Tiles{Rows: 1, Cols: len(panels), PadX: vg.Points(8)}
+		canvases := plot.Align(plots, tiles, c)
+		for j := range plots[0] {
+			plots[0][j].Draw(canvases[0][j])
+		}
+	})
 }

@@ -3,6 +3,7 @@ package chart
 import (
 	"bytes"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -33,5 +34,33 @@ func TestChartsAreImages(t *testing.T) {
 	}
 	if err := Series(svg, nil, nil, nil, nil); err == nil {
 		t.Fatal("empty series accepted")
+	}
+}
+
+// TestIntervals: points with whiskers per series and category, a point not
+// measured (NaN) left out, and bad shapes refused.
+func TestIntervals(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "loss.png")
+	nan := math.NaN()
+	err := Intervals(path, "loss, %", []string{"a", "b"}, []Panel{
+		{Title: "one", Series: []IntervalSeries{{Name: "x", Values: []Interval{{1, 0.5}, {nan, nan}}}, {Name: "y", Values: []Interval{{2, nan}, {3, 1}}}}, Lines: []RefLine{{Y: 1, Label: "goal"}}},
+		{Title: "two", Series: []IntervalSeries{{Name: "x", Values: []Interval{{-1, 2}, {0, 0}}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if img, err := png.Decode(f); err != nil || img.Bounds().Dx() < 600 {
+		t.Fatalf("loss.png: %v", err)
+	}
+	if err := Intervals(path, "", []string{"a", "b"}, []Panel{{Series: []IntervalSeries{{Name: "x", Values: []Interval{{1, 1}}}}}}); err == nil {
+		t.Error("one value for two categories accepted")
+	}
+	if err := Intervals(path, "", nil, nil); err == nil {
+		t.Error("nothing to draw accepted")
 	}
 }

@@ -136,14 +136,33 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 		}
 		fmt.Fprintln(w)
 		bench.WriteAVWrite(w, wrows, wo)
+		var crows []bench.BitmapCostRow
 		if cost {
-			crows, err := bench.RunBitmapCost(ctx, dir, co, env.Stderr)
-			if err != nil {
+			if crows, err = bench.RunBitmapCost(ctx, dir, co, env.Stderr); err != nil {
 				return err
 			}
 			bench.GuestTimes(crows, wrows)
 			fmt.Fprintln(w)
 			bench.WriteBitmapCost(w, crows, co)
+		}
+		if *out != "" {
+			// The charts go beside the tables: FILE-front.svg, FILE-bitmap.svg.
+			base := strings.TrimSuffix(*out, ".md")
+			for _, c := range []struct {
+				path string
+				plot func(string) (bool, error)
+			}{
+				{base + "-front.svg", func(p string) (bool, error) { return bench.PlotAVFront(p, wrows) }},
+				{base + "-bitmap.svg", func(p string) (bool, error) { return bench.PlotAVBitmap(p, wrows, crows) }},
+			} {
+				drawn, err := c.plot(c.path)
+				if err != nil {
+					return err
+				}
+				if drawn {
+					fmt.Fprintf(env.Stderr, "av: chart %s\n", c.path)
+				}
+			}
 		}
 	}
 	if *out != "" {
