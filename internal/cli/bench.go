@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -129,6 +130,7 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	var buf bytes.Buffer
 	w := io.MultiWriter(env.Stdout, &buf)
 	bench.WriteAVQuery(w, rows)
+	var errs []error
 	if *table7 {
 		wrows, err := bench.RunAVWrite(ctx, *root, dir, wo, env.Stderr)
 		if err != nil {
@@ -136,14 +138,17 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 		}
 		fmt.Fprintln(w)
 		bench.WriteAVWrite(w, wrows, wo)
+		// What fails from here on leaves Table 7, which took most of the
+		// time, written out all the same.
 		var crows []bench.BitmapCostRow
 		if cost {
 			if crows, err = bench.RunBitmapCost(ctx, dir, co, env.Stderr); err != nil {
-				return err
+				errs = append(errs, fmt.Errorf("bitmap cost: %w", err))
+			} else {
+				bench.GuestTimes(crows, wrows)
+				fmt.Fprintln(w)
+				bench.WriteBitmapCost(w, crows, co)
 			}
-			bench.GuestTimes(crows, wrows)
-			fmt.Fprintln(w)
-			bench.WriteBitmapCost(w, crows, co)
 		}
 		if *out != "" {
 			// The charts go beside the tables: FILE-front.svg, FILE-bitmap.svg.
@@ -155,18 +160,18 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 				{base + "-front.svg", func(p string) (bool, error) { return bench.PlotAVFront(p, wrows) }},
 				{base + "-bitmap.svg", func(p string) (bool, error) { return bench.PlotAVBitmap(p, wrows, crows) }},
 			} {
-				drawn, err := c.plot(c.path)
-				if err != nil {
-					return err
-				}
-				if drawn {
+				if drawn, err := c.plot(c.path); err != nil {
+					errs = append(errs, fmt.Errorf("chart %s: %w", c.path, err))
+				} else if drawn {
 					fmt.Fprintf(env.Stderr, "av: chart %s\n", c.path)
 				}
 			}
 		}
 	}
 	if *out != "" {
-		return os.WriteFile(*out, buf.Bytes(), 0o644)
+		if err := os.WriteFile(*out, buf.Bytes(), 0o644); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -173,3 +173,19 @@ func TestNADFeaturesOnRealCapture(t *testing.T) {
 		t.Fatalf("missing file accepted: %s", out)
 	}
 }
+
+// TestBenchAVOptions: bench av refuses bad options, saying why, before it
+// does any work (no table is printed).
+func TestBenchAVOptions(t *testing.T) {
+	for want, args := range map[string][]string{
+		`cache mode "directsync"`: {"bench", "av", "--cache", "directsync"},
+		`table 7 mode "mirror"`:   {"bench", "av", "--modes", "mirror"},
+		"at least 100 writes":     {"bench", "av", "--modes", "bitmap", "--cost-writes", "10"},
+		"at least one round":      {"bench", "av", "--rounds", "0"},
+	} {
+		out, code := runCLI(t, args...)
+		if code == 0 || !strings.Contains(out, want) || strings.Contains(out, "Table 8") {
+			t.Errorf("%v: exit %d: %s", args, code, out)
+		}
+	}
+}
