@@ -65,6 +65,10 @@ func (c cgCounts) add(d cgCounts) cgCounts {
 	return cgCounts{c.Ir + d.Ir, c.L1m + d.L1m, c.LLm + d.LLm}
 }
 
+func (c cgCounts) sub(d cgCounts) cgCounts {
+	return cgCounts{c.Ir - d.Ir, c.L1m - d.L1m, c.LLm - d.LLm}
+}
+
 func (c cgCounts) per(n float64) cgCounts { return cgCounts{c.Ir / n, c.L1m / n, c.LLm / n} }
 
 // instrBridge is the bridge of the private, instrumented switch; its
@@ -276,6 +280,11 @@ func callgrindSummary(s string) (cgCounts, error) {
 		}
 		ev[n] = f
 	}
+	return countsOf(ev)
+}
+
+// countsOf sums callgrind's events (by name) into cgCounts.
+func countsOf(ev map[string]float64) (cgCounts, error) {
 	for _, n := range []string{"Ir", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"} {
 		if _, ok := ev[n]; !ok {
 			return cgCounts{}, fmt.Errorf("no %s event (callgrind without --cache-sim=yes?)", n)

@@ -150,7 +150,7 @@ func RunBitmapCost(ctx context.Context, dir string, o BitmapCostOptions, progres
 				}
 				w := float64(o.Writes)
 				row := BitmapCostRow{Cache: cache, RW: rw, BS: bs, MHz: mhz, TotalIr: totalOff.Ir / w,
-					Bitmap: cgCounts{hookOn.Ir - hookOff.Ir, hookOn.L1m - hookOff.L1m, hookOn.LLm - hookOff.LLm}.per(w)}
+					Bitmap: hookOn.sub(hookOff).per(w)}
 				if row.Recorded, err = dirtyBytes(ctx, dir, on, bitmap); err != nil {
 					return nil, err
 				}
@@ -257,7 +257,7 @@ func parseAnnotate(ann, fn string) (total, f cgCounts, err error) {
 		for k, e := range events {
 			v := strings.ReplaceAll(fields[k], ",", "")
 			if v == "." {
-				continue
+				v = "0" // no such event in this function
 			}
 			n, err := strconv.ParseFloat(v, 64)
 			if err != nil {
@@ -269,10 +269,13 @@ func parseAnnotate(ann, fn string) (total, f cgCounts, err error) {
 	if got[0] == nil || got[1] == nil {
 		return total, f, fmt.Errorf("callgrind_annotate: no program totals or no %s", fn)
 	}
-	c := func(m map[string]float64) cgCounts {
-		return cgCounts{Ir: m["Ir"], L1m: m["I1mr"] + m["D1mr"] + m["D1mw"], LLm: m["ILmr"] + m["DLmr"] + m["DLmw"]}
+	if total, err = countsOf(got[0]); err != nil {
+		return total, f, fmt.Errorf("callgrind_annotate: %w", err)
 	}
-	return c(got[0]), c(got[1]), nil
+	if f, err = countsOf(got[1]); err != nil {
+		return total, f, fmt.Errorf("callgrind_annotate: %w", err)
+	}
+	return total, f, nil
 }
 
 // dirtyBytes reads a persistent bitmap of an image through qemu-nbd's
