@@ -70,6 +70,7 @@ func TestAVServiceFrontMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Stop()
+	t.Logf("guest on %s", g.Accel)
 	eicar := `X5O!P%@AP[4\PZX54(P^)7CC)7}$` + "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!" + `$H+H*`
 	if out, err := g.Run("mkdir -p /mnt && mount -t ext4 /dev/vda1 /mnt && printf '%s' '"+eicar+"' > /mnt/x && sync && echo ok", time.Minute); err != nil || !strings.Contains(out, "ok") {
 		t.Fatalf("guest: %v %s", err, out)

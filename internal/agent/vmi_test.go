@@ -37,6 +37,7 @@ func TestVMIMonitorOnLiveGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Stop()
+	t.Logf("guest on %s", g.Accel)
 
 	ctx := context.Background()
 	br := labtest.Bridge(t, "sctv")

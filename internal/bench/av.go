@@ -171,6 +171,7 @@ type AVWriteRow struct {
 	// Front mode: the same disk served by qemu-nbd (QEMU's own NBD server):
 	// the cost of the NBD transport alone.
 	QemuRefKBs float64 // the same disk through QEMU's own server of the transport
+	Accel      string  // the accelerator the guest ran on, and why
 	// RefLossMean ± RefLossHalf: QEMU's own server's paired loss against
 	// the same "off" figures.
 	RefLossMean, RefLossHalf float64
@@ -416,6 +417,7 @@ func RunAVWrite(ctx context.Context, repoRoot, dir string, o AVWriteOptions, pro
 					row.RefLossMean, row.RefLossHalf = meanCI(pairedLoss(offBW, nbdBW))
 				}
 				fmt.Fprintf(progress, "av:   %s/%s %s %s: off %.0f KB/s, on %.0f KB/s (%.1f %%; paired %.1f %% ± %.1f)\n", mode, cache, rw, bs, row.OffKBs, row.OnKBs, row.LossPct, row.LossMean, row.LossHalf)
+				row.Accel = g.Accel.String()
 				rows = append(rows, row)
 			}
 		}
@@ -498,7 +500,7 @@ func WriteAVWrite(w io.Writer, rows []AVWriteRow, o AVWriteOptions) {
 	if !o.Interleave {
 		how = fmt.Sprintf("per round one %d s run per disk (tracked, untracked, and QEMU's own server's), in an order drawn per round", o.Seconds)
 	}
-	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU TCG guest (Debian kernel) on 512 MiB raw virtio disks (written out in full beforehand); %s; host dirty pages written back before each run; KB/s and IOPS are medians of %d rounds, \"loss\" is the loss of the medians, \"paired loss\" the mean of the rounds' own losses (off and on of the same round) with its 95 %% confidence interval. Host cache: every disk of a row, tracked or not, goes through the host's page cache (writeback, QEMU's default) or bypasses it (none: O_DIRECT, as clouds usually run VM disks). Bitmap mode: two like disks, a recording dirty bitmap on one of them (the other one the next round). Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode; secaas's vhost-user server polls its ring for %s after a request (0: it waits for the guest's kick).\n\n", how, o.Rounds, o.VhostPoll)
+	fmt.Fprintf(w, "### Table 7: guest write throughput with write tracking off and on (secaas bench av --table7)\n\nsecaas-guest iobench (O_DIRECT writes, one at a time) in a QEMU guest (accelerator %s; Debian kernel) on 512 MiB raw virtio disks (written out in full beforehand); %s; host dirty pages written back before each run; KB/s and IOPS are medians of %d rounds, \"loss\" is the loss of the medians, \"paired loss\" the mean of the rounds' own losses (off and on of the same round) with its 95 %% confidence interval. Host cache: every disk of a row, tracked or not, goes through the host's page cache (writeback, QEMU's default) or bypasses it (none: O_DIRECT, as clouds usually run VM disks). Bitmap mode: two like disks, a recording dirty bitmap on one of them (the other one the next round). Front modes: identical disks in the same guest, through QEMU's file driver (off), secaas's front (on), and QEMU's own server of the same transport (what the transport costs by itself): front = NBD (reference: qemu-nbd), front-vhost = vhost-user-blk (reference: qemu-storage-daemon's vhost-user-blk export); the guest's RAM is shared in every mode; secaas's vhost-user server polls its ring for %s after a request (0: it waits for the guest's kick).\n\n", accels(rows, func(r AVWriteRow) string { return r.Accel }), how, o.Rounds, o.VhostPoll)
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| mode\t host cache\t rw\t bs\t KB/s off\t KB/s on\t IOPS off\t IOPS on\t loss\t paired loss (95 % CI)\t goal\t paper loss\t KB/s via QEMU's server\t front vs QEMU's server\t")
 	fmt.Fprintln(tw, "|---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t---\t")

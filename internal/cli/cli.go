@@ -35,7 +35,7 @@ func commands() []command {
 		{"nad detect", "--pcap FILE [--server IP,...] [--window 60s] [--history N] [--format text|json]: the stability detectors over a capture", nadDetect},
 		{"nad eval", "--pcap FILE --labels FILE [--window 1s] [--history N] [--k 4] [--detector stability|normalized|all] [--json]: Table 5 grid, FPR, ROC AUC", nadEval},
 		{"lab traffic", "[--seed S] [--duration D] [--warmup D] [--gap D] [--per-setting N] [--out DIR]: benign load + nmap/hping3 attacks, mirrored capture and labels", labTraffic},
-		{"lab guest up", "[--name N] [--mem 512] [--flavour amd64|cloud-amd64] [--cpu max] [--rootkit] [--data-disk IMG | --nbd-disk SOCK | --vhost-disk SOCK]: boot a test guest (Debian kernel, busybox) that keeps running; RAM in /dev/shm/N", labGuestUp},
+		{"lab guest up", "[--name N] [--mem 512] [--flavour amd64|cloud-amd64] [--cpu max] [--accel auto|kvm|tcg] [--rootkit] [--data-disk IMG | --nbd-disk SOCK | --vhost-disk SOCK]: boot a test guest (Debian kernel, busybox) that keeps running; RAM in /dev/shm/N", labGuestUp},
 		{"lab guest run", "[--name N] [--timeout 1m] CMD...: run a shell command on the guest's console and print its output", labGuestRun},
 		{"lab guest dump", "[--name N] --out FILE: write the guest's memory as an ELF core (QMP dump-guest-memory)", labGuestDump},
 		{"lab guest down", "[--name N]: stop the guest and remove its files", labGuestDown},

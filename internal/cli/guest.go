@@ -2,9 +2,11 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -26,7 +28,8 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 	fs, name := guestFlags("lab guest up", env)
 	mem := fs.Int("mem", 512, "RAM in MiB")
 	flavour := fs.String("flavour", "amd64", "Debian kernel flavour: amd64 or cloud-amd64")
-	cpu := fs.String("cpu", "", "QEMU CPU model (max: 5-level paging under TCG)")
+	cpu := fs.String("cpu", "", "QEMU CPU model under TCG (max: 5-level paging)")
+	accel := fs.String("accel", lab.AccelMode(), "accelerator: auto (KVM only if a probe guest boots under it, else TCG), kvm or tcg; default $SECAAS_ACCEL")
 	rootkit := fs.Bool("rootkit", false, "put the test rootkit in the guest as /secaas_dkom.ko (insmod /secaas_dkom.ko pid=N hides N)")
 	dataDisk := fs.String("data-disk", "", "attach this image (raw or qcow2) as /dev/vda, block node disk0, with virtio and ext4 drivers loaded")
 	nbdDisk := fs.String("nbd-disk", "", "attach the NBD export \"disk\" on this unix socket as /dev/vda (HyperAV front mode)")
@@ -47,7 +50,7 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 	if k == nil {
 		return fmt.Errorf("no cached %s kernel (scripts/guest-kernel.sh)", *flavour)
 	}
-	cfg := lab.GuestConfig{Name: *name, Kernel: k.Vmlinuz, MemMiB: *mem, Dir: guestDir(*name), CPU: *cpu, Detach: true}
+	cfg := lab.GuestConfig{Name: *name, Kernel: k.Vmlinuz, MemMiB: *mem, Dir: guestDir(*name), CPU: *cpu, Accel: *accel, Detach: true}
 	if *rootkit {
 		if k.Rootkit == "" {
 			return errors.New("the test rootkit is not built (scripts/guest-kernel.sh)")
@@ -92,7 +95,7 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	g.Detach()
-	fmt.Fprintf(env.Stdout, "guest %s up in %s: kernel %s, %d MiB, RAM %s, QMP %s\n", *name, time.Since(t0).Round(100*time.Millisecond), k.Version, *mem, g.RAMFile, g.QMP)
+	fmt.Fprintf(env.Stdout, "guest %s up in %s: kernel %s, %d MiB, RAM %s, QMP %s, accelerator %s\n", *name, time.Since(t0).Round(100*time.Millisecond), k.Version, *mem, g.RAMFile, g.QMP, g.Accel)
 	return nil
 }
 
@@ -111,6 +114,7 @@ func labGuestRun(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	defer g.Detach()
+	fmt.Fprintf(env.Stderr, "guest %s (accelerator %s)\n", *name, g.Accel.Accel)
 	out, err := g.Run(strings.Join(pos, " "), *timeout)
 	if out != "" {
 		fmt.Fprintln(env.Stdout, out)
@@ -142,7 +146,14 @@ func labGuestDump(ctx context.Context, env *Env, args []string) error {
 	if err := c.Execute(ctx, "dump-guest-memory", map[string]any{"paging": false, "protocol": "file:" + path}, nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stderr, "dumped guest %s to %s in %s (QMP dump-guest-memory, ELF core)\n", *name, path, time.Since(t0).Round(time.Millisecond))
+	accel := "unknown"
+	if b, err := os.ReadFile(filepath.Join(guestDir(*name), "accel.json")); err == nil {
+		var a lab.AccelChoice
+		if json.Unmarshal(b, &a) == nil {
+			accel = string(a.Accel)
+		}
+	}
+	fmt.Fprintf(env.Stderr, "dumped guest %s (accelerator %s) to %s in %s (QMP dump-guest-memory, ELF core)\n", *name, accel, path, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 

@@ -31,6 +31,7 @@ func TestLiveGuestRAM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Stop()
+	t.Logf("guest on %s", g.Accel)
 	uname, err := g.Run("uname -r", 30*time.Second)
 	if err != nil || !strings.Contains(uname, "6.") {
 		t.Fatalf("guest uname: %q %v", uname, err)

@@ -49,6 +49,7 @@ func guestWithDisk(t *testing.T, name string, disks func(img string) []lab.Guest
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Stop)
+	t.Logf("guest on %s", g.Accel)
 	if out, err := g.Run("mkdir -p /mnt && mount -t ext4 /dev/vda1 /mnt && echo mounted", 60*time.Second); err != nil || !strings.Contains(out, "mounted") {
 		t.Fatalf("mount: %v %s", err, out)
 	}
@@ -260,6 +261,7 @@ func TestGuestToolAndService(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Stop()
+	t.Logf("guest on %s", g.Accel)
 	go svc.Run(ctx)
 	go ServeGuestPort(ctx, g.PortSocket("secaas.0"), svc)
 	if out, err := g.Run("mkdir -p /mnt && mount -t ext4 /dev/vda1 /mnt && echo ok", time.Minute); err != nil || out != "ok" {
@@ -350,6 +352,7 @@ func TestBitmapServiceQuarantineAndCrash(t *testing.T) {
 	}
 	g := boot("secaas-test-avq1")
 	defer g.Stop()
+	t.Logf("guest on %s", g.Accel)
 	c := clamd(t)
 	var events []string
 	newSvc := func(qmpSock string, paths []string) *Service {

@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -25,7 +27,13 @@ type GuestConfig struct {
 	MemMiB int    // default 512
 	Dir    string // working directory for sockets and the initramfs
 	Append string // extra kernel command line
-	CPU    string // QEMU -cpu model (default QEMU's; "max" adds 5-level paging under TCG)
+	CPU    string // QEMU -cpu model under TCG (default QEMU's; "max" adds 5-level paging); KVM runs -cpu host
+	// Accel is the accelerator setting: auto, kvm or tcg ("" = $SECAAS_ACCEL,
+	// else auto); see ChooseAccel. The guest's Accel says what ran.
+	Accel string
+	// Log gets one line when auto falls back to TCG on a host with
+	// /dev/kvm (default slog.Default()).
+	Log *slog.Logger
 	// Files are copied into the initramfs: guest path -> host path.
 	Files map[string]string
 	// Modules are kernel modules (by name, e.g. "virtio_blk", "ext4")
@@ -49,10 +57,11 @@ type GuestConfig struct {
 type Guest struct {
 	cfg     GuestConfig
 	cmd     *exec.Cmd
-	RAMFile string // guest physical memory, shared (memory-backend-file)
-	QMP     string // QMP unix socket
-	GDB     string // gdbstub unix socket
-	Serial  string // serial console unix socket
+	Accel   AccelChoice // the accelerator the guest runs on, and why
+	RAMFile string      // guest physical memory, shared (memory-backend-file)
+	QMP     string      // QMP unix socket
+	GDB     string      // gdbstub unix socket
+	Serial  string      // serial console unix socket
 	con     net.Conn
 	rd      *bufio.Reader
 	mu      sync.Mutex // serialises console commands
@@ -199,7 +208,7 @@ exec setsid sh -c 'stty -echo </dev/ttyS0; PS1= PS2= exec sh </dev/ttyS0 >/dev/t
 `
 
 // buildInitramfs writes a gzip'd newc cpio with busybox and the init.
-func buildInitramfs(ctx context.Context, dir string, files map[string]string) (string, error) {
+func buildInitramfs(ctx context.Context, dir, init string, files map[string]string) (string, error) {
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		bb = "/bin/busybox"
@@ -218,7 +227,7 @@ func buildInitramfs(ctx context.Context, dir string, files map[string]string) (s
 	if err := os.WriteFile(filepath.Join(root, "bin", "busybox"), b, 0o755); err != nil {
 		return "", err
 	}
-	if err := os.WriteFile(filepath.Join(root, "init"), []byte(guestInit), 0o755); err != nil {
+	if err := os.WriteFile(filepath.Join(root, "init"), []byte(init), 0o755); err != nil {
 		return "", err
 	}
 	for guestPath, hostPath := range files {
@@ -255,8 +264,15 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 	if cfg.MemMiB == 0 {
 		cfg.MemMiB = 512
 	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		return nil, errors.New("qemu-system-x86_64 is not installed (make deps)")
+	if _, err := exec.LookPath(QEMUBinary()); err != nil {
+		return nil, fmt.Errorf("%s is not installed (make deps)", QEMUBinary())
+	}
+	accel, err := ChooseAccel(ctx, cfg.Accel, cfg.Kernel)
+	if err != nil {
+		return nil, fmt.Errorf("guest: %w", err)
+	}
+	if accel.Fallback {
+		logAccelOnce(cfg.Log, accel)
 	}
 	dir, err := filepath.Abs(cfg.Dir)
 	if err != nil {
@@ -286,7 +302,7 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 		}
 		files["/etc/modules.order"] = orderFile
 	}
-	initrd, err := buildInitramfs(ctx, cfg.Dir, files)
+	initrd, err := buildInitramfs(ctx, cfg.Dir, guestInit, files)
 	if err != nil {
 		return nil, err
 	}
@@ -321,12 +337,13 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 				"-device", fmt.Sprintf("virtserialport,bus=vser0.0,chardev=port%d,name=%s", i, name))
 		}
 	}
-	if _, err := os.Stat("/dev/kvm"); err == nil {
+	if accel.Accel == AccelKVM {
 		args = append(args, "-enable-kvm", "-cpu", "host")
 	} else if cfg.CPU != "" {
 		args = append(args, "-cpu", cfg.CPU)
 	}
-	g.cmd = exec.Command("qemu-system-x86_64", args...)
+	g.Accel = accel
+	g.cmd = exec.Command(QEMUBinary(), args...)
 	var stderr bytes.Buffer
 	g.cmd.Stderr = &stderr
 	if cfg.Detach {
@@ -345,6 +362,9 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 		if err := os.WriteFile(filepath.Join(cfg.Dir, "qemu.pid"), []byte(fmt.Sprint(g.cmd.Process.Pid)), 0o644); err != nil {
 			g.cmd.Process.Kill()
 			return nil, err
+		}
+		if b, err := json.Marshal(accel); err == nil {
+			os.WriteFile(filepath.Join(cfg.Dir, "accel.json"), b, 0o644)
 		}
 	}
 	go func() { g.exited <- g.cmd.Wait() }()
@@ -455,6 +475,9 @@ func AttachGuest(dir, name string) (*Guest, error) {
 	if err != nil {
 		return nil, fmt.Errorf("guest %s: no console (is it running? secaas lab guest up): %w", name, err)
 	}
+	if b, err := os.ReadFile(filepath.Join(dir, "accel.json")); err == nil {
+		json.Unmarshal(b, &g.Accel)
+	}
 	g.con, g.rd = c, bufio.NewReader(c)
 	return g, nil
 }
@@ -486,7 +509,7 @@ func StopGuest(dir, name string) error {
 		}
 		p.Signal(syscall.SIGKILL)
 	}
-	for _, f := range []string{"/dev/shm/" + name, filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "gdb.sock"), filepath.Join(dir, "serial.sock"), filepath.Join(dir, "qemu.pid")} {
+	for _, f := range []string{"/dev/shm/" + name, filepath.Join(dir, "qmp.sock"), filepath.Join(dir, "gdb.sock"), filepath.Join(dir, "serial.sock"), filepath.Join(dir, "qemu.pid"), filepath.Join(dir, "accel.json")} {
 		os.Remove(f)
 	}
 	return nil
@@ -507,4 +530,17 @@ func (g *Guest) Stop() {
 	for _, f := range []string{g.RAMFile, g.QMP, g.GDB, g.Serial} {
 		os.Remove(f)
 	}
+}
+
+var accelLogged sync.Once
+
+// logAccelOnce says once per process why a host with /dev/kvm runs its
+// guests under TCG.
+func logAccelOnce(log *slog.Logger, c AccelChoice) {
+	accelLogged.Do(func() {
+		if log == nil {
+			log = slog.Default()
+		}
+		log.Warn("guests run under TCG", "reason", c.Reason)
+	})
 }

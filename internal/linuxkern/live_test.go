@@ -255,6 +255,7 @@ func bootKernel(t *testing.T, name string, k lab.GuestKernel, cfg lab.GuestConfi
 		t.Fatal(err)
 	}
 	t.Cleanup(g.Stop)
+	t.Logf("guest on %s", g.Accel)
 	return g
 }
 

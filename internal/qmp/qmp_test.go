@@ -96,6 +96,7 @@ func TestClientAgainstQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Stop()
+	t.Logf("guest on %s", g.Accel)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := qmp.Dial(ctx, g.QMP)

@@ -37,6 +37,7 @@ func TestWatchLiveGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Stop()
+	t.Logf("guest on %s", g.Accel)
 	if _, err := g.Run("(while true; do /bin/true; done) </dev/null >/dev/null 2>&1 &", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
