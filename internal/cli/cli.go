@@ -111,7 +111,7 @@ func usage(w io.Writer) {
 	for _, c := range commands() {
 		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.usage)
 	}
-	fmt.Fprintln(w, "\nAPI commands use --api (or SECAAS_API, default http://127.0.0.1:8470) and --token (or SECAAS_TOKEN).")
+	fmt.Fprintln(w, "\nAPI commands use --api (or SECAAS_API, default http://127.0.0.1:8470) and the token from SECAAS_TOKEN,\nthe file SECAAS_TOKEN_FILE, --token-file or --token.")
 }
 
 func newFlags(name string, env *Env) *flag.FlagSet {

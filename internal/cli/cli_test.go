@@ -189,3 +189,73 @@ func TestBenchAVOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSecretInOutput plants a token in every place the CLI reads one
+// and runs every command's help, a usage error and a request to a closed
+// port: the token must appear in none of their output.
+func TestNoSecretInOutput(t *testing.T) {
+	const planted = "st_PLANTEDsecretTOKEN0123456789abcdef"
+	file := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(file, []byte(planted+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"SECAAS_TOKEN": planted, "SECAAS_TOKEN_FILE": file, "SECAAS_API": "http://127.0.0.1:1"}
+	run := func(args ...string) string {
+		var out, errb bytes.Buffer
+		Main(context.Background(), &Env{Stdout: &out, Stderr: &errb, Getenv: func(k string) string { return env[k] }}, args)
+		return out.String() + errb.String()
+	}
+	check := func(what, out string) {
+		t.Helper()
+		if strings.Contains(out, planted) || strings.Contains(out, planted[:12]) {
+			t.Errorf("%s prints the token:\n%s", what, out)
+		}
+	}
+	check("usage", run("--help"))
+	check("unknown command", run("no", "such"))
+	for _, c := range commands() {
+		words := strings.Fields(c.name)
+		check(c.name+" --help", run(append(words, "--help")...))
+		check(c.name+" --bogus", run(append(words, "--no-such-flag")...))
+	}
+	// A request that cannot connect names the address and how to fix it,
+	// and not the token.
+	out := run("tenant", "list")
+	check("tenant list", out)
+	if !strings.Contains(out, "127.0.0.1:1") || !strings.Contains(out, "--api") {
+		t.Errorf("a refused connection: %s", out)
+	}
+}
+
+// TestTokenSources: the token reaches the daemon from each source, the
+// flag first, and a missing token file is an error that names it.
+func TestTokenSources(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "token")
+	os.WriteFile(file, []byte("from-file\n"), 0o600)
+	for _, tc := range []struct {
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{map[string]string{"SECAAS_TOKEN": "from-env"}, nil, "from-env"},
+		{map[string]string{"SECAAS_TOKEN_FILE": file}, nil, "from-file"},
+		{map[string]string{"SECAAS_TOKEN": "from-env"}, []string{"--token", "from-flag"}, "from-flag"},
+		{map[string]string{"SECAAS_TOKEN": "from-env"}, []string{"--token-file", file}, "from-file"},
+	} {
+		env := &Env{Getenv: func(k string) string { return tc.env[k] }}
+		fs := newFlags("t", env)
+		c := addClientFlags(fs, env)
+		if _, err := parse(fs, tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := c.bearer(); err != nil || got != tc.want {
+			t.Errorf("%v %v: %q %v, want %q", tc.env, tc.args, got, err, tc.want)
+		}
+	}
+	env := &Env{Getenv: func(k string) string { return map[string]string{"SECAAS_TOKEN_FILE": filepath.Join(dir, "none")}[k] }}
+	c := addClientFlags(newFlags("t", env), env)
+	if _, err := c.bearer(); err == nil || !strings.Contains(err.Error(), "token file") {
+		t.Errorf("missing token file: %v", err)
+	}
+}

@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,19 +21,70 @@ import (
 
 // client talks to secaasd.
 type client struct {
-	base, token string
-	http        *http.Client
+	base      string
+	token     string // --token; never a flag default, so help never shows it
+	tokenFile string // --token-file
+	env       *Env
+	http      *http.Client
 }
 
+// The API token comes, first found, from --token, --token-file,
+// $SECAAS_TOKEN or the file $SECAAS_TOKEN_FILE: read when a request is
+// made, never shown in help or usage.
 func addClientFlags(fs *flag.FlagSet, env *Env) *client {
-	c := &client{http: &http.Client{Timeout: 60 * time.Second}}
+	c := &client{env: env, http: &http.Client{Timeout: 60 * time.Second}}
 	def := env.Getenv("SECAAS_API")
 	if def == "" {
 		def = "http://127.0.0.1:8470"
 	}
-	fs.StringVar(&c.base, "api", def, "secaasd API address")
-	fs.StringVar(&c.token, "token", env.Getenv("SECAAS_TOKEN"), "API bearer token")
+	fs.StringVar(&c.base, "api", def, "secaasd API address (default $SECAAS_API)")
+	fs.StringVar(&c.token, "token", "", "API bearer token (prefer $SECAAS_TOKEN or a file: a flag shows in the process list)")
+	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the API bearer token (default $SECAAS_TOKEN_FILE)")
 	return c
+}
+
+// bearer returns the API token from the first source that has one.
+func (c *client) bearer() (string, error) {
+	if c.token != "" {
+		return c.token, nil
+	}
+	file := c.tokenFile
+	if file == "" {
+		if t := c.env.Getenv("SECAAS_TOKEN"); t != "" {
+			return t, nil
+		}
+		file = c.env.Getenv("SECAAS_TOKEN_FILE")
+	}
+	if file == "" {
+		return "", nil // the daemon answers 401 with its own message
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// authorize sets the request's bearer token.
+func (c *client) authorize(req *http.Request) error {
+	tok, err := c.bearer()
+	if err != nil {
+		return err
+	}
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return nil
+}
+
+// reach explains a failed connection: which address was tried and how to
+// start secaasd or point at another one.
+func (c *client) reach(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return fmt.Errorf("cannot reach secaasd at %s (%v): start it (make demo, or bin/secaasd as root) or point at it with --api or $SECAAS_API", c.base, op.Err)
+	}
+	return err
 }
 
 func (c *client) do(ctx context.Context, method, path string, in, out any) error {
@@ -46,11 +100,13 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if err := c.authorize(req); err != nil {
+		return err
+	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return err
+		return c.reach(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -73,10 +129,12 @@ func (c *client) stream(ctx context.Context, env *Env, path string) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	if err := c.authorize(req); err != nil {
+		return err
+	}
 	resp, err := (&http.Client{}).Do(req)
 	if err != nil {
-		return err
+		return c.reach(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
