@@ -22,18 +22,16 @@ nohup bin/secaasd --bridge $BR --db $STATE/secaas.db --admin-token-file $STATE/a
 echo $! >$STATE/secaasd.pid
 for _ in $(seq 1 50); do curl -fsS $API/healthz >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fsS $API/healthz >/dev/null || { cat $STATE/secaasd.log; exit 1; }
-ADMIN=$(cat $STATE/admin.token)
 
 echo "== 3. tenant 'demo' and the paper's ACRs through the API"
 if [ ! -s $STATE/tenant.token ]; then
-  bin/secaas tenant create demo --name "Demo tenant" --api $API --token "$ADMIN" >$STATE/tenant.json
+  bin/secaas tenant create demo --name "Demo tenant" --api $API --token-file $STATE/admin.token >$STATE/tenant.json
   sed -n 's/.*"token": "\(.*\)".*/\1/p' $STATE/tenant.json >$STATE/tenant.token
 fi
-TOK=$(cat $STATE/tenant.token)
-if ! bin/secaas domain get 100 --api $API --token "$TOK" >/dev/null 2>&1; then
-  bin/secaas domain create -f examples/table2.yaml --api $API --token "$TOK"
+if ! bin/secaas domain get 100 --api $API --token-file $STATE/tenant.token >/dev/null 2>&1; then
+  bin/secaas domain create -f examples/table2.yaml --api $API --token-file $STATE/tenant.token
 fi
-bin/secaas domain list --api $API --token "$TOK"
+bin/secaas domain list --api $API --token-file $STATE/tenant.token
 
 echo "== 4. reachability matrix: real ping and TCP/22 between the namespaces, beside the oracle"
 bin/secaas lab matrix -f examples/table2.yaml --prefix $PFX --tcp 22
@@ -42,16 +40,16 @@ echo "== 5. drift: delete the output table by hand; the reconcile loop restores 
 ovs-ofctl -O OpenFlow14 del-flows $BR table=45
 sleep 3
 bin/secaas acl trace -f examples/table2.yaml --bridge $BR --from VM1 --to VM2 --proto icmp
-bin/secaas events --api $API --token "$ADMIN" | grep -o '"kind": "flows.drift_repaired"' | head -1
+bin/secaas events --api $API --token-file $STATE/admin.token | grep -o '"kind": "flows.drift_repaired"' | head -1
 
 echo "== 6. live anomaly detection on VM3 through the API: mirror + AF_PACKET, then a SYN flood from VM1"
-bin/secaas nad enable --tid 100 --vm VM3 --window 1s --history 10 --api $API --token "$TOK"
+bin/secaas nad enable --tid 100 --vm VM3 --window 1s --history 10 --api $API --token-file $STATE/tenant.token
 for _ in $(seq 1 24); do   # quiet, regular TCP/22 traffic: the profile
   ip netns exec ${PFX}vm1 sh -c 'echo | nc -w 1 192.168.1.26 22' >/dev/null 2>&1 || true; sleep 0.5; done
 ip netns exec ${PFX}vm1 hping3 -q -S -p 22 -c 3000 -i u300 192.168.1.26 >/dev/null 2>&1 || true
 sleep 2
-bin/secaas events --api $API --token "$TOK" | grep -B2 -A2 '"kind": "nad.alert"' | head -5 | cut -c1-200
-bin/secaas nad disable --tid 100 --vm VM3 --api $API --token "$TOK"
+bin/secaas events --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "nad.alert"' | head -5 | cut -c1-200
+bin/secaas nad disable --tid 100 --vm VM3 --api $API --token-file $STATE/tenant.token
 
 echo "== 7. anomaly detection: 100 s of benign load on a mirrored server with real nmap and hping3 attacks"
 bin/secaas lab traffic --seed 1 --duration 100s --warmup 35s --gap 6s --per-setting 1 --span 1s \
@@ -61,16 +59,16 @@ bin/secaas nad eval --pcap $STATE/traffic/capture.pcap --labels $STATE/traffic/l
 
 echo "== 8. memory monitoring: a test guest (Debian's own kernel under QEMU) watched from the host through its RAM"
 bin/secaas lab guest up --name secaas-demo --mem 512 --rootkit
-bin/secaas vmi enable --tid 100 --vm VM2 --memory /dev/shm/secaas-demo --interval 2s --api $API --token "$TOK"
+bin/secaas vmi enable --tid 100 --vm VM2 --memory /dev/shm/secaas-demo --interval 2s --api $API --token-file $STATE/tenant.token
 sleep 6
-bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token "$TOK" | tail -4
+bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | tail -4
 echo "-- inside the guest: a DKOM rootkit (secaas_dkom.ko) hides a sleep process and itself"
 bin/secaas lab guest run --name secaas-demo 'sleep 3600 </dev/null >/dev/null & insmod /secaas_dkom.ko pid=$! hide_module=1; echo "hid pid $!; the guest'"'"'s ps shows it $(ps | grep -c "[s]leep 3600") times"'
 sleep 6
-bin/secaas events --api $API --token "$TOK" | grep -B2 -A2 '"kind": "vmi.hidden_' | cut -c1-200 | head -10
-bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token "$TOK" | grep HIDDEN || true
-bin/secaas vmi modules --tid 100 --vm VM2 --api $API --token "$TOK" | grep HIDDEN || true
-bin/secaas vmi disable --tid 100 --vm VM2 --api $API --token "$TOK"
+bin/secaas events --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "vmi.hidden_' | cut -c1-200 | head -10
+bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | grep HIDDEN || true
+bin/secaas vmi modules --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | grep HIDDEN || true
+bin/secaas vmi disable --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token
 bin/secaas lab guest down --name secaas-demo
 
 echo "== 9. HyperAV: a guest's disk scanned from the host; QEMU's dirty bitmap says what the guest wrote"
@@ -79,14 +77,14 @@ mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d $STATE/avroot 
 qemu-img convert -O qcow2 $STATE/av.raw $STATE/av.qcow2 && rm $STATE/av.raw
 bin/secaas lab guest up --name secaas-demo-av --mem 256 --data-disk $STATE/av.qcow2
 bin/secaas av enable --tid 100 --vm VM3 --mode bitmap --disk "$PWD/$STATE/av.qcow2" --qmp "$PWD/.cache/lab/secaas-demo-av/qmp.sock" \
-  --node disk0 --paths /etc/motd,/x --schedule 2s --api $API --token "$TOK"
+  --node disk0 --paths /etc/motd,/x --schedule 2s --api $API --token-file $STATE/tenant.token
 # The EICAR test string, assembled here so that this script itself is not flagged.
 E1='X5O!P%@AP[4\PZX54(P^)7CC)7}$'; E2='EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
 bin/secaas lab guest run --name secaas-demo-av "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && printf '%s' '$E1$E2' >/mnt/x && sync && echo 'the guest wrote /x'"
 sleep 7
-bin/secaas av status --tid 100 --vm VM3 --api $API --token "$TOK"
-bin/secaas events --api $API --token "$TOK" | grep -B2 -A2 '"kind": "av.infected"' | cut -c1-200 | head -5
-bin/secaas av disable --tid 100 --vm VM3 --api $API --token "$TOK"
+bin/secaas av status --tid 100 --vm VM3 --api $API --token-file $STATE/tenant.token
+bin/secaas events --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "av.infected"' | cut -c1-200 | head -5
+bin/secaas av disable --tid 100 --vm VM3 --api $API --token-file $STATE/tenant.token
 bin/secaas lab guest down --name secaas-demo-av
 
 echo "== 10. HyperAV front mode over vhost-user: secaas serves a guest's disk from the guest's own RAM; an infected file is isolated"
@@ -94,16 +92,16 @@ rm -rf $STATE/avroot2 && mkdir -p $STATE/avroot2 && echo "nothing to see" >$STAT
 mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d $STATE/avroot2 $STATE/front.raw 32M >/dev/null
 rm -f $STATE/front.sock
 bin/secaas av enable --tid 100 --vm VM1 --mode front --transport vhost-user --disk "$PWD/$STATE/front.raw" \
-  --socket "$PWD/$STATE/front.sock" --paths /readme --schedule 2s --api $API --token "$TOK"
+  --socket "$PWD/$STATE/front.sock" --paths /readme --schedule 2s --api $API --token-file $STATE/tenant.token
 for _ in $(seq 100); do [ -S $STATE/front.sock ] && break; sleep 0.1; done
 bin/secaas lab guest up --name secaas-demo-front --mem 256 --vhost-disk $STATE/front.sock
 bin/secaas lab guest run --name secaas-demo-front "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && printf '%s' '$E1$E2' >/mnt/x && sync && echo 'the guest wrote /x'"
-bin/secaas av scan --tid 100 --vm VM1 --path /x --api $API --token "$TOK" || true
-bin/secaas av isolate --tid 100 --vm VM1 --path /x --api $API --token "$TOK"
+bin/secaas av scan --tid 100 --vm VM1 --path /x --api $API --token-file $STATE/tenant.token || true
+bin/secaas av isolate --tid 100 --vm VM1 --path /x --api $API --token-file $STATE/tenant.token
 bin/secaas lab guest run --name secaas-demo-front 'echo 3 >/proc/sys/vm/drop_caches; echo "the guest now reads /x as: $(od -An -c /mnt/x | head -1)"'
-bin/secaas av status --tid 100 --vm VM1 --api $API --token "$TOK"
+bin/secaas av status --tid 100 --vm VM1 --api $API --token-file $STATE/tenant.token
 bin/secaas lab guest down --name secaas-demo-front
-bin/secaas av disable --tid 100 --vm VM1 --api $API --token "$TOK"
+bin/secaas av disable --tid 100 --vm VM1 --api $API --token-file $STATE/tenant.token
 
 echo
 echo "secaasd keeps running (log: $STATE/secaasd.log). Try:"
