@@ -22,6 +22,8 @@ import (
 	"secaas/internal/agent"
 	"secaas/internal/api"
 	"secaas/internal/controller"
+	"secaas/internal/hostpath"
+	"secaas/internal/inventory"
 	"secaas/internal/ovs"
 	"secaas/internal/store"
 )
@@ -29,6 +31,7 @@ import (
 type config struct {
 	listen, db, bridge, tokenFile string
 	dataDir, signatures, hashes   string
+	imageRoot, runRoot, shmRoot   string
 	reconcile                     time.Duration
 	debug                         bool
 }
@@ -42,6 +45,9 @@ func main() {
 	flag.StringVar(&c.signatures, "signatures", "", "directory of extra .ndb/.hdb/.yar signatures for clamd")
 	flag.StringVar(&c.hashes, "hashes", "", "SHA-256 list of known-bad files (sha256sum format) for HyperAV's hashlist engine")
 	flag.StringVar(&c.tokenFile, "admin-token-file", "/var/lib/secaas/admin.token", "admin API token file (created with a random token if missing)")
+	flag.StringVar(&c.imageRoot, "image-root", "/var/lib/secaas/images", "VM disk images (host inventory) must lie beneath this directory")
+	flag.StringVar(&c.runRoot, "run-root", "/run/secaas", "VM sockets (QMP, HyperAV front, guest port; host inventory) must lie beneath this directory")
+	flag.StringVar(&c.shmRoot, "shm-root", "/dev/shm", "guest RAM files (host inventory) must lie beneath this directory")
 	flag.DurationVar(&c.reconcile, "reconcile", 2*time.Second, "interval of the flow reconcile loop")
 	flag.BoolVar(&c.debug, "debug", false, "debug logging")
 	flag.Parse()
@@ -110,10 +116,17 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	if node.DataDir == "" {
 		node.DataDir = filepath.Join(filepath.Dir(c.db), "data")
 	}
+	roots, err := hostpath.OpenRoots(c.imageRoot, c.runRoot, c.shmRoot)
+	if err != nil {
+		return fmt.Errorf("host roots: %w", err)
+	}
+	defer roots.Close()
+	node.Host = roots
 	ctl, err := controller.New(st, node, tok, log)
 	if err != nil {
 		return err
 	}
+	ctl.Host = inventory.Host{Reserved: []string{c.bridge}, Roots: roots.Dirs()}
 	if err := node.Start(ctx); err != nil {
 		return err
 	}

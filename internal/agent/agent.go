@@ -2,17 +2,22 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"maps"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"secaas/internal/av"
 	"secaas/internal/flow"
+	"secaas/internal/hostpath"
+	"secaas/internal/inventory"
 	"secaas/internal/ovs"
 	"secaas/internal/tenant"
 )
@@ -38,15 +43,19 @@ type Agent struct {
 
 	mu      sync.Mutex // guards the fields below and serialises switch writes
 	domains []tenant.Domain
+	inv     inventory.Ports // the host inventory: each VM port's host resources
 	net     *tenant.Net
 	ports   flow.Ports
 	set     *flow.Set
 	flows   string
 	// synced: the switch is known to hold exactly flows, so a change can be
 	// sent as a difference instead of a full replacement.
-	synced   bool
-	ticks    int                  // reconcile ticks since the last full comparison
-	monitors map[string]*monitor  // anomaly detection, by VM port
+	synced bool
+	// installed is the hash of the switch's flow table (a dump without
+	// statistics, lines sorted) as last seen equal to flows; "" after a
+	// change, until a reconcile round has compared the table in full.
+	installed string
+	monitors  map[string]*monitor  // anomaly detection, by VM port
 	vmis     map[string]*vmiWatch // memory monitoring, by "TID/VM"
 	avs      map[string]*avWorker // HyperAV, by "TID/VM"
 	clamd    *av.Clamd            // shared by every VM's HyperAV
@@ -60,11 +69,11 @@ type Agent struct {
 	// the hashlist engine.
 	Hashes string
 	hashes *av.HashList
+	// Host opens the VMs' host resources (RAM files, sockets, disk
+	// images), confined to the host's roots (hostpath.Roots). Without it
+	// no service that needs them starts. Set before Start.
+	Host hostpath.Host
 }
-
-// FullCheckEvery is how many reconcile ticks pass between full flow-table
-// comparisons; ticks in between only compare the flow count.
-const FullCheckEvery = 15
 
 // New returns an agent for br. onEvent may be nil.
 func New(br *ovs.Bridge, log *slog.Logger, onEvent func(Event)) *Agent {
@@ -82,23 +91,23 @@ func mustEmpty() *tenant.Net {
 	return n
 }
 
-// Start makes sure the bridge exists (fail_mode=secure) and installs the
-// current desired state (initially: drop everything).
+// Start makes sure the bridge exists (fail_mode=secure). It installs
+// nothing: the flows a previous run left keep forwarding until the first
+// Apply, which changes the switch only where it differs from the desired
+// state, so a restart of the daemon drops no packet. A new bridge has no
+// flows and, failing secure, forwards nothing until then.
 func (a *Agent) Start(ctx context.Context) error {
-	if err := a.br.Ensure(ctx); err != nil {
-		return err
-	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.applyLocked(ctx, a.domains)
+	return a.br.Ensure(ctx)
 }
 
 // Apply validates domains, compiles them against the bridge's current ports
-// and replaces the bridge's flows in one bundle. On error the switch and the
-// agent keep the previous state.
-func (a *Agent) Apply(ctx context.Context, domains []tenant.Domain) error {
+// and replaces the bridge's flows in one bundle; inv (may be nil) gives the
+// VM ports' host resources to the per-VM services. On error the switch and
+// the agent keep the previous state.
+func (a *Agent) Apply(ctx context.Context, domains []tenant.Domain, inv inventory.Ports) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.inv = inv
 	return a.applyLocked(ctx, domains)
 }
 
@@ -133,8 +142,17 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 }
 
 // install puts text on the switch: as a one-bundle difference when the
-// switch is known to hold a.flows, else as one-bundle full replacement.
+// switch is known to hold a.flows, else (after a start, a failed update or
+// drift) as a one-bundle full replacement, unless the switch already holds
+// exactly text.
 func (a *Agent) install(ctx context.Context, text string) error {
+	a.installed = ""
+	if !a.synced {
+		if diff, err := a.br.Diff(ctx, text); err == nil && strings.TrimSpace(diff) == "" {
+			a.synced = true
+			return nil
+		}
+	}
 	if a.synced {
 		del, add := flow.DiffLines(a.flows, text)
 		if len(del)+len(add) == 0 {
@@ -153,24 +171,23 @@ func (a *Agent) install(ctx context.Context, text string) error {
 	return nil
 }
 
-// Reconcile runs one full pass: recompile if the bridge's ports changed,
-// then compare the whole flow table and restore the desired flows if the
-// switch drifted from them. It reports whether it changed the switch.
+// Reconcile runs one pass: recompile if the bridge's ports changed, then
+// compare the switch's whole flow table (matches and actions) with the
+// desired flows and restore them in one bundle if they differ. It
+// reports whether it changed the switch.
+//
+// The comparison is cheap when nothing changed: a hash of the table
+// (dumped without statistics) against the hash recorded when the table
+// last matched; only a changed hash, or the first pass after a change,
+// runs the full difference. So any drift, an in-place edit of one
+// flow's actions included, is found within one interval.
 func (a *Agent) Reconcile(ctx context.Context) (bool, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.reconcileLocked(ctx, true)
+	return a.reconcileLocked(ctx)
 }
 
-// ReconcileQuick is the cheap pass of the loop: it compares only the flow
-// count, and runs the full comparison when the count differs.
-func (a *Agent) ReconcileQuick(ctx context.Context) (bool, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.reconcileLocked(ctx, false)
-}
-
-func (a *Agent) reconcileLocked(ctx context.Context, full bool) (bool, error) {
+func (a *Agent) reconcileLocked(ctx context.Context) (bool, error) {
 	ports, err := a.br.Ports(ctx)
 	if err != nil {
 		return false, err
@@ -183,20 +200,23 @@ func (a *Agent) reconcileLocked(ctx context.Context, full bool) (bool, error) {
 		a.onEvent(Event{Kind: "flows.recompiled", Detail: "switch ports changed"})
 		return true, nil
 	}
-	if !full {
-		n, err := a.br.FlowCount(ctx)
-		if err != nil {
-			return false, fmt.Errorf("reconcile: %w", err)
-		}
-		if n == len(a.set.Flows) {
-			return false, nil
-		}
+	if a.set == nil {
+		return false, nil // nothing applied yet: the switch keeps what it has
+	}
+	dump, err := a.br.DumpFlows(ctx)
+	if err != nil {
+		return false, fmt.Errorf("reconcile: %w", err)
+	}
+	h := tableHash(dump)
+	if a.installed != "" && h == a.installed {
+		return false, nil
 	}
 	diff, err := a.br.Diff(ctx, a.flows)
 	if err != nil {
 		return false, fmt.Errorf("reconcile: %w", err)
 	}
 	if strings.TrimSpace(diff) == "" {
+		a.installed = h
 		return false, nil
 	}
 	lines := strings.Count(strings.TrimSpace(diff), "\n") + 1
@@ -209,6 +229,22 @@ func (a *Agent) reconcileLocked(ctx context.Context, full bool) (bool, error) {
 	return true, nil
 }
 
+// tableHash is a hash of a flow dump's flows, in any order: the reply
+// header line is left out, the flow lines are sorted.
+func tableHash(dump string) string {
+	var lines []string
+	for _, l := range strings.Split(dump, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "OFPST_") || strings.HasPrefix(l, "NXST_") {
+			continue
+		}
+		lines = append(lines, l)
+	}
+	slices.Sort(lines)
+	sum := sha256.Sum256([]byte(strings.Join(lines, "\n")))
+	return hex.EncodeToString(sum[:])
+}
+
 // Run reconciles every interval until ctx ends.
 func (a *Agent) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
@@ -218,15 +254,7 @@ func (a *Agent) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			a.mu.Lock()
-			a.ticks++
-			full := a.ticks >= FullCheckEvery
-			if full {
-				a.ticks = 0
-			}
-			_, err := a.reconcileLocked(ctx, full)
-			a.mu.Unlock()
-			if err != nil && ctx.Err() == nil {
+			if _, err := a.Reconcile(ctx); err != nil && ctx.Err() == nil {
 				a.log.Error("reconcile failed", "bridge", a.br.Name, "err", err)
 			}
 		}

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"secaas/internal/agent"
+	"secaas/internal/hostpath"
+	"secaas/internal/inventory"
 	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"
 	"secaas/internal/ovs"
@@ -65,7 +67,7 @@ func TestTable2OnRealOVS(t *testing.T) {
 	if vm1.Ping(ctx, vm2.IP.Addr(), 1, time.Second) {
 		t.Fatal("ping VM1->VM2 passed before any policy")
 	}
-	if err := a.Apply(ctx, domains); err != nil {
+	if err := a.Apply(ctx, domains, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !vm1.Ping(ctx, vm2.IP.Addr(), 3, 2*time.Second) {
@@ -114,15 +116,15 @@ func TestTable2OnRealOVS(t *testing.T) {
 	changed := loadTable2(t)
 	changed[0].Subnets[1].ACRs = append(changed[0].Subnets[1].ACRs, tenant.ACR{Priority: 9, SrcMAC: []string{"VM3"}, Proto: "udp", Action: tenant.Pass})
 	for _, ds := range [][]tenant.Domain{changed, domains} {
-		if err := a.Apply(ctx, ds); err != nil {
+		if err := a.Apply(ctx, ds, nil); err != nil {
 			t.Fatal(err)
 		}
 		if diff, err := br.Diff(ctx, a.Flows()); err != nil || diff != "" {
 			t.Fatalf("after an incremental apply the switch differs: %v\n%s", err, diff)
 		}
 	}
-	if repaired, err := a.ReconcileQuick(ctx); err != nil || repaired {
-		t.Fatalf("quick reconcile right after apply: repaired=%v err=%v", repaired, err)
+	if repaired, err := a.Reconcile(ctx); err != nil || repaired {
+		t.Fatalf("reconcile right after apply: repaired=%v err=%v", repaired, err)
 	}
 
 	// Drift: delete the output table by hand; one reconcile pass restores it.
@@ -132,7 +134,7 @@ func TestTable2OnRealOVS(t *testing.T) {
 	if vm1.Ping(ctx, vm2.IP.Addr(), 1, time.Second) {
 		t.Fatal("ping passed with the output table deleted")
 	}
-	repaired, err := a.ReconcileQuick(ctx) // the flow count gives it away
+	repaired, err := a.Reconcile(ctx)
 	if err != nil || !repaired {
 		t.Fatalf("reconcile: repaired=%v err=%v", repaired, err)
 	}
@@ -150,7 +152,7 @@ func TestTable2OnRealOVS(t *testing.T) {
 	before, _ := br.DumpFlows(ctx)
 	bad := loadTable2(t)
 	bad[0].Subnets[0].VMs[0].MAC = "not-a-mac"
-	if err := a.Apply(ctx, bad); err == nil {
+	if err := a.Apply(ctx, bad, nil); err == nil {
 		t.Fatal("invalid policy applied")
 	}
 	if after, _ := br.DumpFlows(ctx); after != before {
@@ -247,7 +249,7 @@ func TestDifferentialOracleTraceReal(t *testing.T) {
 		if err := a.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := a.Apply(ctx, domains); err != nil {
+		if err := a.Apply(ctx, domains, nil); err != nil {
 			t.Fatal(err)
 		}
 		// ofproto/trace against the oracle, on the generator's packets.
@@ -537,7 +539,7 @@ func TestNADMonitorAlertsOnRealFlood(t *testing.T) {
 	t.Logf("alert: deviation %.3g > threshold %.3g, top %s, %d packets in the window", al.Deviation, al.Threshold, al.Top[0].Feature, al.Packets)
 	// Disabling detection removes the mirror and its port.
 	domains[0].Subnets[0].VMs[0].NAD = nil
-	if err := a.Apply(ctx, domains); err != nil {
+	if err := a.Apply(ctx, domains, nil); err != nil {
 		t.Fatal(err)
 	}
 	if out, _ := exec.Command("ovs-vsctl", "--bare", "--columns=name", "list", "mirror").Output(); strings.Contains(string(out), "secaas-nad-nadweb") {
@@ -550,6 +552,13 @@ func TestNADMonitorAlertsOnRealFlood(t *testing.T) {
 // test ends.
 func enforce(t *testing.T, br *ovs.Bridge, domains []tenant.Domain, prefix string, onEvent func(agent.Event)) (map[string]*lab.Host, *agent.Agent) {
 	t.Helper()
+	return enforceWith(t, br, domains, prefix, onEvent, nil, nil)
+}
+
+// enforceWith is enforce with host roots and an inventory for the VMs'
+// host resources.
+func enforceWith(t *testing.T, br *ovs.Bridge, domains []tenant.Domain, prefix string, onEvent func(agent.Event), host hostpath.Host, inv inventory.Ports) (map[string]*lab.Host, *agent.Agent) {
+	t.Helper()
 	ctx := context.Background()
 	n, err := tenant.NewNet(domains)
 	if err != nil {
@@ -561,11 +570,12 @@ func enforce(t *testing.T, br *ovs.Bridge, domains []tenant.Domain, prefix strin
 	}
 	t.Cleanup(func() { lab.RemoveAll(context.Background(), br, hosts) })
 	a := agent.New(br, quiet(), onEvent)
+	a.Host = host
 	t.Cleanup(a.Close)
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Apply(ctx, domains); err != nil {
+	if err := a.Apply(ctx, domains, inv); err != nil {
 		t.Fatal(err)
 	}
 	return hosts, a

@@ -110,6 +110,15 @@ func (a *Agent) syncAVLocked() {
 		if err != nil {
 			continue // validated earlier
 		}
+		d := w.Host.Disk
+		if d == nil || a.Host == nil {
+			why := fmt.Sprintf("port %s has no disk in the host inventory", w.VM.Port)
+			if a.Host == nil {
+				why = "this node has no host roots configured"
+			}
+			a.avs[id] = &avWorker{startWorker(w.Key, func(ctx context.Context) { ev("av.waiting", why, nil) }), nil}
+			continue
+		}
 		c, err := a.clamdLocked()
 		if err != nil {
 			ev("av.error", "clamd: "+err.Error(), nil)
@@ -121,10 +130,11 @@ func (a *Agent) syncAVLocked() {
 			ev("av.error", err.Error(), nil)
 			continue
 		}
-		cfg := hyperav.ServiceConfig{Mode: p.Mode, Disk: p.Disk, QMP: p.QMP, Node: p.Node, Device: p.Device, Socket: p.Socket, Transport: p.Transport, Cache: p.Cache,
+		cfg := hyperav.ServiceConfig{Mode: d.Mode, Disk: d.Image, QMP: w.Host.QMP, Node: d.Node, Device: d.Device, Socket: d.Socket, Transport: d.Transport, Cache: d.Cache,
 			Paths: p.Paths, Every: every, Partition: p.Partition,
-			Dir: filepath.Join(a.dataDir(), "av", fmt.Sprintf("%d-%s", w.TID, w.VM.Name)),
-			AV:  &av.Scanner{Engines: engines, Policy: pol}}
+			Dir:  filepath.Join(a.dataDir(), "av", fmt.Sprintf("%d-%s", w.TID, w.VM.Name)),
+			AV:   &av.Scanner{Engines: engines, Policy: pol},
+			Host: a.Host}
 		svc, err := hyperav.NewService(cfg, func(kind string, v any) {
 			b, _ := json.Marshal(v)
 			if kind == hyperav.EventReport {
@@ -141,11 +151,11 @@ func (a *Agent) syncAVLocked() {
 			ev("av.error", err.Error(), nil)
 			continue
 		}
-		ev("av.started", fmt.Sprintf("%s mode on %s, %d paths every %s", p.Mode, p.Disk, len(p.Paths), every), nil)
-		port := p.GuestPort
+		ev("av.started", fmt.Sprintf("%s mode, %d paths every %s", d.Mode, len(p.Paths), every), nil)
+		port, host := d.GuestPort, a.Host
 		a.avs[id] = &avWorker{startWorker(w.Key, func(ctx context.Context) {
 			if port != "" {
-				go hyperav.ServeGuestPort(ctx, port, svc)
+				go hyperav.ServeGuestPort(ctx, host, port, svc)
 			}
 			svc.Run(ctx)
 		}), svc}
@@ -164,7 +174,7 @@ func (a *Agent) avService(tid int, vm string) (*hyperav.Service, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	w, ok := a.avs[vmID(tid, vm)]
-	if !ok {
+	if !ok || w.svc == nil {
 		return nil, ErrNoAV
 	}
 	return w.svc, nil

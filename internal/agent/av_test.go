@@ -12,6 +12,8 @@ import (
 
 	"secaas/internal/agent"
 	"secaas/internal/hyperav"
+	"secaas/internal/hostpath"
+	"secaas/internal/inventory"
 	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"
 	"secaas/internal/tenant"
@@ -42,15 +44,23 @@ func TestAVServiceFrontMode(t *testing.T) {
 	br := labtest.Bridge(t, "sctav")
 	domains := []tenant.Domain{{TID: 51, Name: "av", Tenant: "acme", Subnets: []tenant.Subnet{{Name: "s", VMs: []tenant.VM{
 		{Name: "web", MAC: "02:00:00:00:51:01", IP: "10.51.0.1", Port: "avweb",
-			AV: &tenant.AVPolicy{Mode: "front", Disk: img, Socket: sock, Paths: []string{"/x", "/etc/motd"}, Schedule: "500ms"}}}}}}}
+			AV: &tenant.AVPolicy{Paths: []string{"/x", "/etc/motd"}, Schedule: "500ms"}}}}}}}
+	// How the disk is reached is the host inventory of the VM's port; the
+	// agent opens the image and creates the socket beneath its root.
+	roots, err := hostpath.OpenRoots(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer roots.Close()
+	inv := inventory.Index([]inventory.Port{{Name: "avweb", Tenant: "acme", Disk: &inventory.Disk{Image: img, Mode: "front", Socket: sock}}})
 	var mu sync.Mutex
 	var events []agent.Event
 	policy := domains[0].Subnets[0].VMs[0].AV
 	domains[0].Subnets[0].VMs[0].AV = nil
-	_, a := enforce(t, br, domains, "sctav-", func(e agent.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+	_, a := enforceWith(t, br, domains, "sctav-", func(e agent.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }, roots, inv)
 	a.DataDir = t.TempDir()
 	domains[0].Subnets[0].VMs[0].AV = policy // HyperAV added to a running VM's policy
-	if err := a.Apply(context.Background(), domains); err != nil {
+	if err := a.Apply(context.Background(), domains, inv); err != nil {
 		t.Fatal(err)
 	}
 	find := func(kind string) (agent.Event, bool) {

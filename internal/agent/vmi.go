@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 
 	"secaas/internal/linuxkern"
 	"secaas/internal/tenant"
@@ -38,10 +39,22 @@ func (a *Agent) syncVMILocked() {
 			continue
 		}
 		tid, ten, name := w.TID, w.Tenant, w.VM.Name
+		if w.Host.Memory == "" || a.Host == nil {
+			why := fmt.Sprintf("port %s has no RAM file in the host inventory", w.VM.Port)
+			if a.Host == nil {
+				why = "this node has no host roots configured"
+			}
+			a.vmis[id] = &vmiWatch{startWorker(w.Key, func(ctx context.Context) {
+				a.onEvent(Event{Kind: "vmi.waiting", Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name, Detail: why})
+			})}
+			continue
+		}
+		memory, host := w.Host.Memory, a.Host
 		a.vmis[id] = &vmiWatch{startWorker(w.Key, func(ctx context.Context) {
 			a.onEvent(Event{Kind: "vmi.started", Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name,
-				Detail: fmt.Sprintf("memory %s every %s", w.VM.VMI.Memory, interval)})
-			vmi.Watch(ctx, vmi.WatchConfig{Memory: w.VM.VMI.Memory, Interval: interval, Indicators: ind}, func(kind string, v any) {
+				Detail: fmt.Sprintf("every %s", interval)})
+			open := func(name string) (*os.File, error) { return host.OpenFile(name, os.O_RDONLY, 0) }
+			vmi.Watch(ctx, vmi.WatchConfig{Memory: memory, Interval: interval, Indicators: ind, Open: open}, func(kind string, v any) {
 				e := Event{Kind: kind, Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name}
 				switch v := v.(type) {
 				case *vmi.Report:

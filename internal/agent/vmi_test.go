@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"secaas/internal/agent"
+	"secaas/internal/hostpath"
+	"secaas/internal/inventory"
 	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"
 	"secaas/internal/linuxkern"
@@ -43,10 +46,18 @@ func TestVMIMonitorOnLiveGuest(t *testing.T) {
 	br := labtest.Bridge(t, "sctv")
 	domains := []tenant.Domain{{TID: 41, Name: "vmi", Tenant: "acme", Subnets: []tenant.Subnet{{Name: "s", VMs: []tenant.VM{
 		{Name: "db", MAC: "02:00:00:00:41:01", IP: "10.41.0.1", Port: "vmidb",
-			VMI: &tenant.VMIPolicy{Memory: g.RAMFile, Interval: "500ms"}}}}}}}
+			VMI: &tenant.VMIPolicy{Interval: "500ms"}}}}}}}
 	var mu sync.Mutex
 	var events []agent.Event
-	_, a := enforce(t, br, domains, "sctv-", func(e agent.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+	// The RAM file comes from the host inventory of the VM's port, opened
+	// beneath the shm root.
+	roots, err := hostpath.OpenRoots(filepath.Dir(g.RAMFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer roots.Close()
+	inv := inventory.Index([]inventory.Port{{Name: "vmidb", Tenant: "acme", Memory: g.RAMFile}})
+	_, a := enforceWith(t, br, domains, "sctv-", func(e agent.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }, roots, inv)
 	count := func(kind string) (n int, last agent.Event) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -95,7 +106,7 @@ func TestVMIMonitorOnLiveGuest(t *testing.T) {
 	}
 	// Switching the policy off stops the monitor.
 	domains[0].Subnets[0].VMs[0].VMI = nil
-	if err := a.Apply(ctx, domains); err != nil {
+	if err := a.Apply(ctx, domains, inv); err != nil {
 		t.Fatal(err)
 	}
 	n, _ := count(vmi.EventReport)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"secaas/internal/inventory"
 	"secaas/internal/tenant"
 )
 
@@ -57,7 +58,8 @@ type vmPolicy struct {
 	TID    int
 	Tenant string
 	VM     tenant.VM
-	Key    string // the policy as JSON: a change restarts its worker
+	Host   inventory.Port // the host's record of the VM's port
+	Key    string         // the policy and record as JSON: a change restarts its worker
 }
 
 // wantedPolicies collects, by "TID/VM", the VMs whose policy pick returns
@@ -70,8 +72,15 @@ func (a *Agent) wantedPolicies(pick func(vm *tenant.VM) any) map[string]vmPolicy
 			if p == nil {
 				continue
 			}
-			b, _ := json.Marshal(p)
-			wants[vmID(d.TID, vm.Name)] = vmPolicy{d.TID, d.Tenant, vm.VM, string(b)}
+			host := a.inv[vm.Port]
+			if host.Tenant != d.Tenant || host.Uplink {
+				host = inventory.Port{Name: vm.Port} // not leased to the domain's tenant: no host resources
+			}
+			b, _ := json.Marshal(struct {
+				Policy any
+				Host   inventory.Port
+			}{p, host})
+			wants[vmID(d.TID, vm.Name)] = vmPolicy{d.TID, d.Tenant, vm.VM, host, string(b)}
 		}
 	}
 	return wants

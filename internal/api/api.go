@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"secaas/internal/controller"
+	"secaas/internal/inventory"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
@@ -47,8 +48,7 @@ func (s *Server) Routes() []string { return s.routes }
 func (s *Server) handle(pattern string, h func(w http.ResponseWriter, r *http.Request, who controller.Caller) error) {
 	s.routes = append(s.routes, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
-		tok, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		who, err := s.c.Authenticate(r.Context(), strings.TrimSpace(tok))
+		who, err := s.c.Authenticate(r.Context(), bearer(r))
 		if err == nil {
 			err = h(w, r, who)
 		}
@@ -56,6 +56,18 @@ func (s *Server) handle(pattern string, h func(w http.ResponseWriter, r *http.Re
 			s.writeError(w, r, err)
 		}
 	})
+}
+
+// bearer returns the token of an "Authorization: Bearer TOKEN" header
+// (the scheme is case-insensitive, RFC 7235); any other header gives "",
+// which no caller has.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
 }
 
 func (s *Server) register() {
@@ -71,6 +83,34 @@ func (s *Server) register() {
 	})
 	s.handle("DELETE /v1/tenants/{id}", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
 		return noContent(w, s.c.DeleteTenant(r.Context(), who, r.PathValue("id")))
+	})
+	s.handle("GET /v1/inventory/ports", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		ps, err := s.c.Ports(r.Context(), who)
+		if ps == nil {
+			ps = []inventory.Port{}
+		}
+		return reply(w, http.StatusOK, ps, err)
+	})
+	s.handle("GET /v1/inventory/ports/{port}", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		p, err := s.c.Port(r.Context(), who, r.PathValue("port"))
+		return reply(w, http.StatusOK, p, err)
+	})
+	s.handle("PUT /v1/inventory/ports/{port}", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		var p inventory.Port
+		if err := decode(r, &p); err != nil {
+			return err
+		}
+		if p.Name == "" {
+			p.Name = r.PathValue("port")
+		}
+		if p.Name != r.PathValue("port") {
+			return fmt.Errorf("name %q in the body differs from %q in the path: %w", p.Name, r.PathValue("port"), controller.ErrInvalid)
+		}
+		p, err := s.c.PutPort(r.Context(), who, p)
+		return reply(w, http.StatusOK, p, err)
+	})
+	s.handle("DELETE /v1/inventory/ports/{port}", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		return noContent(w, s.c.DeletePort(r.Context(), who, r.PathValue("port")))
 	})
 	s.handle("GET /v1/domains", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
 		ds, err := s.c.Domains(r.Context(), who)
@@ -313,21 +353,16 @@ func badRequest(format string, a ...any) error { return &requestError{fmt.Sprint
 
 // decode reads exactly one JSON value with no unknown fields.
 func decode(r *http.Request, v any) error {
-	body := http.MaxBytesReader(nil, r.Body, MaxBody)
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	b, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxBody))
+	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return badRequest("request body exceeds %d bytes", MaxBody)
 		}
+		return badRequest("read body: %v", err)
+	}
+	if err := tenant.DecodeStrictJSON(b, v); err != nil {
 		return badRequest("malformed JSON: %v", err)
-	}
-	if dec.More() {
-		return badRequest("malformed JSON: trailing data after the object")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequest("malformed JSON: trailing data after the object")
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 
 	"secaas/internal/controller"
 	"secaas/internal/hyperav"
+	"secaas/internal/inventory"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
@@ -29,16 +31,18 @@ const admin = "admin-token-0123456789"
 type fakeNode struct {
 	mu      sync.Mutex
 	applied [][]tenant.Domain
+	inv     []inventory.Ports
 	fail    bool
 }
 
-func (f *fakeNode) Apply(_ context.Context, ds []tenant.Domain) error {
+func (f *fakeNode) Apply(_ context.Context, ds []tenant.Domain, inv inventory.Ports) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.fail {
 		return errors.New("switch said no")
 	}
 	f.applied = append(f.applied, ds)
+	f.inv = append(f.inv, inv)
 	return nil
 }
 
@@ -63,6 +67,7 @@ func newEnvWith(t *testing.T, node controller.Node) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	c.Host = testHost
 	srv := httptest.NewServer(New(c, log))
 	t.Cleanup(srv.Close)
 	e := &env{t: t, srv: srv, ctl: c}
@@ -109,6 +114,22 @@ func (e *env) tenant(id string) string {
 	return r.Token
 }
 
+// testHost is the host the controller checks inventory records against.
+var testHost = inventory.Host{Reserved: []string{"br0"}, Roots: []string{"/srv/images", "/run/secaas", "/dev/shm"}}
+
+// owner creates a tenant and leases it Table 2's ports (vm1..vm3); VM3's
+// port has a RAM file and a disk in the inventory.
+func (e *env) owner(id string) string {
+	tok := e.tenant(id)
+	for _, p := range []inventory.Port{{Name: "vm1", Tenant: id}, {Name: "vm2", Tenant: id},
+		{Name: "vm3", Tenant: id, Memory: "/dev/shm/g3", Disk: &inventory.Disk{Image: "/srv/images/vm3.raw", Mode: "front", Socket: "/run/secaas/vm3.sock"}}} {
+		if code, body := e.do("PUT", "/v1/inventory/ports/"+p.Name, admin, p); code != 200 {
+			e.t.Fatalf("lease %s: %d %s", p.Name, code, body)
+		}
+	}
+	return tok
+}
+
 func table2Body(t *testing.T) tenant.Domain {
 	b, err := os.ReadFile("../../examples/table2.yaml")
 	if err != nil {
@@ -125,7 +146,7 @@ func table2Body(t *testing.T) tenant.Domain {
 
 func TestTenantIsolation(t *testing.T) {
 	e := newEnv(t)
-	a, b := e.tenant("alice"), e.tenant("bob")
+	a, b := e.owner("alice"), e.tenant("bob")
 	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
 		t.Fatalf("alice create: %d %s", code, body)
 	}
@@ -173,7 +194,7 @@ func TestTenantIsolation(t *testing.T) {
 
 func TestBadInputChangesNothing(t *testing.T) {
 	e := newEnv(t)
-	a := e.tenant("alice")
+	a := e.owner("alice")
 	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
 		t.Fatalf("create: %d %s", code, body)
 	}
@@ -225,7 +246,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 
 func TestApplyFailureRollsBack(t *testing.T) {
 	e := newEnv(t)
-	a := e.tenant("alice")
+	a := e.owner("alice")
 	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
 		t.Fatalf("create: %d %s", code, body)
 	}
@@ -243,7 +264,7 @@ func TestApplyFailureRollsBack(t *testing.T) {
 
 func TestCRUDAndCheck(t *testing.T) {
 	e := newEnv(t)
-	a := e.tenant("alice")
+	a := e.owner("alice")
 	d := table2Body(t)
 	d.Subnets[1].ACRs = nil // VM3 unreachable at first
 	if code, body := e.do("POST", "/v1/domains", a, d); code != 201 {
@@ -289,7 +310,15 @@ func TestCRUDAndCheck(t *testing.T) {
 	if got := check(); got != "drop" {
 		t.Fatalf("after delete: %s", got)
 	}
-	code, out := e.do("POST", "/v1/domains/100/subnets/subD2/vms", a, tenant.VM{Name: "VM4", MAC: "02:00:00:00:00:44", IP: "192.168.1.44", Port: "vm4"})
+	// A port the inventory does not lease to the tenant cannot be bound.
+	vm4 := tenant.VM{Name: "VM4", MAC: "02:00:00:00:00:44", IP: "192.168.1.44", Port: "vm4"}
+	if code, out := e.do("POST", "/v1/domains/100/subnets/subD2/vms", a, vm4); code != 422 || !strings.Contains(string(out), "not leased") {
+		t.Fatalf("an unleased port: %d %s", code, out)
+	}
+	if code, out := e.do("PUT", "/v1/inventory/ports/vm4", admin, inventory.Port{Name: "vm4", Tenant: "alice"}); code != 200 {
+		t.Fatalf("lease vm4: %d %s", code, out)
+	}
+	code, out := e.do("POST", "/v1/domains/100/subnets/subD2/vms", a, vm4)
 	if code != 201 || !regexp.MustCompile(`"uuid": "[0-9a-f-]{36}"`).Match(out) {
 		t.Fatalf("add vm: %d %s", code, out)
 	}
@@ -367,7 +396,7 @@ func FuzzDomainJSON(f *testing.F) {
 
 func TestEventStream(t *testing.T) {
 	e := newEnv(t)
-	a := e.tenant("alice")
+	a := e.owner("alice")
 	req, _ := http.NewRequest("GET", e.srv.URL+"/v1/events?follow=1", nil)
 	req.Header.Set("Authorization", "Bearer "+a)
 	resp, err := http.DefaultClient.Do(req)
@@ -404,7 +433,7 @@ func TestEventStream(t *testing.T) {
 
 func TestNADPolicyEndpoints(t *testing.T) {
 	e := newEnv(t)
-	a := e.tenant("alice")
+	a := e.owner("alice")
 	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
 		t.Fatalf("create: %d %s", code, body)
 	}
@@ -433,26 +462,34 @@ func TestNADPolicyEndpoints(t *testing.T) {
 // latest report a node records is served to the VM's tenant only.
 func TestVMIEndpoints(t *testing.T) {
 	e := newEnv(t)
-	a := e.tenant("alice")
+	a := e.owner("alice")
 	b := e.tenant("bob")
 	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
 		t.Fatalf("create: %d %s", code, body)
 	}
 	for body, want := range map[string]string{
-		`{"memory": "relative/path"}`:                         "absolute path",
-		`{"memory": "/dev/shm/g", "interval": "1ms"}`:         "vmi interval",
-		`{"memory": "/dev/shm/g", "indicators": ["threads"]}`: "vmi indicator",
-		`{"memory": "/dev/shm/g", "bogus": 1}`:                "bogus",
+		`{"memory": "/etc/shadow"}`:         "host inventory",
+		`{"interval": "1ms"}`:               "vmi interval",
+		`{"indicators": ["threads"]}`:       "vmi indicator",
+		`{"interval": "2s", "bogus": 1}`:    "bogus",
+		`{"interval": "2s", "interval": 1}`: "duplicate key",
 	} {
 		if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/vmi", a, body); code/100 != 4 || !strings.Contains(string(out), want) {
 			t.Errorf("%s: %d %s", body, code, out)
 		}
 	}
-	if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/vmi", a, `{"memory": "/dev/shm/g", "interval": "2s", "indicators": ["hidden_processes"]}`); code != 204 {
+	// VM1's port has no RAM file in the inventory.
+	if code, out := e.do("PUT", "/v1/domains/100/vms/VM1/vmi", a, `{"interval": "2s"}`); code != 409 || !strings.Contains(string(out), "inventory") {
+		t.Errorf("a VM without a RAM file: %d %s", code, out)
+	}
+	if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/vmi", a, `{"interval": "2s", "indicators": ["hidden_processes"]}`); code != 204 {
 		t.Fatalf("enable: %d %s", code, out)
 	}
-	if p := e.node.applied[len(e.node.applied)-1][0].Subnets[1].VMs[0].VMI; p == nil || p.Memory != "/dev/shm/g" || p.Interval != "2s" {
+	if p := e.node.applied[len(e.node.applied)-1][0].Subnets[1].VMs[0].VMI; p == nil || p.Memory != "" || p.Interval != "2s" {
 		t.Fatalf("the node got %+v", p)
+	}
+	if inv := e.node.inv[len(e.node.inv)-1]; inv["vm3"].Memory != "/dev/shm/g3" {
+		t.Fatalf("the node's inventory: %+v", inv)
 	}
 	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/vmi/report", a, nil); code != 404 {
 		t.Fatalf("report before any cycle: %d", code)
@@ -477,7 +514,7 @@ func TestVMIEndpoints(t *testing.T) {
 // need a policy and a node that runs HyperAV; reports are per tenant.
 func TestAVEndpoints(t *testing.T) {
 	e := newEnv(t)
-	a := e.tenant("alice")
+	a := e.owner("alice")
 	b := e.tenant("bob")
 	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
 		t.Fatalf("create: %d %s", code, body)
@@ -486,23 +523,25 @@ func TestAVEndpoints(t *testing.T) {
 		t.Fatalf("scan without a policy: %d", code)
 	}
 	for body, want := range map[string]string{
-		`{"mode": "front", "disk": "/d.raw"}`:                                       "av socket",
-		`{"mode": "bitmap", "disk": "/d.qcow2", "qmp": "/q.sock"}`:                  "node",
-		`{"mode": "mirror", "disk": "/d.raw"}`:                                      "av mode",
-		`{"mode": "front", "disk": "/d", "socket": "/s", "paths": ["etc/x"]}`:       "av path",
-		`{"mode": "front", "disk": "/d", "socket": "/s", "schedule": "forever"}`:    "av schedule",
-		`{"mode": "front", "disk": "/d", "socket": "/s", "transport": "iscsi"}`:     "av transport",
-		`{"mode": "front", "disk": "/d", "socket": "/s", "cache": "directsync"}`:    "av cache",
-		`{"mode": "bitmap", "disk": "/d", "qmp": "/q", "node": "n", "policy": "x"}`: "av policy",
+		`{"mode": "front", "disk": "/etc/shadow", "socket": "/etc/passwd"}`: "host inventory",
+		`{"qmp": "/run/other.sock"}`:                                        "host inventory",
+		`{"guest_port": "/tmp/x"}`:                                          "host inventory",
+		`{"paths": ["etc/x"]}`:                                              "av path",
+		`{"schedule": "forever"}`:                                           "av schedule",
+		`{"policy": "x"}`:                                                   "av policy",
+		`{"engines": ["clamd", "virustotal"]}`:                              "av engine",
 	} {
 		if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/av", a, body); code != 422 || !strings.Contains(string(out), want) {
 			t.Errorf("%s: %d %s", body, code, out)
 		}
 	}
-	if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/av", a, `{"mode": "front", "disk": "/d.raw", "socket": "/s.sock", "paths": ["/etc/x"]}`); code != 204 {
+	if code, out := e.do("PUT", "/v1/domains/100/vms/VM2/av", a, `{"paths": ["/etc/x"]}`); code != 409 || !strings.Contains(string(out), "inventory") {
+		t.Errorf("a VM without a disk: %d %s", code, out)
+	}
+	if code, out := e.do("PUT", "/v1/domains/100/vms/VM3/av", a, `{"paths": ["/etc/x"]}`); code != 204 {
 		t.Fatalf("enable: %d %s", code, out)
 	}
-	if p := e.node.applied[len(e.node.applied)-1][0].Subnets[1].VMs[0].AV; p == nil || p.Mode != "front" {
+	if p := e.node.applied[len(e.node.applied)-1][0].Subnets[1].VMs[0].AV; p == nil || len(p.Paths) != 1 {
 		t.Fatalf("the node got %+v", p)
 	}
 	if code, out := e.do("POST", "/v1/domains/100/vms/VM3/av/scan", a, `{"path": "relative"}`); code != 422 {
@@ -550,7 +589,7 @@ func (f *fakeAVNode) AVStatus(tid int, vm string) (*hyperav.Status, error) {
 func TestAVReportIsLive(t *testing.T) {
 	node := &fakeAVNode{fakeNode: &fakeNode{}}
 	e := newEnvWith(t, node)
-	a, b := e.tenant("alice"), e.tenant("bob")
+	a, b := e.owner("alice"), e.tenant("bob")
 	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
 		t.Fatalf("create: %d %s", code, body)
 	}
@@ -568,5 +607,180 @@ func TestAVReportIsLive(t *testing.T) {
 	}
 	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/av/report", b, nil); code != 404 {
 		t.Fatalf("another tenant's live report: %d", code)
+	}
+}
+
+// TestEveryRouteRefusesStrangers is generated from the route table, so a
+// new route is covered without editing it: every authenticated route,
+// with its path filled in with alice's objects, is called with no token,
+// a wrong token, a right token without the Bearer scheme, and bob's
+// token, each with a body that would be valid for alice. None may
+// succeed, and nothing alice owns or the host inventory holds may change.
+func TestEveryRouteRefusesStrangers(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.owner("alice"), e.tenant("bob")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("alice create: %d %s", code, body)
+	}
+	if code, body := e.do("PUT", "/v1/domains/100/vms/VM3/vmi", a, `{"interval": "2s"}`); code != 204 {
+		t.Fatalf("alice vmi: %d %s", code, body)
+	}
+	code, body := e.do("GET", "/v1/domains/100", a, nil)
+	var d tenant.Domain
+	if code != 200 || json.Unmarshal(body, &d) != nil {
+		t.Fatalf("get: %d %s", code, body)
+	}
+	acr := d.Subnets[0].ACRs[0].ID
+	fill := strings.NewReplacer("{tid}", "100", "{subnet}", "subD1", "{vm}", "VM3", "{id}", acr, "{port}", "vm3")
+	bodies := map[string]any{
+		"POST /v1/tenants":                             map[string]string{"id": "mallory"},
+		"PUT /v1/domains/{tid}":                        table2Body(t),
+		"POST /v1/domains":                             table2Body(t),
+		"POST /v1/domains/{tid}/subnets":               tenant.Subnet{Name: "evil"},
+		"POST /v1/domains/{tid}/subnets/{subnet}/vms":  tenant.VM{Name: "evil", MAC: "02:00:00:00:00:99", IP: "192.168.1.99", Port: "vm3"},
+		"POST /v1/domains/{tid}/subnets/{subnet}/acrs": tenant.ACR{Priority: 9, Action: "pass"},
+		"POST /v1/domains/{tid}/check":                 controller.CheckRequest{From: "VM1", To: "VM3"},
+		"PUT /v1/domains/{tid}/vms/{vm}/nad":           tenant.NADPolicy{},
+		"PUT /v1/domains/{tid}/vms/{vm}/vmi":           tenant.VMIPolicy{},
+		"PUT /v1/domains/{tid}/vms/{vm}/av":            tenant.AVPolicy{Paths: []string{"/etc/x"}},
+		"POST /v1/domains/{tid}/vms/{vm}/av/scan":      map[string]string{"path": "/etc/x"},
+		"POST /v1/domains/{tid}/vms/{vm}/av/isolate":   map[string]string{"path": "/etc/x"},
+		"PUT /v1/inventory/ports/{port}":               inventory.Port{Name: "vm3", Tenant: "bob", Memory: "/dev/shm/x"},
+	}
+	snapshot := func() string {
+		ctx := context.Background()
+		admin := controller.Caller{Admin: true}
+		ds, err1 := e.ctl.Domains(ctx, admin)
+		ps, err2 := e.ctl.Ports(ctx, admin)
+		ts, err3 := e.ctl.Tenants(ctx, admin)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			t.Fatal(err)
+		}
+		b, _ := json.Marshal([]any{ds, ps, ts})
+		return string(b)
+	}
+	before := snapshot()
+	routes := New(e.ctl, slog.New(slog.NewTextHandler(io.Discard, nil))).Routes()
+	if len(routes) < 25 {
+		t.Fatalf("only %d routes", len(routes))
+	}
+	for _, route := range routes {
+		method, pattern, _ := strings.Cut(route, " ")
+		path := fill.Replace(pattern)
+		var body any = "{}"
+		if bd, ok := bodies[route]; ok {
+			body = bd
+		}
+		for _, who := range []struct{ name, header string }{
+			{"no token", ""}, {"wrong token", "Bearer st_0000000000000000000000000000000000000000000000"},
+			{"no Bearer scheme", a}, {"Basic scheme", "Basic " + a}, {"bob", "Bearer " + b},
+		} {
+			var rd io.Reader
+			switch v := body.(type) {
+			case string:
+				rd = strings.NewReader(v)
+			default:
+				js, _ := json.Marshal(v)
+				rd = bytes.NewReader(js)
+			}
+			req, _ := http.NewRequest(method, e.srv.URL+path, rd)
+			if who.header != "" {
+				req.Header.Set("Authorization", who.header)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			want := []int{401}
+			if who.name == "bob" {
+				want = []int{403, 404, 409}
+				if method == "GET" && (pattern == "/v1/tenants" || pattern == "/v1/domains" || pattern == "/v1/events" || pattern == "/v1/inventory/ports") {
+					// Lists answer with bob's own (empty) share.
+					want = []int{200}
+					if strings.Contains(string(out), "alice") || strings.Contains(string(out), "vm3") {
+						t.Errorf("bob %s lists alice's objects: %s", route, out)
+					}
+				}
+			}
+			if !slices.Contains(want, resp.StatusCode) {
+				t.Errorf("%s %s: %d %s, want one of %v", who.name, route, resp.StatusCode, out, want)
+			}
+		}
+	}
+	if after := snapshot(); after != before {
+		t.Fatalf("strangers changed alice's state:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+// TestHostResourcesAreNotTheTenants: a tenant names no host path, cannot
+// write the inventory, and the admin's records stay beneath the roots and
+// off the bridge's own port.
+func TestHostResourcesAreNotTheTenants(t *testing.T) {
+	e := newEnv(t)
+	a := e.owner("alice")
+	e.tenant("bob")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	// The attacks of issue 16 as a tenant would try them.
+	for _, tc := range []struct{ method, path, body, want string }{
+		{"PUT", "/v1/domains/100/vms/VM3/av", `{"mode": "front", "disk": "/root/secret", "socket": "/run/evil.sock"}`, "host inventory"},
+		{"PUT", "/v1/domains/100/vms/VM3/av", `{"mode": "front", "disk": "/srv/images/vm3.raw", "socket": "/etc/passwd"}`, "host inventory"},
+		{"PUT", "/v1/domains/100/vms/VM3/vmi", `{"memory": "/root/secret"}`, "host inventory"},
+		{"PUT", "/v1/inventory/ports/vm3", `{"name": "vm3", "tenant": "alice", "memory": "/root/secret"}`, "admin"},
+		{"PUT", "/v1/inventory/ports/vm9", `{"name": "vm9", "tenant": "alice"}`, "admin"},
+		{"DELETE", "/v1/inventory/ports/vm1", ``, "admin"},
+	} {
+		code, out := e.do(tc.method, tc.path, a, tc.body)
+		if code/100 != 4 || !strings.Contains(string(out), tc.want) {
+			t.Errorf("%s %s %s: %d %s", tc.method, tc.path, tc.body, code, out)
+		}
+	}
+	// Domains bind leased ports only: not another tenant's, not the
+	// bridge's, not an unleased one, and uplinks only as uplinks.
+	e.do("PUT", "/v1/inventory/ports/bobs", admin, inventory.Port{Name: "bobs", Tenant: "bob"})
+	e.do("PUT", "/v1/inventory/ports/up1", admin, inventory.Port{Name: "up1", Tenant: "alice", Uplink: true})
+	for port, want := range map[string]string{"bobs": "not leased", "br0": "reserved", "LOCAL": "reserved", "nope": "not leased", "up1": "uplink"} {
+		vm := tenant.VM{Name: "evil", MAC: "02:00:00:00:00:99", IP: "192.168.1.99", Port: port}
+		if code, out := e.do("POST", "/v1/domains/100/subnets/subD1/vms", a, vm); code != 422 || !strings.Contains(string(out), want) {
+			t.Errorf("vm on %s: %d %s", port, code, out)
+		}
+	}
+	d := table2Body(t)
+	for up, want := range map[string]string{"bobs": "not leased", "vm1": "uplink", "br0": "reserved", "up1": ""} {
+		d.Uplinks = []string{up}
+		code, out := e.do("PUT", "/v1/domains/100", a, d)
+		if want == "" && code != 200 || want != "" && (code != 422 || !strings.Contains(string(out), want)) {
+			t.Errorf("uplink %s: %d %s", up, code, out)
+		}
+	}
+	// The admin's records: beneath the roots, clean, not the bridge's port.
+	for _, p := range []inventory.Port{
+		{Name: "vm5", Tenant: "alice", Memory: "/root/secret"},
+		{Name: "vm5", Tenant: "alice", Memory: "/dev/shm/../../root/secret"},
+		{Name: "vm5", Tenant: "alice", Memory: "/dev/shm"},
+		{Name: "vm5", Tenant: "alice", Disk: &inventory.Disk{Image: "/srv/images-evil/x", Mode: "bitmap", Node: "n"}},
+		{Name: "vm5", Tenant: "alice", Disk: &inventory.Disk{Image: "/srv/images/x", Mode: "front", Socket: "/etc/x.sock"}},
+		{Name: "br0", Tenant: "alice"},
+		{Name: "up2", Tenant: "alice", Uplink: true, Memory: "/dev/shm/x"},
+		{Name: "vm5", Tenant: "nobody"},
+	} {
+		if code, out := e.do("PUT", "/v1/inventory/ports/"+p.Name, admin, p); code/100 != 4 {
+			t.Errorf("admin record %+v: %d %s", p, code, out)
+		}
+	}
+	// A bound port keeps its tenant and cannot be deleted.
+	if code, out := e.do("PUT", "/v1/inventory/ports/vm1", admin, inventory.Port{Name: "vm1", Tenant: "bob"}); code != 409 {
+		t.Errorf("re-lease a bound port: %d %s", code, out)
+	}
+	if code, out := e.do("DELETE", "/v1/inventory/ports/vm1", admin, nil); code != 409 {
+		t.Errorf("delete a bound port: %d %s", code, out)
+	}
+	// A tenant sees its ports without host paths.
+	code, out := e.do("GET", "/v1/inventory/ports/vm3", a, nil)
+	if code != 200 || strings.Contains(string(out), "/dev/shm") || strings.Contains(string(out), "/srv/images") {
+		t.Errorf("tenant's view of its port: %d %s", code, out)
 	}
 }

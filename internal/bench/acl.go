@@ -193,7 +193,7 @@ func RunACL(ctx context.Context, o ACLOptions) (*ACLResult, error) {
 		// A fresh agent does not know the switch: full replacement.
 		a := agent.New(br, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 		t0 := time.Now()
-		if err := a.Apply(ctx, []tenant.Domain{big}); err != nil {
+		if err := a.Apply(ctx, []tenant.Domain{big}, nil); err != nil {
 			return nil, err
 		}
 		fulls = append(fulls, time.Since(t0))
@@ -201,7 +201,7 @@ func RunACL(ctx context.Context, o ACLOptions) (*ACLResult, error) {
 		changed.Subnets = slices.Clone(big.Subnets)
 		changed.Subnets[0].ACRs = append(slices.Clone(big.Subnets[0].ACRs), tenant.ACR{Priority: 5000 + i, Action: tenant.Pass, Proto: "udp", DstPort: tenant.PortRange{Lo: 9999, Hi: 9999}})
 		t0 = time.Now()
-		if err := a.Apply(ctx, []tenant.Domain{changed}); err != nil {
+		if err := a.Apply(ctx, []tenant.Domain{changed}, nil); err != nil {
 			return nil, err
 		}
 		ones = append(ones, time.Since(t0))
@@ -521,7 +521,7 @@ func forwarding(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLResul
 	err = pairedRounds(o.Rounds, 34, len(cases), func(round, i int) error {
 		c, bc := cases[i], bcs[i]
 		o.say("forwarding round %d/%d, case %d: %s ACRs, %s, %s, %s", round, o.Rounds, c.ID, c.ACRs, rate(c.RateMbps), c.Scenario, o.Duration)
-		if err := a.Apply(ctx, []tenant.Domain{twoVMs(bc.Extra)}); err != nil {
+		if err := a.Apply(ctx, []tenant.Domain{twoVMs(bc.Extra)}, nil); err != nil {
 			return err
 		}
 		server := l.hosts["bvb"]

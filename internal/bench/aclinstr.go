@@ -127,7 +127,7 @@ func instructions(ctx context.Context, o ACLOptions, res *ACLResult) (err error)
 	err = pairedRounds(o.InstrRounds, 35, len(cases), func(round, i int) error {
 		c, bc := cases[i], paperCases[i]
 		o.say("instructions round %d/%d, case %d: %s ACRs, %s, %d flood pings", round, o.InstrRounds, c.ID, c.ACRs, c.Scenario, o.InstrPings)
-		if err := a.Apply(ctx, []tenant.Domain{twoVMs(bc.Extra)}); err != nil {
+		if err := a.Apply(ctx, []tenant.Domain{twoVMs(bc.Extra)}, nil); err != nil {
 			return err
 		}
 		n, m, err := countInstructions(ctx, in.PID(), out, func() (int, error) {

@@ -236,7 +236,7 @@ func aclApply(ctx context.Context, env *Env, args []string) error {
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
-	if err := a.Apply(ctx, p.Domains); err != nil {
+	if err := a.Apply(ctx, p.Domains, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "applied %d domains to %s: %d flows\n", len(p.Domains), *bridge, strings.Count(a.Flows(), "\n"))

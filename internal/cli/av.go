@@ -156,19 +156,11 @@ func avEnable(ctx context.Context, env *Env, args []string) error {
 	c, _, err := simple("av enable", env, args, 0, func(fs *flag.FlagSet) {
 		fs.IntVar(&tid, "tid", 0, "domain TID")
 		fs.StringVar(&vm, "vm", "", "VM name")
-		fs.StringVar(&p.Mode, "mode", "bitmap", "bitmap (QEMU dirty bitmap via --qmp) or front (secaas serves the disk on --socket)")
-		fs.StringVar(&p.Disk, "disk", "", "the VM's disk image on this host")
-		fs.StringVar(&p.QMP, "qmp", "", "the VM's QMP socket (bitmap mode)")
-		fs.StringVar(&p.Node, "node", "", "the disk's block node name (bitmap mode)")
-		fs.StringVar(&p.Socket, "socket", "", "unix socket to serve the disk on, export \"disk\" (front mode)")
-		fs.StringVar(&p.Transport, "transport", "", "front mode: nbd (default; QEMU -blockdev driver=nbd) or vhost-user (QEMU -device vhost-user-blk-pci, guest RAM shared)")
-		fs.StringVar(&p.Cache, "cache", "", "front mode: writeback (default; the host's page cache) or none (O_DIRECT)")
 		fs.StringVar(&paths, "paths", "", "comma-separated files to scan every round")
 		fs.StringVar(&p.Schedule, "schedule", "30s", "time between rounds")
 		fs.IntVar(&p.Partition, "partition", 0, "partition of the ext4 file system (0: find it)")
 		fs.StringVar(&p.Policy, "policy", "any", "verdict policy: any or majority")
 		fs.StringVar(&engines, "engines", "", "comma-separated engines: clamd,hashlist (default: all the node has)")
-		fs.StringVar(&p.GuestPort, "guest-port", "", "host side of the VM's virtio-serial port secaas.0 (for secaas-guest)")
 	})
 	if err != nil {
 		return err
@@ -236,7 +228,7 @@ func avStatus(ctx context.Context, env *Env, args []string) error {
 	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/vms/%s/av/report", tid, vm), nil, &st); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "%s mode, %s, %d epochs; chunks: %d clean, %d written, %d infected\n", st.Mode, st.Disk, st.Epochs,
+	fmt.Fprintf(env.Stdout, "%s mode, %d epochs; chunks: %d clean, %d written, %d infected\n", st.Mode, st.Epochs,
 		st.Chunks[hyperav.Clean], st.Chunks[hyperav.Written], st.Chunks[hyperav.Infected])
 	for _, p := range hyperav.SortedPaths(st.Files) {
 		f := st.Files[p]

@@ -105,6 +105,18 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("tenant create (%d): %s", code, out)
 	}
 	api := []string{"--api", srv.URL, "--token", tn.Token}
+	// A tenant binds only the ports the host inventory leases to it.
+	if out, code := runCLI(t, append([]string{"domain", "create", "-f", policy}, api...)...); code == 0 || !strings.Contains(out, "not leased") {
+		t.Fatalf("domain create on unleased ports: %s", out)
+	}
+	for _, port := range []string{"cevm1", "cevm2", "cevm3"} {
+		if out, code := runCLI(t, "inventory", "set", port, "--tenant", "demo", "--api", srv.URL, "--token", admin); code != 0 {
+			t.Fatalf("inventory set: %s", out)
+		}
+	}
+	if out, code := runCLI(t, append([]string{"inventory", "list"}, api...)...); code != 0 || strings.Count(out, `"tenant": "demo"`) != 3 {
+		t.Fatalf("inventory list: %s", out)
+	}
 	if out, code := runCLI(t, append([]string{"domain", "create", "-f", policy}, api...)...); code != 0 {
 		t.Fatalf("domain create: %s", out)
 	}

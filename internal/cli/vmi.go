@@ -126,7 +126,6 @@ func vmiEnable(ctx context.Context, env *Env, args []string) error {
 	c, _, err := simple("vmi enable", env, args, 0, func(fs *flag.FlagSet) {
 		fs.IntVar(&tid, "tid", 0, "domain TID")
 		fs.StringVar(&vm, "vm", "", "VM name")
-		fs.StringVar(&p.Memory, "memory", "", "the guest's RAM file on this host (QEMU memory-backend-file, e.g. /dev/shm/NAME)")
 		fs.StringVar(&p.Interval, "interval", "10s", "time between cycles")
 		fs.StringVar(&ind, "indicators", "", "comma-separated: processes,hidden_processes,modules,hidden_modules (default all)")
 	})

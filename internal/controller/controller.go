@@ -15,6 +15,7 @@ import (
 
 	"secaas/internal/ext4"
 	"secaas/internal/hyperav"
+	"secaas/internal/inventory"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
@@ -39,9 +40,11 @@ type AVNode interface {
 	AVStatus(tid int, vm string) (*hyperav.Status, error) // live; an error when the VM has no running service
 }
 
-// Node is what the controller needs of a host's agent.
+// Node is what the controller needs of a host's agent: the desired
+// domains, with the host inventory that says which host resources (RAM
+// file, QMP socket, disk) belong to each VM port.
 type Node interface {
-	Apply(ctx context.Context, domains []tenant.Domain) error
+	Apply(ctx context.Context, domains []tenant.Domain, ports inventory.Ports) error
 }
 
 // Caller is an authenticated API client.
@@ -56,6 +59,10 @@ type Controller struct {
 	node      Node
 	log       *slog.Logger
 	adminHash string
+	// Host is what inventory records are checked against: the bridge's
+	// own port names and the roots host paths must lie beneath. Set
+	// before use.
+	Host inventory.Host
 
 	mu sync.Mutex // serialises changes so that store and switch move together
 }
@@ -77,10 +84,17 @@ func (c *Controller) Sync(ctx context.Context) error {
 
 func (c *Controller) syncLocked(ctx context.Context) error {
 	var all []tenant.Domain
-	if err := c.st.View(ctx, func(tx *store.Tx) (err error) { all, err = tx.Domains(); return err }); err != nil {
+	var ports []inventory.Port
+	if err := c.st.View(ctx, func(tx *store.Tx) (err error) {
+		if all, err = tx.Domains(); err != nil {
+			return err
+		}
+		ports, err = tx.Ports()
+		return err
+	}); err != nil {
 		return err
 	}
-	return c.node.Apply(ctx, all)
+	return c.node.Apply(ctx, all, inventory.Index(ports))
 }
 
 // Authenticate maps a bearer token to a caller.
@@ -229,6 +243,18 @@ func (c *Controller) commit(ctx context.Context, who Caller, kind string, ch cha
 		if _, err := tenant.NewNet(all); err != nil {
 			return scopeError(who, d, err)
 		}
+		list, err := tx.Ports()
+		if err != nil {
+			return err
+		}
+		ports := inventory.Index(list)
+		if slices.ContainsFunc(all, func(x tenant.Domain) bool { return x.TID == d.TID }) {
+			// The changed domain's ports: leased to its tenant (a tenant
+			// binds only leased ports; the admin also unlisted ones).
+			if err := inventory.CheckDomain(d, ports, c.Host.Reserved, !who.Admin); err != nil {
+				return err
+			}
+		}
 		if !slices.ContainsFunc(all, func(x tenant.Domain) bool { return x.TID == d.TID }) {
 			if err := tx.DeleteDomain(d.TID); err != nil {
 				return err
@@ -239,7 +265,7 @@ func (c *Controller) commit(ctx context.Context, who Caller, kind string, ch cha
 		if _, err := tx.AddEvent(store.Event{Tenant: d.Tenant, Kind: kind, Subject: fmt.Sprintf("domain/%d", d.TID)}); err != nil {
 			return err
 		}
-		if err := c.node.Apply(ctx, all); err != nil {
+		if err := c.node.Apply(ctx, all, ports); err != nil {
 			return fmt.Errorf("%w: %w", ErrApply, err)
 		}
 		applied = true
@@ -446,14 +472,56 @@ func (c *Controller) SetNAD(ctx context.Context, who Caller, tid int, vmName str
 	return c.setVMPolicy(ctx, who, tid, vmName, "nad", p == nil, func(vm *tenant.VM) { vm.NAD = p })
 }
 
-// SetVMI enables (p non-nil) or disables (nil) memory monitoring for a VM.
+// SetVMI enables (p non-nil) or disables (nil) memory monitoring for a
+// VM. Enabling needs the VM's RAM file in its port's inventory record.
 func (c *Controller) SetVMI(ctx context.Context, who Caller, tid int, vmName string, p *tenant.VMIPolicy) error {
+	if p != nil {
+		if _, _, err := p.Params(); err != nil {
+			return invalid("%v", err)
+		}
+		if err := c.needs(ctx, who, tid, vmName, "memory monitoring", func(r inventory.Port) bool { return r.Memory != "" }); err != nil {
+			return err
+		}
+	}
 	return c.setVMPolicy(ctx, who, tid, vmName, "vmi", p == nil, func(vm *tenant.VM) { vm.VMI = p })
 }
 
 // SetAV enables (p non-nil) or disables (nil) HyperAV for a VM's disk.
+// Enabling needs the VM's disk in its port's inventory record.
 func (c *Controller) SetAV(ctx context.Context, who Caller, tid int, vmName string, p *tenant.AVPolicy) error {
+	if p != nil {
+		if _, err := p.Params(); err != nil {
+			return invalid("%v", err)
+		}
+		if err := c.needs(ctx, who, tid, vmName, "HyperAV", func(r inventory.Port) bool { return r.Disk != nil }); err != nil {
+			return err
+		}
+	}
 	return c.setVMPolicy(ctx, who, tid, vmName, "av", p == nil, func(vm *tenant.VM) { vm.AV = p })
+}
+
+// needs checks that the caller's VM has a port whose inventory record
+// has what a service needs.
+func (c *Controller) needs(ctx context.Context, who Caller, tid int, vmName, service string, has func(inventory.Port) bool) error {
+	d, err := c.Domain(ctx, who, tid)
+	if err != nil {
+		return err
+	}
+	si, vi, err := findVM(&d, vmName)
+	if err != nil {
+		return err
+	}
+	port := d.Subnets[si].VMs[vi].Port
+	var rec inventory.Port
+	err = c.st.View(ctx, func(tx *store.Tx) (err error) { rec, err = tx.Port(port); return err })
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	if err != nil || !has(rec) {
+		return fmt.Errorf("vm %q: %s needs the VM's host resources in the inventory record of port %q, which an admin sets (secaas inventory set): %w",
+			vmName, service, port, ErrConflict)
+	}
+	return nil
 }
 
 // setVMPolicy changes one of a VM's service policies through the usual

@@ -23,6 +23,13 @@ func Open(path string) (Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("disk: %w", err)
 	}
+	return OpenFile(f)
+}
+
+// OpenFile is Open of a file already opened (e.g. beneath a host root);
+// the image owns f and closes it.
+func OpenFile(f *os.File) (Image, error) {
+	path := f.Name()
 	var magic [4]byte
 	if _, err := f.ReadAt(magic[:], 0); err == nil && string(magic[:]) == qcow2Magic {
 		img, err := NewQcow2(f)

@@ -52,6 +52,11 @@ func mapFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("guest memory: %w", err)
 	}
 	defer f.Close()
+	return mapOpen(f, path)
+}
+
+// mapOpen maps an open file read-only (see mapFile).
+func mapOpen(f *os.File, path string) ([]byte, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("guest memory: %w", err)
@@ -70,6 +75,16 @@ func mapFile(path string) ([]byte, error) {
 // machine: file offsets are RAM offsets, laid out around the PCI hole.
 func OpenShared(path string) (*Mem, error) {
 	data, err := mapFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return &Mem{Format: "shared", segs: pcLayout(data), mapping: data}, nil
+}
+
+// OpenSharedFile is OpenShared of a file already opened (e.g. beneath a
+// host root); f may be closed afterwards.
+func OpenSharedFile(f *os.File) (*Mem, error) {
+	data, err := mapOpen(f, f.Name())
 	if err != nil {
 		return nil, err
 	}

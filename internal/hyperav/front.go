@@ -7,6 +7,7 @@ import (
 	"os"
 	"time"
 
+	"secaas/internal/hostpath"
 	"secaas/internal/nbd"
 	"secaas/internal/vhostuser"
 
@@ -41,17 +42,22 @@ type FrontOptions struct {
 	// (vhostuser.BlockServer.Poll; 0: never).
 	Poll time.Duration
 	Log  *slog.Logger
+	// Host opens the image and creates the socket (default: anywhere; the
+	// daemon confines both to its host roots). Only a socket this front
+	// created is ever removed.
+	Host hostpath.Host
 }
 
 // openFront opens a raw image whose size matches the state and listens on
 // the unix socket.
-func openFront(image, socket string, st *State, o FrontOptions) (*Front, *net.UnixListener, error) {
-	f, err := os.OpenFile(image, os.O_RDWR, 0)
+func openFront(image, socket string, st *State, o FrontOptions) (*Front, net.Listener, error) {
+	host := hostpath.Or(o.Host)
+	f, err := host.OpenFile(image, os.O_RDWR, 0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("front: %w", err)
 	}
 	fr := &Front{Image: f, State: st}
-	fail := func(err error) (*Front, *net.UnixListener, error) {
+	fail := func(err error) (*Front, net.Listener, error) {
 		fr.closeFiles()
 		return nil, nil, fmt.Errorf("front: %w", err)
 	}
@@ -59,16 +65,18 @@ func openFront(image, socket string, st *State, o FrontOptions) (*Front, *net.Un
 	if err != nil {
 		return fail(err)
 	}
+	if !info.Mode().IsRegular() {
+		return fail(fmt.Errorf("%s is not a regular file", image))
+	}
 	if info.Size() != st.DiskSize {
 		return fail(fmt.Errorf("image has %d bytes, state is for %d", info.Size(), st.DiskSize))
 	}
 	if o.Direct {
-		if fr.direct, err = os.OpenFile(image, os.O_RDWR|unix.O_DIRECT, 0); err != nil {
+		if fr.direct, err = host.OpenFile(image, os.O_RDWR|unix.O_DIRECT, 0); err != nil {
 			return fail(fmt.Errorf("cache none (O_DIRECT): %w", err))
 		}
 	}
-	os.Remove(socket)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: socket, Net: "unix"})
+	ln, err := host.ListenUnix(socket)
 	if err != nil {
 		return fail(err)
 	}

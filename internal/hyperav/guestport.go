@@ -7,6 +7,8 @@ import (
 	"net"
 	"sync"
 	"time"
+
+	"secaas/internal/hostpath"
 )
 
 // GuestRequest is a request of the guest tool (cmd/secaas-guest).
@@ -28,10 +30,10 @@ const maxGuestLine = 1 << 20
 // untrusted: requests are bounded, the path is looked up on the host side
 // (its FIEMAP extents are only a hint), and a bad request gets an error
 // reply, not a crash.
-func ServeGuestPort(ctx context.Context, socket string, svc *Service) {
+func ServeGuestPort(ctx context.Context, host hostpath.Host, socket string, svc *Service) {
+	host = hostpath.Or(host)
 	for ctx.Err() == nil {
-		var d net.Dialer
-		conn, err := d.DialContext(ctx, "unix", socket)
+		conn, err := host.DialUnix(ctx, socket)
 		if err != nil {
 			select {
 			case <-ctx.Done():

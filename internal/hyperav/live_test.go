@@ -263,7 +263,7 @@ func TestGuestToolAndService(t *testing.T) {
 	defer g.Stop()
 	t.Logf("guest on %s", g.Accel)
 	go svc.Run(ctx)
-	go ServeGuestPort(ctx, g.PortSocket("secaas.0"), svc)
+	go ServeGuestPort(ctx, nil, g.PortSocket("secaas.0"), svc)
 	if out, err := g.Run("mkdir -p /mnt && mount -t ext4 /dev/vda1 /mnt && echo ok", time.Minute); err != nil || out != "ok" {
 		t.Fatalf("mount: %v %s", err, out)
 	}

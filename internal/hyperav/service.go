@@ -14,6 +14,7 @@ import (
 
 	"secaas/internal/av"
 	"secaas/internal/disk"
+	"secaas/internal/hostpath"
 	"secaas/internal/nbd"
 	"secaas/internal/qmp"
 )
@@ -32,6 +33,9 @@ type ServiceConfig struct {
 	Partition int
 	Dir       string // state, quarantine and sockets of this VM
 	AV        *av.Scanner
+	// Host opens Disk, dials QMP and creates Socket (default: anywhere,
+	// for the offline CLI; the daemon confines them to its host roots).
+	Host hostpath.Host
 }
 
 // Event kinds a Service emits.
@@ -47,7 +51,6 @@ const (
 type Status struct {
 	At       time.Time             `json:"at"`
 	Mode     string                `json:"mode"`
-	Disk     string                `json:"disk"`
 	Chunks   map[string]int        `json:"chunks"` // CLEAN / WRITTEN / INFECTED
 	Infected []Range               `json:"infected_ranges"`
 	Files    map[string]FileRecord `json:"files"`
@@ -116,7 +119,12 @@ func NewService(cfg ServiceConfig, emit func(string, any)) (*Service, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
-	img, err := disk.Open(cfg.Disk)
+	cfg.Host = hostpath.Or(cfg.Host)
+	f, err := cfg.Host.OpenFile(cfg.Disk, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("disk: %w", err)
+	}
+	img, err := disk.OpenFile(f)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +142,7 @@ func NewService(cfg ServiceConfig, emit func(string, any)) (*Service, error) {
 		s.verdict[p] = rec.Verdict
 	}
 	if cfg.Mode == "front" {
-		o := FrontOptions{Direct: cfg.Cache == "none"}
+		o := FrontOptions{Direct: cfg.Cache == "none", Host: cfg.Host}
 		if cfg.Transport == "vhost-user" {
 			s.front, err = StartVhostFront(cfg.Disk, cfg.Socket, st, o)
 		} else {
@@ -188,7 +196,11 @@ func (s *Service) reader(ctx context.Context) (io.ReaderAt, func(), error) {
 		return s.front.Image, func() {}, nil
 	}
 	if s.tracker == nil {
-		c, err := qmp.Dial(ctx, s.cfg.QMP)
+		conn, err := s.cfg.Host.DialUnix(ctx, s.cfg.QMP)
+		if err != nil {
+			return nil, nil, fmt.Errorf("qmp: %w", err)
+		}
+		c, err := qmp.NewClient(ctx, conn)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -288,7 +300,7 @@ func (s *Service) Status() *Status {
 }
 
 func (s *Service) statusLocked() *Status {
-	return &Status{At: time.Now().UTC(), Mode: s.cfg.Mode, Disk: s.cfg.Disk, Chunks: s.state.Counts(),
+	return &Status{At: time.Now().UTC(), Mode: s.cfg.Mode, Chunks: s.state.Counts(),
 		Infected: s.state.InfectedRanges(), Files: s.state.Files(), Epochs: s.epochs}
 }
 

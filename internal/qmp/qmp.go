@@ -69,6 +69,12 @@ func Dial(ctx context.Context, path string) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("qmp: %w", err)
 	}
+	return NewClient(ctx, conn)
+}
+
+// NewClient speaks QMP on a connection already made (e.g. to a socket
+// beneath a host root); on error it closes conn.
+func NewClient(ctx context.Context, conn net.Conn) (*Client, error) {
 	c := &Client{conn: conn, rd: bufio.NewReaderSize(conn, 64<<10)}
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -21,30 +22,32 @@ var (
 	ErrConflict = errors.New("conflict")
 )
 
-var migrations = []string{
-	`CREATE TABLE tenants (
+// migrations are applied in order, each in its own transaction; a step
+// is SQL or Go (for changes of the stored documents).
+var migrations = []migration{
+	sqlStep(`CREATE TABLE tenants (
 		id TEXT PRIMARY KEY,
 		name TEXT NOT NULL,
 		token_sha256 TEXT NOT NULL UNIQUE,
 		created_at TEXT NOT NULL
-	)`,
-	`CREATE TABLE domains (
+	)`),
+	sqlStep(`CREATE TABLE domains (
 		tid INTEGER PRIMARY KEY,
 		tenant_id TEXT NOT NULL REFERENCES tenants(id),
 		doc TEXT NOT NULL,
 		version INTEGER NOT NULL,
 		updated_at TEXT NOT NULL
-	)`,
-	`CREATE TABLE events (
+	)`),
+	sqlStep(`CREATE TABLE events (
 		id INTEGER PRIMARY KEY AUTOINCREMENT,
 		time TEXT NOT NULL,
 		tenant_id TEXT NOT NULL DEFAULT '',
 		kind TEXT NOT NULL,
 		subject TEXT NOT NULL DEFAULT '',
 		detail TEXT NOT NULL DEFAULT ''
-	)`,
-	`CREATE INDEX events_tenant ON events(tenant_id, id)`,
-	`CREATE TABLE results (
+	)`),
+	sqlStep(`CREATE INDEX events_tenant ON events(tenant_id, id)`),
+	sqlStep(`CREATE TABLE results (
 		tid INTEGER NOT NULL,
 		vm TEXT NOT NULL,
 		kind TEXT NOT NULL,
@@ -52,7 +55,16 @@ var migrations = []string{
 		time TEXT NOT NULL,
 		doc TEXT NOT NULL,
 		PRIMARY KEY (tid, vm, kind)
-	)`,
+	)`),
+	// The host inventory: switch ports, the tenant each is leased to, and a
+	// VM's host resources (package inventory).
+	sqlStep(`CREATE TABLE ports (
+		name TEXT PRIMARY KEY,
+		tenant_id TEXT NOT NULL REFERENCES tenants(id),
+		doc TEXT NOT NULL,
+		updated_at TEXT NOT NULL
+	)`),
+	leaseBoundPorts,
 }
 
 // Store is the control plane's database.
@@ -67,6 +79,24 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
 	if path == ":memory:" {
 		dsn = "file::memory:?_pragma=foreign_keys(1)"
+	}
+	if path != ":memory:" {
+		// The database and its -wal and -shm files (SQLite gives them the
+		// database's mode) are the daemon's alone.
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		err = f.Chmod(0o600)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("open store: %w", err)
+		}
+		for _, side := range []string{"-wal", "-shm"} {
+			if err := os.Chmod(path+side, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("open store: %w", err)
+			}
+		}
 	}
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -100,7 +130,7 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, migrations[v-1]); err != nil {
+		if err := migrations[v-1](ctx, tx); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migrate to %d: %w", v, err)
 		}
@@ -239,10 +269,13 @@ func (t *Tx) Tenants() ([]Tenant, error) {
 	return out, rows.Err()
 }
 
-// DeleteTenant removes a tenant that owns no domain.
+// DeleteTenant removes a tenant that owns no domain and leases no port.
 func (t *Tx) DeleteTenant(id string) error {
 	if t.exists(`SELECT 1 FROM domains WHERE tenant_id = ?`, id) {
 		return fmt.Errorf("tenant %q still owns domains: %w", id, ErrConflict)
+	}
+	if t.exists(`SELECT 1 FROM ports WHERE tenant_id = ?`, id) {
+		return fmt.Errorf("tenant %q still leases ports (secaas inventory delete): %w", id, ErrConflict)
 	}
 	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM tenants WHERE id = ?`, id)
 	if err != nil {

@@ -83,39 +83,10 @@ type VM struct {
 	AV *AVPolicy `json:"av,omitempty" yaml:"av,omitempty"`
 }
 
-// AVPolicy configures HyperAV for one VM disk.
+// AVPolicy configures HyperAV for one VM's disk: what to scan and how to
+// judge it. How the disk is reached on the host (image, mode, sockets) is
+// host inventory (package inventory), never a tenant's to name.
 type AVPolicy struct {
-	// Mode: "bitmap" (QEMU's dirty bitmap through the VM's QMP socket;
-	// near-zero overhead) or "front" (secaas serves the disk image in the
-	// VM's I/O path, over NBD or vhost-user; sees every write, can isolate
-	// sectors).
-	Mode string `json:"mode" yaml:"mode"`
-	// Disk is the disk image on this host (front mode: raw).
-	Disk string `json:"disk" yaml:"disk"`
-	// QMP is the VM's QMP socket and Node the disk's block node (bitmap).
-	QMP  string `json:"qmp,omitempty" yaml:"qmp,omitempty"`
-	Node string `json:"node,omitempty" yaml:"node,omitempty"`
-	// Device is the disk device's qdev id or QOM path (e.g.
-	// /machine/peripheral/virtio-disk0/virtio-backend): bitmap mode zeroes
-	// quarantined sectors through it.
-	Device string `json:"device,omitempty" yaml:"device,omitempty"`
-	// Socket is where secaas serves the disk (front). Transport "nbd"
-	// (default): start QEMU with
-	// -blockdev driver=nbd,server.type=unix,server.path=SOCKET,export=disk.
-	// Transport "vhost-user": -chardev socket,id=c,path=SOCKET
-	// -device vhost-user-blk-pci,chardev=c, with the guest's RAM shared
-	// (memory-backend-file or memory-backend-memfd with share=on); the
-	// guest's requests are served from its RAM, without a socket round trip.
-	Socket    string `json:"socket,omitempty" yaml:"socket,omitempty"`
-	Transport string `json:"transport,omitempty" yaml:"transport,omitempty"`
-	// Cache (front) is how secaas writes the image: "writeback" (default,
-	// through the host's page cache) or "none" (O_DIRECT, as QEMU's
-	// cache=none; FLUSH syncs the image either way).
-	Cache string `json:"cache,omitempty" yaml:"cache,omitempty"`
-	// GuestPort is the host side (a unix socket QEMU listens on) of the
-	// VM's virtio-serial port "secaas.0", where the guest tool
-	// (secaas-guest) asks for scans; optional.
-	GuestPort string `json:"guest_port,omitempty" yaml:"guest_port,omitempty"`
 	// Paths are files scanned on every round (their writes trigger a rescan).
 	Paths []string `json:"paths,omitempty" yaml:"paths,omitempty"`
 	// Schedule between rounds, default 30s.
@@ -128,7 +99,34 @@ type AVPolicy struct {
 	// node's SHA-256 list, secaasd --hashes); default: every engine the
 	// node has.
 	Engines []string `json:"engines,omitempty" yaml:"engines,omitempty"`
+
+	// Host fields of earlier versions, refused with a message that says
+	// where they went (the host inventory).
+	Mode      string `json:"mode,omitempty" yaml:"mode,omitempty"`
+	Disk      string `json:"disk,omitempty" yaml:"disk,omitempty"`
+	QMP       string `json:"qmp,omitempty" yaml:"qmp,omitempty"`
+	Node      string `json:"node,omitempty" yaml:"node,omitempty"`
+	Device    string `json:"device,omitempty" yaml:"device,omitempty"`
+	Socket    string `json:"socket,omitempty" yaml:"socket,omitempty"`
+	Transport string `json:"transport,omitempty" yaml:"transport,omitempty"`
+	Cache     string `json:"cache,omitempty" yaml:"cache,omitempty"`
+	GuestPort string `json:"guest_port,omitempty" yaml:"guest_port,omitempty"`
 }
+
+// hostFields names the host fields set in p.
+func (p AVPolicy) hostFields() []string {
+	var out []string
+	for _, f := range [][2]string{{"mode", p.Mode}, {"disk", p.Disk}, {"qmp", p.QMP}, {"node", p.Node}, {"device", p.Device},
+		{"socket", p.Socket}, {"transport", p.Transport}, {"cache", p.Cache}, {"guest_port", p.GuestPort}} {
+		if f[1] != "" {
+			out = append(out, f[0])
+		}
+	}
+	return out
+}
+
+// hostFieldMsg ends the error for a tenant policy that names a host resource.
+const hostFieldMsg = "is host inventory, set by the admin for the VM's port (secaas inventory set), not part of a tenant's policy"
 
 // AVEngines are the engine names a policy may ask for.
 var AVEngines = []string{"clamd", "hashlist"}
@@ -142,40 +140,14 @@ const (
 
 // Params checks the policy and returns its schedule.
 func (p AVPolicy) Params() (time.Duration, error) {
+	if hf := p.hostFields(); len(hf) > 0 {
+		return 0, fmt.Errorf("av %s %s", strings.Join(hf, ", "), hostFieldMsg)
+	}
 	abs := func(what, v string) error {
 		if v == "" || !strings.HasPrefix(v, "/") || strings.Contains(v, "..") {
 			return fmt.Errorf("av %s %q must be an absolute path", what, v)
 		}
 		return nil
-	}
-	if err := abs("disk", p.Disk); err != nil {
-		return 0, err
-	}
-	switch p.Mode {
-	case "bitmap":
-		if err := abs("qmp", p.QMP); err != nil {
-			return 0, err
-		}
-		if p.Node == "" {
-			return 0, fmt.Errorf("av node (the disk's block node) is required in bitmap mode")
-		}
-	case "front":
-		if err := abs("socket", p.Socket); err != nil {
-			return 0, err
-		}
-		if p.Transport != "" && p.Transport != "nbd" && p.Transport != "vhost-user" {
-			return 0, fmt.Errorf("av transport %q is neither nbd nor vhost-user", p.Transport)
-		}
-		if p.Cache != "" && p.Cache != "writeback" && p.Cache != "none" {
-			return 0, fmt.Errorf("av cache %q is neither writeback nor none", p.Cache)
-		}
-	default:
-		return 0, fmt.Errorf("av mode %q is neither bitmap nor front", p.Mode)
-	}
-	if p.GuestPort != "" {
-		if err := abs("guest_port", p.GuestPort); err != nil {
-			return 0, err
-		}
 	}
 	if len(p.Paths) > MaxAVPaths {
 		return 0, fmt.Errorf("av: %d paths (limit %d)", len(p.Paths), MaxAVPaths)
@@ -209,11 +181,12 @@ func (p AVPolicy) Params() (time.Duration, error) {
 	return every, nil
 }
 
-// VMIPolicy configures memory monitoring for one VM.
+// VMIPolicy configures memory monitoring for one VM. The guest's RAM file
+// is host inventory (package inventory), never a tenant's to name.
 type VMIPolicy struct {
-	// Memory is the guest's RAM as the host sees it: the shared
-	// memory-backend-file of its QEMU process (e.g. /dev/shm/NAME).
-	Memory string `json:"memory" yaml:"memory"`
+	// Memory is refused: a field of earlier versions (the RAM file), now
+	// the host inventory's.
+	Memory string `json:"memory,omitempty" yaml:"memory,omitempty"`
 	// Interval between monitoring cycles, default 10s.
 	Interval string `json:"interval,omitempty" yaml:"interval,omitempty"`
 	// Indicators to collect: processes, hidden_processes, modules,
@@ -233,8 +206,8 @@ var VMIIndicators = []string{"processes", "hidden_processes", "modules", "hidden
 // Params returns the policy's interval and indicator set with defaults
 // filled in, or an error.
 func (p VMIPolicy) Params() (interval time.Duration, indicators map[string]bool, err error) {
-	if p.Memory == "" || !strings.HasPrefix(p.Memory, "/") || strings.Contains(p.Memory, "..") {
-		return 0, nil, fmt.Errorf("vmi memory %q must be an absolute path to the guest's RAM file", p.Memory)
+	if p.Memory != "" {
+		return 0, nil, fmt.Errorf("vmi memory %s", hostFieldMsg)
 	}
 	interval = 10 * time.Second
 	if p.Interval != "" {

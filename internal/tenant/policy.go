@@ -2,7 +2,6 @@ package tenant
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -28,9 +27,7 @@ func ParsePolicy(b []byte) (*Policy, error) {
 	var p Policy
 	trimmed := bytes.TrimSpace(b)
 	if len(trimmed) > 0 && trimmed[0] == '{' {
-		dec := json.NewDecoder(bytes.NewReader(b))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&p); err != nil {
+		if err := DecodeStrictJSON(b, &p); err != nil {
 			return nil, fmt.Errorf("parse policy: %v: %w", err, ErrInvalid)
 		}
 		return &p, nil

@@ -217,3 +217,50 @@ func FuzzParsePolicy(f *testing.F) {
 		}
 	})
 }
+
+func TestStrictJSON(t *testing.T) {
+	type acr struct {
+		Action string `json:"action"`
+		Src    []any  `json:"src"`
+		Sub    *struct {
+			A int `json:"a"`
+		} `json:"sub"`
+	}
+	for _, tc := range []struct {
+		in string
+		ok bool
+	}{
+		{`{"action":"drop"}`, true},
+		{`{"action":"drop","src":[{"a":1},{"a":1}],"sub":{"a":1}}`, true},
+		{`{"action":"drop","action":"pass"}`, false},
+		{`{"sub":{"a":1,"a":2}}`, false},
+		{`{"src":[{"x":1,"x":2}]}`, false},
+		{`{"action":"drop"} {}`, false},
+		{`{"action":"drop"`, false},
+		{`{"bogus":1}`, false},
+		{strings.Repeat("[", 100) + strings.Repeat("]", 100), false},
+	} {
+		var v acr
+		if err := DecodeStrictJSON([]byte(tc.in), &v); (err == nil) != tc.ok {
+			t.Errorf("%s: %v", tc.in, err)
+		}
+	}
+	if _, err := ParsePolicy([]byte(`{"domains":[{"tid":1,"tid":2}]}`)); err == nil {
+		t.Error("a policy file with a duplicate key")
+	}
+	if _, err := ParsePolicy([]byte("domains:\n  - tid: 1\n    tid: 2\n")); err == nil {
+		t.Error("a YAML policy with a duplicate key")
+	}
+}
+
+func FuzzStrictJSON(f *testing.F) {
+	f.Add([]byte(`{"domains":[{"tid":1,"subnets":[{"name":"a","acrs":[{"action":"drop"}]}]}]}`))
+	f.Add([]byte(`{"a":{"b":[1,{"c":2,"c":3}]}}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p Policy
+		err := DecodeStrictJSON(b, &p)
+		if err == nil && CheckJSONKeys(b) != nil {
+			t.Fatal("decoded a document with duplicate keys")
+		}
+	})
+}

@@ -154,14 +154,19 @@ const (
 )
 
 // Serve accepts front-end connections until ln is closed, one at a time.
-func (s *BlockServer) Serve(ln *net.UnixListener) error {
+func (s *BlockServer) Serve(ln net.Listener) error {
 	for {
-		c, err := ln.AcceptUnix()
+		conn, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
 			return err
+		}
+		c, ok := conn.(*net.UnixConn)
+		if !ok {
+			conn.Close()
+			return fmt.Errorf("vhost-user: %T is no unix socket connection", conn)
 		}
 		if err := s.ServeConn(c); err != nil && s.Log != nil {
 			s.Log.Warn("vhost-user connection", "err", err)

@@ -16,6 +16,9 @@ type WatchConfig struct {
 	Memory     string // the guest's RAM file (shared memory-backend-file)
 	Interval   time.Duration
 	Indicators map[string]bool
+	// Open opens the RAM file read-only (default os.Open); the daemon
+	// opens it beneath its host roots (package hostpath).
+	Open func(name string) (*os.File, error)
 }
 
 // Event kinds Watch emits, with the type of their value.
@@ -69,8 +72,19 @@ func (w *watcher) fail(err error) {
 }
 
 func (w *watcher) cycle() {
-	st, err := os.Stat(w.cfg.Memory)
+	open := w.cfg.Open
+	if open == nil {
+		open = os.Open
+	}
+	f, err := open(w.cfg.Memory)
 	if err != nil {
+		w.close()
+		w.fail(fmt.Errorf("%w: %v", ErrNoMemory, err))
+		return
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
 		w.close()
 		w.fail(fmt.Errorf("%w: %v", ErrNoMemory, err))
 		return
@@ -83,12 +97,20 @@ func (w *watcher) cycle() {
 		w.close()
 	}
 	if w.mem == nil {
-		if w.mem, err = guestmem.OpenShared(w.cfg.Memory); err != nil {
+		if !st.Mode().IsRegular() {
+			f.Close()
+			w.fail(fmt.Errorf("%w: %s is not a regular file", ErrNoMemory, w.cfg.Memory))
+			return
+		}
+		w.mem, err = guestmem.OpenSharedFile(f)
+		if err != nil {
+			f.Close()
 			w.fail(fmt.Errorf("%w: %v", ErrNoMemory, err))
 			return
 		}
 		w.ino, w.sess = ino, NewSession(w.mem)
 	}
+	f.Close()
 	r, err := w.sess.Inspect(w.cfg.Indicators)
 	if err != nil {
 		w.fail(err)

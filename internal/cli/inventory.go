@@ -1,0 +1,66 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net/url"
+
+	"secaas/internal/inventory"
+)
+
+func inventorySet(ctx context.Context, env *Env, args []string) error {
+	var p inventory.Port
+	var d inventory.Disk
+	c, pos, err := simple("inventory set", env, args, 1, func(fs *flag.FlagSet) {
+		fs.StringVar(&p.Tenant, "tenant", "", "tenant the port is leased to")
+		fs.BoolVar(&p.Uplink, "uplink", false, "the port leads outside a domain (router, NIC): a domain's uplink, not a VM")
+		fs.StringVar(&p.VM, "vm", "", "the hypervisor's name of the VM on the port (information)")
+		fs.StringVar(&p.Memory, "memory", "", "the VM's RAM file (QEMU memory-backend-file, share=on), beneath the daemon's --shm-root")
+		fs.StringVar(&p.QMP, "qmp", "", "the VM's QMP socket, beneath the daemon's --run-root")
+		fs.StringVar(&d.Image, "disk", "", "the VM's disk image, beneath the daemon's --image-root")
+		fs.StringVar(&d.Mode, "disk-mode", "bitmap", "bitmap (QEMU's dirty bitmap via --qmp) or front (secaas serves the disk on --socket)")
+		fs.StringVar(&d.Node, "node", "", "the disk's block node (bitmap mode)")
+		fs.StringVar(&d.Device, "device", "", "the disk's qdev id or QOM path (bitmap mode: quarantine zeroes through it)")
+		fs.StringVar(&d.Socket, "socket", "", "unix socket secaas serves the disk on, beneath --run-root (front mode)")
+		fs.StringVar(&d.Transport, "transport", "", "front mode: nbd (default) or vhost-user")
+		fs.StringVar(&d.Cache, "cache", "", "front mode: writeback (default) or none (O_DIRECT)")
+		fs.StringVar(&d.GuestPort, "guest-port", "", "host side of the VM's virtio-serial port secaas.0 (for secaas-guest), beneath --run-root")
+	})
+	if err != nil {
+		return err
+	}
+	p.Name = pos[0]
+	if d.Image != "" {
+		p.Disk = &d
+	}
+	var out inventory.Port
+	if err := c.do(ctx, "PUT", "/v1/inventory/ports/"+url.PathEscape(p.Name), p, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+func inventoryList(ctx context.Context, env *Env, args []string) error {
+	c, _, err := simple("inventory list", env, args, 0, nil)
+	if err != nil {
+		return err
+	}
+	var out []inventory.Port
+	if err := c.do(ctx, "GET", "/v1/inventory/ports", nil, &out); err != nil {
+		return err
+	}
+	return printJSON(env.Stdout, out)
+}
+
+func inventoryDelete(ctx context.Context, env *Env, args []string) error {
+	c, pos, err := simple("inventory delete", env, args, 1, nil)
+	if err != nil {
+		return err
+	}
+	if err := c.do(ctx, "DELETE", "/v1/inventory/ports/"+url.PathEscape(pos[0]), nil, nil); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "port %s removed from the inventory\n", pos[0])
+	return nil
+}

@@ -1,0 +1,194 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"secaas/internal/inventory"
+)
+
+type migration func(ctx context.Context, tx *sql.Tx) error
+
+func sqlStep(q string) migration {
+	return func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, q)
+		return err
+	}
+}
+
+// avHostFields are the host fields that AV policies of earlier versions
+// held; vmi's was "memory".
+var avHostFields = []string{"mode", "disk", "qmp", "node", "device", "socket", "transport", "cache", "guest_port"}
+
+// leaseBoundPorts moves a store of earlier versions to the host
+// inventory: every port a domain already binds is leased to that
+// domain's tenant (the binding was accepted before), and the host paths
+// that tenants once wrote into their service policies are dropped, not
+// carried over: a tenant chose them. An event says what was dropped; the
+// admin sets those resources in the inventory.
+func leaseBoundPorts(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT tid, tenant_id, doc FROM domains ORDER BY tid`)
+	if err != nil {
+		return err
+	}
+	type dom struct {
+		tid    int
+		tenant string
+		doc    map[string]any
+	}
+	var doms []dom
+	for rows.Next() {
+		var d dom
+		var doc string
+		if err := rows.Scan(&d.tid, &d.tenant, &doc); err != nil {
+			rows.Close()
+			return err
+		}
+		if err := json.Unmarshal([]byte(doc), &d.doc); err != nil {
+			rows.Close()
+			return fmt.Errorf("domain %d: corrupt document: %w", d.tid, err)
+		}
+		doms = append(doms, d)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	lease := func(name, tenantID string, uplink bool) error {
+		doc, _ := json.Marshal(inventory.Port{Name: name, Tenant: tenantID, Uplink: uplink})
+		_, err := tx.ExecContext(ctx, `INSERT INTO ports(name, tenant_id, doc, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING`,
+			name, tenantID, string(doc), now)
+		return err
+	}
+	for _, d := range doms {
+		var dropped []string
+		if ups, ok := d.doc["uplinks"].([]any); ok {
+			for _, u := range ups {
+				if s, ok := u.(string); ok {
+					if err := lease(s, d.tenant, true); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		subnets, _ := d.doc["subnets"].([]any)
+		for _, s := range subnets {
+			sm, _ := s.(map[string]any)
+			vms, _ := sm["vms"].([]any)
+			for _, v := range vms {
+				vm, _ := v.(map[string]any)
+				if port, ok := vm["port"].(string); ok {
+					if err := lease(port, d.tenant, false); err != nil {
+						return err
+					}
+				}
+				name, _ := vm["name"].(string)
+				if p, ok := vm["vmi"].(map[string]any); ok {
+					if _, had := p["memory"]; had {
+						delete(p, "memory")
+						dropped = append(dropped, fmt.Sprintf("vm %s: vmi memory", name))
+					}
+				}
+				if p, ok := vm["av"].(map[string]any); ok {
+					for _, f := range avHostFields {
+						if _, had := p[f]; had {
+							delete(p, f)
+							dropped = append(dropped, fmt.Sprintf("vm %s: av %s", name, f))
+						}
+					}
+				}
+			}
+		}
+		if len(dropped) == 0 {
+			continue
+		}
+		doc, err := json.Marshal(d.doc)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE domains SET doc = ?, version = version + 1, updated_at = ? WHERE tid = ?`, string(doc), now, d.tid); err != nil {
+			return err
+		}
+		detail, _ := json.Marshal(dropped)
+		if _, err := tx.ExecContext(ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail) VALUES (?, ?, ?, ?, ?)`,
+			now, d.tenant, "policy.host_fields_dropped", fmt.Sprintf("domain/%d", d.tid),
+			"host resources are now host inventory (secaas inventory set): "+string(detail)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ports lists the host inventory, by port name.
+func (t *Tx) Ports() ([]inventory.Port, error) {
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT doc FROM ports ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list ports: %w", err)
+	}
+	defer rows.Close()
+	var out []inventory.Port
+	for rows.Next() {
+		var doc string
+		if err := rows.Scan(&doc); err != nil {
+			return nil, fmt.Errorf("list ports: %w", err)
+		}
+		var p inventory.Port
+		if err := json.Unmarshal([]byte(doc), &p); err != nil {
+			return nil, fmt.Errorf("list ports: corrupt document: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// Port returns one inventory record.
+func (t *Tx) Port(name string) (inventory.Port, error) {
+	var doc string
+	err := t.tx.QueryRowContext(t.ctx, `SELECT doc FROM ports WHERE name = ?`, name).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return inventory.Port{}, fmt.Errorf("port %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return inventory.Port{}, fmt.Errorf("get port: %w", err)
+	}
+	var p inventory.Port
+	if err := json.Unmarshal([]byte(doc), &p); err != nil {
+		return p, fmt.Errorf("get port: corrupt document: %w", err)
+	}
+	return p, nil
+}
+
+// PutPort inserts or replaces an inventory record.
+func (t *Tx) PutPort(p inventory.Port) error {
+	doc, err := json.Marshal(p)
+	if err != nil {
+		return fmt.Errorf("put port: %w", err)
+	}
+	_, err = t.tx.ExecContext(t.ctx, `INSERT INTO ports(name, tenant_id, doc, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT(name) DO UPDATE SET tenant_id = excluded.tenant_id, doc = excluded.doc, updated_at = excluded.updated_at`,
+		p.Name, p.Tenant, string(doc), t.now.Format(time.RFC3339Nano))
+	if err != nil {
+		if !t.exists(`SELECT 1 FROM tenants WHERE id = ?`, p.Tenant) {
+			return fmt.Errorf("tenant %q: %w", p.Tenant, ErrNotFound)
+		}
+		return fmt.Errorf("put port: %w", err)
+	}
+	return nil
+}
+
+// DeletePort removes an inventory record.
+func (t *Tx) DeletePort(name string) error {
+	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM ports WHERE name = ?`, name)
+	if err != nil {
+		return fmt.Errorf("delete port: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("port %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
