@@ -25,6 +25,7 @@ test: deps ovs build lint
 
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/tenant FuzzParsePolicy
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/tenant FuzzStrictJSON
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/api FuzzDomainJSON
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/ovs FuzzParseTrace
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/capture FuzzReader

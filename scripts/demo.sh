@@ -17,17 +17,25 @@ echo "== 1. Table 2 VMs as network namespaces on OVS bridge $BR (netdev datapath
 bin/secaas lab up -f examples/table2.yaml --bridge $BR --prefix $PFX
 
 echo "== 2. secaasd (API + SQLite store + node agent) on $API"
+# Host resources of VMs (disk images, sockets, RAM files) are host
+# inventory that the admin sets; secaasd opens them only beneath these roots.
+mkdir -p $STATE/images .cache/lab
 nohup bin/secaasd --bridge $BR --db $STATE/secaas.db --admin-token-file $STATE/admin.token \
+  --image-root "$PWD/$STATE/images" --run-root "$PWD/.cache/lab" --shm-root /dev/shm \
   --listen 127.0.0.1:8470 >$STATE/secaasd.log 2>&1 &
 echo $! >$STATE/secaasd.pid
 for _ in $(seq 1 50); do curl -fsS $API/healthz >/dev/null 2>&1 && break; sleep 0.2; done
 curl -fsS $API/healthz >/dev/null || { cat $STATE/secaasd.log; exit 1; }
 
-echo "== 3. tenant 'demo' and the paper's ACRs through the API"
+echo "== 3. tenant 'demo', its switch ports leased by the admin (host inventory), and the paper's ACRs through the API"
 if [ ! -s $STATE/tenant.token ]; then
   bin/secaas tenant create demo --name "Demo tenant" --api $API --token-file $STATE/admin.token >$STATE/tenant.json
   sed -n 's/.*"token": "\(.*\)".*/\1/p' $STATE/tenant.json >$STATE/tenant.token
+  chmod 600 $STATE/tenant.json $STATE/tenant.token
 fi
+for port in vm1 vm2 vm3; do
+  bin/secaas inventory set $port --tenant demo --api $API --token-file $STATE/admin.token >/dev/null
+done
 if ! bin/secaas domain get 100 --api $API --token-file $STATE/tenant.token >/dev/null 2>&1; then
   bin/secaas domain create -f examples/table2.yaml --api $API --token-file $STATE/tenant.token
 fi
@@ -59,7 +67,9 @@ bin/secaas nad eval --pcap $STATE/traffic/capture.pcap --labels $STATE/traffic/l
 
 echo "== 8. memory monitoring: a test guest (Debian's own kernel under QEMU) watched from the host through its RAM"
 bin/secaas lab guest up --name secaas-demo --mem 512 --rootkit
-bin/secaas vmi enable --tid 100 --vm VM2 --memory /dev/shm/secaas-demo --interval 2s --api $API --token-file $STATE/tenant.token
+echo "-- the admin records the guest's RAM file as VM2's (port vm2) in the host inventory; the tenant only turns monitoring on"
+bin/secaas inventory set vm2 --tenant demo --vm secaas-demo --memory /dev/shm/secaas-demo --api $API --token-file $STATE/admin.token >/dev/null
+bin/secaas vmi enable --tid 100 --vm VM2 --interval 2s --api $API --token-file $STATE/tenant.token
 sleep 6
 bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | tail -4
 echo "-- inside the guest: a DKOM rootkit (secaas_dkom.ko) hides a sleep process and itself"
@@ -74,10 +84,11 @@ bin/secaas lab guest down --name secaas-demo
 echo "== 9. HyperAV: a guest's disk scanned from the host; QEMU's dirty bitmap says what the guest wrote"
 rm -rf $STATE/avroot && mkdir -p $STATE/avroot/etc && echo "welcome to the demo guest" >$STATE/avroot/etc/motd
 mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d $STATE/avroot $STATE/av.raw 32M >/dev/null
-qemu-img convert -O qcow2 $STATE/av.raw $STATE/av.qcow2 && rm $STATE/av.raw
-bin/secaas lab guest up --name secaas-demo-av --mem 256 --data-disk $STATE/av.qcow2
-bin/secaas av enable --tid 100 --vm VM3 --mode bitmap --disk "$PWD/$STATE/av.qcow2" --qmp "$PWD/.cache/lab/secaas-demo-av/qmp.sock" \
-  --node disk0 --paths /etc/motd,/x --schedule 2s --api $API --token-file $STATE/tenant.token
+qemu-img convert -O qcow2 $STATE/av.raw $STATE/images/av.qcow2 && rm $STATE/av.raw
+bin/secaas lab guest up --name secaas-demo-av --mem 256 --data-disk $STATE/images/av.qcow2
+bin/secaas inventory set vm3 --tenant demo --vm secaas-demo-av --disk "$PWD/$STATE/images/av.qcow2" --disk-mode bitmap \
+  --qmp "$PWD/.cache/lab/secaas-demo-av/qmp.sock" --node disk0 --api $API --token-file $STATE/admin.token >/dev/null
+bin/secaas av enable --tid 100 --vm VM3 --paths /etc/motd,/x --schedule 2s --api $API --token-file $STATE/tenant.token
 # The EICAR test string, assembled here so that this script itself is not flagged.
 E1='X5O!P%@AP[4\PZX54(P^)7CC)7}$'; E2='EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
 bin/secaas lab guest run --name secaas-demo-av "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && printf '%s' '$E1$E2' >/mnt/x && sync && echo 'the guest wrote /x'"
@@ -89,12 +100,12 @@ bin/secaas lab guest down --name secaas-demo-av
 
 echo "== 10. HyperAV front mode over vhost-user: secaas serves a guest's disk from the guest's own RAM; an infected file is isolated"
 rm -rf $STATE/avroot2 && mkdir -p $STATE/avroot2 && echo "nothing to see" >$STATE/avroot2/readme
-mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d $STATE/avroot2 $STATE/front.raw 32M >/dev/null
-rm -f $STATE/front.sock
-bin/secaas av enable --tid 100 --vm VM1 --mode front --transport vhost-user --disk "$PWD/$STATE/front.raw" \
-  --socket "$PWD/$STATE/front.sock" --paths /readme --schedule 2s --api $API --token-file $STATE/tenant.token
-for _ in $(seq 100); do [ -S $STATE/front.sock ] && break; sleep 0.1; done
-bin/secaas lab guest up --name secaas-demo-front --mem 256 --vhost-disk $STATE/front.sock
+mke2fs -q -F -t ext4 -E lazy_itable_init=0,lazy_journal_init=0 -d $STATE/avroot2 $STATE/images/front.raw 32M >/dev/null
+bin/secaas inventory set vm1 --tenant demo --vm secaas-demo-front --disk "$PWD/$STATE/images/front.raw" --disk-mode front \
+  --transport vhost-user --socket "$PWD/.cache/lab/front.sock" --api $API --token-file $STATE/admin.token >/dev/null
+bin/secaas av enable --tid 100 --vm VM1 --paths /readme --schedule 2s --api $API --token-file $STATE/tenant.token
+for _ in $(seq 100); do [ -S .cache/lab/front.sock ] && break; sleep 0.1; done
+bin/secaas lab guest up --name secaas-demo-front --mem 256 --vhost-disk .cache/lab/front.sock
 bin/secaas lab guest run --name secaas-demo-front "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && printf '%s' '$E1$E2' >/mnt/x && sync && echo 'the guest wrote /x'"
 bin/secaas av scan --tid 100 --vm VM1 --path /x --api $API --token-file $STATE/tenant.token || true
 bin/secaas av isolate --tid 100 --vm VM1 --path /x --api $API --token-file $STATE/tenant.token

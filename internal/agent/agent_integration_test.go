@@ -580,3 +580,52 @@ func enforceWith(t *testing.T, br *ovs.Bridge, domains []tenant.Domain, prefix s
 	}
 	return hosts, a
 }
+
+// TestNamesNeverChangeAddresses: on the real switch, a drop rule written
+// for an address drops that address. A VM named like the address (which
+// used to take precedence, so the rule missed the host at the address) is
+// refused; in the migrated policy (the VM renamed) the rule drops the host
+// at the address and not the renamed VM, as the oracle says, and "any"
+// stays the wildcard.
+func TestNamesNeverChangeAddresses(t *testing.T) {
+	labtest.RequireOVS(t)
+	ctx := context.Background()
+	br := labtest.Bridge(t, "sctn")
+	d := tenant.Domain{TID: 21, Name: "names", Subnets: []tenant.Subnet{{Name: "s", CIDR: "10.21.0.0/24", VMs: []tenant.VM{
+		{Name: "client", MAC: "02:00:00:00:21:02", IP: "10.21.0.2", Port: "snclient"},
+		{Name: "10.21.0.12", MAC: "02:00:00:00:21:05", IP: "10.21.0.5", Port: "snlook"},
+		{Name: "real", MAC: "02:00:00:00:21:12", IP: "10.21.0.12", Port: "snreal"}},
+		ACRs: []tenant.ACR{{Priority: 10, DstIP: []string{"10.21.0.12"}, Action: tenant.Drop},
+			{Priority: 10, SrcIP: []string{"10.21.0.12"}, Action: tenant.Drop},
+			{Priority: 5, SrcMAC: []string{"any"}, Action: tenant.Pass}}}}}
+	a := agent.New(br, quiet(), nil)
+	if err := a.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Apply(ctx, []tenant.Domain{d}, nil); err == nil || !strings.Contains(err.Error(), "may not read as an IP address") {
+		t.Fatalf("a VM named like an address: %v", err)
+	}
+	a.Close()
+	if changes := tenant.RenameAmbiguous(&d); len(changes) != 3 {
+		t.Fatalf("changes %v", changes)
+	}
+	hosts, _ := enforce(t, br, []tenant.Domain{d}, "sctn-", nil)
+	n, err := tenant.NewNet([]tenant.Domain{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := hosts["snclient"]
+	for _, tc := range []struct {
+		port string
+		ip   string
+		want bool
+	}{{"snlook", "10.21.0.5", true}, {"snreal", "10.21.0.12", false}} {
+		got := client.Ping(ctx, netip.MustParseAddr(tc.ip), 2, time.Second)
+		from, _ := n.VMByName(21, "client")
+		to, _ := n.VMByPort(tc.port)
+		v := n.Decide(tenant.Packet{InPort: from.Port, EthSrc: from.HW, EthDst: to.HW, Src: from.Addr, Dst: to.Addr, EthType: tenant.EthIPv4, Proto: tenant.ProtoICMP, ICMPType: 8})
+		if got != tc.want || (v.Action == tenant.Pass) != tc.want {
+			t.Errorf("client -> %s (%s): switch %v, oracle %s, want pass=%v", to.Name, tc.ip, got, v.Action, tc.want)
+		}
+	}
+}

@@ -104,7 +104,7 @@ func (a *Agent) syncAVLocked() {
 		}
 		p := *w.VM.AV
 		ev := func(kind string, detail string, data []byte) {
-			a.onEvent(Event{Kind: kind, Tenant: w.Tenant, TID: w.TID, VM: w.VM.Name, Subject: "vm/" + w.VM.Name, Detail: detail, Data: data})
+			a.onEvent(Event{Kind: kind, Tenant: w.Tenant, TID: w.TID, VM: w.VM.Name, Subject: "vm/" + w.VM.Name, Detail: hidePaths(detail, w.Host), Data: data})
 		}
 		every, err := p.Params()
 		if err != nil {
@@ -118,6 +118,14 @@ func (a *Agent) syncAVLocked() {
 			}
 			a.avs[id] = &avWorker{startWorker(w.Key, func(ctx context.Context) { ev("av.waiting", why, nil) }), nil}
 			continue
+		}
+		// The disk must open beneath the roots before clamd is started for it.
+		if f, err := a.Host.OpenFile(d.Image, os.O_RDONLY, 0); err != nil {
+			a.log.Warn("HyperAV: the disk does not open beneath the host roots", "vm", w.VM.Name, "port", w.VM.Port, "err", err)
+			ev("av.error", fmt.Sprintf("the disk of port %s does not open beneath the host's roots (an admin checks its inventory record)", w.VM.Port), nil)
+			continue
+		} else {
+			f.Close()
 		}
 		c, err := a.clamdLocked()
 		if err != nil {

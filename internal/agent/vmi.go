@@ -49,7 +49,7 @@ func (a *Agent) syncVMILocked() {
 			})}
 			continue
 		}
-		memory, host := w.Host.Memory, a.Host
+		memory, host, rec := w.Host.Memory, a.Host, w.Host
 		a.vmis[id] = &vmiWatch{startWorker(w.Key, func(ctx context.Context) {
 			a.onEvent(Event{Kind: "vmi.started", Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name,
 				Detail: fmt.Sprintf("every %s", interval)})
@@ -64,7 +64,7 @@ func (a *Agent) syncVMILocked() {
 					b, _ := json.Marshal(v)
 					e.Detail = string(b)
 				case string:
-					e.Detail = v
+					e.Detail = hidePaths(v, rec)
 				}
 				a.onEvent(e)
 			})

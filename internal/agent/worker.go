@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"secaas/internal/inventory"
 	"secaas/internal/tenant"
@@ -97,3 +98,12 @@ func keys(wants map[string]vmPolicy) map[string]string {
 
 // vmID names a VM across domains: "TID/VM".
 func vmID(tid int, vm string) string { return fmt.Sprintf("%d/%s", tid, vm) }
+
+// hidePaths replaces the host paths of a port's record in an event's
+// detail: events go to the tenant, and host paths are not the tenant's.
+func hidePaths(detail string, rec inventory.Port) string {
+	for _, f := range rec.Paths() {
+		detail = strings.ReplaceAll(detail, f[1], "<"+f[0]+" of port "+rec.Name+">")
+	}
+	return detail
+}

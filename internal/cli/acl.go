@@ -4,8 +4,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/netip"
+	"os"
 	"strconv"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 
 	"secaas/internal/agent"
 	"secaas/internal/controller"
@@ -241,4 +245,58 @@ func aclApply(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stdout, "applied %d domains to %s: %d flows\n", len(p.Domains), *bridge, strings.Count(a.Flows(), "\n"))
 	return nil
+}
+
+// aclMigrate rewrites a policy file of an earlier version for the stricter
+// model: VMs named like addresses, MACs or wildcards are renamed with the
+// rules that named them (their meaning kept), prefixes with host bits are
+// masked. The result goes to stdout (or --out); what changed, to stderr.
+func aclMigrate(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("acl migrate", env)
+	file := fs.String("f", "", "policy file (YAML or JSON)")
+	out := fs.String("out", "", "write the migrated policy here instead of stdout")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := mustFile(*file); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	p, err := tenant.ParsePolicy(b)
+	if err != nil {
+		return err
+	}
+	var changes []string
+	for i := range p.Domains {
+		d := &p.Domains[i]
+		changes = append(changes, tenant.RenameAmbiguous(d)...)
+		for si := range d.Subnets {
+			s := &d.Subnets[si]
+			if pf, err := netip.ParsePrefix(s.CIDR); err == nil && pf != pf.Masked() {
+				changes = append(changes, fmt.Sprintf("domain %d: subnet %s cidr %s -> %s", d.TID, s.Name, s.CIDR, pf.Masked()))
+				s.CIDR = pf.Masked().String()
+			}
+		}
+	}
+	if _, err := tenant.NewNet(p.Domains); err != nil {
+		return fmt.Errorf("the migrated policy is still invalid: %w", err)
+	}
+	y, err := yaml.Marshal(p)
+	if err != nil {
+		return err
+	}
+	for _, c := range changes {
+		fmt.Fprintln(env.Stderr, c)
+	}
+	if len(changes) == 0 {
+		fmt.Fprintln(env.Stderr, "nothing to migrate")
+	}
+	if *out != "" {
+		return os.WriteFile(*out, y, 0o644)
+	}
+	_, err = env.Stdout.Write(y)
+	return err
 }

@@ -28,6 +28,7 @@ func commands() []command {
 		{"acl check", "-f POLICY --from VM --to VM [--proto tcp|udp|icmp] [--sport N] [--dport N] [--json]: the oracle's verdict and rule", aclCheck},
 		{"acl trace", "-f POLICY --bridge BR --from VM --to VM ...: ask the real switch (ofproto/trace) and compare with the oracle", aclTrace},
 		{"acl apply", "-f POLICY --bridge BR: enforce a policy file on a bridge without the daemon", aclApply},
+		{"acl migrate", "-f POLICY [--out FILE]: rewrite a policy of an earlier version: VMs named like addresses, MACs or wildcards renamed (rules follow), prefixes masked", aclMigrate},
 		{"lab up", "-f POLICY --bridge BR [--prefix P]: one namespace per VM, attached to the bridge", labUp},
 		{"lab down", "-f POLICY --bridge BR [--prefix P]: remove the lab's namespaces", labDown},
 		{"lab matrix", "-f POLICY [--prefix P] [--json]: reachability matrix from real pings and TCP connects, beside the oracle", labMatrix},

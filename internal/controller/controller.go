@@ -254,6 +254,9 @@ func (c *Controller) commit(ctx context.Context, who Caller, kind string, ch cha
 			if err := inventory.CheckDomain(d, ports, c.Host.Reserved, !who.Admin); err != nil {
 				return err
 			}
+			if err := tenant.CheckAddressing(d); err != nil {
+				return err
+			}
 		}
 		if !slices.ContainsFunc(all, func(x tenant.Domain) bool { return x.TID == d.TID }) {
 			if err := tx.DeleteDomain(d.TID); err != nil {

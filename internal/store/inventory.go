@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	"secaas/internal/inventory"
+	"secaas/internal/tenant"
 )
 
 type migration func(ctx context.Context, tx *sql.Tx) error
@@ -189,6 +192,67 @@ func (t *Tx) DeletePort(name string) error {
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return fmt.Errorf("port %q: %w", name, ErrNotFound)
+	}
+	return nil
+}
+
+// unambiguousNames moves stored domains of earlier versions to the
+// stricter model: VMs whose names read as addresses, MACs or wildcards
+// are renamed (tenant.RenameAmbiguous: rule entries then mean what they
+// spell), and subnet prefixes with host bits are stored masked (as they
+// were enforced). An event per domain says what changed.
+func unambiguousNames(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT tid, tenant_id, doc FROM domains ORDER BY tid`)
+	if err != nil {
+		return err
+	}
+	type dom struct {
+		tid    int
+		tenant string
+		d      tenant.Domain
+	}
+	var doms []dom
+	for rows.Next() {
+		var x dom
+		var doc string
+		if err := rows.Scan(&x.tid, &x.tenant, &doc); err != nil {
+			rows.Close()
+			return err
+		}
+		if err := json.Unmarshal([]byte(doc), &x.d); err != nil {
+			rows.Close()
+			return fmt.Errorf("domain %d: corrupt document: %w", x.tid, err)
+		}
+		doms = append(doms, x)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	for _, x := range doms {
+		changes := tenant.RenameAmbiguous(&x.d)
+		for si := range x.d.Subnets {
+			s := &x.d.Subnets[si]
+			if p, err := netip.ParsePrefix(s.CIDR); err == nil && p != p.Masked() {
+				changes = append(changes, fmt.Sprintf("domain %d: subnet %s cidr %s -> %s", x.tid, s.Name, s.CIDR, p.Masked()))
+				s.CIDR = p.Masked().String()
+			}
+		}
+		if len(changes) == 0 {
+			continue
+		}
+		doc, err := json.Marshal(x.d)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE domains SET doc = ?, version = version + 1, updated_at = ? WHERE tid = ?`, string(doc), now, x.tid); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail) VALUES (?, ?, ?, ?, ?)`,
+			now, x.tenant, "policy.migrated", fmt.Sprintf("domain/%d", x.tid), strings.Join(changes, "; ")); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -65,6 +65,7 @@ var migrations = []migration{
 		updated_at TEXT NOT NULL
 	)`),
 	leaseBoundPorts,
+	unambiguousNames,
 }
 
 // Store is the control plane's database.

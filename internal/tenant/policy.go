@@ -54,5 +54,10 @@ func LoadPolicy(path string) (*Policy, *Net, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	for _, d := range p.Domains {
+		if err := CheckAddressing(d); err != nil {
+			return nil, nil, err
+		}
+	}
 	return p, n, nil
 }

@@ -266,8 +266,11 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 		var cidr netip.Prefix
 		if s.CIDR != "" {
 			p, err := netip.ParsePrefix(s.CIDR)
-			if err != nil {
+			switch {
+			case err != nil:
 				pr.add("%s: cidr %q is not an IP prefix", sw, s.CIDR)
+			case p != p.Masked():
+				pr.add("%s: cidr %q has host bits set (the prefix is %s)", sw, s.CIDR, p.Masked())
 			}
 			cidr = p.Masked()
 		}
@@ -276,6 +279,8 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 			rv := &RVM{VM: vm, Subnet: rs}
 			if !ValidName(vm.Name) {
 				pr.add("%s: name must be 1-63 letters, digits, '.', '_' or '-'", vw)
+			} else if why := AmbiguousName(vm.Name); why != "" {
+				pr.add("%s: a VM name may not read as %s (rules would not say which they mean): name it otherwise, e.g. vm-%s (secaas acl migrate renames)", vw, why, vm.Name)
 			}
 			if _, dup := byName[vm.Name]; dup {
 				pr.add("%s: vm name used twice in the domain", vw)

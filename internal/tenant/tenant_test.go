@@ -264,3 +264,78 @@ func FuzzStrictJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestAmbiguousNames(t *testing.T) {
+	for name, want := range map[string]string{
+		"10.9.0.12": "an IP address", "fe80::1": "an IP address", "10.9.0.0/24": "an IP prefix",
+		"fa-16-3e-b0-ef-aa": "a MAC address", "0123.4567.89ab": "a MAC address", "any": "a wildcard", "ANY": "a wildcard",
+		"VM1": "", "web-10": "", "10.9.0.12a": "", "db.internal": "",
+	} {
+		if got := AmbiguousName(name); got != want {
+			t.Errorf("%q: %q, want %q", name, got, want)
+		}
+	}
+}
+
+// TestRenameAmbiguous: a VM named like another host's address took
+// precedence over that address in rules; such a policy is refused now.
+// After the rename, the drop rule written for the address drops the host
+// at that address; a MAC field that could only have meant the VM follows
+// the rename; "any" stays the wildcard.
+func TestRenameAmbiguous(t *testing.T) {
+	d := Domain{TID: 9, Name: "d", Subnets: []Subnet{{Name: "s", CIDR: "10.9.0.0/24", VMs: []VM{
+		{Name: "client", MAC: "02:00:00:00:09:01", IP: "10.9.0.2", Port: "p1"},
+		{Name: "10.9.0.12", MAC: "02:00:00:00:09:05", IP: "10.9.0.5", Port: "p2"},
+		{Name: "real", MAC: "02:00:00:00:09:12", IP: "10.9.0.12", Port: "p3"},
+		{Name: "any", MAC: "02:00:00:00:09:13", IP: "10.9.0.13", Port: "p4"}},
+		ACRs: []ACR{{Priority: 10, DstIP: []string{"10.9.0.12"}, Action: Drop},
+			{Priority: 10, DstMAC: []string{"10.9.0.12"}, Proto: "udp", Action: Drop},
+			{Priority: 5, SrcMAC: []string{"any"}, Action: Pass}}}}}
+	if _, err := NewNet([]Domain{d}); err == nil || !strings.Contains(err.Error(), "may not read as an IP address") || !strings.Contains(err.Error(), "a wildcard") {
+		t.Fatalf("ambiguous names accepted: %v", err)
+	}
+	changes := RenameAmbiguous(&d)
+	if len(changes) != 3 || d.Subnets[0].ACRs[0].DstIP[0] != "10.9.0.12" || d.Subnets[0].ACRs[1].DstMAC[0] != "vm-10.9.0.12" {
+		t.Fatalf("changes %v, acrs %+v", changes, d.Subnets[0].ACRs)
+	}
+	n, err := NewNet([]Domain{d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, _ := n.VMByName(9, "client")
+	for _, tc := range []struct {
+		to    string
+		proto uint8
+		want  Action
+	}{{"vm-10.9.0.12", ProtoTCP, Pass}, {"vm-10.9.0.12", ProtoUDP, Drop}, {"real", ProtoTCP, Drop}, {"vm-any", ProtoTCP, Pass}} {
+		vm, ok := n.VMByName(9, tc.to)
+		if !ok {
+			t.Fatalf("no vm %s", tc.to)
+		}
+		p := Packet{InPort: from.Port, EthSrc: from.HW, EthDst: vm.HW, Src: from.Addr, Dst: vm.Addr, EthType: EthIPv4, Proto: tc.proto, SrcPort: 40000, DstPort: 22}
+		if v := n.Decide(p); v.Action != tc.want {
+			t.Errorf("client -> %s (%d): %s, want %s", tc.to, tc.proto, v.Action, tc.want)
+		}
+	}
+}
+
+func TestStricterAddressing(t *testing.T) {
+	mk := func(cidr, ip string) Domain {
+		return Domain{TID: 3, Name: "d", Subnets: []Subnet{{Name: "s", CIDR: cidr, VMs: []VM{{Name: "a", MAC: "02:00:00:00:00:01", IP: ip, Port: "p1"}}}}}
+	}
+	if _, err := NewNet([]Domain{mk("10.0.0.1/24", "10.0.0.2")}); err == nil || !strings.Contains(err.Error(), "host bits") {
+		t.Errorf("a cidr with host bits: %v", err)
+	}
+	for _, tc := range []struct {
+		cidr, ip string
+		ok       bool
+	}{
+		{"10.0.0.0/24", "10.0.0.2", true}, {"10.0.0.0/24", "10.0.0.0", false}, {"10.0.0.0/24", "10.0.0.255", false},
+		{"10.0.0.0/31", "10.0.0.0", true}, {"10.0.0.0/31", "10.0.0.1", true}, {"10.0.0.4/30", "10.0.0.7", false},
+		{"fd00::/64", "fd00::", false}, {"fd00::/64", "fd00::ffff:ffff:ffff:ffff", true},
+	} {
+		if err := CheckAddressing(mk(tc.cidr, tc.ip)); (err == nil) != tc.ok {
+			t.Errorf("%s in %s: %v", tc.ip, tc.cidr, err)
+		}
+	}
+}
