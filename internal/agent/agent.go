@@ -56,9 +56,9 @@ type Agent struct {
 	// change, until a reconcile round has compared the table in full.
 	installed string
 	monitors  map[string]*monitor  // anomaly detection, by VM port
-	vmis     map[string]*vmiWatch // memory monitoring, by "TID/VM"
-	avs      map[string]*avWorker // HyperAV, by "TID/VM"
-	clamd    *av.Clamd            // shared by every VM's HyperAV
+	vmis      map[string]*vmiWatch // memory monitoring, by "TID/VM"
+	avs       map[string]*avWorker // HyperAV, by "TID/VM"
+	clamd     *av.Clamd            // shared by every VM's HyperAV
 
 	// DataDir holds per-VM state (HyperAV sector state, quarantine) and the
 	// node's clamd; Signatures adds .ndb/.hdb/.yar files to clamd's

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"secaas/internal/agent"
-	"secaas/internal/hyperav"
 	"secaas/internal/hostpath"
+	"secaas/internal/hyperav"
 	"secaas/internal/inventory"
 	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"

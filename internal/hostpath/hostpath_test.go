@@ -47,13 +47,13 @@ func TestOpenStaysBeneath(t *testing.T) {
 		f.Close()
 	}
 	for _, name := range []string{
-		secret,                                       // outside every root
-		root,                                         // the root itself is no file of a VM
-		root + "/vm/../../secret",                    // not clean
-		root + "/vm//disk.raw",                       // not clean
-		"vm/disk.raw",                                // relative
-		filepath.Join(root, "vm", "abs-link"),        // absolute symlink out
-		filepath.Join(root, "vm", "rel-link"),        // relative symlink out
+		secret,                                // outside every root
+		root,                                  // the root itself is no file of a VM
+		root + "/vm/../../secret",             // not clean
+		root + "/vm//disk.raw",                // not clean
+		"vm/disk.raw",                         // relative
+		filepath.Join(root, "vm", "abs-link"), // absolute symlink out
+		filepath.Join(root, "vm", "rel-link"), // relative symlink out
 		filepath.Join(root, "dir-link", "secret"),    // directory symlink out
 		filepath.Join(root+"-evil", "x"),             // a sibling with the root as prefix
 		filepath.Join(root, "vm", "disk.raw\x00xyz"), // NUL

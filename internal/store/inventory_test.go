@@ -112,7 +112,10 @@ func TestFilesArePrivate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Update(ctx, func(tx *Tx) error { _, err := tx.CreateTenant("t"+string(rune('a'+round)), "T", HashToken(path+string(rune(round)))); return err }); err != nil {
+		if err := s.Update(ctx, func(tx *Tx) error {
+			_, err := tx.CreateTenant("t"+string(rune('a'+round)), "T", HashToken(path+string(rune(round))))
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 		for _, f := range []string{path, path + "-wal", path + "-shm"} {
