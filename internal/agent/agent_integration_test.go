@@ -147,6 +147,25 @@ func TestTable2OnRealOVS(t *testing.T) {
 	if !slices.ContainsFunc(events, func(e agent.Event) bool { return e.Kind == "flows.drift_repaired" }) {
 		t.Fatalf("no drift event in %+v", events)
 	}
+	// In-place drift: a drop flow turned into a pass keeps the flow count;
+	// the next pass finds and repairs it all the same.
+	for _, kind := range []string{"modify", "add"} {
+		args := map[string][]string{"modify": {"mod-flows", "--strict"}, "add": {"add-flow"}}[kind]
+		spec := tamper(t, a.Flows(), kind)
+		if out, err := exec.Command("ovs-ofctl", append(append([]string{"-O", "OpenFlow14"}, args...), br.Name, spec)...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %s: %v %s", kind, spec, err, out)
+		}
+		if diff, _ := br.Diff(ctx, a.Flows()); diff == "" {
+			t.Fatalf("%s: the tampering did not change the switch", kind)
+		}
+		repaired, err := a.Reconcile(ctx)
+		if err != nil || !repaired {
+			t.Fatalf("%s drift: repaired=%v err=%v", kind, repaired, err)
+		}
+		if diff, err := br.Diff(ctx, a.Flows()); err != nil || diff != "" {
+			t.Fatalf("%s drift left a difference: %v %s", kind, err, diff)
+		}
+	}
 
 	// A policy that fails to validate changes nothing on the switch.
 	before, _ := br.DumpFlows(ctx)
@@ -627,5 +646,65 @@ func TestNamesNeverChangeAddresses(t *testing.T) {
 		if got != tc.want || (v.Action == tenant.Pass) != tc.want {
 			t.Errorf("client -> %s (%s): switch %v, oracle %s, want pass=%v", to.Name, tc.ip, got, v.Action, tc.want)
 		}
+	}
+}
+
+// tamper returns an ovs-ofctl flow spec that changes the switch without
+// changing its flow count (kind "modify": a drop flow's actions become
+// NORMAL, i.e. pass) or adds a pass flow above everything ("add").
+func tamper(t *testing.T, flows, kind string) string {
+	t.Helper()
+	if kind == "add" {
+		return "table=0,priority=65000,ip,actions=NORMAL"
+	}
+	for _, l := range strings.Split(flows, "\n") {
+		if match, ok := strings.CutSuffix(strings.TrimSpace(l), " actions=drop"); ok && strings.Contains(match, "dl_type=0x0800") {
+			return strings.ReplaceAll(match, " ", "") + ",actions=NORMAL"
+		}
+	}
+	t.Fatal("no IPv4 drop flow to tamper with")
+	return ""
+}
+
+// TestRestartDropsNothing: a 10 ms ping across the switch while the agent
+// is restarted three times (a new agent starts and applies the same
+// desired state, as secaasd does on start) loses no packet.
+func TestRestartDropsNothing(t *testing.T) {
+	labtest.RequireOVS(t)
+	ctx := context.Background()
+	br := labtest.Bridge(t, "sctrs")
+	d := tenant.Domain{TID: 31, Name: "restart", Subnets: []tenant.Subnet{{Name: "s", VMs: []tenant.VM{
+		{Name: "a", MAC: "02:00:00:00:31:01", IP: "10.31.0.1", Port: "srsa"},
+		{Name: "b", MAC: "02:00:00:00:31:02", IP: "10.31.0.2", Port: "srsb"}},
+		ACRs: []tenant.ACR{{Priority: 10, Proto: "icmp", Action: tenant.Pass}}}}}
+	hosts, a := enforce(t, br, []tenant.Domain{d}, "sctrs-", nil)
+	type result struct {
+		out []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := hosts["srsa"].Exec(ctx, "ping", "-n", "-q", "-i", "0.01", "-c", "400", "-W", "1", "10.31.0.2")
+		done <- result{out, err}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	a.Close()
+	for i := 0; i < 3; i++ {
+		b := agent.New(br, quiet(), nil)
+		if err := b.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Apply(ctx, []tenant.Domain{d}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Reconcile(ctx); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+		time.Sleep(800 * time.Millisecond)
+	}
+	r := <-done
+	if !strings.Contains(string(r.out), "400 packets transmitted, 400 received") {
+		t.Fatalf("packets lost across restarts: %v\n%s", r.err, r.out)
 	}
 }

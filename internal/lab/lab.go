@@ -88,13 +88,17 @@ func AddHost(ctx context.Context, br *ovs.Bridge, ns, port string, mac tenant.MA
 	return h, nil
 }
 
-// Remove deletes the host's port, veth and namespace; it ignores what is
-// already gone.
+// Remove deletes the host's namespace, its veth pair and the pair's port
+// on br; it ignores what is already gone. It touches nothing that is not
+// this host's: a link or port of the same name whose peer is not in this
+// host's namespace (another lab's, from the same policy with another
+// prefix) stays.
 func (h *Host) Remove(ctx context.Context, br *ovs.Bridge) {
-	if br != nil {
+	// Deleting the namespace's end deletes the pair, and with it the host
+	// end: then the bridge's port of that name was this host's.
+	if _, err := run(ctx, "ip", "-n", h.NS, "link", "del", "eth0"); err == nil && br != nil {
 		br.DelPort(ctx, h.Port)
 	}
-	run(ctx, "ip", "link", "del", h.Port)
 	run(ctx, "ip", "netns", "del", h.NS)
 }
 
