@@ -245,21 +245,43 @@ func tableHash(dump string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Run reconciles every interval until ctx ends.
+// Run reconciles every interval until ctx ends, and at once whenever the
+// switch reports a change of its flow table (OpenFlow flow monitoring):
+// tampering is then repaired in milliseconds, and the interval is the
+// bound when monitoring is not available (it is restarted each tick).
 func (a *Agent) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	changes, _ := a.br.Monitor(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := a.Reconcile(ctx); err != nil && ctx.Err() == nil {
-				a.log.Error("reconcile failed", "bridge", a.br.Name, "err", err)
+			if changes == nil {
+				changes, _ = a.br.Monitor(ctx)
 			}
+		case _, ok := <-changes:
+			if !ok {
+				changes = nil
+				continue
+			}
+			// Let a burst of changes (a bundle of many flows) settle.
+			time.Sleep(monitorSettle)
+			select {
+			case <-changes:
+			default:
+			}
+		}
+		if _, err := a.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			a.log.Error("reconcile failed", "bridge", a.br.Name, "err", err)
 		}
 	}
 }
+
+// monitorSettle is how long a reconcile waits after a flow-table change
+// is reported, for the rest of a burst.
+const monitorSettle = 10 * time.Millisecond
 
 // Flows returns the desired flow set currently enforced.
 func (a *Agent) Flows() string {

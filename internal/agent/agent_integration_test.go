@@ -708,3 +708,37 @@ func TestRestartDropsNothing(t *testing.T) {
 		t.Fatalf("packets lost across restarts: %v\n%s", r.err, r.out)
 	}
 }
+
+// TestRunRepairsAtOnce: with the reconcile loop running at a long
+// interval, a drop flow turned into a pass in place is repaired well
+// before the interval: the switch's flow monitor reports the change.
+func TestRunRepairsAtOnce(t *testing.T) {
+	labtest.RequireOVS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	br := labtest.Bridge(t, "sctra")
+	_, a := enforce(t, br, loadTable2(t), "sctra-", nil)
+	done := make(chan struct{})
+	go func() { a.Run(ctx, time.Minute); close(done) }()
+	defer func() { cancel(); <-done }()
+	time.Sleep(300 * time.Millisecond) // the monitor connects
+	for _, kind := range []string{"modify", "add"} {
+		args := map[string][]string{"modify": {"mod-flows", "--strict"}, "add": {"add-flow"}}[kind]
+		spec := tamper(t, a.Flows(), kind)
+		t0 := time.Now()
+		if out, err := exec.Command("ovs-ofctl", append(append([]string{"-O", "OpenFlow14"}, args...), br.Name, spec)...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v %s", kind, err, out)
+		}
+		for {
+			diff, err := br.Diff(ctx, a.Flows())
+			if err == nil && diff == "" {
+				break
+			}
+			if time.Since(t0) > 5*time.Second {
+				t.Fatalf("%s drift not repaired in 5 s with a 1 min interval", kind)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("%s drift repaired in %s", kind, time.Since(t0).Round(time.Millisecond))
+	}
+}

@@ -175,3 +175,29 @@ func benchAV(ctx context.Context, env *Env, args []string) error {
 	}
 	return errors.Join(errs...)
 }
+
+func benchDrift(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("bench drift", env)
+	var o bench.DriftOptions
+	fs.DurationVar(&o.Interval, "interval", 2*time.Second, "secaasd's reconcile interval")
+	fs.IntVar(&o.Trials, "trials", 5, "tamperings per kind (delete, add, modify in place)")
+	fs.IntVar(&o.Restarts, "restarts", 3, "secaasd restarts under the ping (0: skip)")
+	fs.DurationVar(&o.PingEvery, "ping-every", 10*time.Millisecond, "ping interval across the restarts")
+	fs.Uint64Var(&o.Seed, "seed", 1, "seed of the tampering moments")
+	fs.StringVar(&o.Secaasd, "secaasd", "", "secaasd binary (default: beside this program)")
+	out := fs.String("out", "", "also write the tables to this Markdown file")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	o.Progress = env.Stderr
+	r, err := bench.RunDrift(ctx, o)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	bench.WriteDrift(io.MultiWriter(env.Stdout, &buf), r)
+	if *out != "" {
+		return os.WriteFile(*out, buf.Bytes(), 0o644)
+	}
+	return nil
+}

@@ -44,6 +44,7 @@ func commands() []command {
 		{"vmi modules", "--ram /dev/shm/GUEST | --image DUMP | --vm NAME --tid N [--json]: kernel modules and hidden ones", vmiModules},
 		{"av scan", "--image DISK --path /etc/x [--path ...] [--partition N] [--signatures DIR] [--hashes FILE] [--state FILE] [--json]: scan files inside a disk image (raw/qcow2), no VM; or --vm NAME --tid N --path P through secaasd", avScan},
 		{"bench acl", "[--acrs N] [--seconds S] [--out FILE]: compile/apply/enforcement timings and the paper's Table 3/4 experiment", benchACL},
+		{"bench drift", "[--interval 2s] [--trials 5] [--restarts 3] [--ping-every 10ms] [--seed 1] [--out FILE]: time to repair flow tampering (delete, add, modify in place) and packets lost across secaasd restarts, with the real daemon", benchDrift},
 		{"bench nad", "[--packets N] [--out FILE]: packets per second and allocations of decode + features", benchNAD},
 		{"bench vmi", "[--out FILE]: a memory monitoring cycle (list walk + full scan) on 512 MiB and 2 GiB guests", benchVMI},
 		{"bench av", "[--table7=false] [--modes bitmap,front,front-vhost] [--cache writeback,none] [--seconds 2] [--rounds 10] [--interleave=true] [--burst 64] [--vhost-poll 0] [--out FILE]: the paper's Table 8 (\"changed?\" vs MD5 vs ClamAV) and Table 7 (guest write loss, both modes)", benchAV},

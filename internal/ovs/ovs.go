@@ -1,6 +1,7 @@
 package ovs
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -60,10 +61,49 @@ func (e *CmdError) Unwrap() error { return e.Err }
 type Bridge struct {
 	Name string
 	run  runner
+	env  []string // of a private instance's commands (nil: this process's)
 }
 
 // NewBridge returns a handle on bridge name (nothing is created yet).
 func NewBridge(name string) *Bridge { return &Bridge{Name: name, run: execRunner} }
+
+// Monitor watches the bridge's flow table (OpenFlow flow monitoring,
+// ovs-ofctl monitor watch:) and signals on the returned channel, at most
+// one pending signal, whenever a flow is added, modified or deleted, by
+// anyone. The channel closes when ctx ends or the monitor stops (the
+// bridge or the switch went away): watch again later.
+func (b *Bridge) Monitor(ctx context.Context) (<-chan struct{}, error) {
+	// ovs-ofctl prints the asynchronous events to its standard error,
+	// unbuffered (the initial reply goes to standard output, buffered).
+	cmd := exec.CommandContext(ctx, "ovs-ofctl", "-O", OFVersion, "monitor", b.Name, "watch:")
+	cmd.Env = b.env
+	out, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		if errors.Is(err, exec.ErrNotFound) {
+			return nil, fmt.Errorf("ovs-ofctl: %w", ErrNoOVS)
+		}
+		return nil, fmt.Errorf("monitor %s: %w", b.Name, err)
+	}
+	ch := make(chan struct{}, 1)
+	go func() {
+		defer close(ch)
+		defer cmd.Wait()
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "event=") {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return ch, nil
+}
 
 // Available reports whether the OVS tools are installed and the database answers.
 func Available(ctx context.Context) error {
