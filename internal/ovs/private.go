@@ -81,7 +81,9 @@ func (in *Instance) run(ctx context.Context, stdin []byte, name string, args ...
 }
 
 // Bridge returns a handle on bridge name of this instance.
-func (in *Instance) Bridge(name string) *Bridge { return &Bridge{Name: name, run: in.run, env: in.env()} }
+func (in *Instance) Bridge(name string) *Bridge {
+	return &Bridge{Name: name, run: in.run, env: in.env()}
+}
 
 // Sibling returns a handle on another bridge of the same Open vSwitch.
 func (b *Bridge) Sibling(name string) *Bridge { return &Bridge{Name: name, run: b.run, env: b.env} }
