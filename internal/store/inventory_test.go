@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,12 +163,14 @@ func TestPortsCRUD(t *testing.T) {
 		if err != nil || got.Memory != p.Memory {
 			t.Errorf("port %+v %v", got, err)
 		}
-		_, err = tx.Port("p2")
-		if err == nil {
-			t.Error("a missing port")
+		if _, err := tx.Port("p2"); !errors.Is(err, ErrNotFound) {
+			t.Errorf("a missing port: %v", err)
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Update(ctx, func(tx *Tx) error { return tx.DeletePort("p1") }); err != nil {
 		t.Fatal(err)
 	}
