@@ -116,6 +116,13 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	if node.DataDir == "" {
 		node.DataDir = filepath.Join(filepath.Dir(c.db), "data")
 	}
+	// Per-VM state and quarantine are the daemon's alone.
+	if err := os.MkdirAll(node.DataDir, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(node.DataDir, 0o700); err != nil {
+		return err
+	}
 	roots, err := hostpath.OpenRoots(c.imageRoot, c.runRoot, c.shmRoot)
 	if err != nil {
 		return fmt.Errorf("host roots: %w", err)

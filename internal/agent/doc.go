@@ -1,8 +1,21 @@
 // Package agent is the node side: it owns one hypervisor host's Open vSwitch
 // bridge, turns the desired state it is given (the tenant domains that live
-// on this host) into flows (package flow), applies them atomically (package
-// ovs), and keeps them there: a reconcile loop recompiles when ports come
-// and go and repairs drift when someone edits the flow table by hand. It
+// on this host, and the host inventory that says which RAM file, QMP socket
+// and disk belong to each VM port) into flows (package flow) and per-VM
+// services (anomaly detection, memory monitoring, HyperAV), applies the
+// flows atomically (package ovs), and keeps them there.
+//
+// Keeping them: the reconcile loop watches the switch's flow table (an
+// OpenFlow flow monitor) and also runs every interval; each pass compares
+// a hash of the whole table (no statistics) with the hash recorded when the
+// table last matched, runs the full difference only when it changed, and
+// restores the desired flows in one bundle. It recompiles when ports come
+// and go. Start installs nothing: the first Apply changes the switch only
+// where it differs, so a restart drops no packet.
+//
+// Host resources are opened through Host (package hostpath), confined to
+// the host's configured roots; a service whose resources are missing from
+// the inventory waits and says so. Events carry no host paths. The agent
 // knows nothing of the API, the store or other hosts; it reports what it
 // does as events.
 package agent

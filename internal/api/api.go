@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -40,7 +41,44 @@ func New(c *controller.Controller, log *slog.Logger) *Server {
 	return s
 }
 
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		// No route: the mux answers 404, or 405 with Allow; in JSON.
+		s.mux.ServeHTTP(&jsonMiss{ResponseWriter: w, r: r}, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// jsonMiss turns the mux's plain-text 404 and 405 into the API's JSON
+// error, keeping its status and headers (Allow).
+type jsonMiss struct {
+	http.ResponseWriter
+	r       *http.Request
+	written bool
+}
+
+func (j *jsonMiss) WriteHeader(code int) {
+	if j.written {
+		return
+	}
+	j.written = true
+	e := APIError{Status: code, Error: "not_found", Message: fmt.Sprintf("no route %s %s", j.r.Method, j.r.URL.Path)}
+	if code == http.StatusMethodNotAllowed {
+		e.Error, e.Message = "method_not_allowed", fmt.Sprintf("%s is not allowed on %s (allowed: %s)", j.r.Method, j.r.URL.Path, j.Header().Get("Allow"))
+	}
+	j.Header().Del("X-Content-Type-Options")
+	j.Header().Set("Content-Type", "application/json")
+	j.ResponseWriter.WriteHeader(code)
+	json.NewEncoder(j.ResponseWriter).Encode(e)
+}
+
+func (j *jsonMiss) Write(b []byte) (int, error) {
+	if !j.written {
+		j.WriteHeader(http.StatusOK)
+	}
+	return len(b), nil // the mux's text is replaced by the JSON error
+}
 
 // Routes lists "METHOD /path" of every authenticated route.
 func (s *Server) Routes() []string { return s.routes }
@@ -56,6 +94,12 @@ func (s *Server) handle(pattern string, h func(w http.ResponseWriter, r *http.Re
 			s.writeError(w, r, err)
 		}
 	})
+}
+
+// subnetACR is an ACR with the subnet whose set holds it.
+type subnetACR struct {
+	tenant.ACR
+	Subnet string `json:"subnet"`
 }
 
 // bearer returns the token of an "Authorization: Bearer TOKEN" header
@@ -194,17 +238,26 @@ func (s *Server) register() {
 	}))
 	s.handle("GET /v1/domains/{tid}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		d, err := s.c.Domain(r.Context(), who, tid)
-		type row struct {
-			tenant.ACR
-			Subnet string `json:"subnet"`
-		}
-		rows := []row{}
+		rows := []subnetACR{}
 		for _, sn := range d.Subnets {
 			for _, a := range sn.ACRs {
-				rows = append(rows, row{a, sn.Name})
+				rows = append(rows, subnetACR{a, sn.Name})
 			}
 		}
 		return reply(w, http.StatusOK, rows, err)
+	}))
+	// The ACRs' one path: listed, created (the subnet in the body) and
+	// deleted under /v1/domains/{tid}/acrs.
+	s.handle("POST /v1/domains/{tid}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		var a subnetACR
+		if err := decode(r, &a); err != nil {
+			return err
+		}
+		if a.Subnet == "" {
+			return badRequest("subnet is required")
+		}
+		acr, err := s.c.AddACR(r.Context(), who, tid, a.Subnet, a.ACR)
+		return reply(w, http.StatusCreated, subnetACR{acr, a.Subnet}, err)
 	}))
 	s.handle("POST /v1/domains/{tid}/subnets/{subnet}/acrs", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		var a tenant.ACR
@@ -226,19 +279,79 @@ func (s *Server) register() {
 		return reply(w, http.StatusOK, v, err)
 	}))
 	s.handle("GET /v1/events", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
-		after, _ := strconv.ParseInt(r.URL.Query().Get("after"), 10, 64)
-		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
-		if r.URL.Query().Get("follow") != "" {
-			return s.follow(w, r, who, after)
+		q, follow, err := eventQuery(r, time.Now())
+		if err != nil {
+			return err
 		}
-		ev, err := s.c.Events(r.Context(), who, after, limit)
+		if follow {
+			return s.follow(w, r, who, q)
+		}
+		ev, err := s.c.Events(r.Context(), who, q)
 		return reply(w, http.StatusOK, ev, err)
 	})
 }
 
-// follow streams the caller's events as Server-Sent Events (one JSON event
-// per "data:" line) until the client goes away.
-func (s *Server) follow(w http.ResponseWriter, r *http.Request, who controller.Caller, after int64) error {
+// eventQuery reads GET /v1/events' parameters: limit (1..1000, default
+// 100), after (an event id), since (RFC 3339 time, or a duration back
+// from now such as 15m), kind (exact, or a prefix ending in "."), vm, and
+// follow (stream, oldest first). Anything else, or a bad value, is 400.
+func eventQuery(r *http.Request, now time.Time) (store.EventQuery, bool, error) {
+	q := store.EventQuery{Limit: 100}
+	follow := false
+	for k, vs := range r.URL.Query() {
+		if len(vs) != 1 {
+			return q, false, badRequest("query parameter %q given %d times", k, len(vs))
+		}
+		v := vs[0]
+		switch k {
+		case "limit":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > controller.MaxEvents {
+				return q, false, badRequest("limit %q is not a number in 1..%d", v, controller.MaxEvents)
+			}
+			q.Limit = n
+		case "after":
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 0 {
+				return q, false, badRequest("after %q is not an event id", v)
+			}
+			q.After = n
+		case "since":
+			if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+				q.Since = t
+			} else if d, err := time.ParseDuration(v); err == nil && d > 0 {
+				q.Since = now.Add(-d)
+			} else {
+				return q, false, badRequest("since %q is neither an RFC 3339 time nor a positive duration", v)
+			}
+		case "kind":
+			if !eventKindRE.MatchString(v) {
+				return q, false, badRequest("kind %q is not an event kind (e.g. vmi.hidden_process, or vmi. for all of vmi)", v)
+			}
+			q.Kind = v
+		case "vm":
+			if !tenant.ValidName(v) {
+				return q, false, badRequest("vm %q is not a VM name", v)
+			}
+			q.VM = v
+		case "follow":
+			if v != "1" && v != "true" {
+				return q, false, badRequest("follow %q: want 1 or true", v)
+			}
+			follow = true
+		default:
+			return q, false, badRequest("unknown query parameter %q (limit, after, since, kind, vm, follow)", k)
+		}
+	}
+	return q, follow, nil
+}
+
+var eventKindRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z0-9_]+)*\.?$`)
+
+// follow streams the caller's events that match q as Server-Sent Events
+// (one JSON event per "data:" line), oldest first, until the client goes
+// away.
+func (s *Server) follow(w http.ResponseWriter, r *http.Request, who controller.Caller, q store.EventQuery) error {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		return badRequest("streaming is not supported on this connection")
@@ -249,15 +362,16 @@ func (s *Server) follow(w http.ResponseWriter, r *http.Request, who controller.C
 	fl.Flush()
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	q.Oldest, q.Limit = true, controller.MaxEvents
 	for {
-		ev, err := s.c.Events(r.Context(), who, after, 1000)
+		ev, err := s.c.Events(r.Context(), who, q)
 		if err != nil {
 			return nil // the stream has started: nothing to report but the end
 		}
 		for _, e := range ev {
 			b, _ := json.Marshal(e)
 			fmt.Fprintf(w, "id: %d\ndata: %s\n\n", e.ID, b)
-			after = e.ID
+			q.After = e.ID
 		}
 		if len(ev) > 0 {
 			fl.Flush()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -360,6 +361,20 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 			t.Errorf("route %s is not in openapi.json", r)
 		}
 	}
+	// Every operation has an operationId, and no two the same.
+	ids := map[string]string{}
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			m, _ := op.(map[string]any)
+			id, _ := m["operationId"].(string)
+			if id == "" {
+				t.Errorf("%s %s has no operationId", method, path)
+			} else if other, dup := ids[id]; dup {
+				t.Errorf("operationId %s on %s %s and %s", id, method, path, other)
+			}
+			ids[id] = method + " " + path
+		}
+	}
 }
 
 func FuzzDomainJSON(f *testing.F) {
@@ -639,6 +654,7 @@ func TestEveryRouteRefusesStrangers(t *testing.T) {
 		"POST /v1/domains/{tid}/subnets":               tenant.Subnet{Name: "evil"},
 		"POST /v1/domains/{tid}/subnets/{subnet}/vms":  tenant.VM{Name: "evil", MAC: "02:00:00:00:00:99", IP: "192.168.1.99", Port: "vm3"},
 		"POST /v1/domains/{tid}/subnets/{subnet}/acrs": tenant.ACR{Priority: 9, Action: "pass"},
+		"POST /v1/domains/{tid}/acrs":                  map[string]any{"subnet": "subD1", "priority": 9, "action": "pass"},
 		"POST /v1/domains/{tid}/check":                 controller.CheckRequest{From: "VM1", To: "VM3"},
 		"PUT /v1/domains/{tid}/vms/{vm}/nad":           tenant.NADPolicy{},
 		"PUT /v1/domains/{tid}/vms/{vm}/vmi":           tenant.VMIPolicy{},
@@ -782,5 +798,91 @@ func TestHostResourcesAreNotTheTenants(t *testing.T) {
 	code, out := e.do("GET", "/v1/inventory/ports/vm3", a, nil)
 	if code != 200 || strings.Contains(string(out), "/dev/shm") || strings.Contains(string(out), "/srv/images") {
 		t.Errorf("tenant's view of its port: %d %s", code, out)
+	}
+}
+
+// TestUnknownRoutesAnswerJSON: a path with no route is a JSON 404, a
+// route with another method a JSON 405 with Allow.
+func TestUnknownRoutesAnswerJSON(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		kind         string
+	}{
+		{"GET", "/v1/nope", 404, "not_found"},
+		{"GET", "/", 404, "not_found"},
+		{"PATCH", "/v1/domains", 405, "method_not_allowed"},
+		{"DELETE", "/v1/events", 405, "method_not_allowed"},
+	} {
+		req, _ := http.NewRequest(tc.method, e.srv.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body APIError
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != tc.code || body.Status != tc.code || body.Error != tc.kind || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: %d %+v %v %q", tc.method, tc.path, resp.StatusCode, body, err, resp.Header.Get("Content-Type"))
+		}
+		if tc.code == 405 && resp.Header.Get("Allow") == "" {
+			t.Errorf("%s %s: no Allow header", tc.method, tc.path)
+		}
+	}
+}
+
+// TestEventsQuery: newest first, bounded, filtered by kind (exact or
+// prefix), VM and time; bad parameters are 400, never read as 0.
+func TestEventsQuery(t *testing.T) {
+	e := newEnv(t)
+	a := e.owner("alice")
+	ctx := context.Background()
+	for i, k := range []string{"vmi.hidden_process", "vmi.error", "av.infected", "nad.alert", "vmi.hidden_module"} {
+		vm := "VM1"
+		if i%2 == 1 {
+			vm = "VM3"
+		}
+		e.ctl.RecordNodeEvent(ctx, "alice", k, "vm/"+vm, fmt.Sprint(i))
+	}
+	get := func(query string) (int, []store.Event) {
+		code, out := e.do("GET", "/v1/events"+query, a, nil)
+		var ev []store.Event
+		json.Unmarshal(out, &ev)
+		return code, ev
+	}
+	code, ev := get("")
+	if code != 200 || len(ev) < 5 || ev[0].Kind != "vmi.hidden_module" || ev[0].ID < ev[len(ev)-1].ID {
+		t.Fatalf("newest first: %d %+v", code, ev)
+	}
+	if _, ev := get("?limit=2"); len(ev) != 2 || ev[0].Kind != "vmi.hidden_module" {
+		t.Errorf("limit: %+v", ev)
+	}
+	if _, ev := get("?kind=vmi."); len(ev) != 3 {
+		t.Errorf("kind prefix: %+v", ev)
+	}
+	if _, ev := get("?kind=vmi.error"); len(ev) != 1 || ev[0].Detail != "1" {
+		t.Errorf("kind: %+v", ev)
+	}
+	if _, ev := get("?vm=VM3"); len(ev) != 2 {
+		t.Errorf("vm: %+v", ev)
+	}
+	if _, ev := get("?kind=vmi.&vm=VM1"); len(ev) != 2 {
+		t.Errorf("kind and vm: %+v", ev)
+	}
+	if _, ev := get("?since=1h"); len(ev) < 5 {
+		t.Errorf("since 1h: %+v", ev)
+	}
+	if _, ev := get("?since=" + time.Now().Add(time.Hour).UTC().Format(time.RFC3339)); len(ev) != 0 {
+		t.Errorf("since the future: %+v", ev)
+	}
+	_, all := get("")
+	if _, ev := get(fmt.Sprintf("?after=%d", all[1].ID)); len(ev) != 1 || ev[0].ID != all[0].ID {
+		t.Errorf("after: %+v", ev)
+	}
+	for _, bad := range []string{"?after=abc", "?after=-1", "?limit=0", "?limit=5000", "?since=yesterday", "?kind=Bad Kind", "?vm=../x", "?bogus=1", "?limit=1&limit=2", "?follow=maybe"} {
+		if code, out := e.do("GET", "/v1/events"+bad, a, nil); code != 400 {
+			t.Errorf("%s: %d %s", bad, code, out)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 // Package api is the REST API of the control plane: JSON over HTTP with
-// bearer tokens, a thin layer over package controller. It decodes strictly
-// (unknown fields, trailing data and oversized bodies are errors), maps
+// bearer tokens (the Bearer scheme is required), a thin layer over package
+// controller. It decodes strictly (unknown fields, duplicate keys at any
+// depth, trailing data and oversized bodies are errors), maps
 // errors to statuses in one place (writeError), and serves its own OpenAPI
 // document at /v1/openapi.json.
 package api

@@ -73,7 +73,7 @@ func commands() []command {
 		{"av status", "--tid N --vm NAME: sector state and file verdicts", avStatus},
 		{"av isolate", "--tid N --vm NAME --path P: isolate a file's sectors (front: reads return zeros; bitmap: quarantine, then zero)", avIsolate},
 		{"check", "--tid N --from VM --to VM [--proto P] [--dport N]: the daemon's oracle verdict", apiCheck},
-		{"events", "[--after ID]: event history", events},
+		{"events", "[--limit 100] [--since 15m|TIME] [--kind K|PREFIX.] [--vm NAME] [--after ID] [--follow]: event history, newest first", events},
 	}
 }
 

@@ -11,7 +11,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -350,7 +352,11 @@ func acrAdd(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("--dport: %w", err)
 	}
 	var out tenant.ACR
-	if err := c.do(ctx, "POST", fmt.Sprintf("/v1/domains/%d/subnets/%s/acrs", tid, subnet), a, &out); err != nil {
+	body := struct {
+		tenant.ACR
+		Subnet string `json:"subnet"`
+	}{a, subnet}
+	if err := c.do(ctx, "POST", fmt.Sprintf("/v1/domains/%d/acrs", tid), body, &out); err != nil {
 		return err
 	}
 	return printJSON(env.Stdout, out)
@@ -404,18 +410,38 @@ func apiCheck(ctx context.Context, env *Env, args []string) error {
 func events(ctx context.Context, env *Env, args []string) error {
 	var after int64
 	var follow bool
+	var limit int
+	var since, kind, vm string
 	c, _, err := simple("events", env, args, 0, func(fs *flag.FlagSet) {
 		fs.Int64Var(&after, "after", 0, "only events after this id")
-		fs.BoolVar(&follow, "follow", false, "keep streaming new events (one JSON object per line)")
+		fs.IntVar(&limit, "limit", 100, "at most this many, newest first (1..1000)")
+		fs.StringVar(&since, "since", "", "only events since this RFC 3339 time or this long ago (e.g. 15m)")
+		fs.StringVar(&kind, "kind", "", "only events of this kind (e.g. vmi.hidden_process, or vmi. for all of vmi)")
+		fs.StringVar(&vm, "vm", "", "only events about this VM")
+		fs.BoolVar(&follow, "follow", false, "keep streaming new events, oldest first (one JSON object per line)")
 	})
 	if err != nil {
 		return err
 	}
-	if follow {
-		return c.stream(ctx, env, fmt.Sprintf("/v1/events?follow=1&after=%d", after))
+	if limit < 1 || limit > 1000 {
+		return fmt.Errorf("--limit %d: want 1..1000", limit)
 	}
+	q := url.Values{}
+	if after > 0 {
+		q.Set("after", strconv.FormatInt(after, 10))
+	}
+	for k, v := range map[string]string{"since": since, "kind": kind, "vm": vm} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if follow {
+		q.Set("follow", "1")
+		return c.stream(ctx, env, "/v1/events?"+q.Encode())
+	}
+	q.Set("limit", strconv.Itoa(limit))
 	var out []map[string]any
-	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/events?after=%d", after), nil, &out); err != nil {
+	if err := c.do(ctx, "GET", "/v1/events?"+q.Encode(), nil, &out); err != nil {
 		return err
 	}
 	return printJSON(env.Stdout, out)

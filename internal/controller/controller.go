@@ -769,17 +769,25 @@ func BuildPacket(n *tenant.Net, tid int, req CheckRequest) (tenant.Packet, error
 	return p, nil
 }
 
-// Events returns the caller's events after id.
-func (c *Controller) Events(ctx context.Context, who Caller, after int64, limit int) ([]store.Event, error) {
-	if limit <= 0 || limit > 1000 {
-		limit = 1000
+// MaxEvents bounds one page of events.
+const MaxEvents = 1000
+
+// Events returns the caller's events that match q (q.Tenant is set from
+// the caller: a tenant sees only its own).
+func (c *Controller) Events(ctx context.Context, who Caller, q store.EventQuery) ([]store.Event, error) {
+	if q.Limit <= 0 || q.Limit > MaxEvents {
+		q.Limit = MaxEvents
 	}
-	tn := who.Tenant
+	q.Tenant = who.Tenant
 	if who.Admin {
-		tn = ""
+		q.Tenant = ""
 	}
-	var out []store.Event
-	err := c.st.View(ctx, func(tx *store.Tx) (err error) { out, err = tx.Events(tn, after, limit); return err })
+	out := []store.Event{}
+	err := c.st.View(ctx, func(tx *store.Tx) error {
+		ev, err := tx.Events(q)
+		out = append(out, ev...)
+		return err
+	})
 	return out, err
 }
 

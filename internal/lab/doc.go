@@ -1,6 +1,15 @@
-// Package lab builds real test networks on the host: network namespaces
-// with a veth pair each stand in for VMs, attached to an Open vSwitch bridge
-// under the VM's port name. Tests, the demo and the benchmarks use it to
-// send real packets through the real switch. Everything it creates carries
-// a caller-chosen prefix so that it can be torn down again.
+// Package lab builds real test networks and guests on the host.
+//
+// Networks: network namespaces with a veth pair each stand in for VMs,
+// attached to an Open vSwitch bridge under the VM's port name. Tests, the
+// demo and the benchmarks use it to send real packets through the real
+// switch. Everything it creates carries a caller-chosen prefix, and
+// removing a host touches only what its own namespace holds, so two labs
+// of one policy never delete each other's links.
+//
+// Guests: Debian's own kernel with a busybox initramfs under QEMU, RAM in a
+// shared file, QMP, gdbstub and a console. The accelerator is chosen by
+// proof (ChooseAccel, SECAAS_ACCEL=auto|kvm|tcg): KVM only after a probe
+// guest reached its init under it, else TCG; a device node that opens is
+// no proof, since some hosts have a /dev/kvm that cannot run a guest.
 package lab

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -396,17 +397,49 @@ func (t *Tx) AddEvent(e Event) (Event, error) {
 	return e, nil
 }
 
-// Events returns up to limit events with id > after; tenant "" means all.
-func (t *Tx) Events(tenantID string, after int64, limit int) ([]Event, error) {
-	q := `SELECT id, time, tenant_id, kind, subject, detail FROM events WHERE id > ?`
-	args := []any{after}
-	if tenantID != "" {
-		q += ` AND tenant_id = ?`
-		args = append(args, tenantID)
+// EventQuery selects events.
+type EventQuery struct {
+	Tenant string    // "" means every tenant's (and the host's)
+	After  int64     // only ids above
+	Since  time.Time // only events at or after (zero: any)
+	Kind   string    // exact kind, or a prefix ending in "." ("vmi.")
+	VM     string    // only events about this VM (subject "vm/NAME")
+	Limit  int
+	Oldest bool // oldest first (the stream); default newest first
+}
+
+// Events returns up to q.Limit events that match q.
+func (t *Tx) Events(q EventQuery) ([]Event, error) {
+	sq := `SELECT id, time, tenant_id, kind, subject, detail FROM events WHERE id > ?`
+	args := []any{q.After}
+	if q.Tenant != "" {
+		sq += ` AND tenant_id = ?`
+		args = append(args, q.Tenant)
 	}
-	q += ` ORDER BY id LIMIT ?`
-	args = append(args, limit)
-	rows, err := t.tx.QueryContext(t.ctx, q, args...)
+	if !q.Since.IsZero() {
+		// Times are stored as RFC 3339 text in UTC, which sorts as time.
+		sq += ` AND time >= ?`
+		args = append(args, q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	if prefix, ok := strings.CutSuffix(q.Kind, "."); ok {
+		sq += ` AND substr(kind, 1, ?) = ?`
+		args = append(args, len(prefix)+1, prefix+".")
+	} else if q.Kind != "" {
+		sq += ` AND kind = ?`
+		args = append(args, q.Kind)
+	}
+	if q.VM != "" {
+		sq += ` AND subject = ?`
+		args = append(args, "vm/"+q.VM)
+	}
+	if q.Oldest {
+		sq += ` ORDER BY id LIMIT ?`
+	} else {
+		sq += ` ORDER BY id DESC LIMIT ?`
+	}
+	args = append(args, q.Limit)
+	q2, args2 := sq, args
+	rows, err := t.tx.QueryContext(t.ctx, q2, args2...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}

@@ -11,7 +11,11 @@
 // and destination MAC sets, source and destination IP prefixes, a protocol,
 // source and destination port ranges and an action (pass or drop). MAC and IP
 // entries may name a VM of the domain instead of spelling its address, as the
-// paper writes "{VM1,VM2}.MAC".
+// paper writes "{VM1,VM2}.MAC". Entries are read one way only: one that spells
+// an address, prefix or MAC is that, "any" and "*" are the wildcard, anything
+// else is a VM's name; so VM names may not look like the others
+// (AmbiguousName; RenameAmbiguous migrates old policies). Strict JSON
+// (DecodeStrictJSON) refuses duplicate keys.
 //
 // # Semantics (what Decide implements and the compiler must reproduce)
 //
