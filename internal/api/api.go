@@ -96,6 +96,9 @@ func (s *Server) handle(pattern string, h func(w http.ResponseWriter, r *http.Re
 	})
 }
 
+// etag is a domain revision as an HTTP entity tag.
+func etag(rev int) string { return `"` + strconv.Itoa(rev) + `"` }
+
 // subnetACR is an ACR with the subnet whose set holds it.
 type subnetACR struct {
 	tenant.ACR
@@ -173,6 +176,9 @@ func (s *Server) register() {
 	})
 	s.handle("GET /v1/domains/{tid}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		d, err := s.c.Domain(r.Context(), who, tid)
+		if err == nil {
+			w.Header().Set("ETag", etag(d.Revision))
+		}
 		return reply(w, http.StatusOK, d, err)
 	}))
 	s.handle("PUT /v1/domains/{tid}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
@@ -181,6 +187,9 @@ func (s *Server) register() {
 			return err
 		}
 		d, err := s.c.ReplaceDomain(r.Context(), who, tid, d)
+		if err == nil {
+			w.Header().Set("ETag", etag(d.Revision))
+		}
 		return reply(w, http.StatusOK, d, err)
 	}))
 	s.handle("DELETE /v1/domains/{tid}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
@@ -454,6 +463,15 @@ func (s *Server) withTID(h func(w http.ResponseWriter, r *http.Request, who cont
 		if err != nil || tid < tenant.MinTID || tid > tenant.MaxTID {
 			return badRequest("tid %q is not a number in %d..%d", r.PathValue("tid"), tenant.MinTID, tenant.MaxTID)
 		}
+		// If-Match: "REVISION" makes a change apply only to that revision
+		// of the domain (optimistic concurrency); "*" is any.
+		if im := strings.TrimSpace(r.Header.Get("If-Match")); im != "" && im != "*" {
+			rev, err := strconv.Atoi(strings.Trim(strings.TrimPrefix(im, "W/"), `"`))
+			if err != nil || rev < 1 {
+				return badRequest("If-Match %q is not a domain revision (the ETag of GET /v1/domains/%d)", im, tid)
+			}
+			r = r.WithContext(controller.WithIfMatch(r.Context(), rev))
+		}
 		return h(w, r, who, tid)
 	}
 }
@@ -525,6 +543,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		e = APIError{http.StatusNotFound, "not_found", err.Error()}
 	case errors.Is(err, controller.ErrConflict):
 		e = APIError{http.StatusConflict, "conflict", err.Error()}
+	case errors.Is(err, controller.ErrPrecondition):
+		e = APIError{http.StatusPreconditionFailed, "precondition_failed", err.Error()}
 	case errors.Is(err, controller.ErrNode):
 		e = APIError{http.StatusBadGateway, "node_failed", err.Error()}
 	case errors.Is(err, controller.ErrApply):

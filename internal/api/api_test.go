@@ -886,3 +886,73 @@ func TestEventsQuery(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleRevisionIs412: two operators read domain 100; the first one's
+// change goes through, the second one's (If-Match with the revision it
+// read, or the revision in its body) answers 412 and changes nothing.
+func TestStaleRevisionIs412(t *testing.T) {
+	e := newEnv(t)
+	a := e.owner("alice")
+	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	read := func() (tenant.Domain, string) {
+		req, _ := http.NewRequest("GET", e.srv.URL+"/v1/domains/100", nil)
+		req.Header.Set("Authorization", "Bearer "+a)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var d tenant.Domain
+		json.NewDecoder(resp.Body).Decode(&d)
+		return d, resp.Header.Get("ETag")
+	}
+	d, tag := read()
+	if d.Revision != 1 || tag != `"1"` {
+		t.Fatalf("revision %d, ETag %q", d.Revision, tag)
+	}
+	send := func(method, path, ifMatch string, body any) (int, []byte) {
+		js, _ := json.Marshal(body)
+		req, _ := http.NewRequest(method, e.srv.URL+path, bytes.NewReader(js))
+		req.Header.Set("Authorization", "Bearer "+a)
+		if ifMatch != "" {
+			req.Header.Set("If-Match", ifMatch)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, out
+	}
+	acr := map[string]any{"subnet": "subD1", "priority": 3, "action": "drop"}
+	if code, out := send("POST", "/v1/domains/100/acrs", tag, acr); code != 201 {
+		t.Fatalf("first operator: %d %s", code, out)
+	}
+	applied := len(e.node.applied)
+	if code, out := send("POST", "/v1/domains/100/acrs", tag, acr); code != 412 || !strings.Contains(string(out), "revision 2") {
+		t.Fatalf("second operator, stale If-Match: %d %s", code, out)
+	}
+	d.Subnets[0].ACRs = nil // the second operator's edit of what it read
+	if code, out := send("PUT", "/v1/domains/100", "", d); code != 412 {
+		t.Fatalf("stale revision in the body: %d %s", code, out)
+	}
+	if code, out := send("DELETE", "/v1/domains/100", tag, nil); code != 412 {
+		t.Fatalf("stale delete: %d %s", code, out)
+	}
+	if len(e.node.applied) != applied {
+		t.Fatal("a refused change reached the node")
+	}
+	if now, tag2 := read(); now.Revision != 2 || tag2 != `"2"` || len(now.Subnets[0].ACRs) == 0 {
+		t.Fatalf("after: revision %d %q, %d acrs", now.Revision, tag2, len(now.Subnets[0].ACRs))
+	}
+	d.Revision = 2
+	if code, out := send("PUT", "/v1/domains/100", `"2"`, d); code != 200 {
+		t.Fatalf("a change at the current revision: %d %s", code, out)
+	}
+	if code, out := send("GET", "/v1/domains/100", `"x"`, nil); code != 400 {
+		t.Fatalf("a bad If-Match: %d %s", code, out)
+	}
+}

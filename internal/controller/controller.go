@@ -31,6 +31,8 @@ var (
 	ErrApply = errors.New("apply to switch")
 	// ErrNode: the node could not do what was asked (e.g. a scan failed).
 	ErrNode = errors.New("node")
+	// ErrPrecondition: the change names a revision the domain is no longer at.
+	ErrPrecondition = errors.New("precondition failed")
 )
 
 // AVNode is a node that runs HyperAV (the agent does).
@@ -231,13 +233,16 @@ func (c *Controller) commit(ctx context.Context, who Caller, kind string, ch cha
 		if err != nil {
 			return err
 		}
-		before := make(map[int]bool, len(all))
+		revision := make(map[int]int, len(all))
 		for _, d := range all {
-			before[d.TID] = true
+			revision[d.TID] = d.Revision
 		}
 		d, err := ch(&all)
 		if err != nil {
 			return err
+		}
+		if want, ok := ifMatch(ctx); ok && revision[d.TID] != want {
+			return fmt.Errorf("domain %d is at revision %d, not %d (someone changed it: read it again): %w", d.TID, revision[d.TID], want, ErrPrecondition)
 		}
 		out = d
 		if _, err := tenant.NewNet(all); err != nil {
@@ -262,7 +267,7 @@ func (c *Controller) commit(ctx context.Context, who Caller, kind string, ch cha
 			if err := tx.DeleteDomain(d.TID); err != nil {
 				return err
 			}
-		} else if err := tx.PutDomain(d); err != nil {
+		} else if out.Revision, err = tx.PutDomain(d); err != nil {
 			return err
 		}
 		if _, err := tx.AddEvent(store.Event{Tenant: d.Tenant, Kind: kind, Subject: fmt.Sprintf("domain/%d", d.TID)}); err != nil {
@@ -350,6 +355,9 @@ func (c *Controller) ReplaceDomain(ctx context.Context, who Caller, tid int, d t
 		}
 		if d.Tenant != "" && d.Tenant != (*all)[i].Tenant {
 			return d, invalid("a domain cannot change tenant")
+		}
+		if d.Revision != 0 && d.Revision != (*all)[i].Revision {
+			return d, fmt.Errorf("domain %d is at revision %d, not %d (someone changed it: read it again): %w", tid, (*all)[i].Revision, d.Revision, ErrPrecondition)
 		}
 		d.TID, d.Tenant = tid, (*all)[i].Tenant
 		fillIDs(&d)
@@ -801,4 +809,18 @@ func (c *Controller) RecordNodeEvent(ctx context.Context, tenantID, kind, subjec
 	if err != nil {
 		c.log.Error("record event", "kind", kind, "err", err)
 	}
+}
+
+type ifMatchKey struct{}
+
+// WithIfMatch makes the changes made with ctx apply only to a domain at
+// revision rev (HTTP If-Match); another revision fails with
+// ErrPrecondition.
+func WithIfMatch(ctx context.Context, rev int) context.Context {
+	return context.WithValue(ctx, ifMatchKey{}, rev)
+}
+
+func ifMatch(ctx context.Context) (int, bool) {
+	rev, ok := ctx.Value(ifMatchKey{}).(int)
+	return rev, ok
 }

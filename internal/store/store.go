@@ -291,7 +291,7 @@ func (t *Tx) DeleteTenant(id string) error {
 
 // Domains returns every domain, by TID.
 func (t *Tx) Domains() ([]tenant.Domain, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT doc FROM domains ORDER BY tid`)
+	rows, err := t.tx.QueryContext(t.ctx, `SELECT doc, version FROM domains ORDER BY tid`)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
 	}
@@ -299,34 +299,40 @@ func (t *Tx) Domains() ([]tenant.Domain, error) {
 	var out []tenant.Domain
 	for rows.Next() {
 		var doc string
-		if err := rows.Scan(&doc); err != nil {
+		var version int
+		if err := rows.Scan(&doc, &version); err != nil {
 			return nil, fmt.Errorf("list domains: %w", err)
 		}
 		var d tenant.Domain
 		if err := json.Unmarshal([]byte(doc), &d); err != nil {
 			return nil, fmt.Errorf("list domains: corrupt document: %w", err)
 		}
+		d.Revision = version
 		out = append(out, d)
 	}
 	return out, rows.Err()
 }
 
-// PutDomain inserts or replaces a domain document.
-func (t *Tx) PutDomain(d tenant.Domain) error {
+// PutDomain inserts or replaces a domain document and returns its new
+// revision (the version column; the document does not keep it).
+func (t *Tx) PutDomain(d tenant.Domain) (int, error) {
+	d.Revision = 0
 	doc, err := json.Marshal(d)
 	if err != nil {
-		return fmt.Errorf("put domain: %w", err)
+		return 0, fmt.Errorf("put domain: %w", err)
 	}
-	_, err = t.tx.ExecContext(t.ctx, `INSERT INTO domains(tid, tenant_id, doc, version, updated_at) VALUES (?, ?, ?, 1, ?)
-		ON CONFLICT(tid) DO UPDATE SET doc = excluded.doc, tenant_id = excluded.tenant_id, version = version + 1, updated_at = excluded.updated_at`,
-		d.TID, d.Tenant, string(doc), t.now.Format(time.RFC3339Nano))
+	var rev int
+	err = t.tx.QueryRowContext(t.ctx, `INSERT INTO domains(tid, tenant_id, doc, version, updated_at) VALUES (?, ?, ?, 1, ?)
+		ON CONFLICT(tid) DO UPDATE SET doc = excluded.doc, tenant_id = excluded.tenant_id, version = version + 1, updated_at = excluded.updated_at
+		RETURNING version`,
+		d.TID, d.Tenant, string(doc), t.now.Format(time.RFC3339Nano)).Scan(&rev)
 	if err != nil {
 		if !t.exists(`SELECT 1 FROM tenants WHERE id = ?`, d.Tenant) {
-			return fmt.Errorf("tenant %q: %w", d.Tenant, ErrNotFound)
+			return 0, fmt.Errorf("tenant %q: %w", d.Tenant, ErrNotFound)
 		}
-		return fmt.Errorf("put domain: %w", err)
+		return 0, fmt.Errorf("put domain: %w", err)
 	}
-	return nil
+	return rev, nil
 }
 
 // DeleteDomain removes a domain.

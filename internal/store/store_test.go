@@ -20,7 +20,8 @@ func TestStoreRoundTripAndRollback(t *testing.T) {
 		if _, err := tx.CreateTenant("acme", "Acme", HashToken("tok")); err != nil {
 			return err
 		}
-		return tx.PutDomain(tenant.Domain{TID: 5, Name: "d", Tenant: "acme"})
+		_, err := tx.PutDomain(tenant.Domain{TID: 5, Name: "d", Tenant: "acme"})
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -28,7 +29,7 @@ func TestStoreRoundTripAndRollback(t *testing.T) {
 	// A failing transaction leaves nothing behind.
 	boom := errors.New("apply failed")
 	err = s.Update(ctx, func(tx *Tx) error {
-		if err := tx.PutDomain(tenant.Domain{TID: 6, Name: "e", Tenant: "acme"}); err != nil {
+		if _, err := tx.PutDomain(tenant.Domain{TID: 6, Name: "e", Tenant: "acme"}); err != nil {
 			return err
 		}
 		return boom
@@ -67,7 +68,7 @@ func TestStoreRoundTripAndRollback(t *testing.T) {
 	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("duplicate tenant: %v", err)
 	}
-	err = s.Update(ctx, func(tx *Tx) error { return tx.PutDomain(tenant.Domain{TID: 9, Name: "x", Tenant: "ghost"}) })
+	err = s.Update(ctx, func(tx *Tx) error { _, err := tx.PutDomain(tenant.Domain{TID: 9, Name: "x", Tenant: "ghost"}); return err })
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("domain of unknown tenant: %v", err)
 	}

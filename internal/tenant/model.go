@@ -55,6 +55,10 @@ type Domain struct {
 	// physical NIC). Traffic on them carries the TID as its 802.1Q tag.
 	Uplinks []string `json:"uplinks,omitempty" yaml:"uplinks,omitempty"`
 	Subnets []Subnet `json:"subnets" yaml:"subnets"`
+	// Revision is the store's version of the domain (read only; 0 in a
+	// policy file): a change that names a revision (the body's, or the
+	// API's If-Match) applies only to that revision.
+	Revision int `json:"revision,omitempty" yaml:"revision,omitempty"`
 }
 
 // Subnet is a TSNet: a Layer 2 broadcast domain with its VMs and its
