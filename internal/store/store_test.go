@@ -68,7 +68,10 @@ func TestStoreRoundTripAndRollback(t *testing.T) {
 	if !errors.Is(err, ErrConflict) {
 		t.Fatalf("duplicate tenant: %v", err)
 	}
-	err = s.Update(ctx, func(tx *Tx) error { _, err := tx.PutDomain(tenant.Domain{TID: 9, Name: "x", Tenant: "ghost"}); return err })
+	err = s.Update(ctx, func(tx *Tx) error {
+		_, err := tx.PutDomain(tenant.Domain{TID: 9, Name: "x", Tenant: "ghost"})
+		return err
+	})
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("domain of unknown tenant: %v", err)
 	}
