@@ -36,6 +36,9 @@ type config struct {
 	debug                         bool
 }
 
+// The agent plans changes for dry runs.
+var _ controller.Planner = (*agent.Agent)(nil)
+
 func main() {
 	var c config
 	flag.StringVar(&c.listen, "listen", "127.0.0.1:8470", "API listen address")

@@ -141,6 +141,31 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 	return nil
 }
 
+// Plan says which flows applying domains would remove from and add to the
+// switch, without changing anything (for dry runs and diffs).
+func (a *Agent) Plan(ctx context.Context, domains []tenant.Domain, _ inventory.Ports) (removed, added []string, err error) {
+	n, err := tenant.NewNet(domains)
+	if err != nil {
+		return nil, nil, err
+	}
+	ports, err := a.br.Ports(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var prev flow.Priorities
+	if a.set != nil {
+		prev = a.set.Priorities
+	}
+	set, err := flow.CompileFrom(n, ports, prev)
+	if err != nil {
+		return nil, nil, err
+	}
+	removed, added = flow.DiffLines(a.flows, set.String())
+	return removed, added, nil
+}
+
 // install puts text on the switch: as a one-bundle difference when the
 // switch is known to hold a.flows, else (after a start, a failed update or
 // drift) as a one-bundle full replacement, unless the switch already holds

@@ -159,6 +159,21 @@ func (s *Server) register() {
 	s.handle("DELETE /v1/inventory/ports/{port}", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
 		return noContent(w, s.c.DeletePort(r.Context(), who, r.PathValue("port")))
 	})
+	s.handle("POST /v1/apply", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		dry := false
+		for k, vs := range r.URL.Query() {
+			if k != "dry_run" || len(vs) != 1 || (vs[0] != "1" && vs[0] != "true" && vs[0] != "0" && vs[0] != "false") {
+				return badRequest("query: only dry_run=1|0 is known")
+			}
+			dry = vs[0] == "1" || vs[0] == "true"
+		}
+		var p tenant.Policy
+		if err := decode(r, &p); err != nil {
+			return err
+		}
+		plan, err := s.c.ApplyPolicy(r.Context(), who, p.Domains, dry)
+		return reply(w, http.StatusOK, plan, err)
+	})
 	s.handle("GET /v1/domains", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
 		ds, err := s.c.Domains(r.Context(), who)
 		if ds == nil {

@@ -655,6 +655,7 @@ func TestEveryRouteRefusesStrangers(t *testing.T) {
 		"POST /v1/domains/{tid}/subnets/{subnet}/vms":  tenant.VM{Name: "evil", MAC: "02:00:00:00:00:99", IP: "192.168.1.99", Port: "vm3"},
 		"POST /v1/domains/{tid}/subnets/{subnet}/acrs": tenant.ACR{Priority: 9, Action: "pass"},
 		"POST /v1/domains/{tid}/acrs":                  map[string]any{"subnet": "subD1", "priority": 9, "action": "pass"},
+		"POST /v1/apply":                               tenant.Policy{Domains: []tenant.Domain{table2Body(t)}},
 		"POST /v1/domains/{tid}/check":                 controller.CheckRequest{From: "VM1", To: "VM3"},
 		"PUT /v1/domains/{tid}/vms/{vm}/nad":           tenant.NADPolicy{},
 		"PUT /v1/domains/{tid}/vms/{vm}/vmi":           tenant.VMIPolicy{},
@@ -954,5 +955,69 @@ func TestStaleRevisionIs412(t *testing.T) {
 	}
 	if code, out := send("GET", "/v1/domains/100", `"x"`, nil); code != 400 {
 		t.Fatalf("a bad If-Match: %d %s", code, out)
+	}
+}
+
+// TestApplyPolicy: apply is all or nothing and idempotent; a dry run
+// changes nothing; another tenant's domain cannot be taken over.
+func TestApplyPolicy(t *testing.T) {
+	e := newEnv(t)
+	a := e.owner("alice")
+	b := e.tenant("bob")
+	pol := tenant.Policy{Domains: []tenant.Domain{table2Body(t)}}
+	n0 := len(e.node.applied) // the inventory's changes reached the node too
+	apply := func(token, query string, p any) (int, controller.ApplyPlan, []byte) {
+		code, out := e.do("POST", "/v1/apply"+query, token, p)
+		var plan controller.ApplyPlan
+		json.Unmarshal(out, &plan)
+		return code, plan, out
+	}
+	code, plan, out := apply(a, "?dry_run=1", pol)
+	if code != 200 || !plan.DryRun || !plan.Changed || plan.Domains[0].Action != "created" || len(e.node.applied) != n0+0 {
+		t.Fatalf("dry run: %d %s (node applied %d)", code, out, len(e.node.applied))
+	}
+	if code, _ := e.do("GET", "/v1/domains/100", a, nil); code != 404 {
+		t.Fatal("a dry run stored the domain")
+	}
+	code, plan, out = apply(a, "", pol)
+	if code != 200 || !plan.Changed || plan.Domains[0].Action != "created" || len(e.node.applied) != n0+1 {
+		t.Fatalf("apply: %d %s", code, out)
+	}
+	code, plan, out = apply(a, "", pol)
+	if code != 200 || plan.Changed || plan.Domains[0].Action != "unchanged" || len(e.node.applied) != n0+1 {
+		t.Fatalf("second apply changed something: %d %s", code, out)
+	}
+	// A change of one ACR is a replace; what the store filled in (UUIDs,
+	// ACR ids) is not a change.
+	pol.Domains[0].Subnets[1].ACRs[0].Priority = 8
+	if code, plan, out = apply(a, "", pol); code != 200 || plan.Domains[0].Action != "replaced" || len(e.node.applied) != n0+2 {
+		t.Fatalf("replace: %d %s", code, out)
+	}
+	// All or nothing: a second domain that is invalid stops both.
+	bad := table2Body(t)
+	bad.TID, bad.Subnets[0].VMs[0].MAC = 101, "not-a-mac"
+	pol.Domains[0].Subnets[1].ACRs[0].Priority = 9
+	if code, _, out := apply(a, "", tenant.Policy{Domains: []tenant.Domain{pol.Domains[0], bad}}); code != 422 {
+		t.Fatalf("invalid second domain: %d %s", code, out)
+	}
+	_, out = e.do("GET", "/v1/domains/100", a, nil)
+	if !strings.Contains(string(out), `"priority": 8`) || len(e.node.applied) != n0+2 {
+		t.Fatalf("a refused apply changed domain 100: %s", out)
+	}
+	// Bob cannot apply over alice's domain, nor name alice as the tenant.
+	if code, _, out := apply(b, "", pol); code != 404 {
+		t.Fatalf("bob over alice's domain: %d %s", code, out)
+	}
+	pol.Domains[0].Tenant = "alice"
+	if code, _, out := apply(b, "", pol); code != 422 {
+		t.Fatalf("bob naming alice: %d %s", code, out)
+	}
+	for _, body := range []string{`{"domains": []}`, `{}`, `{"domains": [{"tid": 5}, {"tid": 5}]}`} {
+		if code, _ := e.do("POST", "/v1/apply", a, body); code != 422 {
+			t.Errorf("%s: %d", body, code)
+		}
+	}
+	if code, _ := e.do("POST", "/v1/apply?force=1", a, pol); code != 400 {
+		t.Error("an unknown query parameter")
 	}
 }

@@ -95,6 +95,8 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	call("GET /v1/inventory/ports", "/v1/inventory/ports", a, nil)
 	call("GET /v1/inventory/ports/{port}", "/v1/inventory/ports/vm3", a, nil)
 	call("DELETE /v1/inventory/ports/{port}", "/v1/inventory/ports/vm9", admin, nil)
+	call("POST /v1/apply", "/v1/apply?dry_run=1", a, tenant.Policy{Domains: []tenant.Domain{table2Body(t)}})
+	call("POST /v1/apply", "/v1/apply", a, tenant.Policy{Domains: []tenant.Domain{table2Body(t)}})
 	call("GET /v1/domains", "/v1/domains", a, nil)
 	call("GET /v1/domains/{tid}", "/v1/domains/100", a, nil)
 	call("GET /v1/domains/{tid}/vms", "/v1/domains/100/vms", a, nil)

@@ -224,17 +224,24 @@ func aclTrace(ctx context.Context, env *Env, args []string) error {
 
 func aclApply(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("acl apply", env)
-	file := fs.String("f", "", "policy file")
+	file := fs.String("f", "", "policy file (- reads standard input)")
 	bridge := fs.String("bridge", "secaas0", "bridge")
+	allowEmpty := fs.Bool("allow-empty", false, "apply a policy with no domain or no VM (the bridge then drops everything)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	if err := mustFile(*file); err != nil {
-		return err
-	}
-	p, _, err := tenant.LoadPolicy(*file)
+	p, err := readPolicy(env, *file)
 	if err != nil {
 		return err
+	}
+	vms := 0
+	for _, d := range p.Domains {
+		for _, s := range d.Subnets {
+			vms += len(s.VMs)
+		}
+	}
+	if (len(p.Domains) == 0 || vms == 0) && !*allowEmpty {
+		return fmt.Errorf("%s has %d domains and %d VMs: applying it makes %s drop everything (--allow-empty to do so)", *file, len(p.Domains), vms, *bridge)
 	}
 	a := agent.New(ovs.NewBridge(*bridge), discardLog(), nil)
 	if err := a.Start(ctx); err != nil {

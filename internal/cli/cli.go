@@ -15,6 +15,7 @@ import (
 type Env struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	Stdin          io.Reader // "-f -" reads the policy from it (nil: none)
 }
 
 type command struct {
@@ -27,7 +28,7 @@ func commands() []command {
 		{"acl compile", "-f POLICY [--ports name=N,...]: print the OpenFlow flow set", aclCompile},
 		{"acl check", "-f POLICY --from VM --to VM [--proto tcp|udp|icmp] [--sport N] [--dport N] [--json]: the oracle's verdict and rule", aclCheck},
 		{"acl trace", "-f POLICY --bridge BR --from VM --to VM ...: ask the real switch (ofproto/trace) and compare with the oracle", aclTrace},
-		{"acl apply", "-f POLICY --bridge BR: enforce a policy file on a bridge without the daemon", aclApply},
+		{"acl apply", "-f POLICY|- --bridge BR [--allow-empty]: enforce a policy file on a bridge without the daemon", aclApply},
 		{"acl migrate", "-f POLICY [--out FILE]: rewrite a policy of an earlier version: VMs named like addresses, MACs or wildcards renamed (rules follow), prefixes masked", aclMigrate},
 		{"lab up", "-f POLICY --bridge BR [--prefix P]: one namespace per VM, attached to the bridge", labUp},
 		{"lab down", "-f POLICY --bridge BR [--prefix P]: remove the lab's namespaces", labDown},
@@ -51,6 +52,7 @@ func commands() []command {
 		{"inventory set", "PORT --tenant T [--uplink] [--vm NAME] [--memory FILE] [--qmp SOCK] [--disk IMG --disk-mode bitmap|front [--node N] [--device D] [--socket SOCK] [--transport nbd|vhost-user] [--cache writeback|none] [--guest-port SOCK]] (admin): lease a switch port to a tenant, with its VM's host resources", inventorySet},
 		{"inventory list", ": the host inventory (a tenant sees its leased ports, without host paths)", inventoryList},
 		{"inventory delete", "PORT (admin): remove a port no domain binds", inventoryDelete},
+		{"apply", "-f POLICY|- [--dry-run] [--diff] [--tenant T]: make the daemon's domains what the file says, all or nothing; a second run changes nothing", applyCmd},
 		{"tenant create", "ID [--name NAME]: create a tenant (admin); prints its token", tenantCreate},
 		{"tenant list", ": list tenants", tenantList},
 		{"tenant delete", "ID: delete a tenant", tenantDelete},

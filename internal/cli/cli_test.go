@@ -34,6 +34,24 @@ func runCLI(t *testing.T, args ...string) (string, int) {
 	return out.String(), code
 }
 
+func runCLIStdin(t *testing.T, stdin string, args ...string) (string, int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(context.Background(), &Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(stdin), Getenv: func(string) string { return "" }}, args)
+	return out.String() + errb.String(), code
+}
+
+// TestEmptyPolicyRefused: acl apply of a policy with no domain or no VM
+// would make the bridge drop everything; it needs --allow-empty.
+func TestEmptyPolicyRefused(t *testing.T) {
+	for _, pol := range []string{"domains: []\n", "domains:\n  - {tid: 5, name: d, subnets: [{name: s}]}\n"} {
+		out, code := runCLIStdin(t, pol, "acl", "apply", "-f", "-", "--bridge", "nonexistent-br")
+		if code == 0 || !strings.Contains(out, "--allow-empty") {
+			t.Errorf("%q: %d %s", pol, code, out)
+		}
+	}
+}
+
 func TestOfflineCommands(t *testing.T) {
 	out, code := runCLI(t, "acl", "compile", "-f", "../../examples/table2.yaml")
 	golden, err := os.ReadFile("../flow/testdata/table2.golden")
@@ -119,6 +137,33 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if out, code := runCLI(t, append([]string{"domain", "create", "-f", policy}, api...)...); code != 0 {
 		t.Fatalf("domain create: %s", out)
+	}
+	// Declarative apply of the same file: nothing to change.
+	policyText, _ := os.ReadFile(policy)
+	if out, code := runCLIStdin(t, string(policyText), append([]string{"apply", "-f", "-"}, api...)...); code != 0 || !strings.Contains(out, "unchanged") || !strings.Contains(out, "no change") {
+		t.Fatalf("apply of the created policy (%d): %s", code, out)
+	}
+	// A changed file as a dry run with a diff: the switch is not touched.
+	changed := strings.Replace(string(policyText), "acrs:", "acrs:\n          - {priority: 9, srcmac: [VM1], dstmac: [VM2], proto: udp, dstport: 53, action: pass}", 1)
+	before, _ := br.DumpFlows(ctx)
+	out, code = runCLIStdin(t, changed, append([]string{"apply", "-f", "-", "--dry-run", "--diff"}, api...)...)
+	if code != 0 || !strings.Contains(out, "replaced (dry run") || !strings.Contains(out, "+ ") || !strings.Contains(out, "tp_dst=53") {
+		t.Fatalf("apply --dry-run --diff (%d): %s", code, out)
+	}
+	if after, _ := br.DumpFlows(ctx); after != before {
+		t.Fatal("a dry run changed the switch")
+	}
+	if out, code := runCLIStdin(t, changed, append([]string{"apply", "-f", "-"}, api...)...); code != 0 || !strings.Contains(out, "replaced") {
+		t.Fatalf("apply (%d): %s", code, out)
+	}
+	if after, _ := br.DumpFlows(ctx); after == before || !strings.Contains(after, "tp_dst=53") {
+		t.Fatal("apply did not reach the switch")
+	}
+	if out, code := runCLIStdin(t, changed, append([]string{"apply", "-f", "-"}, api...)...); code != 0 || !strings.Contains(out, "no change") {
+		t.Fatalf("second apply (%d): %s", code, out)
+	}
+	if out, code := runCLIStdin(t, string(policyText), append([]string{"apply", "-f", "-"}, api...)...); code != 0 || !strings.Contains(out, "replaced") {
+		t.Fatalf("apply back (%d): %s", code, out)
 	}
 	rows, err := Matrix(ctx, n, hosts, 22)
 	if err != nil {
