@@ -22,39 +22,90 @@ var palette = []color.Color{
 	color.RGBA{148, 103, 189, 255}, color.RGBA{255, 127, 14, 255},
 }
 
+// Series are told apart by more than colour: each also has its own dash
+// pattern and glyph shape, so a chart reads in grey and to colour-blind eyes.
+var (
+	dashes = [][]vg.Length{nil, {vg.Points(6), vg.Points(3)}, {vg.Points(2), vg.Points(2)},
+		{vg.Points(8), vg.Points(3), vg.Points(2), vg.Points(3)}, {vg.Points(4), vg.Points(4)}}
+	glyphs = []draw.GlyphDrawer{draw.CircleGlyph{}, draw.BoxGlyph{}, draw.TriangleGlyph{}, draw.CrossGlyph{}, draw.RingGlyph{}}
+)
+
+// style gives series i its colour, dashes and glyph.
+func style(i int) (color.Color, []vg.Length, draw.GlyphDrawer) {
+	return palette[i%len(palette)], dashes[i%len(dashes)], glyphs[i%len(glyphs)]
+}
+
+// minFPR is the left edge of the log-scale ROC panel; a false positive
+// rate of 0 is drawn there.
+const minFPR = 1e-4
+
 // ROC draws one curve per detector, (fpr, tpr) points, with its AUC in the
-// legend.
+// legend: a linear panel of the whole curve, and beside it the region of
+// low false positive rates on a log-scale x axis (down to 1e-4), where a
+// detector that raises few false alarms is told from one that does not.
+// Each curve has its own colour, dash pattern and glyph.
 func ROC(path string, curves map[string][][2]float64, auc map[string]float64) error {
-	p := plot.New()
-	p.Title.Text = "ROC over windows"
-	p.X.Label.Text = "false positive rate"
-	p.Y.Label.Text = "true positive rate"
-	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, 1, 0, 1
-	p.Legend.Top, p.Legend.Left = false, false
 	names := make([]string, 0, len(curves))
 	for n := range curves {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	diag, _ := plotter.NewLine(plotter.XYs{{X: 0, Y: 0}, {X: 1, Y: 1}})
-	diag.Dashes = []vg.Length{vg.Points(3), vg.Points(3)}
-	diag.Color = color.Gray{160}
-	p.Add(diag)
-	for i, n := range names {
-		xys := make(plotter.XYs, len(curves[n]))
-		for k, pt := range curves[n] {
-			xys[k].X, xys[k].Y = pt[0], pt[1]
+	panel := func(logX bool) (*plot.Plot, error) {
+		p := plot.New()
+		p.Title.Text = "ROC over windows"
+		p.X.Label.Text = "false positive rate"
+		p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, 1, 0, 1
+		if logX {
+			p.Title.Text = "low false positive rates (log x)"
+			p.X.Scale, p.X.Tick.Marker = plot.LogScale{}, plot.LogTicks{Prec: -1}
+			p.X.Min = minFPR
 		}
-		l, err := plotter.NewLine(xys)
-		if err != nil {
-			return fmt.Errorf("roc %s: %w", n, err)
+		p.Y.Label.Text = "true positive rate"
+		p.Legend.Top, p.Legend.Left = false, false
+		var diag plotter.XYs
+		for _, x := range []float64{p.X.Min, 0.001, 0.01, 0.1, 1} {
+			if x >= p.X.Min {
+				diag = append(diag, plotter.XY{X: x, Y: x})
+			}
 		}
-		l.Color = palette[i%len(palette)]
-		l.Width = vg.Points(1.5)
-		p.Add(l)
-		p.Legend.Add(fmt.Sprintf("%s (AUC %.3f)", n, auc[n]), l)
+		dl, _ := plotter.NewLine(diag)
+		dl.Dashes = []vg.Length{vg.Points(1), vg.Points(3)}
+		dl.Color = color.Gray{160}
+		p.Add(dl, plotter.NewGrid())
+		for i, n := range names {
+			xys := make(plotter.XYs, len(curves[n]))
+			for k, pt := range curves[n] {
+				xys[k].X, xys[k].Y = pt[0], pt[1]
+				if logX {
+					xys[k].X = max(pt[0], minFPR)
+				}
+			}
+			l, sc, err := plotter.NewLinePoints(xys)
+			if err != nil {
+				return nil, fmt.Errorf("roc %s: %w", n, err)
+			}
+			col, dash, glyph := style(i)
+			l.Color, l.Width, l.Dashes = col, vg.Points(1.5), dash
+			sc.Color, sc.Shape, sc.Radius = col, glyph, vg.Points(2)
+			p.Add(l, sc)
+			p.Legend.Add(fmt.Sprintf("%s (AUC %.3f)", n, auc[n]), l, sc)
+		}
+		return p, nil
 	}
-	return save(path, 5*vg.Inch, 5*vg.Inch, func(c draw.Canvas) { p.Draw(c) })
+	lin, err := panel(false)
+	if err != nil {
+		return err
+	}
+	lg, err := panel(true)
+	if err != nil {
+		return err
+	}
+	plots := [][]*plot.Plot{{lin, lg}}
+	return save(path, 10*vg.Inch, 5*vg.Inch, func(c draw.Canvas) {
+		canvases := plot.Align(plots, draw.Tiles{Rows: 1, Cols: 2, PadX: vg.Points(10)}, c)
+		lin.Draw(canvases[0][0])
+		lg.Draw(canvases[0][1])
+	})
 }
 
 // Series draws one panel per feature over time (seconds from the start),
@@ -111,7 +162,8 @@ func save(path string, w, h vg.Length, drawFn func(draw.Canvas)) error {
 	}
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".svg":
-		c = vgsvg.New(w, h)
+		// The fonts go into the file: it reads the same without them installed.
+		c = vgsvg.NewWith(vgsvg.UseWH(w, h), vgsvg.EmbedFonts(true))
 	default:
 		c = vgimg.PngCanvas{Canvas: vgimg.New(w, h)}
 	}
@@ -194,8 +246,8 @@ func Intervals(path, ylabel string, cats []string, panels []Panel) error {
 			if err != nil {
 				return fmt.Errorf("intervals %s: %w", s.Name, err)
 			}
-			col := palette[i%len(palette)]
-			sc.GlyphStyle.Color, sc.GlyphStyle.Radius, sc.GlyphStyle.Shape = col, vg.Points(2.5), draw.CircleGlyph{}
+			col, _, glyph := style(i)
+			sc.GlyphStyle.Color, sc.GlyphStyle.Radius, sc.GlyphStyle.Shape = col, vg.Points(2.5), glyph
 			bars := &plotter.YErrorBars{XYs: xys, YErrors: errs, LineStyle: draw.LineStyle{Color: col, Width: vg.Points(1)}, CapWidth: vg.Points(4)}
 			p.Add(bars, sc)
 			p.Legend.Add(s.Name, sc)

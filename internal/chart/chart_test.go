@@ -64,3 +64,27 @@ func TestIntervals(t *testing.T) {
 		t.Error("nothing to draw accepted")
 	}
 }
+
+// TestSVGEmbedsFontsAndROCHasALogPanel: SVGs carry their fonts, and the
+// ROC has a second panel whose x axis is logarithmic (its tick labels are
+// powers of ten), with a false positive rate of 0 drawn at its left edge.
+func TestSVGEmbedsFontsAndROCHasALogPanel(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "roc.svg")
+	curves := map[string][][2]float64{"a": {{0, 0}, {0, 0.5}, {0.001, 0.8}, {1, 1}}, "b": {{0, 0}, {0.2, 0.6}, {1, 1}}}
+	if err := ROC(path, curves, map[string]float64{"a": 0.95, "b": 0.7}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"@font-face", "data:font/ttf", "low false positive rates (log x)", ">0.001<", ">0.01<", "AUC 0.950"} {
+		if !bytes.Contains(b, []byte(want)) {
+			t.Errorf("roc.svg has no %q", want)
+		}
+	}
+	// The two curves differ in dash pattern, not only in colour.
+	if n := bytes.Count(b, []byte("stroke-dasharray")); n < 2 {
+		t.Errorf("%d dashed strokes", n)
+	}
+}
