@@ -11,7 +11,7 @@ deps:
 	scripts/deps.sh
 
 build:
-	$(GO) build -o bin/ ./cmd/...
+	$(GO) build -buildvcs=auto -o bin/ ./cmd/...
 
 ovs: deps
 	scripts/ovs-start.sh

@@ -48,7 +48,7 @@ echo "== 5. drift: delete the output table by hand; the reconcile loop restores 
 ovs-ofctl -O OpenFlow14 del-flows $BR table=45
 sleep 3
 bin/secaas acl trace -f examples/table2.yaml --bridge $BR --from VM1 --to VM2 --proto icmp
-bin/secaas events --kind flows.drift_repaired --limit 1 --api $API --token-file $STATE/admin.token | grep -o '"kind": "flows.drift_repaired"' | head -1
+bin/secaas events -o json --kind flows.drift_repaired --limit 1 --api $API --token-file $STATE/admin.token | grep -o '"kind": "flows.drift_repaired"' | head -1
 
 echo "== 6. live anomaly detection on VM3 through the API: mirror + AF_PACKET, then a SYN flood from VM1"
 bin/secaas nad enable --tid 100 --vm VM3 --window 1s --history 10 --api $API --token-file $STATE/tenant.token
@@ -56,7 +56,7 @@ for _ in $(seq 1 24); do   # quiet, regular TCP/22 traffic: the profile
   ip netns exec ${PFX}vm1 sh -c 'echo | nc -w 1 192.168.1.26 22' >/dev/null 2>&1 || true; sleep 0.5; done
 ip netns exec ${PFX}vm1 hping3 -q -S -p 22 -c 3000 -i u300 192.168.1.26 >/dev/null 2>&1 || true
 sleep 2
-bin/secaas events --kind nad.alert --limit 1 --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "nad.alert"' | head -5 | cut -c1-200
+bin/secaas events -o json --kind nad.alert --limit 1 --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "nad.alert"' | head -5 | cut -c1-200
 bin/secaas nad disable --tid 100 --vm VM3 --api $API --token-file $STATE/tenant.token
 
 echo "== 7. anomaly detection: 100 s of benign load on a mirrored server with real nmap and hping3 attacks"
@@ -75,7 +75,7 @@ bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token
 echo "-- inside the guest: a DKOM rootkit (secaas_dkom.ko) hides a sleep process and itself"
 bin/secaas lab guest run --name secaas-demo 'sleep 3600 </dev/null >/dev/null & insmod /secaas_dkom.ko pid=$! hide_module=1; echo "hid pid $!; the guest'"'"'s ps shows it $(ps | grep -c "[s]leep 3600") times"'
 sleep 6
-bin/secaas events --kind vmi. --vm VM2 --limit 10 --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "vmi.hidden_' | cut -c1-200 | head -10
+bin/secaas events -o json --kind vmi. --vm VM2 --limit 10 --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "vmi.hidden_' | cut -c1-200 | head -10
 bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | grep HIDDEN || true
 bin/secaas vmi modules --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | grep HIDDEN || true
 bin/secaas vmi disable --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token
@@ -94,7 +94,7 @@ E1='X5O!P%@AP[4\PZX54(P^)7CC)7}$'; E2='EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
 bin/secaas lab guest run --name secaas-demo-av "mkdir -p /mnt && mount -t ext4 /dev/vda /mnt && printf '%s' '$E1$E2' >/mnt/x && sync && echo 'the guest wrote /x'"
 sleep 7
 bin/secaas av status --tid 100 --vm VM3 --api $API --token-file $STATE/tenant.token
-bin/secaas events --kind av.infected --limit 1 --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "av.infected"' | cut -c1-200 | head -5
+bin/secaas events -o json --kind av.infected --limit 1 --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "av.infected"' | cut -c1-200 | head -5
 bin/secaas av disable --tid 100 --vm VM3 --api $API --token-file $STATE/tenant.token
 bin/secaas lab guest down --name secaas-demo-av
 

@@ -21,6 +21,7 @@ import (
 
 	"secaas/internal/agent"
 	"secaas/internal/api"
+	"secaas/internal/cli"
 	"secaas/internal/controller"
 	"secaas/internal/hostpath"
 	"secaas/internal/inventory"
@@ -53,7 +54,12 @@ func main() {
 	flag.StringVar(&c.shmRoot, "shm-root", "/dev/shm", "guest RAM files (host inventory) must lie beneath this directory")
 	flag.DurationVar(&c.reconcile, "reconcile", 2*time.Second, "interval of the flow reconcile loop")
 	flag.BoolVar(&c.debug, "debug", false, "debug logging")
+	version := flag.Bool("version", false, "print the version of this build and exit")
 	flag.Parse()
+	if *version {
+		fmt.Println("secaasd " + cli.Version())
+		return
+	}
 	level := slog.LevelInfo
 	if c.debug {
 		level = slog.LevelDebug

@@ -58,7 +58,7 @@ func aclCompile(ctx context.Context, env *Env, args []string) error {
 	if err := mustFile(*file); err != nil {
 		return err
 	}
-	_, n, err := tenant.LoadPolicy(*file)
+	_, n, err := loadNet(env, *file)
 	if err != nil {
 		return err
 	}
@@ -126,15 +126,11 @@ func (p packetFlags) packet(n *tenant.Net) (tenant.Packet, error) {
 
 // loadPacket parses the flags, loads the policy file (flag -f) and builds
 // the packet the flags describe.
-func loadPacket(fs *flag.FlagSet, args []string, pf packetFlags) (*tenant.Net, tenant.Packet, error) {
+func loadPacket(env *Env, fs *flag.FlagSet, args []string, pf packetFlags) (*tenant.Net, tenant.Packet, error) {
 	if _, err := parse(fs, args); err != nil {
 		return nil, tenant.Packet{}, err
 	}
-	file := fs.Lookup("f").Value.String()
-	if err := mustFile(file); err != nil {
-		return nil, tenant.Packet{}, err
-	}
-	_, n, err := tenant.LoadPolicy(file)
+	_, n, err := loadNet(env, fs.Lookup("f").Value.String())
 	if err != nil {
 		return nil, tenant.Packet{}, err
 	}
@@ -144,18 +140,26 @@ func loadPacket(fs *flag.FlagSet, args []string, pf packetFlags) (*tenant.Net, t
 
 func aclCheck(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("acl check", env)
-	fs.String("f", "", "policy file")
-	asJSON := fs.Bool("json", false, "JSON output")
+	fs.String("f", "", "policy file (- reads standard input)")
+	out := addOutput(fs)
 	pf := addPacketFlags(fs)
-	n, p, err := loadPacket(fs, args, pf)
+	n, p, err := loadPacket(env, fs, args, pf)
 	if err != nil {
 		return err
 	}
 	v := n.Decide(p)
-	if *asJSON {
-		return printJSON(env.Stdout, v)
+	if err := render(env, *out, v, func(*table) { printVerdict(env, "oracle", v.Action, v.Out, v.Rules, v.Reason) }); err != nil {
+		return err
 	}
-	printVerdict(env, "oracle", v.Action, v.Out, v.Rules, v.Reason)
+	return verdictExit(v.Action)
+}
+
+// verdictExit is exit status 3 for a DROP verdict, so that scripts can
+// branch on it.
+func verdictExit(a tenant.Action) error {
+	if a == tenant.Drop {
+		return exitError(ExitNegative)
+	}
 	return nil
 }
 
@@ -182,10 +186,10 @@ func aclTrace(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("acl trace", env)
 	file := fs.String("f", "", "policy file (to name the rules and compute the oracle's verdict)")
 	bridge := fs.String("bridge", "secaas0", "bridge")
-	asJSON := fs.Bool("json", false, "JSON output")
+	out := addOutput(fs)
 	raw := fs.Bool("raw", false, "also print ofproto/trace's own output")
 	pf := addPacketFlags(fs)
-	n, p, err := loadPacket(fs, args, pf)
+	n, p, err := loadPacket(env, fs, args, pf)
 	if err != nil {
 		return err
 	}
@@ -204,22 +208,24 @@ func aclTrace(ctx context.Context, env *Env, args []string) error {
 	}
 	v := n.Decide(p)
 	agree := tr.Action == v.Action
-	if *asJSON {
-		tr2 := tr
-		if !*raw {
-			tr2.Raw = ""
-		}
-		return printJSON(env.Stdout, map[string]any{"oracle": v, "switch": tr2, "agree": agree})
+	tr2 := tr
+	if !*raw {
+		tr2.Raw = ""
 	}
-	printVerdict(env, "oracle", v.Action, v.Out, v.Rules, v.Reason)
-	printVerdict(env, "switch", tr.Action, tr.Out, tr.Rules, "ofproto/trace on "+*bridge)
-	if *raw {
-		fmt.Fprint(env.Stdout, tr.Raw)
+	err = render(env, *out, map[string]any{"oracle": v, "switch": tr2, "agree": agree}, func(*table) {
+		printVerdict(env, "oracle", v.Action, v.Out, v.Rules, v.Reason)
+		printVerdict(env, "switch", tr.Action, tr.Out, tr.Rules, "ofproto/trace on "+*bridge)
+		if *raw {
+			fmt.Fprint(env.Stdout, tr.Raw)
+		}
+	})
+	if err != nil {
+		return err
 	}
 	if !agree {
 		return fmt.Errorf("the switch disagrees with the oracle (is the policy applied? secaas acl apply -f %s --bridge %s)", *file, *bridge)
 	}
-	return nil
+	return verdictExit(tr.Action)
 }
 
 func aclApply(ctx context.Context, env *Env, args []string) error {

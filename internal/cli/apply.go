@@ -49,6 +49,16 @@ func readPolicy(env *Env, file string) (*tenant.Policy, error) {
 	return p, nil
 }
 
+// loadNet reads and validates a policy file ("-": standard input).
+func loadNet(env *Env, file string) (*tenant.Policy, *tenant.Net, error) {
+	p, err := readPolicy(env, file)
+	if err != nil {
+		return nil, nil, err
+	}
+	n, err := tenant.NewNet(p.Domains)
+	return p, n, err
+}
+
 // applyCmd makes the daemon's domains what a policy file says: all or
 // nothing, idempotent (a second run changes nothing and says so).
 func applyCmd(ctx context.Context, env *Env, args []string) error {

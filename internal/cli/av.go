@@ -71,7 +71,7 @@ func avScan(ctx context.Context, env *Env, args []string) error {
 	hashes := fs.String("hashes", "", "SHA-256 list of known-bad files (sha256sum format)")
 	policy := fs.String("policy", "any", "verdict policy: any (one positive engine) or majority")
 	state := fs.String("state", "", "sector state file: kept between runs, unchanged files are answered from cache")
-	asJSON := fs.Bool("json", false, "JSON output")
+	out := addOutput(fs)
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -111,11 +111,7 @@ func avScan(ctx context.Context, env *Env, args []string) error {
 		results = append(results, r)
 		infected = infected || r.Verdict == string(av.Infected)
 	}
-	if *asJSON {
-		if err := printJSON(env.Stdout, results); err != nil {
-			return err
-		}
-	} else {
+	err = render(env, *out, results, func(*table) {
 		for _, r := range results {
 			var engines []string
 			for _, e := range r.Engines.Results {
@@ -134,20 +130,21 @@ func avScan(ctx context.Context, env *Env, args []string) error {
 			}
 			fmt.Fprintf(env.Stdout, "%s  %s  %d bytes in %d disk ranges  %s  [%s]\n", r.Verdict, r.Path, r.Size, len(r.Ranges), how, strings.Join(engines, " "))
 		}
+	})
+	if err != nil {
+		return err
 	}
 	if infected {
-		return errInfected
+		return exitError(ExitNegative)
 	}
 	return nil
 }
-
-// errInfected makes the command exit non-zero when a file is infected.
-var errInfected = errors.New("infected file(s) found")
 
 type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+func (s *stringList) Type() string       { return "strings" }
 
 func avEnable(ctx context.Context, env *Env, args []string) error {
 	var tid int
@@ -191,10 +188,12 @@ func avDisable(ctx context.Context, env *Env, args []string) error {
 func avVMRequest(ctx context.Context, env *Env, name, action string, args []string) error {
 	var tid int
 	var vm, path string
+	var format *string
 	c, _, err := simple(name, env, args, 0, func(fs *flag.FlagSet) {
 		fs.IntVar(&tid, "tid", 0, "domain TID")
 		fs.StringVar(&vm, "vm", "", "VM name")
 		fs.StringVar(&path, "path", "", "file in the guest's file system")
+		format = addOutput(fs)
 	})
 	if err != nil {
 		return err
@@ -203,7 +202,16 @@ func avVMRequest(ctx context.Context, env *Env, name, action string, args []stri
 	if err := c.do(ctx, "POST", fmt.Sprintf("/v1/domains/%d/vms/%s/av/%s", tid, vm, action), map[string]string{"path": path}, &out); err != nil {
 		return err
 	}
-	return printJSON(env.Stdout, out)
+	if *format == FormatTable || *format == FormatWide {
+		*format = FormatJSON // a scan result or an isolation has no table of its own
+	}
+	if err := render(env, *format, out, nil); err != nil {
+		return err
+	}
+	if out["verdict"] == "INFECTED" {
+		return exitError(ExitNegative)
+	}
+	return nil
 }
 
 func avScanVM(ctx context.Context, env *Env, args []string) error {
@@ -217,7 +225,7 @@ func avIsolate(ctx context.Context, env *Env, args []string) error {
 func avStatus(ctx context.Context, env *Env, args []string) error {
 	var tid int
 	var vm string
-	c, _, err := simple("av status", env, args, 0, func(fs *flag.FlagSet) {
+	c, _, format, err := readVerb("av status", env, args, 0, func(fs *flag.FlagSet) {
 		fs.IntVar(&tid, "tid", 0, "domain TID")
 		fs.StringVar(&vm, "vm", "", "VM name")
 	})
@@ -227,6 +235,9 @@ func avStatus(ctx context.Context, env *Env, args []string) error {
 	var st hyperav.Status
 	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/vms/%s/av/report", tid, vm), nil, &st); err != nil {
 		return err
+	}
+	if format == FormatJSON || format == FormatYAML {
+		return render(env, format, st, nil)
 	}
 	fmt.Fprintf(env.Stdout, "%s mode, %d epochs; chunks: %d clean, %d written, %d infected\n", st.Mode, st.Epochs,
 		st.Chunks[hyperav.Clean], st.Chunks[hyperav.Written], st.Chunks[hyperav.Infected])

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Env is what a command may touch.
@@ -16,119 +17,214 @@ type Env struct {
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
 	Stdin          io.Reader // "-f -" reads the policy from it (nil: none)
+
+	declare **flag.FlagSet // a declaration pass: newFlags hands its flag set over here
+	args    []string       // the command line Main was given
 }
 
+// command is one verb: its words ("acl check"), positional arguments,
+// one-line description, examples, the flags it cannot do without, and the
+// function that runs it. The function declares its flags on a flag set
+// from newFlags and parses them with parse; the cobra tree learns them by
+// a declaration pass (declare), so that help, completion and validation
+// see every flag, and a malformed or missing one stops the command before
+// it does anything.
 type command struct {
-	name, usage string
-	run         func(ctx context.Context, env *Env, args []string) error
+	name     string
+	args     string // positional arguments, for the usage line
+	short    string
+	example  string
+	required []string
+	run      func(ctx context.Context, env *Env, args []string) error
 }
 
 func commands() []command {
 	return []command{
-		{"acl compile", "-f POLICY [--ports name=N,...]: print the OpenFlow flow set", aclCompile},
-		{"acl check", "-f POLICY --from VM --to VM [--proto tcp|udp|icmp] [--sport N] [--dport N] [--json]: the oracle's verdict and rule", aclCheck},
-		{"acl trace", "-f POLICY --bridge BR --from VM --to VM ...: ask the real switch (ofproto/trace) and compare with the oracle", aclTrace},
-		{"acl apply", "-f POLICY|- --bridge BR [--allow-empty]: enforce a policy file on a bridge without the daemon", aclApply},
-		{"acl migrate", "-f POLICY [--out FILE]: rewrite a policy of an earlier version: VMs named like addresses, MACs or wildcards renamed (rules follow), prefixes masked", aclMigrate},
-		{"lab up", "-f POLICY --bridge BR [--prefix P]: one namespace per VM, attached to the bridge", labUp},
-		{"lab down", "-f POLICY --bridge BR [--prefix P]: remove the lab's namespaces", labDown},
-		{"lab matrix", "-f POLICY [--prefix P] [--json]: reachability matrix from real pings and TCP connects, beside the oracle", labMatrix},
-		{"nad features", "--pcap FILE [--server IP,...] [--window 60s] [--set stability|lstm|both] [--format csv|json]: the feature table of a capture", nadFeatures},
-		{"nad detect", "--pcap FILE [--server IP,...] [--window 60s] [--history N] [--format text|json]: the stability detectors over a capture", nadDetect},
-		{"nad eval", "--pcap FILE --labels FILE [--window 1s] [--history N] [--k 4] [--detector stability|normalized|all] [--json]: Table 5 grid, FPR, ROC AUC", nadEval},
-		{"lab traffic", "[--seed S] [--duration D] [--warmup D] [--gap D] [--per-setting N] [--out DIR]: benign load + nmap/hping3 attacks, mirrored capture and labels", labTraffic},
-		{"lab guest up", "[--name N] [--mem 512] [--flavour amd64|cloud-amd64] [--cpu max] [--accel auto|kvm|tcg] [--rootkit] [--data-disk IMG | --nbd-disk SOCK | --vhost-disk SOCK]: boot a test guest (Debian kernel, busybox) that keeps running; RAM in /dev/shm/N", labGuestUp},
-		{"lab guest run", "[--name N] [--timeout 1m] CMD...: run a shell command on the guest's console and print its output", labGuestRun},
-		{"lab guest dump", "[--name N] --out FILE: write the guest's memory as an ELF core (QMP dump-guest-memory)", labGuestDump},
-		{"lab guest down", "[--name N]: stop the guest and remove its files", labGuestDown},
-		{"vmi ps", "--ram /dev/shm/GUEST | --image DUMP | --vm NAME --tid N [--json]: processes (pid, ppid, uid, start, exe) and hidden ones, from memory alone", vmiPS},
-		{"vmi modules", "--ram /dev/shm/GUEST | --image DUMP | --vm NAME --tid N [--json]: kernel modules and hidden ones", vmiModules},
-		{"av scan", "--image DISK --path /etc/x [--path ...] [--partition N] [--signatures DIR] [--hashes FILE] [--state FILE] [--json]: scan files inside a disk image (raw/qcow2), no VM; or --vm NAME --tid N --path P through secaasd", avScan},
-		{"bench acl", "[--acrs N] [--seconds S] [--out FILE]: compile/apply/enforcement timings and the paper's Table 3/4 experiment", benchACL},
-		{"bench drift", "[--interval 2s] [--trials 5] [--restarts 3] [--ping-every 10ms] [--seed 1] [--out FILE]: time to repair flow tampering (delete, add, modify in place) and packets lost across secaasd restarts, with the real daemon", benchDrift},
-		{"bench nad", "[--packets N] [--out FILE]: packets per second and allocations of decode + features", benchNAD},
-		{"bench vmi", "[--out FILE]: a memory monitoring cycle (list walk + full scan) on 512 MiB and 2 GiB guests", benchVMI},
-		{"bench av", "[--table7=false] [--modes bitmap,front,front-vhost] [--cache writeback,none] [--seconds 2] [--rounds 10] [--interleave=true] [--burst 64] [--vhost-poll 0] [--out FILE]: the paper's Table 8 (\"changed?\" vs MD5 vs ClamAV) and Table 7 (guest write loss, both modes)", benchAV},
-		{"inventory set", "PORT --tenant T [--uplink] [--vm NAME] [--memory FILE] [--qmp SOCK] [--disk IMG --disk-mode bitmap|front [--node N] [--device D] [--socket SOCK] [--transport nbd|vhost-user] [--cache writeback|none] [--guest-port SOCK]] (admin): lease a switch port to a tenant, with its VM's host resources", inventorySet},
-		{"inventory list", ": the host inventory (a tenant sees its leased ports, without host paths)", inventoryList},
-		{"inventory delete", "PORT (admin): remove a port no domain binds", inventoryDelete},
-		{"apply", "-f POLICY|- [--dry-run] [--diff] [--tenant T]: make the daemon's domains what the file says, all or nothing; a second run changes nothing", applyCmd},
-		{"tenant create", "ID [--name NAME]: create a tenant (admin); prints its token", tenantCreate},
-		{"tenant list", ": list tenants", tenantList},
-		{"tenant delete", "ID: delete a tenant", tenantDelete},
-		{"domain create", "-f POLICY: create every domain of a policy file", domainCreate},
-		{"domain list", ": list domains", domainList},
-		{"domain get", "TID: print one domain", domainGet},
-		{"domain delete", "TID: delete a domain", domainDelete},
-		{"vm add", "--tid N --subnet S --name N --mac M --ip A --port P: add a VM", vmAdd},
-		{"vm list", "--tid N: list VMs", vmList},
-		{"vm delete", "--tid N NAME: delete a VM", vmDelete},
-		{"acr add", "--tid N --subnet S --priority P [--srcmac a,b] [--dstmac ..] [--srcip ..] [--dstip ..] [--proto P] [--sport R] [--dport R] --action pass|drop", acrAdd},
-		{"acr list", "--tid N: list ACRs", acrList},
-		{"acr delete", "--tid N ID: delete an ACR", acrDelete},
-		{"nad enable", "--tid N --vm NAME [--window 60s] [--history 120] [--detector normalized|stability]: monitor a VM (alerts: secaas events)", nadEnable},
-		{"nad disable", "--tid N --vm NAME: stop monitoring a VM", nadDisable},
-		{"vmi enable", "--tid N --vm NAME [--interval 10s] [--indicators LIST]: monitor a VM's memory (its RAM file: the host inventory of its port; alarms: secaas events)", vmiEnable},
-		{"vmi disable", "--tid N --vm NAME: stop monitoring a VM's memory", vmiDisable},
-		{"av enable", "--tid N --vm NAME [--paths a,b] [--schedule 30s] [--partition N] [--policy any|majority] [--engines LIST]: HyperAV for a VM's disk (how it is reached: the host inventory of its port)", avEnable},
-		{"av disable", "--tid N --vm NAME: stop HyperAV for a VM", avDisable},
-		{"av status", "--tid N --vm NAME: sector state and file verdicts", avStatus},
-		{"av isolate", "--tid N --vm NAME --path P: isolate a file's sectors (front: reads return zeros; bitmap: quarantine, then zero)", avIsolate},
-		{"check", "--tid N --from VM --to VM [--proto P] [--dport N]: the daemon's oracle verdict", apiCheck},
-		{"events", "[--limit 100] [--since 15m|TIME] [--kind K|PREFIX.] [--vm NAME] [--after ID] [--follow]: event history, newest first", events},
+		{"acl compile", "", "print the OpenFlow flow set of a policy file",
+			"secaas acl compile -f examples/table2.yaml\nsecaas acl compile -f - --ports vm1=1,vm2=2,vm3=3 < policy.yaml", []string{"f"}, aclCompile},
+		{"acl check", "", "the reference oracle's verdict for a packet between two VMs (exit 3 for DROP)",
+			"secaas acl check -f examples/table2.yaml --from VM1 --to VM3 --proto tcp --dport 22\nsecaas acl check -f examples/table2.yaml --from VM1 --to VM3 --proto icmp -o json || echo dropped", []string{"f", "from", "to"}, aclCheck},
+		{"acl trace", "", "ask the real switch (ofproto/trace) and compare with the oracle (exit 3 for DROP)",
+			"secaas acl trace -f examples/table2.yaml --bridge secaas-demo --from VM1 --to VM2 --proto icmp", []string{"f", "from", "to"}, aclTrace},
+		{"acl apply", "", "enforce a policy file on a bridge without the daemon",
+			"secaas acl apply -f examples/table2.yaml --bridge br0\nsecaas acl apply -f empty.yaml --bridge br0 --allow-empty", []string{"f"}, aclApply},
+		{"acl migrate", "", "rewrite a policy of an earlier version: VMs named like addresses, MACs or wildcards renamed, prefixes masked",
+			"secaas acl migrate -f old.yaml --out new.yaml", []string{"f"}, aclMigrate},
+		{"lab up", "", "one network namespace per VM of a policy, attached to a bridge under the VM's port name",
+			"secaas lab up -f examples/table2.yaml --bridge br0 --prefix lab-", []string{"f"}, labUp},
+		{"lab down", "", "remove a lab's namespaces, veths and ports (only its own)",
+			"secaas lab down -f examples/table2.yaml --bridge br0 --prefix lab-", []string{"f"}, labDown},
+		{"lab matrix", "", "reachability matrix from real pings and TCP connects, beside the oracle",
+			"secaas lab matrix -f examples/table2.yaml --prefix lab- --tcp 22\nsecaas lab matrix -f examples/table2.yaml -o json", []string{"f"}, labMatrix},
+		{"lab traffic", "", "benign load and nmap/hping3 attacks against a mirrored server; capture and labels",
+			"secaas lab traffic --seed 7 --duration 100s --out /tmp/t", nil, labTraffic},
+		{"lab guest up", "", "boot a test guest (Debian's kernel, busybox) that keeps running; RAM in /dev/shm/NAME",
+			"secaas lab guest up --name g1 --rootkit\nSECAAS_ACCEL=tcg secaas lab guest up --name g2 --data-disk disk.qcow2", nil, labGuestUp},
+		{"lab guest run", "CMD...", "run a shell command on a test guest's console and print its output",
+			"secaas lab guest run --name g1 'ps | wc -l'", nil, labGuestRun},
+		{"lab guest dump", "", "write a test guest's memory as an ELF core (QMP dump-guest-memory)",
+			"secaas lab guest dump --name g1 --out /tmp/g1.elf", []string{"out"}, labGuestDump},
+		{"lab guest down", "", "stop a test guest and remove its files",
+			"secaas lab guest down --name g1", nil, labGuestDown},
+		{"nad features", "", "the window feature table of a capture",
+			"secaas nad features --pcap capture.pcap --window 60s -o csv", []string{"pcap"}, nadFeatures},
+		{"nad detect", "", "the stability detectors over a capture",
+			"secaas nad detect --pcap capture.pcap --window 60s --history 120", []string{"pcap"}, nadDetect},
+		{"nad eval", "", "score the detectors against labelled attacks: Table 5 grid, FPR, ROC AUC",
+			"secaas nad eval --pcap /tmp/t/capture.pcap --labels /tmp/t/labels.json --window 1s --plots /tmp/t", []string{"pcap", "labels"}, nadEval},
+		{"vmi ps", "", "processes and hidden ones, from a guest's memory alone (or the daemon's latest report)",
+			"secaas vmi ps --ram /dev/shm/g1\nsecaas vmi ps --image /tmp/g1.elf -o json\nsecaas vmi ps --tid 100 --vm VM2", nil, vmiPS},
+		{"vmi modules", "", "kernel modules and hidden ones, from a guest's memory alone (or the daemon's latest report)",
+			"secaas vmi modules --ram /dev/shm/g1", nil, vmiModules},
+		{"av scan", "", "scan files inside a disk image (raw or qcow2), or of a VM through secaasd (exit 3 if infected)",
+			"secaas av scan --image disk.qcow2 --path /etc/x --state av.state\nsecaas av scan --tid 100 --vm VM2 --path /etc/x", []string{"path"}, avScan},
+		{"bench acl", "", "compile, apply and enforcement timings; the paper's Table 3/4 experiment",
+			"secaas bench acl --seconds 10 --rounds 3 --out docs/bench-acl.md", nil, benchACL},
+		{"bench drift", "", "time to repair flow tampering and packets lost across secaasd restarts, with the real daemon",
+			"secaas bench drift --trials 5 --out docs/bench-drift.md", nil, benchDrift},
+		{"bench nad", "", "packets per second and allocations of decode and features; live capture",
+			"secaas bench nad --out docs/bench-nad.md", nil, benchNAD},
+		{"bench vmi", "", "a memory monitoring cycle on 512 MiB and 2 GiB guests",
+			"secaas bench vmi --out docs/bench-vmi.md", nil, benchVMI},
+		{"bench av", "", "the paper's Table 8 (\"changed?\" vs MD5 vs ClamAV) and Table 7 (guest write loss)",
+			"secaas bench av --out docs/bench-av.md\nsecaas bench av --table7=false", nil, benchAV},
+		{"inventory set", "PORT", "lease a switch port to a tenant, with its VM's host resources (admin)",
+			"secaas inventory set vm1 --tenant acme\nsecaas inventory set vm2 --tenant acme --memory /dev/shm/vm2 --qmp /run/secaas/vm2.qmp --disk /var/lib/secaas/images/vm2.qcow2 --disk-mode bitmap --node disk0", []string{"tenant"}, inventorySet},
+		{"inventory list", "", "the host inventory (a tenant sees its leased ports, without host paths)",
+			"secaas inventory list\nsecaas inventory list -o json", nil, inventoryList},
+		{"inventory delete", "PORT", "remove a port no domain binds from the inventory (admin)",
+			"secaas inventory delete vm9", nil, inventoryDelete},
+		{"apply", "", "make the daemon's domains what a policy file says: all or nothing, idempotent",
+			"secaas apply -f examples/table2.yaml --dry-run --diff\nsecaas apply -f - < policy.yaml", []string{"f"}, applyCmd},
+		{"tenant create", "ID", "create a tenant and print its token, shown only once (admin)",
+			"secaas tenant create acme --name 'Acme Corp'", nil, tenantCreate},
+		{"tenant list", "", "list tenants (a tenant sees itself)",
+			"secaas tenant list -o wide", nil, tenantList},
+		{"tenant delete", "ID", "delete a tenant that owns no domain and leases no port (admin)",
+			"secaas tenant delete acme", nil, tenantDelete},
+		{"domain create", "", "create every domain of a policy file",
+			"secaas domain create -f examples/table2.yaml", []string{"f"}, domainCreate},
+		{"domain list", "", "list the caller's domains",
+			"secaas domain list\nsecaas domain list -o yaml", nil, domainList},
+		{"domain get", "TID", "print one domain",
+			"secaas domain get 100 -o json", nil, domainGet},
+		{"domain delete", "TID", "delete a domain",
+			"secaas domain delete 100", nil, domainDelete},
+		{"vm add", "", "add a VM to a subnet (its port must be leased to the tenant)",
+			"secaas vm add --tid 100 --subnet subD1 --name VM4 --mac 02:00:00:00:00:04 --ip 192.168.1.40 --port vm4", []string{"tid", "subnet", "name", "mac", "ip", "port"}, vmAdd},
+		{"vm list", "", "list a domain's VMs",
+			"secaas vm list --tid 100 -o wide", []string{"tid"}, vmList},
+		{"vm delete", "NAME", "delete a VM",
+			"secaas vm delete --tid 100 VM4", []string{"tid"}, vmDelete},
+		{"acr add", "", "add an access control rule to a subnet's set",
+			"secaas acr add --tid 100 --subnet subD2 --priority 7 --srcmac VM3 --proto udp --dport 53 --action pass", []string{"tid", "subnet", "priority", "action"}, acrAdd},
+		{"acr list", "", "list a domain's ACRs",
+			"secaas acr list --tid 100 -o wide", []string{"tid"}, acrList},
+		{"acr delete", "ID", "delete an ACR",
+			"secaas acr delete --tid 100 acr-1a2b3c4d", []string{"tid"}, acrDelete},
+		{"nad enable", "", "monitor a VM's traffic for anomalies (alerts: secaas events --kind nad.)",
+			"secaas nad enable --tid 100 --vm VM3 --window 60s --history 120", []string{"tid", "vm"}, nadEnable},
+		{"nad disable", "", "stop monitoring a VM's traffic",
+			"secaas nad disable --tid 100 --vm VM3", []string{"tid", "vm"}, nadDisable},
+		{"vmi enable", "", "monitor a VM's memory (its RAM file: the inventory record of its port)",
+			"secaas vmi enable --tid 100 --vm VM2 --interval 2s", []string{"tid", "vm"}, vmiEnable},
+		{"vmi disable", "", "stop monitoring a VM's memory",
+			"secaas vmi disable --tid 100 --vm VM2", []string{"tid", "vm"}, vmiDisable},
+		{"av enable", "", "HyperAV for a VM's disk (how it is reached: the inventory record of its port)",
+			"secaas av enable --tid 100 --vm VM2 --paths /etc/passwd,/usr/bin/sshd --schedule 30s", []string{"tid", "vm"}, avEnable},
+		{"av disable", "", "stop HyperAV for a VM",
+			"secaas av disable --tid 100 --vm VM2", []string{"tid", "vm"}, avDisable},
+		{"av status", "", "a VM disk's sector state and file verdicts",
+			"secaas av status --tid 100 --vm VM2 -o json", []string{"tid", "vm"}, avStatus},
+		{"av isolate", "", "isolate a file's sectors (front: reads return zeros; bitmap: quarantine, then zero)",
+			"secaas av isolate --tid 100 --vm VM2 --path /etc/x", []string{"tid", "vm", "path"}, avIsolate},
+		{"check", "", "the daemon's oracle verdict for a packet between two VMs (exit 3 for DROP)",
+			"secaas check --tid 100 --from VM1 --to VM3 --proto tcp --dport 22 && echo passes", []string{"tid", "from", "to"}, apiCheck},
+		{"events", "", "event history, newest first",
+			"secaas events --kind vmi. --since 15m\nsecaas events --follow", nil, events},
+		{"version", "", "print the version of this build",
+			"secaas version\nsecaas version -o json", nil, versionCmd},
 	}
 }
 
-// Main runs the command line args (without the program name).
-func Main(ctx context.Context, env *Env, args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		usage(env.Stdout)
-		return 0
-	}
-	for _, c := range commands() {
-		words := strings.Fields(c.name)
-		if len(args) >= len(words) && strings.Join(args[:len(words)], " ") == c.name {
-			err := c.run(ctx, env, args[len(words):])
-			if errors.Is(err, flag.ErrHelp) {
-				return 0
-			}
-			if err != nil {
-				fmt.Fprintf(env.Stderr, "secaas %s: %v\n", c.name, err)
-				var ee exitError
-				if errors.As(err, &ee) {
-					return int(ee)
-				}
-				return 1
-			}
-			return 0
-		}
-	}
-	fmt.Fprintf(env.Stderr, "secaas: unknown command %q\n\n", strings.Join(args, " "))
-	usage(env.Stderr)
-	return 2
-}
+// Exit codes.
+const (
+	ExitOK       = 0 // done; a PASS or CLEAN verdict
+	ExitError    = 1 // the command failed
+	ExitUsage    = 2 // a bad command line: unknown command or flag, missing argument, bad value
+	ExitNegative = 3 // done, and the verdict is DROP (acl check, acl trace, check) or INFECTED (av scan)
+)
 
 // exitError carries a specific exit status.
 type exitError int
 
 func (e exitError) Error() string { return "exit status " + strconv.Itoa(int(e)) }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: secaas COMMAND [flags]\n\ncommands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-14s %s\n", c.name, c.usage)
+// usageError is a bad command line (exit 2).
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// Main runs the command line args (without the program name) and returns
+// the exit status.
+func Main(ctx context.Context, env *Env, args []string) int {
+	e := *env
+	e.args = args
+	root := newRoot(ctx, &e)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return ExitOK
 	}
-	fmt.Fprintln(w, "\nAPI commands use --api (or SECAAS_API, default http://127.0.0.1:8470) and the token from SECAAS_TOKEN,\nthe file SECAAS_TOKEN_FILE, --token-file or --token.")
+	var ee exitError
+	if errors.As(err, &ee) {
+		return int(ee)
+	}
+	path := "secaas"
+	if cmd != nil {
+		path = cmd.CommandPath()
+	}
+	fmt.Fprintf(env.Stderr, "%s: %v\n", path, err)
+	var ue usageError
+	if errors.As(err, &ue) || isCobraUsage(err) {
+		fmt.Fprintf(env.Stderr, "(%s --help shows how to use it)\n", path)
+		return ExitUsage
+	}
+	return ExitError
+}
+
+// isCobraUsage recognises the errors cobra returns for a bad command line.
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "required flag", "accepts ", "requires ", "invalid argument", "flag needs an argument", "bad flag syntax"} {
+		if strings.Contains(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func newFlags(name string, env *Env) *flag.FlagSet {
 	fs := flag.NewFlagSet("secaas "+name, flag.ContinueOnError)
 	fs.SetOutput(env.Stderr)
+	if env.declare != nil {
+		*env.declare = fs
+		declaring.Store(fs, true)
+	}
 	return fs
 }
 
+// declaring marks the flag sets of a declaration pass: parse stops there.
+var declaring sync.Map
+
+// errDeclared ends a declaration pass once the flags are declared.
+var errDeclared = errors.New("flags declared")
+
 // parse parses flags that may come before or after positional arguments.
 func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	if _, ok := declaring.LoadAndDelete(fs); ok {
+		return nil, errDeclared
+	}
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"secaas/internal/agent"
 	"secaas/internal/api"
 	"secaas/internal/controller"
@@ -61,7 +63,7 @@ func TestOfflineCommands(t *testing.T) {
 	if code != 0 || !strings.HasSuffix(out, string(golden)) || !strings.Contains(out, "vm1=1 vm2=2 vm3=3") {
 		t.Fatalf("acl compile (%d):\n%s", code, out)
 	}
-	out, code = runCLI(t, "acl", "check", "-f", "../../examples/table2.yaml", "--from", "VM1", "--to", "VM3", "--proto", "tcp", "--dport", "22", "--json")
+	out, code = runCLI(t, "acl", "check", "-f", "../../examples/table2.yaml", "--from", "VM1", "--to", "VM3", "--proto", "tcp", "--dport", "22", "-o", "json")
 	var v tenant.Verdict
 	if code != 0 || json.Unmarshal([]byte(out), &v) != nil || v.Action != tenant.Pass || len(v.Rules) != 2 {
 		t.Fatalf("acl check (%d): %s", code, out)
@@ -132,7 +134,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("inventory set: %s", out)
 		}
 	}
-	if out, code := runCLI(t, append([]string{"inventory", "list"}, api...)...); code != 0 || strings.Count(out, `"tenant": "demo"`) != 3 {
+	if out, code := runCLI(t, append([]string{"inventory", "list", "-o", "json"}, api...)...); code != 0 || strings.Count(out, `"tenant": "demo"`) != 3 {
 		t.Fatalf("inventory list: %s", out)
 	}
 	if out, code := runCLI(t, append([]string{"domain", "create", "-f", policy}, api...)...); code != 0 {
@@ -164,6 +166,30 @@ func TestEndToEnd(t *testing.T) {
 	}
 	if out, code := runCLIStdin(t, string(policyText), append([]string{"apply", "-f", "-"}, api...)...); code != 0 || !strings.Contains(out, "replaced") {
 		t.Fatalf("apply back (%d): %s", code, out)
+	}
+	// -o round trips: json and yaml parse back into the API's types.
+	out, code = runCLI(t, append([]string{"domain", "get", "100", "-o", "json"}, api...)...)
+	var got tenant.Domain
+	if code != 0 || json.Unmarshal([]byte(out), &got) != nil || got.TID != 100 || len(got.Subnets) != 2 || got.Revision < 1 {
+		t.Fatalf("domain get -o json (%d): %s", code, out)
+	}
+	out, code = runCLI(t, append([]string{"acr", "list", "--tid", "100", "-o", "yaml"}, api...)...)
+	var acrs []struct {
+		tenant.ACR `yaml:",inline"`
+		Subnet     string `yaml:"subnet"`
+	}
+	if code != 0 || yaml.Unmarshal([]byte(out), &acrs) != nil || len(acrs) != 5 || acrs[0].Subnet != "subD1" || acrs[0].ID == "" {
+		t.Fatalf("acr list -o yaml (%d): %s", code, out)
+	}
+	for _, f := range []string{"table", "wide"} {
+		out, code = runCLI(t, append([]string{"vm", "list", "--tid", "100", "-o", f}, api...)...)
+		if code != 0 || !strings.Contains(out, "VM1") || (f == "wide") != strings.Contains(out, "UUID") {
+			t.Fatalf("vm list -o %s (%d): %s", f, code, out)
+		}
+	}
+	// A DROP verdict from the daemon exits 3.
+	if out, code := runCLI(t, append([]string{"check", "--tid", "100", "--from", "VM1", "--to", "VM3", "--proto", "icmp"}, api...)...); code != ExitNegative {
+		t.Fatalf("check DROP (%d): %s", code, out)
 	}
 	rows, err := Matrix(ctx, n, hosts, 22)
 	if err != nil {
@@ -314,5 +340,72 @@ func TestTokenSources(t *testing.T) {
 	c := addClientFlags(newFlags("t", env), env)
 	if _, err := c.bearer(); err == nil || !strings.Contains(err.Error(), "token file") {
 		t.Errorf("missing token file: %v", err)
+	}
+}
+
+// TestCLIContract: every verb has a description and examples in its help,
+// on stdout with exit 0; a group lists its verbs; usage errors exit 2
+// before anything runs; a DROP verdict exits 3; -f - reads standard
+// input; completion scripts and the version come out.
+func TestCLIContract(t *testing.T) {
+	run := func(stdin string, args ...string) (string, string, int) {
+		var out, errb bytes.Buffer
+		code := Main(context.Background(), &Env{Stdout: &out, Stderr: &errb, Stdin: strings.NewReader(stdin),
+			Getenv: func(k string) string { return map[string]string{"SECAAS_API": "http://127.0.0.1:1"}[k] }}, args)
+		return out.String(), errb.String(), code
+	}
+	for _, c := range commands() {
+		out, errs, code := run("", append(strings.Fields(c.name), "--help")...)
+		if code != 0 || errs != "" || !strings.Contains(out, c.short) || !strings.Contains(out, "Examples:") || !strings.Contains(out, "secaas "+c.name) {
+			t.Errorf("%s --help (%d): stdout %q stderr %q", c.name, code, out, errs)
+		}
+	}
+	out, _, code := run("", "acl")
+	for _, verb := range []string{"compile", "check", "trace", "apply", "migrate"} {
+		if code != 0 || !strings.Contains(out, "  "+verb+" ") {
+			t.Errorf("secaas acl does not list %s: %s", verb, out)
+		}
+	}
+	// Usage errors: exit 2, and nothing was tried (no connection refused).
+	for _, args := range [][]string{
+		{"no", "such"}, {"acl", "bogus"}, {"acl", "check", "--from", "VM1"}, {"vm", "list"},
+		{"events", "--limit", "many"}, {"lab", "traffic", "--duration", "soon"}, {"domain", "get"},
+		{"domain", "get", "1", "2"}, {"tenant", "list", "-o", "xml"}, {"acl", "compile", "--no-such-flag"},
+	} {
+		_, errs, code := run("", args...)
+		if code != ExitUsage || strings.Contains(errs, "cannot reach") {
+			t.Errorf("%v: exit %d, %s", args, code, errs)
+		}
+	}
+	// Verdicts: PASS 0, DROP 3, from a policy on standard input.
+	pol, err := os.ReadFile("../../examples/table2.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := run(string(pol), "acl", "check", "-f", "-", "--from", "VM1", "--to", "VM3", "--proto", "tcp", "--dport", "22"); code != ExitOK {
+		t.Errorf("PASS verdict: exit %d", code)
+	}
+	out, _, code = run(string(pol), "acl", "check", "-f", "-", "--from", "VM1", "--to", "VM3", "--proto", "icmp", "-o", "json")
+	var v tenant.Verdict
+	if code != ExitNegative || json.Unmarshal([]byte(out), &v) != nil || v.Action != tenant.Drop {
+		t.Errorf("DROP verdict: exit %d, %s", code, out)
+	}
+	out, _, code = run(string(pol), "acl", "compile", "-f", "-")
+	if code != 0 || !strings.Contains(out, "actions=") {
+		t.Errorf("compile from stdin: %d %s", code, out)
+	}
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		if out, _, code := run("", "completion", sh); code != 0 || len(out) < 500 || !strings.Contains(out, "secaas") {
+			t.Errorf("completion %s: %d, %d bytes", sh, code, len(out))
+		}
+	}
+	out, _, code = run("", "version", "-o", "json")
+	var ver map[string]string
+	if code != 0 || json.Unmarshal([]byte(out), &ver) != nil || ver["version"] == "" || ver["go"] == "" {
+		t.Errorf("version: %d %s", code, out)
+	}
+	// The API is unreachable: exit 1 with the address and the way out.
+	if _, errs, code := run("", "domain", "list"); code != ExitError || !strings.Contains(errs, "127.0.0.1:1") {
+		t.Errorf("unreachable daemon: %d %s", code, errs)
 	}
 }

@@ -13,11 +13,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
+	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
 
@@ -184,16 +185,36 @@ func tenantCreate(ctx context.Context, env *Env, args []string) error {
 	return printJSON(env.Stdout, out)
 }
 
+// readVerb is simple for a read command: it also declares -o.
+func readVerb(name string, env *Env, args []string, npos int, extra func(fs *flag.FlagSet)) (*client, []string, string, error) {
+	var format *string
+	c, pos, err := simple(name, env, args, npos, func(fs *flag.FlagSet) {
+		format = addOutput(fs)
+		if extra != nil {
+			extra(fs)
+		}
+	})
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return c, pos, *format, nil
+}
+
 func tenantList(ctx context.Context, env *Env, args []string) error {
-	c, _, err := simple("tenant list", env, args, 0, nil)
+	c, _, format, err := readVerb("tenant list", env, args, 0, nil)
 	if err != nil {
 		return err
 	}
-	var out []map[string]any
+	var out []store.Tenant
 	if err := c.do(ctx, "GET", "/v1/tenants", nil, &out); err != nil {
 		return err
 	}
-	return printJSON(env.Stdout, out)
+	return render(env, format, out, func(t *table) {
+		t.row("ID", "NAME", "CREATED")
+		for _, tn := range out {
+			t.row(tn.ID, tn.Name, tn.CreatedAt.Format(time.RFC3339))
+		}
+	})
 }
 
 func tenantDelete(ctx context.Context, env *Env, args []string) error {
@@ -216,7 +237,7 @@ func domainCreate(ctx context.Context, env *Env, args []string) error {
 	if err := mustFile(file); err != nil {
 		return err
 	}
-	p, _, err := tenant.LoadPolicy(file)
+	p, _, err := loadNet(env, file)
 	if err != nil {
 		return err
 	}
@@ -234,7 +255,7 @@ func domainCreate(ctx context.Context, env *Env, args []string) error {
 }
 
 func domainList(ctx context.Context, env *Env, args []string) error {
-	c, _, err := simple("domain list", env, args, 0, nil)
+	c, _, format, err := readVerb("domain list", env, args, 0, nil)
 	if err != nil {
 		return err
 	}
@@ -242,8 +263,16 @@ func domainList(ctx context.Context, env *Env, args []string) error {
 	if err := c.do(ctx, "GET", "/v1/domains", nil, &ds); err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "TID\tNAME\tTENANT\tMODE\tSUBNETS\tVMS\tACRS")
+	return render(env, format, ds, func(t *table) { domainRows(t, ds) })
+}
+
+// domainRows is the table of domains; wide adds the uplinks and revision.
+func domainRows(t *table, ds []tenant.Domain) {
+	head := []string{"TID", "NAME", "TENANT", "MODE", "SUBNETS", "VMS", "ACRS"}
+	if t.wide {
+		head = append(head, "UPLINKS", "REVISION")
+	}
+	t.row(head...)
 	for _, d := range ds {
 		vms, acrs := 0, 0
 		for _, s := range d.Subnets {
@@ -254,13 +283,16 @@ func domainList(ctx context.Context, env *Env, args []string) error {
 		if mode == "" {
 			mode = tenant.Stateless
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%d\n", d.TID, d.Name, d.Tenant, mode, len(d.Subnets), vms, acrs)
+		r := []string{strconv.Itoa(d.TID), d.Name, d.Tenant, string(mode), strconv.Itoa(len(d.Subnets)), strconv.Itoa(vms), strconv.Itoa(acrs)}
+		if t.wide {
+			r = append(r, orDash(strings.Join(d.Uplinks, ",")), strconv.Itoa(d.Revision))
+		}
+		t.row(r...)
 	}
-	return tw.Flush()
 }
 
 func domainGet(ctx context.Context, env *Env, args []string) error {
-	c, pos, err := simple("domain get", env, args, 1, nil)
+	c, pos, format, err := readVerb("domain get", env, args, 1, nil)
 	if err != nil {
 		return err
 	}
@@ -268,7 +300,7 @@ func domainGet(ctx context.Context, env *Env, args []string) error {
 	if err := c.do(ctx, "GET", "/v1/domains/"+pos[0], nil, &d); err != nil {
 		return err
 	}
-	return printJSON(env.Stdout, d)
+	return render(env, format, d, func(t *table) { domainRows(t, []tenant.Domain{d}) })
 }
 
 func domainDelete(ctx context.Context, env *Env, args []string) error {
@@ -304,15 +336,38 @@ func vmAdd(ctx context.Context, env *Env, args []string) error {
 
 func vmList(ctx context.Context, env *Env, args []string) error {
 	var tid int
-	c, _, err := simple("vm list", env, args, 0, func(fs *flag.FlagSet) { fs.IntVar(&tid, "tid", 0, "domain TID") })
+	c, _, format, err := readVerb("vm list", env, args, 0, func(fs *flag.FlagSet) { fs.IntVar(&tid, "tid", 0, "domain TID") })
 	if err != nil {
 		return err
 	}
-	var out []map[string]any
+	var out []struct {
+		tenant.VM
+		Subnet string `json:"subnet"`
+	}
 	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/vms", tid), nil, &out); err != nil {
 		return err
 	}
-	return printJSON(env.Stdout, out)
+	return render(env, format, out, func(t *table) {
+		head := []string{"NAME", "SUBNET", "IP", "MAC", "PORT"}
+		if t.wide {
+			head = append(head, "UUID", "SERVICES")
+		}
+		t.row(head...)
+		for _, vm := range out {
+			r := []string{vm.Name, vm.Subnet, vm.IP, vm.MAC, vm.Port}
+			if t.wide {
+				var svc []string
+				for name, on := range map[string]bool{"nad": vm.NAD != nil, "vmi": vm.VMI != nil, "av": vm.AV != nil} {
+					if on {
+						svc = append(svc, name)
+					}
+				}
+				slices.Sort(svc)
+				r = append(r, vm.UUID, orDash(strings.Join(svc, ",")))
+			}
+			t.row(r...)
+		}
+	})
 }
 
 func vmDelete(ctx context.Context, env *Env, args []string) error {
@@ -364,15 +419,40 @@ func acrAdd(ctx context.Context, env *Env, args []string) error {
 
 func acrList(ctx context.Context, env *Env, args []string) error {
 	var tid int
-	c, _, err := simple("acr list", env, args, 0, func(fs *flag.FlagSet) { fs.IntVar(&tid, "tid", 0, "domain TID") })
+	c, _, format, err := readVerb("acr list", env, args, 0, func(fs *flag.FlagSet) { fs.IntVar(&tid, "tid", 0, "domain TID") })
 	if err != nil {
 		return err
 	}
-	var out []map[string]any
+	var out []struct {
+		tenant.ACR
+		Subnet string `json:"subnet"`
+	}
 	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/acrs", tid), nil, &out); err != nil {
 		return err
 	}
-	return printJSON(env.Stdout, out)
+	return render(env, format, out, func(t *table) {
+		head := []string{"ID", "SUBNET", "PRIORITY", "ACTION", "PROTO", "SRC", "DST", "DPORT"}
+		if t.wide {
+			head = append(head, "SPORT", "SRCIP", "DSTIP")
+		}
+		t.row(head...)
+		for _, a := range out {
+			dport := "any"
+			if !a.DstPort.IsZero() {
+				dport = a.DstPort.String()
+			}
+			r := []string{a.ID, a.Subnet, strconv.Itoa(a.Priority), string(a.Action), orDash(a.Proto),
+				orDash(strings.Join(a.SrcMAC, ",")), orDash(strings.Join(a.DstMAC, ",")), dport}
+			if t.wide {
+				sport := "any"
+				if !a.SrcPort.IsZero() {
+					sport = a.SrcPort.String()
+				}
+				r = append(r, sport, orDash(strings.Join(a.SrcIP, ",")), orDash(strings.Join(a.DstIP, ",")))
+			}
+			t.row(r...)
+		}
+	})
 }
 
 func acrDelete(ctx context.Context, env *Env, args []string) error {
@@ -388,7 +468,7 @@ func apiCheck(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("check", env)
 	c := addClientFlags(fs, env)
 	pf := addPacketFlags(fs)
-	asJSON := fs.Bool("json", false, "JSON output")
+	out := addOutput(fs)
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -400,11 +480,10 @@ func apiCheck(ctx context.Context, env *Env, args []string) error {
 	if err := c.do(ctx, "POST", fmt.Sprintf("/v1/domains/%d/check", *pf.tid), req, &v); err != nil {
 		return err
 	}
-	if *asJSON {
-		return printJSON(env.Stdout, v)
+	if err := render(env, *out, v, func(*table) { printVerdict(env, "oracle", v.Action, v.Out, v.Rules, v.Reason) }); err != nil {
+		return err
 	}
-	printVerdict(env, "oracle", v.Action, v.Out, v.Rules, v.Reason)
-	return nil
+	return verdictExit(v.Action)
 }
 
 func events(ctx context.Context, env *Env, args []string) error {
@@ -412,7 +491,7 @@ func events(ctx context.Context, env *Env, args []string) error {
 	var follow bool
 	var limit int
 	var since, kind, vm string
-	c, _, err := simple("events", env, args, 0, func(fs *flag.FlagSet) {
+	c, _, format, err := readVerb("events", env, args, 0, func(fs *flag.FlagSet) {
 		fs.Int64Var(&after, "after", 0, "only events after this id")
 		fs.IntVar(&limit, "limit", 100, "at most this many, newest first (1..1000)")
 		fs.StringVar(&since, "since", "", "only events since this RFC 3339 time or this long ago (e.g. 15m)")
@@ -440,11 +519,28 @@ func events(ctx context.Context, env *Env, args []string) error {
 		return c.stream(ctx, env, "/v1/events?"+q.Encode())
 	}
 	q.Set("limit", strconv.Itoa(limit))
-	var out []map[string]any
+	var out []store.Event
 	if err := c.do(ctx, "GET", "/v1/events?"+q.Encode(), nil, &out); err != nil {
 		return err
 	}
-	return printJSON(env.Stdout, out)
+	return render(env, format, out, func(t *table) {
+		head := []string{"ID", "TIME", "TENANT", "KIND", "SUBJECT"}
+		if t.wide {
+			head = append(head, "DETAIL")
+		}
+		t.row(head...)
+		for _, e := range out {
+			r := []string{strconv.FormatInt(e.ID, 10), e.Time.Format(time.RFC3339), orDash(e.Tenant), e.Kind, orDash(e.Subject)}
+			if t.wide {
+				d := e.Detail
+				if len(d) > 120 {
+					d = d[:117] + "..."
+				}
+				r = append(r, orDash(d))
+			}
+			t.row(r...)
+		}
+	})
 }
 
 func nadEnable(ctx context.Context, env *Env, args []string) error {

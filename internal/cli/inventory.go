@@ -42,7 +42,7 @@ func inventorySet(ctx context.Context, env *Env, args []string) error {
 }
 
 func inventoryList(ctx context.Context, env *Env, args []string) error {
-	c, _, err := simple("inventory list", env, args, 0, nil)
+	c, _, format, err := readVerb("inventory list", env, args, 0, nil)
 	if err != nil {
 		return err
 	}
@@ -50,7 +50,30 @@ func inventoryList(ctx context.Context, env *Env, args []string) error {
 	if err := c.do(ctx, "GET", "/v1/inventory/ports", nil, &out); err != nil {
 		return err
 	}
-	return printJSON(env.Stdout, out)
+	return render(env, format, out, func(t *table) {
+		head := []string{"PORT", "TENANT", "KIND", "VM", "MEMORY", "DISK"}
+		if t.wide {
+			head = append(head, "QMP", "IMAGE", "SOCKET")
+		}
+		t.row(head...)
+		for _, p := range out {
+			kind, disk, image, socket := "vm", "-", "-", "-"
+			if p.Uplink {
+				kind = "uplink"
+			}
+			if p.Disk != nil {
+				disk, image, socket = p.Disk.Mode, p.Disk.Image, orDash(p.Disk.Socket)
+				if p.Disk.Transport != "" {
+					disk += "/" + p.Disk.Transport
+				}
+			}
+			r := []string{p.Name, p.Tenant, kind, orDash(p.VM), orDash(p.Memory), disk}
+			if t.wide {
+				r = append(r, orDash(p.QMP), image, socket)
+			}
+			t.row(r...)
+		}
+	})
 }
 
 func inventoryDelete(ctx context.Context, env *Env, args []string) error {

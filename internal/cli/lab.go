@@ -20,7 +20,7 @@ func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard,
 
 type labOpts struct {
 	file, bridge, prefix string
-	json                 bool
+	output               *string
 	tcp                  int
 }
 
@@ -30,7 +30,7 @@ func parseLab(name string, env *Env, args []string) (labOpts, error) {
 	f.StringVar(&o.file, "f", "", "policy file")
 	f.StringVar(&o.bridge, "bridge", "secaas0", "bridge")
 	f.StringVar(&o.prefix, "prefix", "secaas-", "namespace name prefix")
-	f.BoolVar(&o.json, "json", false, "JSON output")
+	o.output = addOutput(f)
 	f.IntVar(&o.tcp, "tcp", 22, "TCP port to test connections on (0: none)")
 	if _, err := parse(f, args); err != nil {
 		return o, err
@@ -46,7 +46,7 @@ func labUp(ctx context.Context, env *Env, args []string) error {
 	if err := lab.Available(); err != nil {
 		return err
 	}
-	_, n, err := tenant.LoadPolicy(o.file)
+	_, n, err := loadNet(env, o.file)
 	if err != nil {
 		return err
 	}
@@ -72,7 +72,7 @@ func labDown(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, n, err := tenant.LoadPolicy(o.file)
+	_, n, err := loadNet(env, o.file)
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func labMatrix(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	_, n, err := tenant.LoadPolicy(o.file)
+	_, n, err := loadNet(env, o.file)
 	if err != nil {
 		return err
 	}
@@ -195,10 +195,10 @@ func labMatrix(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.json {
-		return printJSON(env.Stdout, rows)
+	mismatch := 0
+	if err := render(env, *o.output, rows, func(*table) { mismatch = PrintMatrix(env.Stdout, rows, o.tcp) }); err != nil {
+		return err
 	}
-	mismatch := PrintMatrix(env.Stdout, rows, o.tcp)
 	if mismatch > 0 {
 		return fmt.Errorf("%d measurements disagree with the oracle", mismatch)
 	}

@@ -16,11 +16,12 @@ import (
 )
 
 type nadOpts struct {
-	pcap, servers, format, set string
-	window                     time.Duration
-	history                    int
-	k                          float64
-	synNoACK                   bool
+	pcap, servers, set string
+	format             *string
+	window             time.Duration
+	history            int
+	k                  float64
+	synNoACK           bool
 }
 
 func nadFlags(name string, env *Env, withDetect bool) (*flag.FlagSet, *nadOpts) {
@@ -33,9 +34,9 @@ func nadFlags(name string, env *Env, withDetect bool) (*flag.FlagSet, *nadOpts) 
 	if withDetect {
 		fs.IntVar(&o.history, "history", 120, "windows in the normal profile (N)")
 		fs.Float64Var(&o.k, "k", detect.DefaultK, "normalized detector: threshold = mean + K sd of the history's deviations")
-		fs.StringVar(&o.format, "format", "text", "text or json")
+		o.format = addOutput(fs)
 	} else {
-		fs.StringVar(&o.format, "format", "csv", "csv or json")
+		o.format = addOutput(fs, "csv")
 		fs.StringVar(&o.set, "set", "both", "stability (2018), lstm (2020) or both")
 	}
 	return fs, o
@@ -91,7 +92,7 @@ func nadFeatures(ctx context.Context, env *Env, args []string) error {
 		header = append(header, feature.LSTMNames[:]...)
 	}
 	cw := csv.NewWriter(env.Stdout)
-	if o.format == "csv" {
+	if *o.format != FormatJSON && *o.format != FormatYAML { // csv, and table or wide as csv
 		cw.Write(header)
 	}
 	var rows []map[string]any
@@ -106,7 +107,7 @@ func nadFeatures(ctx context.Context, env *Env, args []string) error {
 			vals = append(vals, w.LSTM[:]...)
 		}
 		start := time.Unix(0, w.Start).UTC().Format(time.RFC3339Nano)
-		if o.format == "json" {
+		if *o.format == FormatJSON || *o.format == FormatYAML {
 			row := map[string]any{"server": w.Server.String(), "start": start, "packets": w.Packets, "bytes": w.Bytes}
 			for i, v := range vals {
 				row[header[4+i]] = v
@@ -124,11 +125,11 @@ func nadFeatures(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.format == "json" {
+	if *o.format == FormatJSON || *o.format == FormatYAML {
 		if rows == nil {
 			rows = []map[string]any{}
 		}
-		if err := printJSON(env.Stdout, rows); err != nil {
+		if err := render(env, *o.format, rows, nil); err != nil {
 			return err
 		}
 	}
@@ -160,7 +161,7 @@ func nadDetect(ctx context.Context, env *Env, args []string) error {
 		func(res nad.Result) {
 			w := res.Window
 			start := time.Unix(0, w.Start).UTC().Format(time.RFC3339)
-			if o.format == "json" {
+			if *o.format == FormatJSON || *o.format == FormatYAML {
 				rows = append(rows, map[string]any{"server": w.Server.String(), "start": start, "packets": w.Packets, "verdicts": res.Verdicts})
 				return
 			}
@@ -181,8 +182,8 @@ func nadDetect(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.format == "json" {
-		return printJSON(env.Stdout, rows)
+	if *o.format == FormatJSON || *o.format == FormatYAML {
+		return render(env, *o.format, rows, nil)
 	}
 	fmt.Fprintf(env.Stderr, "%d alerts\n", alerts)
 	return nil

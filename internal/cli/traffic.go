@@ -62,7 +62,7 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 	history := fs.Int("history", 120, "windows in the normal profile (N)")
 	k := fs.Float64("k", detect.DefaultK, "normalized detector: threshold = mean + K sd of the history's deviations")
 	which := fs.String("detector", "all", "stability, normalized or all")
-	asJSON := fs.Bool("json", false, "JSON output")
+	out := addOutput(fs)
 	margin := fs.Duration("margin", 0, "leave windows starting within this long after an attack out of the benign set (its aftermath)")
 	plots := fs.String("plots", "", "write roc.png and features.png (the 8 features over time, attacks shaded) to this directory")
 	if _, err := parse(fs, args); err != nil {
@@ -111,8 +111,8 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 		}
 		fmt.Fprintf(env.Stderr, "plots: %s\n", filepath.Join(*plots, "{roc,features}.png"))
 	}
-	if *asJSON {
-		return printJSON(env.Stdout, evs)
+	if *out == FormatJSON || *out == FormatYAML {
+		return render(env, *out, evs, nil)
 	}
 	for _, ev := range evs {
 		nad.WriteEvaluation(env.Stdout, ev)

@@ -31,38 +31,38 @@ func vmiSource(ram, image string) (*guestmem.Mem, error) {
 
 // vmiReport inspects local memory, or fetches the daemon's latest report
 // for a VM when --vm is given.
-func vmiReport(ctx context.Context, name string, env *Env, args []string, ind map[string]bool) (*vmi.Report, bool, error) {
+func vmiReport(ctx context.Context, name string, env *Env, args []string, ind map[string]bool) (*vmi.Report, string, error) {
 	fs := newFlags(name, env)
 	c := addClientFlags(fs, env)
 	ram := fs.String("ram", "", "guest RAM: the shared memory-backend-file of a running QEMU guest (e.g. /dev/shm/NAME)")
 	image := fs.String("image", "", "a memory dump: ELF core (QMP dump-guest-memory), LiME or raw")
 	vm := fs.String("vm", "", "a monitored VM: print the daemon's latest report")
 	tid := fs.Int("tid", 0, "the VM's domain (with --vm)")
-	asJSON := fs.Bool("json", false, "JSON output")
+	out := addOutput(fs)
 	if _, err := parse(fs, args); err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	if *vm != "" {
 		var r vmi.Report
 		err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/vms/%s/vmi/report", *tid, *vm), nil, &r)
-		return &r, *asJSON, err
+		return &r, *out, err
 	}
 	m, err := vmiSource(*ram, *image)
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	defer m.Close()
 	r, err := vmi.NewSession(m).Inspect(ind)
-	return r, *asJSON, err
+	return r, *out, err
 }
 
 func vmiPS(ctx context.Context, env *Env, args []string) error {
-	r, asJSON, err := vmiReport(ctx, "vmi ps", env, args, map[string]bool{vmi.Processes: true, vmi.HiddenProcesses: true})
+	r, format, err := vmiReport(ctx, "vmi ps", env, args, map[string]bool{vmi.Processes: true, vmi.HiddenProcesses: true})
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		return printJSON(env.Stdout, r)
+	if format == FormatJSON || format == FormatYAML {
+		return render(env, format, r, nil)
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "PID\tPPID\tUID\tSTART\tCOMM\tEXE\tSTATUS\n")
@@ -83,12 +83,12 @@ func vmiPS(ctx context.Context, env *Env, args []string) error {
 }
 
 func vmiModules(ctx context.Context, env *Env, args []string) error {
-	r, asJSON, err := vmiReport(ctx, "vmi modules", env, args, map[string]bool{vmi.Modules: true, vmi.HiddenModules: true})
+	r, format, err := vmiReport(ctx, "vmi modules", env, args, map[string]bool{vmi.Modules: true, vmi.HiddenModules: true})
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		return printJSON(env.Stdout, r)
+	if format == FormatJSON || format == FormatYAML {
+		return render(env, format, r, nil)
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "NAME\tSTATE\tBASE\tSIZE\tSTATUS\n")
