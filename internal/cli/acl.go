@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -286,13 +285,7 @@ func aclMigrate(ctx context.Context, env *Env, args []string) error {
 	for i := range p.Domains {
 		d := &p.Domains[i]
 		changes = append(changes, tenant.RenameAmbiguous(d)...)
-		for si := range d.Subnets {
-			s := &d.Subnets[si]
-			if pf, err := netip.ParsePrefix(s.CIDR); err == nil && pf != pf.Masked() {
-				changes = append(changes, fmt.Sprintf("domain %d: subnet %s cidr %s -> %s", d.TID, s.Name, s.CIDR, pf.Masked()))
-				s.CIDR = pf.Masked().String()
-			}
-		}
+		changes = append(changes, tenant.MaskPrefixes(d)...)
 	}
 	if _, err := tenant.NewNet(p.Domains); err != nil {
 		return fmt.Errorf("the migrated policy is still invalid: %w", err)

@@ -69,38 +69,26 @@ func (c *Controller) ApplyPolicy(ctx context.Context, who Caller, domains []tena
 			return plan, invalid("domain %d: tenant is required (admin token)", d.TID)
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	applied := false
-	err := c.st.Update(ctx, func(tx *store.Tx) error {
-		all, err := tx.Domains()
-		if err != nil {
-			return err
-		}
-		list, err := tx.Ports()
-		if err != nil {
-			return err
-		}
-		ports := inventory.Index(list)
+	err := c.transact(ctx, func(tx *store.Tx, st *state) (bool, error) {
 		var changed []tenant.Domain
 		for _, want := range domains {
 			if !who.Admin {
 				want.Tenant = who.Tenant
 			}
-			i := slices.IndexFunc(all, func(x tenant.Domain) bool { return x.TID == want.TID })
+			i := slices.IndexFunc(st.all, func(x tenant.Domain) bool { return x.TID == want.TID })
 			ch := DomainChange{TID: want.TID, Name: want.Name}
 			if i < 0 {
 				fillIDs(&want)
 				want.Revision = 0
-				all = append(all, want)
+				st.all = append(st.all, want)
 				ch.Action, ch.After = "created", &want
 			} else {
-				have := all[i]
+				have := st.all[i]
 				if !owns(who, have) {
-					return fmt.Errorf("domain %d: %w", want.TID, ErrNotFound)
+					return false, fmt.Errorf("domain %d: %w", want.TID, ErrNotFound)
 				}
 				if have.Tenant != want.Tenant {
-					return invalid("domain %d: a domain cannot change tenant", want.TID)
+					return false, invalid("domain %d: a domain cannot change tenant", want.TID)
 				}
 				adopt(&want, have)
 				if sameDomain(want, have) {
@@ -109,35 +97,33 @@ func (c *Controller) ApplyPolicy(ctx context.Context, who Caller, domains []tena
 					continue
 				}
 				before := have
-				all[i] = want
+				st.all[i] = want
 				ch.Action, ch.Before, ch.After = "replaced", &before, &want
 			}
 			changed = append(changed, want)
 			plan.Domains = append(plan.Domains, ch)
 		}
 		if len(changed) == 0 {
-			return nil
+			return false, nil
 		}
 		plan.Changed = true
-		if _, err := tenant.NewNet(all); err != nil {
-			return scopeError(who, changed[0], err)
+		if _, err := tenant.NewNet(st.all); err != nil {
+			return false, scopeError(who, changed[0], err)
 		}
 		for _, d := range changed {
-			if err := inventory.CheckDomain(d, ports, c.Host.Reserved, !who.Admin); err != nil {
-				return err
-			}
-			if err := tenant.CheckAddressing(d); err != nil {
-				return err
+			if err := c.check(who, d, st.ports); err != nil {
+				return false, err
 			}
 		}
 		if p, ok := c.node.(Planner); ok {
-			if plan.FlowsRemoved, plan.FlowsAdded, err = p.Plan(ctx, all, ports); err != nil {
-				return fmt.Errorf("%w: %w", ErrApply, err)
+			var err error
+			if plan.FlowsRemoved, plan.FlowsAdded, err = p.Plan(ctx, st.all, st.ports); err != nil {
+				return false, fmt.Errorf("%w: %w", ErrApply, err)
 			}
 			plan.FlowsPlanned = true
 		}
 		if dryRun {
-			return errDryRun
+			return false, errDryRun
 		}
 		for k := range plan.Domains {
 			ch := &plan.Domains[k]
@@ -146,7 +132,7 @@ func (c *Controller) ApplyPolicy(ctx context.Context, who Caller, domains []tena
 			}
 			rev, err := tx.PutDomain(*ch.After)
 			if err != nil {
-				return err
+				return false, err
 			}
 			ch.After.Revision = rev
 			kind := "domain.created"
@@ -154,22 +140,13 @@ func (c *Controller) ApplyPolicy(ctx context.Context, who Caller, domains []tena
 				kind = "domain.replaced"
 			}
 			if _, err := tx.AddEvent(store.Event{Tenant: ch.After.Tenant, Kind: kind, Subject: fmt.Sprintf("domain/%d", ch.TID), Detail: "apply"}); err != nil {
-				return err
+				return false, err
 			}
 		}
-		if err := c.node.Apply(ctx, all, ports); err != nil {
-			return fmt.Errorf("%w: %w", ErrApply, err)
-		}
-		applied = true
-		return nil
+		return true, nil
 	})
 	if errors.Is(err, errDryRun) {
 		err = nil
-	}
-	if err != nil && applied {
-		if serr := c.syncLocked(ctx); serr != nil {
-			c.log.Error("resync after failed commit", "err", serr)
-		}
 	}
 	return plan, err
 }

@@ -221,59 +221,36 @@ func (c *Controller) Domain(ctx context.Context, who Caller, tid int) (tenant.Do
 // and names the domain it touched (for events and error scoping).
 type change func(all *[]tenant.Domain) (tenant.Domain, error)
 
-// commit runs a change: validate everything, apply to the node, then
-// commit; any failure leaves store and switch as they were.
-func (c *Controller) commit(ctx context.Context, who Caller, kind string, ch change) (tenant.Domain, error) {
+// state is everything a change sees: all domains and the inventory.
+type state struct {
+	all   []tenant.Domain
+	ports inventory.Ports
+}
+
+// transact runs fn in one store transaction over the whole state, under
+// the controller's lock. When fn says so, the node gets the state as fn
+// left it, inside the transaction, so that a refusal rolls the store back;
+// if the store then fails to commit, the stored state goes back on the
+// node. Any failure leaves store and switch as they were.
+func (c *Controller) transact(ctx context.Context, fn func(tx *store.Tx, s *state) (apply bool, err error)) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out tenant.Domain
 	applied := false
 	err := c.st.Update(ctx, func(tx *store.Tx) error {
 		all, err := tx.Domains()
 		if err != nil {
 			return err
 		}
-		revision := make(map[int]int, len(all))
-		for _, d := range all {
-			revision[d.TID] = d.Revision
-		}
-		d, err := ch(&all)
-		if err != nil {
-			return err
-		}
-		if want, ok := ifMatch(ctx); ok && revision[d.TID] != want {
-			return fmt.Errorf("domain %d is at revision %d, not %d (someone changed it: read it again): %w", d.TID, revision[d.TID], want, ErrPrecondition)
-		}
-		out = d
-		if _, err := tenant.NewNet(all); err != nil {
-			return scopeError(who, d, err)
-		}
 		list, err := tx.Ports()
 		if err != nil {
 			return err
 		}
-		ports := inventory.Index(list)
-		if slices.ContainsFunc(all, func(x tenant.Domain) bool { return x.TID == d.TID }) {
-			// The changed domain's ports: leased to its tenant (a tenant
-			// binds only leased ports; the admin also unlisted ones).
-			if err := inventory.CheckDomain(d, ports, c.Host.Reserved, !who.Admin); err != nil {
-				return err
-			}
-			if err := tenant.CheckAddressing(d); err != nil {
-				return err
-			}
-		}
-		if !slices.ContainsFunc(all, func(x tenant.Domain) bool { return x.TID == d.TID }) {
-			if err := tx.DeleteDomain(d.TID); err != nil {
-				return err
-			}
-		} else if out.Revision, err = tx.PutDomain(d); err != nil {
+		st := &state{all: all, ports: inventory.Index(list)}
+		apply, err := fn(tx, st)
+		if err != nil || !apply {
 			return err
 		}
-		if _, err := tx.AddEvent(store.Event{Tenant: d.Tenant, Kind: kind, Subject: fmt.Sprintf("domain/%d", d.TID)}); err != nil {
-			return err
-		}
-		if err := c.node.Apply(ctx, all, ports); err != nil {
+		if err := c.node.Apply(ctx, st.all, st.ports); err != nil {
 			return fmt.Errorf("%w: %w", ErrApply, err)
 		}
 		applied = true
@@ -286,6 +263,54 @@ func (c *Controller) commit(ctx context.Context, who Caller, kind string, ch cha
 			c.log.Error("resync after failed commit", "err", serr)
 		}
 	}
+	return err
+}
+
+// check validates a changed domain against the host: its ports leased to
+// its tenant (a tenant binds only leased ports; the admin also unlisted
+// ones) and its addressing.
+func (c *Controller) check(who Caller, d tenant.Domain, ports inventory.Ports) error {
+	if err := inventory.CheckDomain(d, ports, c.Host.Reserved, !who.Admin); err != nil {
+		return err
+	}
+	return tenant.CheckAddressing(d)
+}
+
+// commit runs a change: validate everything, apply to the node, then
+// commit; any failure leaves store and switch as they were.
+func (c *Controller) commit(ctx context.Context, who Caller, kind string, ch change) (tenant.Domain, error) {
+	var out tenant.Domain
+	err := c.transact(ctx, func(tx *store.Tx, st *state) (bool, error) {
+		revision := make(map[int]int, len(st.all))
+		for _, d := range st.all {
+			revision[d.TID] = d.Revision
+		}
+		d, err := ch(&st.all)
+		if err != nil {
+			return false, err
+		}
+		if want, ok := ifMatch(ctx); ok && revision[d.TID] != want {
+			return false, fmt.Errorf("domain %d is at revision %d, not %d (someone changed it: read it again): %w", d.TID, revision[d.TID], want, ErrPrecondition)
+		}
+		out = d
+		if _, err := tenant.NewNet(st.all); err != nil {
+			return false, scopeError(who, d, err)
+		}
+		if !slices.ContainsFunc(st.all, func(x tenant.Domain) bool { return x.TID == d.TID }) {
+			if err := tx.DeleteDomain(d.TID); err != nil {
+				return false, err
+			}
+		} else {
+			if err := c.check(who, d, st.ports); err != nil {
+				return false, err
+			}
+			if out.Revision, err = tx.PutDomain(d); err != nil {
+				return false, err
+			}
+		}
+		_, err = tx.AddEvent(store.Event{Tenant: d.Tenant, Kind: kind, Subject: fmt.Sprintf("domain/%d", d.TID)})
+		return err == nil, err
+	})
 	return out, err
 }
 

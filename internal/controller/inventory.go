@@ -101,43 +101,17 @@ func (c *Controller) DeletePort(ctx context.Context, who Caller, name string) er
 	}, func(tx *store.Tx) error { return tx.DeletePort(name) })
 }
 
-// commitPorts runs an inventory change like commit runs a policy change:
-// check, store, apply to the node, and put the stored state back on the
-// node if the commit then fails.
+// commitPorts runs an inventory change like commit runs a policy change.
 func (c *Controller) commitPorts(ctx context.Context, kind, tenantID, port string,
 	check func(all []tenant.Domain, ports inventory.Ports) error, write func(tx *store.Tx) error) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	applied := false
-	err := c.st.Update(ctx, func(tx *store.Tx) error {
-		all, err := tx.Domains()
-		if err != nil {
-			return err
-		}
-		list, err := tx.Ports()
-		if err != nil {
-			return err
-		}
-		ports := inventory.Index(list)
-		if err := check(all, ports); err != nil {
-			return err
+	return c.transact(ctx, func(tx *store.Tx, st *state) (bool, error) {
+		if err := check(st.all, st.ports); err != nil {
+			return false, err
 		}
 		if err := write(tx); err != nil {
-			return err
+			return false, err
 		}
-		if _, err := tx.AddEvent(store.Event{Tenant: tenantID, Kind: kind, Subject: "port/" + port}); err != nil {
-			return err
-		}
-		if err := c.node.Apply(ctx, all, ports); err != nil {
-			return fmt.Errorf("%w: %w", ErrApply, err)
-		}
-		applied = true
-		return nil
+		_, err := tx.AddEvent(store.Event{Tenant: tenantID, Kind: kind, Subject: "port/" + port})
+		return err == nil, err
 	})
-	if err != nil && applied {
-		if serr := c.syncLocked(ctx); serr != nil {
-			c.log.Error("resync after failed commit", "err", serr)
-		}
-	}
-	return err
 }

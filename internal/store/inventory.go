@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -34,31 +33,8 @@ var avHostFields = []string{"mode", "disk", "qmp", "node", "device", "socket", "
 // carried over: a tenant chose them. An event says what was dropped; the
 // admin sets those resources in the inventory.
 func leaseBoundPorts(ctx context.Context, tx *sql.Tx) error {
-	rows, err := tx.QueryContext(ctx, `SELECT tid, tenant_id, doc FROM domains ORDER BY tid`)
+	docs, err := storedDocs(ctx, tx)
 	if err != nil {
-		return err
-	}
-	type dom struct {
-		tid    int
-		tenant string
-		doc    map[string]any
-	}
-	var doms []dom
-	for rows.Next() {
-		var d dom
-		var doc string
-		if err := rows.Scan(&d.tid, &d.tenant, &doc); err != nil {
-			rows.Close()
-			return err
-		}
-		if err := json.Unmarshal([]byte(doc), &d.doc); err != nil {
-			rows.Close()
-			return fmt.Errorf("domain %d: corrupt document: %w", d.tid, err)
-		}
-		doms = append(doms, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return err
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
@@ -68,9 +44,15 @@ func leaseBoundPorts(ctx context.Context, tx *sql.Tx) error {
 			name, tenantID, string(doc), now)
 		return err
 	}
-	for _, d := range doms {
+	for _, d := range docs {
+		// A generic document: fields of earlier versions that the current
+		// types no longer have are still there to drop.
+		var doc map[string]any
+		if err := json.Unmarshal(d.doc, &doc); err != nil {
+			return fmt.Errorf("domain %d: corrupt document: %w", d.tid, err)
+		}
 		var dropped []string
-		if ups, ok := d.doc["uplinks"].([]any); ok {
+		if ups, ok := doc["uplinks"].([]any); ok {
 			for _, u := range ups {
 				if s, ok := u.(string); ok {
 					if err := lease(s, d.tenant, true); err != nil {
@@ -79,7 +61,7 @@ func leaseBoundPorts(ctx context.Context, tx *sql.Tx) error {
 				}
 			}
 		}
-		subnets, _ := d.doc["subnets"].([]any)
+		subnets, _ := doc["subnets"].([]any)
 		for _, s := range subnets {
 			sm, _ := s.(map[string]any)
 			vms, _ := sm["vms"].([]any)
@@ -110,21 +92,55 @@ func leaseBoundPorts(ctx context.Context, tx *sql.Tx) error {
 		if len(dropped) == 0 {
 			continue
 		}
-		doc, err := json.Marshal(d.doc)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE domains SET doc = ?, version = version + 1, updated_at = ? WHERE tid = ?`, string(doc), now, d.tid); err != nil {
-			return err
-		}
 		detail, _ := json.Marshal(dropped)
-		if _, err := tx.ExecContext(ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail) VALUES (?, ?, ?, ?, ?)`,
-			now, d.tenant, "policy.host_fields_dropped", fmt.Sprintf("domain/%d", d.tid),
+		if err := rewriteDoc(ctx, tx, d, doc, "policy.host_fields_dropped",
 			"host resources are now host inventory (secaas inventory set): "+string(detail)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// storedDoc is a domain document as a migration reads it.
+type storedDoc struct {
+	tid    int
+	tenant string
+	doc    []byte
+}
+
+// storedDocs reads every domain document, by TID.
+func storedDocs(ctx context.Context, tx *sql.Tx) ([]storedDoc, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT tid, tenant_id, doc FROM domains ORDER BY tid`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []storedDoc
+	for rows.Next() {
+		var d storedDoc
+		var doc string
+		if err := rows.Scan(&d.tid, &d.tenant, &doc); err != nil {
+			return nil, err
+		}
+		d.doc = []byte(doc)
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// rewriteDoc stores a migrated document and records what changed.
+func rewriteDoc(ctx context.Context, tx *sql.Tx, d storedDoc, doc any, kind, detail string) error {
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC().Format(time.RFC3339Nano)
+	if _, err := tx.ExecContext(ctx, `UPDATE domains SET doc = ?, version = version + 1, updated_at = ? WHERE tid = ?`, string(b), now, d.tid); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail) VALUES (?, ?, ?, ?, ?)`,
+		now, d.tenant, kind, fmt.Sprintf("domain/%d", d.tid), detail)
+	return err
 }
 
 // Ports lists the host inventory, by port name.
@@ -202,55 +218,20 @@ func (t *Tx) DeletePort(name string) error {
 // spell), and subnet prefixes with host bits are stored masked (as they
 // were enforced). An event per domain says what changed.
 func unambiguousNames(ctx context.Context, tx *sql.Tx) error {
-	rows, err := tx.QueryContext(ctx, `SELECT tid, tenant_id, doc FROM domains ORDER BY tid`)
+	docs, err := storedDocs(ctx, tx)
 	if err != nil {
 		return err
 	}
-	type dom struct {
-		tid    int
-		tenant string
-		d      tenant.Domain
-	}
-	var doms []dom
-	for rows.Next() {
-		var x dom
-		var doc string
-		if err := rows.Scan(&x.tid, &x.tenant, &doc); err != nil {
-			rows.Close()
-			return err
+	for _, d := range docs {
+		var dom tenant.Domain
+		if err := json.Unmarshal(d.doc, &dom); err != nil {
+			return fmt.Errorf("domain %d: corrupt document: %w", d.tid, err)
 		}
-		if err := json.Unmarshal([]byte(doc), &x.d); err != nil {
-			rows.Close()
-			return fmt.Errorf("domain %d: corrupt document: %w", x.tid, err)
-		}
-		doms = append(doms, x)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	now := time.Now().UTC().Format(time.RFC3339Nano)
-	for _, x := range doms {
-		changes := tenant.RenameAmbiguous(&x.d)
-		for si := range x.d.Subnets {
-			s := &x.d.Subnets[si]
-			if p, err := netip.ParsePrefix(s.CIDR); err == nil && p != p.Masked() {
-				changes = append(changes, fmt.Sprintf("domain %d: subnet %s cidr %s -> %s", x.tid, s.Name, s.CIDR, p.Masked()))
-				s.CIDR = p.Masked().String()
-			}
-		}
+		changes := append(tenant.RenameAmbiguous(&dom), tenant.MaskPrefixes(&dom)...)
 		if len(changes) == 0 {
 			continue
 		}
-		doc, err := json.Marshal(x.d)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE domains SET doc = ?, version = version + 1, updated_at = ? WHERE tid = ?`, string(doc), now, x.tid); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail) VALUES (?, ?, ?, ?, ?)`,
-			now, x.tenant, "policy.migrated", fmt.Sprintf("domain/%d", x.tid), strings.Join(changes, "; ")); err != nil {
+		if err := rewriteDoc(ctx, tx, d, dom, "policy.migrated", strings.Join(changes, "; ")); err != nil {
 			return err
 		}
 	}

@@ -101,6 +101,21 @@ func RenameAmbiguous(d *Domain) []string {
 	return out
 }
 
+// MaskPrefixes stores the subnets' prefixes masked, as they were always
+// enforced ("10.0.0.9/24" becomes "10.0.0.0/24"), and says what it
+// changed, one line each.
+func MaskPrefixes(d *Domain) []string {
+	var out []string
+	for si := range d.Subnets {
+		s := &d.Subnets[si]
+		if p, err := netip.ParsePrefix(s.CIDR); err == nil && p != p.Masked() {
+			out = append(out, fmt.Sprintf("domain %d: subnet %s cidr %s -> %s", d.TID, s.Name, s.CIDR, p.Masked()))
+			s.CIDR = p.Masked().String()
+		}
+	}
+	return out
+}
+
 // CheckAddressing checks what NewNet leaves to changes of one domain, so
 // that stored domains of earlier versions still load: no VM sits on its
 // subnet's network address or IPv4 broadcast address.
