@@ -22,6 +22,7 @@ import (
 	"secaas/internal/controller"
 	"secaas/internal/hyperav"
 	"secaas/internal/inventory"
+	"secaas/internal/node"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
@@ -583,20 +584,23 @@ type fakeAVNode struct {
 	status *hyperav.Status
 }
 
-func (f *fakeAVNode) AVScan(context.Context, int, string, string) (*hyperav.ScanResult, error) {
+func (f *fakeAVNode) AVScan(context.Context, int, string, string) (json.RawMessage, error) {
 	return nil, errors.New("not here")
 }
 
-func (f *fakeAVNode) AVIsolate(context.Context, int, string, string) (*hyperav.Isolation, error) {
+func (f *fakeAVNode) AVIsolate(context.Context, int, string, string) (json.RawMessage, error) {
 	return nil, errors.New("not here")
 }
 
-func (f *fakeAVNode) AVStatus(tid int, vm string) (*hyperav.Status, error) {
+func (f *fakeAVNode) AVStatus(tid int, vm string) (json.RawMessage, time.Time, error) {
 	if tid != 100 || vm != "VM3" || f.status == nil {
-		return nil, errors.New("no service")
+		return nil, time.Time{}, node.ErrNoService
 	}
-	return f.status, nil
+	b, err := json.Marshal(f.status)
+	return b, f.status.At, err
 }
+
+var _ node.AV = (*fakeAVNode)(nil)
 
 // TestAVReportIsLive: while the node runs the VM's service the report is
 // its live status (a scan or isolation shows at once, not at the next

@@ -67,3 +67,57 @@ func TestAnalysisPackagesDoNoIO(t *testing.T) {
 		}
 	}
 }
+
+// imports returns the secaas packages a package's non-test files import.
+func imports(t *testing.T, dir string) []string {
+	t.Helper()
+	fset := token.NewFileSet()
+	ms, _ := filepath.Glob(filepath.Join(dir, "*.go"))
+	seen := map[string]bool{}
+	var out []string
+	for _, m := range ms {
+		if strings.HasSuffix(m, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, m, nil, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, im := range f.Imports {
+			p := strings.Trim(im.Path.Value, `"`)
+			if strings.HasPrefix(p, "secaas/") && !seen[p] {
+				seen[p] = true
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// The control plane (API, controller, store, and the contracts they share
+// with the node) links nothing that runs on a hypervisor host: it reaches
+// a node only through package node. Checked over the transitive imports.
+func TestControlPlaneImportsNoNodeSide(t *testing.T) {
+	nodeSide := []string{"agent", "hyperav", "ext4", "ntfs", "nbd", "qmp", "vhostuser", "disk", "av", "guestmem",
+		"linuxkern", "vmi", "winkern", "capture", "ovs", "lab", "nad", "feature", "detect", "hostpath", "daemon", "bench"}
+	for _, root := range []string{"controller", "api", "store", "node", "inventory", "tenant"} {
+		seen := map[string]string{} // package -> who imported it
+		queue := []string{"secaas/internal/" + root}
+		seen[queue[0]] = ""
+		for len(queue) > 0 {
+			p := queue[0]
+			queue = queue[1:]
+			for _, im := range imports(t, filepath.Join("../..", strings.TrimPrefix(p, "secaas/"))) {
+				if _, ok := seen[im]; !ok {
+					seen[im] = p
+					queue = append(queue, im)
+				}
+			}
+		}
+		for _, bad := range nodeSide {
+			if by, ok := seen["secaas/internal/"+bad]; ok {
+				t.Errorf("the control plane package %s links the node-side package %s (imported by %s)", root, bad, by)
+			}
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -22,12 +23,11 @@ import (
 	"time"
 
 	"secaas/internal/agent"
-	"secaas/internal/api"
 	"secaas/internal/controller"
+	"secaas/internal/daemon"
 	"secaas/internal/flow"
 	"secaas/internal/lab"
 	"secaas/internal/ovs"
-	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
 
@@ -354,22 +354,21 @@ func apiToEnforce(ctx context.Context, o ACLOptions, br *ovs.Bridge, res *ACLRes
 }
 
 func measureAPIToEnforce(ctx context.Context, br *ovs.Bridge, l *benchLab, withBig bool, nACR int) (time.Duration, error) {
-	st, err := store.Open(ctx, ":memory:")
-	if err != nil {
-		return 0, err
-	}
-	defer st.Close()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	node := agent.New(br, log, nil)
-	if err := node.Start(ctx); err != nil {
-		return 0, err
-	}
 	const admin = "bench-admin-token-0000"
-	ctl, err := controller.New(st, node, admin, log)
+	roots, err := os.MkdirTemp("", "secaas-bench-roots-")
 	if err != nil {
 		return 0, err
 	}
-	srv := httptest.NewServer(api.New(ctl, log))
+	defer os.RemoveAll(roots)
+	d, err := daemon.New(ctx, daemon.Config{DB: ":memory:", Bridge: br, AdminToken: admin,
+		ImageRoot: filepath.Join(roots, "images"), RunRoot: filepath.Join(roots, "run"), ShmRoot: filepath.Join(roots, "shm"),
+		DataDir: filepath.Join(roots, "data"), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	ctl := d.Controller
+	srv := httptest.NewServer(d.API)
 	defer srv.Close()
 	who := controller.Caller{Admin: true}
 	if _, _, err := ctl.CreateTenant(ctx, who, "bench", ""); err != nil {

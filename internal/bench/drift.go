@@ -94,15 +94,15 @@ func driftDomain() tenant.Domain {
 		ACRs: []tenant.ACR{{Priority: 10, Proto: "icmp", Action: tenant.Pass}}}}}
 }
 
-// daemon is a secaasd process of the bench.
-type daemon struct {
+// proc is a secaasd process of the bench.
+type proc struct {
 	o    DriftOptions
 	dir  string
 	addr string
 	cmd  *exec.Cmd
 }
 
-func (d *daemon) start(ctx context.Context) error {
+func (d *proc) start(ctx context.Context) error {
 	d.cmd = exec.Command(d.o.Secaasd, "--bridge", "scbdrift", "--db", filepath.Join(d.dir, "secaas.db"),
 		"--admin-token-file", filepath.Join(d.dir, "admin.token"), "--listen", d.addr,
 		"--reconcile", d.o.Interval.String(), "--image-root", filepath.Join(d.dir, "images"),
@@ -127,7 +127,7 @@ func (d *daemon) start(ctx context.Context) error {
 	return errors.New("secaasd did not answer in 20 s (log: " + filepath.Join(d.dir, "secaasd.log") + ")")
 }
 
-func (d *daemon) stop() {
+func (d *proc) stop() {
 	if d.cmd == nil || d.cmd.Process == nil {
 		return
 	}
@@ -144,7 +144,7 @@ func (d *daemon) stop() {
 }
 
 // call makes one API request as the admin.
-func (d *daemon) call(method, path string, in any) error {
+func (d *proc) call(method, path string, in any) error {
 	tok, err := os.ReadFile(filepath.Join(d.dir, "admin.token"))
 	if err != nil {
 		return err
@@ -212,7 +212,7 @@ func RunDrift(ctx context.Context, o DriftOptions) (*DriftResult, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	d := &daemon{o: o, dir: dir, addr: addr}
+	d := &proc{o: o, dir: dir, addr: addr}
 	if err := d.start(ctx); err != nil {
 		return nil, err
 	}

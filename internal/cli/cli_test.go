@@ -17,12 +17,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"secaas/internal/agent"
-	"secaas/internal/api"
-	"secaas/internal/controller"
+	"secaas/internal/daemon"
 	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"
-	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
 
@@ -101,22 +98,16 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { lab.RemoveAll(context.Background(), br, hosts) })
-	st, err := store.Open(ctx, ":memory:")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	node := agent.New(br, log, nil)
-	if err := node.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
 	const admin = "e2e-admin-token-0123456789"
-	ctl, err := controller.New(st, node, admin, log)
+	roots := t.TempDir()
+	d, err := daemon.New(ctx, daemon.Config{DB: ":memory:", Bridge: br, AdminToken: admin,
+		ImageRoot: filepath.Join(roots, "images"), RunRoot: filepath.Join(roots, "run"), ShmRoot: filepath.Join(roots, "shm"),
+		DataDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(api.New(ctl, log))
+	defer d.Close()
+	srv := httptest.NewServer(d.API)
 	defer srv.Close()
 
 	out, code := runCLI(t, "tenant", "create", "demo", "--api", srv.URL, "--token", admin)

@@ -7,16 +7,13 @@ import (
 	"fmt"
 	"slices"
 
-	"secaas/internal/inventory"
+	"secaas/internal/node"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
 
-// Planner is a node that can say what a desired state would change on
-// its switch without changing it (the agent can).
-type Planner interface {
-	Plan(ctx context.Context, domains []tenant.Domain, ports inventory.Ports) (removed, added []string, err error)
-}
+// Planner is a node that can plan (package node).
+type Planner = node.Planner
 
 // DomainChange is what applying a policy does to one domain.
 type DomainChange struct {

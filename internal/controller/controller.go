@@ -13,9 +13,8 @@ import (
 	"strings"
 	"sync"
 
-	"secaas/internal/ext4"
-	"secaas/internal/hyperav"
 	"secaas/internal/inventory"
+	"secaas/internal/node"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
@@ -35,19 +34,8 @@ var (
 	ErrPrecondition = errors.New("precondition failed")
 )
 
-// AVNode is a node that runs HyperAV (the agent does).
-type AVNode interface {
-	AVScan(ctx context.Context, tid int, vm, path string) (*hyperav.ScanResult, error)
-	AVIsolate(ctx context.Context, tid int, vm, path string) (*hyperav.Isolation, error)
-	AVStatus(tid int, vm string) (*hyperav.Status, error) // live; an error when the VM has no running service
-}
-
-// Node is what the controller needs of a host's agent: the desired
-// domains, with the host inventory that says which host resources (RAM
-// file, QMP socket, disk) belong to each VM port.
-type Node interface {
-	Apply(ctx context.Context, domains []tenant.Domain, ports inventory.Ports) error
-}
+// Node is what the controller needs of a host (package node).
+type Node = node.Node
 
 // Caller is an authenticated API client.
 type Caller struct {
@@ -580,7 +568,7 @@ func (c *Controller) setVMPolicy(ctx context.Context, who Caller, tid int, vmNam
 
 // avNode checks that the caller sees a VM with an AV policy and returns
 // the node that runs it.
-func (c *Controller) avNode(ctx context.Context, who Caller, tid int, vmName, path string) (AVNode, error) {
+func (c *Controller) avNode(ctx context.Context, who Caller, tid int, vmName, path string) (node.AV, error) {
 	d, err := c.Domain(ctx, who, tid)
 	if err != nil {
 		return nil, err
@@ -595,7 +583,7 @@ func (c *Controller) avNode(ctx context.Context, who Caller, tid int, vmName, pa
 	if !strings.HasPrefix(path, "/") || len(path) > 4096 {
 		return nil, fmt.Errorf("path %q must be absolute: %w", path, ErrInvalid)
 	}
-	n, ok := c.node.(AVNode)
+	n, ok := c.node.(node.AV)
 	if !ok {
 		return nil, fmt.Errorf("%w: this node does not run HyperAV", ErrNode)
 	}
@@ -603,7 +591,7 @@ func (c *Controller) avNode(ctx context.Context, who Caller, tid int, vmName, pa
 }
 
 func nodeErr(err error) error {
-	if err == nil || errors.Is(err, ext4.ErrNotFound) {
+	if err == nil || errors.Is(err, node.ErrNotFound) {
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, ErrNotFound)
 		}
@@ -613,7 +601,7 @@ func nodeErr(err error) error {
 }
 
 // AVScan scans a file of a VM's disk now.
-func (c *Controller) AVScan(ctx context.Context, who Caller, tid int, vmName, path string) (*hyperav.ScanResult, error) {
+func (c *Controller) AVScan(ctx context.Context, who Caller, tid int, vmName, path string) (json.RawMessage, error) {
 	n, err := c.avNode(ctx, who, tid, vmName, path)
 	if err != nil {
 		return nil, err
@@ -623,7 +611,7 @@ func (c *Controller) AVScan(ctx context.Context, who Caller, tid int, vmName, pa
 }
 
 // AVIsolate isolates a file of a VM's disk.
-func (c *Controller) AVIsolate(ctx context.Context, who Caller, tid int, vmName, path string) (*hyperav.Isolation, error) {
+func (c *Controller) AVIsolate(ctx context.Context, who Caller, tid int, vmName, path string) (json.RawMessage, error) {
 	n, err := c.avNode(ctx, who, tid, vmName, path)
 	if err != nil {
 		return nil, err
@@ -664,13 +652,9 @@ func (c *Controller) AVReport(ctx context.Context, who Caller, tid int, vmName s
 	if _, _, err := findVM(&d, vmName); err != nil {
 		return store.Result{}, err
 	}
-	if n, ok := c.node.(AVNode); ok {
-		if st, err := n.AVStatus(tid, vmName); err == nil {
-			doc, err := json.Marshal(st)
-			if err != nil {
-				return store.Result{}, err
-			}
-			return store.Result{TID: tid, VM: vmName, Kind: "av", Tenant: d.Tenant, Time: st.At, Doc: doc}, nil
+	if n, ok := c.node.(node.AV); ok {
+		if doc, at, err := n.AVStatus(tid, vmName); err == nil {
+			return store.Result{TID: tid, VM: vmName, Kind: "av", Tenant: d.Tenant, Time: at, Doc: doc}, nil
 		}
 	}
 	return c.Result(ctx, who, tid, vmName, "av")

@@ -14,10 +14,12 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"secaas/internal/inventory"
 )
 
 // ErrOutside: a path is not beneath any configured root.
-var ErrOutside = errors.New("not beneath a configured root")
+var ErrOutside = inventory.ErrOutside
 
 // Host opens, dials and listens on host paths for a node's services.
 type Host interface {
@@ -55,10 +57,10 @@ func OpenRoot(dir string) (*Root, error) {
 // Close releases the root's directory.
 func (r *Root) Close() error { return r.r.Close() }
 
-// Rel returns name relative to the root, or ErrOutside. name must be
-// absolute and clean (no "..", ".", "//" or trailing slash).
+// Rel returns name relative to the root, or ErrOutside. name must pass
+// inventory.CheckPath (absolute, clean, no control characters).
 func (r *Root) Rel(name string) (string, error) {
-	if err := CheckText(name); err != nil {
+	if err := inventory.CheckPath(name); err != nil {
 		return "", err
 	}
 	rel, ok := strings.CutPrefix(name, r.Dir+"/")
@@ -66,22 +68,6 @@ func (r *Root) Rel(name string) (string, error) {
 		return "", fmt.Errorf("%q: %w %s", name, ErrOutside, r.Dir)
 	}
 	return rel, nil
-}
-
-// CheckText checks a host path by its text alone: absolute, clean, at
-// most 4096 bytes, without NUL or control characters.
-func CheckText(name string) error {
-	switch {
-	case name == "" || len(name) > 4096:
-		return fmt.Errorf("path %q: empty or too long", name)
-	case !strings.HasPrefix(name, "/"):
-		return fmt.Errorf("path %q: not absolute", name)
-	case filepath.Clean(name) != name:
-		return fmt.Errorf("path %q: not clean (\"..\", \".\", \"//\" or a trailing slash)", name)
-	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return fmt.Errorf("path %q: control characters", name)
-	}
-	return nil
 }
 
 // OpenFile opens name beneath the root.
@@ -237,7 +223,7 @@ func (rs *Roots) Dirs() []string {
 
 // For returns the root name lies beneath.
 func (rs *Roots) For(name string) (*Root, error) {
-	if err := CheckText(name); err != nil {
+	if err := inventory.CheckPath(name); err != nil {
 		return nil, err
 	}
 	var best *Root

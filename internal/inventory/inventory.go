@@ -3,10 +3,10 @@ package inventory
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 
-	"secaas/internal/hostpath"
 	"secaas/internal/tenant"
 )
 
@@ -155,9 +155,29 @@ func (p Port) Validate(h Host) error {
 	return nil
 }
 
+// ErrOutside: a host path is not beneath any configured root.
+var ErrOutside = errors.New("not beneath a configured root")
+
+// CheckPath checks a host path by its text alone: absolute, clean (no
+// "..", ".", "//" or trailing slash), at most 4096 bytes, without NUL or
+// control characters. Package hostpath then resolves it beneath a root.
+func CheckPath(name string) error {
+	switch {
+	case name == "" || len(name) > 4096:
+		return fmt.Errorf("path %q: empty or too long", name)
+	case !strings.HasPrefix(name, "/"):
+		return fmt.Errorf("path %q: not absolute", name)
+	case filepath.Clean(name) != name:
+		return fmt.Errorf("path %q: not clean (\"..\", \".\", \"//\" or a trailing slash)", name)
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Errorf("path %q: control characters", name)
+	}
+	return nil
+}
+
 // beneath checks a path's text and that it lies beneath one of roots.
 func beneath(path string, roots []string) error {
-	if err := hostpath.CheckText(path); err != nil {
+	if err := CheckPath(path); err != nil {
 		return err
 	}
 	for _, r := range roots {
@@ -165,7 +185,7 @@ func beneath(path string, roots []string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%q is %w (%s)", path, hostpath.ErrOutside, strings.Join(roots, ", "))
+	return fmt.Errorf("%q is %w (%s)", path, ErrOutside, strings.Join(roots, ", "))
 }
 
 // IsReserved reports whether name is a port no domain or record may use:

@@ -1,0 +1,289 @@
+package daemon
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"secaas/internal/agent"
+	"secaas/internal/api"
+	"secaas/internal/controller"
+	"secaas/internal/ext4"
+	"secaas/internal/hostpath"
+	"secaas/internal/inventory"
+	"secaas/internal/node"
+	"secaas/internal/ovs"
+	"secaas/internal/store"
+)
+
+// Config is what secaasd is told.
+type Config struct {
+	DB         string // SQLite database path (":memory:" for a throwaway store)
+	Bridge     *ovs.Bridge
+	AdminToken string // the admin token itself, or
+	TokenFile  string // the file that holds it (created with a random token if missing)
+	DataDir    string // per-VM state and the node's clamd (default: DB's directory/data)
+	Signatures string // extra clamd signatures
+	Hashes     string // SHA-256 list of known-bad files
+	// Roots beneath which the VMs' host resources must lie.
+	ImageRoot, RunRoot, ShmRoot string
+	Log                         *slog.Logger
+}
+
+// Daemon is a wired secaasd: store, agent, controller and API.
+type Daemon struct {
+	Store      *store.Store
+	Agent      *agent.Agent
+	Controller *controller.Controller
+	API        *api.Server
+	roots      *hostpath.Roots
+	log        *slog.Logger
+	events     chan agent.Event
+	results    *latest
+}
+
+// localNode is this host's agent behind the node contract: its HyperAV
+// results cross as JSON documents, its errors as the contract's.
+type localNode struct{ *agent.Agent }
+
+var (
+	_ node.Node    = localNode{}
+	_ node.Planner = localNode{}
+	_ node.AV      = localNode{}
+)
+
+func nodeErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ext4.ErrNotFound):
+		return fmt.Errorf("%w: %v", node.ErrNotFound, err)
+	case errors.Is(err, agent.ErrNoAV):
+		return fmt.Errorf("%w: %v", node.ErrNoService, err)
+	}
+	return err
+}
+
+func doc(v any, err error) (json.RawMessage, error) {
+	if err != nil {
+		return nil, nodeErr(err)
+	}
+	return json.Marshal(v)
+}
+
+func (n localNode) AVScan(ctx context.Context, tid int, vm, path string) (json.RawMessage, error) {
+	return doc(n.Agent.AVScan(ctx, tid, vm, path))
+}
+
+func (n localNode) AVIsolate(ctx context.Context, tid int, vm, path string) (json.RawMessage, error) {
+	return doc(n.Agent.AVIsolate(ctx, tid, vm, path))
+}
+
+func (n localNode) AVStatus(tid int, vm string) (json.RawMessage, time.Time, error) {
+	st, err := n.Agent.AVStatus(tid, vm)
+	if err != nil {
+		return nil, time.Time{}, nodeErr(err)
+	}
+	b, err := json.Marshal(st)
+	return b, st.At, err
+}
+
+// New opens the store, makes the agent for the bridge (ensuring it, but
+// installing nothing) and the controller over both, and applies the stored
+// state: the switch changes only where it differs from it.
+func New(ctx context.Context, c Config) (*Daemon, error) {
+	log := c.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	tok := c.AdminToken
+	if tok == "" {
+		var err error
+		if tok, err = adminToken(c.TokenFile); err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+	}
+	if c.DB != ":memory:" {
+		if err := os.MkdirAll(filepath.Dir(c.DB), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	st, err := store.Open(ctx, c.DB)
+	if err != nil {
+		return nil, err
+	}
+	d := &Daemon{Store: st, log: log, events: make(chan agent.Event, 256), results: newLatest()}
+	fail := func(err error) (*Daemon, error) {
+		d.Close()
+		return nil, err
+	}
+	// Node events travel through a bounded queue: the agent may report
+	// while the controller holds the store's write transaction. Per-VM
+	// results (one per cycle) are coalesced instead: only the latest of
+	// each VM matters, and none may push an alarm out.
+	d.Agent = agent.New(c.Bridge, log, func(e agent.Event) {
+		if e.Data != nil {
+			d.results.put(e)
+			return
+		}
+		select {
+		case d.events <- e:
+		default:
+			log.Warn("event queue full, dropping", "kind", e.Kind)
+		}
+	})
+	d.Agent.DataDir, d.Agent.Signatures, d.Agent.Hashes = c.DataDir, c.Signatures, c.Hashes
+	if d.Agent.DataDir == "" {
+		base := os.TempDir()
+		if c.DB != ":memory:" {
+			base = filepath.Dir(c.DB)
+		}
+		d.Agent.DataDir = filepath.Join(base, "data")
+	}
+	// Per-VM state and quarantine are the daemon's alone.
+	if err := os.MkdirAll(d.Agent.DataDir, 0o700); err != nil {
+		return fail(err)
+	}
+	if err := os.Chmod(d.Agent.DataDir, 0o700); err != nil {
+		return fail(err)
+	}
+	if d.roots, err = hostpath.OpenRoots(c.ImageRoot, c.RunRoot, c.ShmRoot); err != nil {
+		return fail(fmt.Errorf("host roots: %w", err))
+	}
+	d.Agent.Host = d.roots
+	if d.Controller, err = controller.New(st, localNode{d.Agent}, tok, log); err != nil {
+		return fail(err)
+	}
+	d.Controller.Host = inventory.Host{Reserved: []string{c.Bridge.Name}, Roots: d.roots.Dirs()}
+	if err := d.Agent.Start(ctx); err != nil {
+		return fail(err)
+	}
+	if err := d.Controller.Sync(ctx); err != nil {
+		return fail(fmt.Errorf("apply stored policy: %w", err))
+	}
+	d.API = api.New(d.Controller, log)
+	return d, nil
+}
+
+// Close stops the agent's services and closes the store; the switch keeps
+// its flows (fail-secure).
+func (d *Daemon) Close() {
+	if d.Agent != nil {
+		d.Agent.Close()
+	}
+	if d.roots != nil {
+		d.roots.Close()
+	}
+	d.Store.Close()
+}
+
+// Run records the node's events and results and reconciles the switch
+// every interval (and whenever its flow table changes) until ctx ends.
+func (d *Daemon) Run(ctx context.Context, reconcile time.Duration) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e := <-d.events:
+				d.Controller.RecordNodeEvent(ctx, e.Tenant, e.Kind, e.Subject, e.Detail)
+			case <-d.results.ready:
+				for _, e := range d.results.take() {
+					d.Controller.RecordNodeResult(ctx, store.Result{TID: e.TID, VM: e.VM, Kind: strings.TrimSuffix(e.Kind, ".report"), Tenant: e.Tenant, Doc: e.Data})
+				}
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		d.Agent.Run(ctx, reconcile)
+	}()
+}
+
+// Serve answers the API on listen until ctx ends, running the daemon
+// meanwhile, then shuts the server down gracefully.
+func (d *Daemon) Serve(ctx context.Context, listen string, reconcile time.Duration) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	go func() { d.Run(ctx, reconcile); close(done) }()
+	defer func() { cancel(); <-done }()
+	srv := &http.Server{Handler: d.API, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	d.log.Info("secaasd listening", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shut, cancelShut := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShut()
+	return srv.Shutdown(shut)
+}
+
+func adminToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	raw := make([]byte, 24)
+	rand.Read(raw)
+	tok := "sa_" + hex.EncodeToString(raw)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	return tok, os.WriteFile(path, []byte(tok+"\n"), 0o600)
+}
+
+// latest keeps the newest per-VM result of each kind until it is stored.
+type latest struct {
+	mu    sync.Mutex // guards m
+	m     map[string]agent.Event
+	ready chan struct{}
+}
+
+func newLatest() *latest { return &latest{m: map[string]agent.Event{}, ready: make(chan struct{}, 1)} }
+
+func (l *latest) put(e agent.Event) {
+	l.mu.Lock()
+	l.m[fmt.Sprintf("%s/%d/%s", e.Kind, e.TID, e.VM)] = e
+	l.mu.Unlock()
+	select {
+	case l.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (l *latest) take() []agent.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]agent.Event, 0, len(l.m))
+	for k, e := range l.m {
+		out = append(out, e)
+		delete(l.m, k)
+	}
+	return out
+}
