@@ -213,6 +213,9 @@ func (a *Agent) Reconcile(ctx context.Context) (bool, error) {
 }
 
 func (a *Agent) reconcileLocked(ctx context.Context) (bool, error) {
+	if a.set == nil {
+		return false, nil // nothing applied yet: the switch keeps what it has
+	}
 	ports, err := a.br.Ports(ctx)
 	if err != nil {
 		return false, err
@@ -224,9 +227,6 @@ func (a *Agent) reconcileLocked(ctx context.Context) (bool, error) {
 		}
 		a.onEvent(Event{Kind: "flows.recompiled", Detail: "switch ports changed"})
 		return true, nil
-	}
-	if a.set == nil {
-		return false, nil // nothing applied yet: the switch keeps what it has
 	}
 	dump, err := a.br.DumpFlows(ctx)
 	if err != nil {
