@@ -116,7 +116,7 @@ bin/secaas av disable --tid 100 --vm VM1 --api $API --token-file $STATE/tenant.t
 
 echo
 echo "secaasd keeps running (log: $STATE/secaasd.log). Try:"
-echo "  export SECAAS_API=$API SECAAS_TOKEN=\$(cat $STATE/tenant.token)"
+echo "  export SECAAS_API=$API SECAAS_TOKEN_FILE=$STATE/tenant.token"
 echo "  bin/secaas acr list --tid 100"
 echo "  bin/secaas check --tid 100 --from VM1 --to VM3 --proto tcp --dport 22"
 echo "  make demo-clean"
