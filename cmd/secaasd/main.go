@@ -32,6 +32,8 @@ func main() {
 	flag.StringVar(&c.ImageRoot, "image-root", "/var/lib/secaas/images", "VM disk images (host inventory) must lie beneath this directory")
 	flag.StringVar(&c.RunRoot, "run-root", "/run/secaas", "VM sockets (QMP, HyperAV front, guest port; host inventory) must lie beneath this directory")
 	flag.StringVar(&c.ShmRoot, "shm-root", "/dev/shm", "guest RAM files (host inventory) must lie beneath this directory")
+	flag.DurationVar(&c.EventMaxAge, "events-max-age", 30*24*time.Hour, "event retention: events older than this go (0: keep by age)")
+	flag.IntVar(&c.EventMaxCount, "events-max-count", 1_000_000, "event retention: keep at most this many, the newest (0: no limit)")
 	flag.DurationVar(&reconcile, "reconcile", 2*time.Second, "interval of the flow reconcile loop (it also runs when the flow table changes)")
 	debug := flag.Bool("debug", false, "debug logging")
 	version := flag.Bool("version", false, "print the version of this build and exit")

@@ -38,7 +38,11 @@ type Config struct {
 	Hashes     string // SHA-256 list of known-bad files
 	// Roots beneath which the VMs' host resources must lie.
 	ImageRoot, RunRoot, ShmRoot string
-	Log                         *slog.Logger
+	// Event retention: events older than EventMaxAge go, and all but the
+	// newest EventMaxCount (0: no limit of that kind).
+	EventMaxAge   time.Duration
+	EventMaxCount int
+	Log           *slog.Logger
 }
 
 // Daemon is a wired secaasd: store, agent, controller and API.
@@ -48,6 +52,7 @@ type Daemon struct {
 	Controller *controller.Controller
 	API        *api.Server
 	roots      *hostpath.Roots
+	cfg        Config
 	log        *slog.Logger
 	events     chan agent.Event
 	results    *latest
@@ -123,7 +128,7 @@ func New(ctx context.Context, c Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{Store: st, log: log, events: make(chan agent.Event, 256), results: newLatest()}
+	d := &Daemon{Store: st, cfg: c, log: log, events: make(chan agent.Event, 256), results: newLatest()}
 	fail := func(err error) (*Daemon, error) {
 		d.Close()
 		return nil, err
@@ -188,12 +193,46 @@ func (d *Daemon) Close() {
 	d.Store.Close()
 }
 
-// Run records the node's events and results and reconciles the switch
-// every interval (and whenever its flow table changes) until ctx ends.
+// pruneEvery is how often the event history's retention is enforced.
+const pruneEvery = time.Minute
+
+// prune enforces the event retention once.
+func (d *Daemon) prune(ctx context.Context, now time.Time) {
+	var before time.Time
+	if d.cfg.EventMaxAge > 0 {
+		before = now.Add(-d.cfg.EventMaxAge)
+	}
+	if before.IsZero() && d.cfg.EventMaxCount <= 0 {
+		return
+	}
+	n, err := d.Store.PruneEvents(ctx, before, d.cfg.EventMaxCount)
+	if err != nil && ctx.Err() == nil {
+		d.log.Error("event retention", "err", err)
+	} else if n > 0 {
+		d.log.Info("event retention", "pruned", n)
+	}
+}
+
+// Run records the node's events and results, enforces the event
+// retention, and reconciles the switch every interval (and whenever its
+// flow table changes) until ctx ends.
 func (d *Daemon) Run(ctx context.Context, reconcile time.Duration) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(2)
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(pruneEvery)
+		defer t.Stop()
+		for {
+			d.prune(ctx, time.Now())
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		for {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"secaas/internal/agent"
 	"secaas/internal/controller"
@@ -15,6 +16,7 @@ import (
 	"secaas/internal/inventory"
 	"secaas/internal/lab/labtest"
 	"secaas/internal/node"
+	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
 
@@ -83,5 +85,31 @@ func TestNodeErrors(t *testing.T) {
 	other := errors.New("disk on fire")
 	if err := nodeErr(other); !errors.Is(err, other) || errors.Is(err, node.ErrNotFound) {
 		t.Errorf("other: %v", err)
+	}
+}
+
+// TestEventRetention: the daemon's pass prunes by age and by count.
+func TestEventRetention(t *testing.T) {
+	labtest.RequireOVS(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	d, err := New(ctx, Config{DB: ":memory:", Bridge: labtest.Bridge(t, "sctdr"), AdminToken: "retention-admin-token-0123",
+		ImageRoot: filepath.Join(dir, "i"), RunRoot: filepath.Join(dir, "r"), ShmRoot: filepath.Join(dir, "s"), DataDir: t.TempDir(),
+		EventMaxAge: time.Hour, EventMaxCount: 5, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for i := 0; i < 12; i++ {
+		d.Controller.RecordNodeEvent(ctx, "", "test.event", "", fmt.Sprint(i))
+	}
+	d.prune(ctx, time.Now())
+	ev, err := d.Controller.Events(ctx, controller.Caller{Admin: true}, store.EventQuery{Kind: "test.event"})
+	if err != nil || len(ev) != 5 || ev[0].Detail != "11" {
+		t.Fatalf("by count: %d events, %v", len(ev), err)
+	}
+	d.prune(ctx, time.Now().Add(2*time.Hour)) // two hours later, all are older than an hour
+	if ev, _ := d.Controller.Events(ctx, controller.Caller{Admin: true}, store.EventQuery{}); len(ev) != 0 {
+		t.Fatalf("by age: %d events left", len(ev))
 	}
 }

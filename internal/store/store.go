@@ -462,3 +462,30 @@ func (t *Tx) Events(q EventQuery) ([]Event, error) {
 	}
 	return out, rows.Err()
 }
+
+// PruneEvents enforces the event history's retention: it deletes events
+// older than before (zero: none by age) and all but the newest keep
+// (0: none by count), and says how many went.
+func (s *Store) PruneEvents(ctx context.Context, before time.Time, keep int) (int64, error) {
+	var n int64
+	err := s.Update(ctx, func(tx *Tx) error {
+		if !before.IsZero() {
+			res, err := tx.tx.ExecContext(ctx, `DELETE FROM events WHERE time < ?`, before.UTC().Format(time.RFC3339Nano))
+			if err != nil {
+				return fmt.Errorf("prune events: %w", err)
+			}
+			k, _ := res.RowsAffected()
+			n += k
+		}
+		if keep > 0 {
+			res, err := tx.tx.ExecContext(ctx, `DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)`, keep)
+			if err != nil {
+				return fmt.Errorf("prune events: %w", err)
+			}
+			k, _ := res.RowsAffected()
+			n += k
+		}
+		return nil
+	})
+	return n, err
+}

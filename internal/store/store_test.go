@@ -3,8 +3,10 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"secaas/internal/tenant"
 )
@@ -74,5 +76,49 @@ func TestStoreRoundTripAndRollback(t *testing.T) {
 	})
 	if !errors.Is(err, ErrNotFound) {
 		t.Fatalf("domain of unknown tenant: %v", err)
+	}
+}
+
+func TestPruneEvents(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, ":memory:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i < 10; i++ {
+		s.now = func() time.Time { return t0.Add(time.Duration(i) * time.Hour) }
+		if err := s.Update(ctx, func(tx *Tx) error { _, err := tx.AddEvent(Event{Kind: "k", Detail: fmt.Sprint(i)}); return err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() (n int, oldest string) {
+		s.View(ctx, func(tx *Tx) error {
+			ev, _ := tx.Events(EventQuery{Limit: 100})
+			n = len(ev)
+			if n > 0 {
+				oldest = ev[n-1].Detail
+			}
+			return nil
+		})
+		return
+	}
+	// By age: the events of the first 3 hours go.
+	if n, err := s.PruneEvents(ctx, t0.Add(3*time.Hour), 0); err != nil || n != 3 {
+		t.Fatalf("by age: %d %v", n, err)
+	}
+	if n, oldest := count(); n != 7 || oldest != "3" {
+		t.Fatalf("after age: %d, oldest %s", n, oldest)
+	}
+	// By count: the newest 4 stay.
+	if n, err := s.PruneEvents(ctx, time.Time{}, 4); err != nil || n != 3 {
+		t.Fatalf("by count: %d %v", n, err)
+	}
+	if n, oldest := count(); n != 4 || oldest != "6" {
+		t.Fatalf("after count: %d, oldest %s", n, oldest)
+	}
+	if n, err := s.PruneEvents(ctx, time.Time{}, 4); err != nil || n != 0 {
+		t.Fatalf("nothing more to prune: %d %v", n, err)
 	}
 }
