@@ -811,13 +811,22 @@ func (c *Controller) Events(ctx context.Context, who Caller, q store.EventQuery)
 // RecordNodeEvent stores an event reported by the node; tenant is empty
 // for events about the host itself.
 func (c *Controller) RecordNodeEvent(ctx context.Context, tenantID, kind, subject, detail string) {
-	err := c.st.Update(ctx, func(tx *store.Tx) error {
-		_, err := tx.AddEvent(store.Event{Tenant: tenantID, Kind: kind, Subject: subject, Detail: detail})
-		return err
-	})
-	if err != nil {
+	if err := c.RecordNodeEvents(ctx, []store.Event{{Tenant: tenantID, Kind: kind, Subject: subject, Detail: detail}}); err != nil {
 		c.log.Error("record event", "kind", kind, "err", err)
 	}
+}
+
+// RecordNodeEvents stores events a node reported, all or none, in one
+// transaction; the caller keeps them and tries again on an error.
+func (c *Controller) RecordNodeEvents(ctx context.Context, evs []store.Event) error {
+	return c.st.Update(ctx, func(tx *store.Tx) error {
+		for _, e := range evs {
+			if _, err := tx.AddEvent(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 type ifMatchKey struct{}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -54,7 +55,7 @@ type Daemon struct {
 	roots      *hostpath.Roots
 	cfg        Config
 	log        *slog.Logger
-	events     chan agent.Event
+	events     *queue
 	results    *latest
 }
 
@@ -128,25 +129,23 @@ func New(ctx context.Context, c Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{Store: st, cfg: c, log: log, events: make(chan agent.Event, 256), results: newLatest()}
+	d := &Daemon{Store: st, cfg: c, log: log, events: &queue{ready: make(chan struct{}, 1)}, results: newLatest()}
 	fail := func(err error) (*Daemon, error) {
 		d.Close()
 		return nil, err
 	}
-	// Node events travel through a bounded queue: the agent may report
-	// while the controller holds the store's write transaction. Per-VM
+	// Node events travel through a queue that never blocks the agent (it
+	// may report while the controller holds the store's write transaction
+	// and waits for the agent) and never drops one: they are stored in
+	// batches, and a batch the store refuses is tried again. Per-VM
 	// results (one per cycle) are coalesced instead: only the latest of
-	// each VM matters, and none may push an alarm out.
+	// each VM matters.
 	d.Agent = agent.New(c.Bridge, log, func(e agent.Event) {
 		if e.Data != nil {
 			d.results.put(e)
 			return
 		}
-		select {
-		case d.events <- e:
-		default:
-			log.Warn("event queue full, dropping", "kind", e.Kind)
-		}
+		d.events.put(store.Event{Tenant: e.Tenant, Kind: e.Kind, Subject: e.Subject, Detail: e.Detail})
 	})
 	d.Agent.DataDir, d.Agent.Signatures, d.Agent.Hashes = c.DataDir, c.Signatures, c.Hashes
 	if d.Agent.DataDir == "" {
@@ -239,8 +238,8 @@ func (d *Daemon) Run(ctx context.Context, reconcile time.Duration) {
 			select {
 			case <-ctx.Done():
 				return
-			case e := <-d.events:
-				d.Controller.RecordNodeEvent(ctx, e.Tenant, e.Kind, e.Subject, e.Detail)
+			case <-d.events.ready:
+				d.record(ctx)
 			case <-d.results.ready:
 				for _, e := range d.results.take() {
 					d.Controller.RecordNodeResult(ctx, store.Result{TID: e.TID, VM: e.VM, Kind: strings.TrimSuffix(e.Kind, ".report"), Tenant: e.Tenant, Doc: e.Data})
@@ -295,6 +294,77 @@ func adminToken(path string) (string, error) {
 		return "", err
 	}
 	return tok, os.WriteFile(path, []byte(tok+"\n"), 0o600)
+}
+
+// record stores the queued events, a batch at a time, until the queue is
+// empty; a batch the store refuses stays queued and is tried again after
+// a pause that grows to 5 s.
+func (d *Daemon) record(ctx context.Context) {
+	pause := 100 * time.Millisecond
+	for {
+		batch := d.events.peek(maxBatch)
+		if len(batch) == 0 {
+			return
+		}
+		if err := d.Controller.RecordNodeEvents(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d.log.Error("record events: will try again", "events", d.events.len(), "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(pause):
+			}
+			pause = min(2*pause, 5*time.Second)
+			continue
+		}
+		d.events.drop(len(batch))
+		pause = 100 * time.Millisecond
+	}
+}
+
+// maxBatch bounds the events stored in one transaction.
+const maxBatch = 500
+
+// queue is a FIFO of events that never blocks the producer.
+type queue struct {
+	mu    sync.Mutex // guards evs
+	evs   []store.Event
+	ready chan struct{} // one pending signal: there are events
+}
+
+func (q *queue) put(e store.Event) {
+	q.mu.Lock()
+	q.evs = append(q.evs, e)
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// peek returns up to n of the oldest events, leaving them queued.
+func (q *queue) peek(n int) []store.Event {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return slices.Clone(q.evs[:min(n, len(q.evs))])
+}
+
+// drop removes the n oldest events (stored).
+func (q *queue) drop(n int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.evs = q.evs[n:]
+	if len(q.evs) == 0 {
+		q.evs = nil // let the backing array go
+	}
+}
+
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.evs)
 }
 
 // latest keeps the newest per-VM result of each kind until it is stored.

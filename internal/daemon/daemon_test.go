@@ -113,3 +113,48 @@ func TestEventRetention(t *testing.T) {
 		t.Fatalf("by age: %d events left", len(ev))
 	}
 }
+
+// TestNoEventIsDropped: a burst far beyond any queue the agent could wait
+// on is stored whole, in order, while the daemon runs.
+func TestNoEventIsDropped(t *testing.T) {
+	labtest.RequireOVS(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	d, err := New(ctx, Config{DB: filepath.Join(dir, "s.db"), Bridge: labtest.Bridge(t, "sctde"), AdminToken: "burst-admin-token-012345",
+		ImageRoot: filepath.Join(dir, "i"), RunRoot: filepath.Join(dir, "r"), ShmRoot: filepath.Join(dir, "s"), DataDir: t.TempDir(),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	done := make(chan struct{})
+	go func() { d.Run(ctx, time.Minute); close(done) }()
+	const n = 20000
+	t0 := time.Now()
+	for i := 0; i < n; i++ {
+		d.events.put(store.Event{Kind: "test.burst", Detail: fmt.Sprint(i)})
+	}
+	put := time.Since(t0)
+	var got []store.Event
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		d.Store.View(ctx, func(tx *store.Tx) (err error) {
+			got, err = tx.Events(store.EventQuery{Kind: "test.burst", Limit: 2 * n, Oldest: true})
+			return err
+		})
+		if len(got) == n || time.Now().After(deadline) {
+			break
+		}
+	}
+	cancel()
+	<-done
+	if len(got) != n {
+		t.Fatalf("%d of %d events stored", len(got), n)
+	}
+	for i, e := range got {
+		if e.Detail != fmt.Sprint(i) {
+			t.Fatalf("event %d is %s: out of order", i, e.Detail)
+		}
+	}
+	t.Logf("%d events queued in %s, stored in %s", n, put, time.Since(t0))
+}
