@@ -175,3 +175,53 @@ func FuzzListProcesses(f *testing.F) {
 		k.ScanModules(int64(len(ram)), nil)
 	})
 }
+
+// TestClassifyUnlistedTask: a task off the task list is hidden when its
+// own struct pid still carries its number (attached or not, or when the
+// pid was detached to NULL, as detach_pid leaves it), and not when its
+// struct pid carries another number: a task mid-fork still points at its
+// parent's, and a freed one whose fork failed may too.
+func TestClassifyUnlistedTask(t *testing.T) {
+	ram := make(memio.Bytes, 1<<20)
+	dm := func(pa int64) uint64 { return pageOffset + uint64(pa) }
+	k := hostileKernel(ram, 0x1000)
+	it := uint64(KernelMapBase) + 0x1000
+	task(ram, 0x1000, 0, "swapper", dm(0x2000))
+	task(ram, 0x2000, 1, "init", it)
+	listed, err := k.ListProcesses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pa, pidPA = 0x5000, 0x6000
+	for _, tc := range []struct {
+		name     string
+		pidNr    uint32 // the number in the task's struct pid
+		threadOK bool   // thread_pid set (else NULL)
+		attached bool   // the struct pid's task list heads this task
+		want     string
+	}{
+		{"unlinked, still in /proc", 77, true, true, "hidden"},
+		{"unlinked and unhashed", 77, true, false, "hidden"},
+		{"pid detached to NULL", 0, false, false, "hidden"},
+		{"mid-fork: the parent's pid", 1, true, false, "exited"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clear(ram[pa : pa+0x100])
+			clear(ram[pidPA : pidPA+0x100])
+			task(ram, pa, 77, "sh", dm(0x2000))
+			binary.LittleEndian.PutUint64(ram[pa+24:], dm(0x2000)+16) // tasks.prev
+			binary.LittleEndian.PutUint64(ram[pa+56:], dm(0x2000))    // real_parent: init
+			binary.LittleEndian.PutUint32(ram[pidPA+48:], tc.pidNr)   // numbers[0].nr
+			if tc.threadOK {
+				binary.LittleEndian.PutUint64(ram[pa+80:], dm(pidPA))
+			}
+			if tc.attached {
+				binary.LittleEndian.PutUint64(ram[pidPA+8:], dm(pa)+88) // tasks[PIDTYPE_PID].first
+			}
+			cs, _, err := k.ScanTasksAt([]Candidate{{PA: pa}}, listed)
+			if err != nil || len(cs) != 1 || cs[0].Status != tc.want {
+				t.Fatalf("%+v %v, want %s", cs, err, tc.want)
+			}
+		})
+	}
+}

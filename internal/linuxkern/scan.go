@@ -80,7 +80,9 @@ func alignedFrom(base int64) int64 { return (scanAlign - base%scanAlign) % scanA
 //   - listed: on the task list and attached to its pid;
 //   - thread: a thread (pid != tgid) of a listed process;
 //   - idle: a per-CPU idle task (pid 0), never on the list;
-//   - exited: exit_state set (a zombie, or freed memory of a dead task);
+//   - exited: exit_state set (a zombie, or freed memory of a dead task),
+//     or its thread_pid is a struct pid of another number (a task mid-fork
+//     still has its parent's; a live task always holds its own);
 //   - stale: its pid belongs to a listed task now (freed memory, pid reused);
 //   - hidden: alive and either off the task list with its pid unlisted, or
 //     detached from its struct pid (invisible in /proc) — each with evidence.
@@ -185,9 +187,15 @@ func (k *Kernel) classifyTask(pa int64, t []byte, v listView) (Candidate, bool) 
 	c := Candidate{PA: pa}
 	c.Process, _ = k.ReadTask(k.PageOffset + uint64(pa))
 	c.PPID = pp.PID
-	attached, allocated := k.pidAttached(pa, t)
+	attached, allocated, other := k.pidAttached(pa, t)
 	switch {
 	case es != 0:
+		c.Status = "exited"
+	case other && !v.inList[pa]:
+		// Its thread_pid is a struct pid of another number: a live task
+		// always holds its own, so this is a task being forked (it still
+		// has its parent's; a later walk lists it) or the freed memory of
+		// one whose fork failed. Not a hidden process.
 		c.Status = "exited"
 	case pid == 0 && v.inList[pa]: // init_task: idle tasks never attach to a pid
 		c.Status = "listed"
@@ -214,24 +222,28 @@ func (k *Kernel) classifyTask(pa int64, t []byte, v listView) (Candidate, bool) 
 
 // pidAttached checks a task (at physical address pa, bytes t) against its
 // own struct pid: allocated says the pid struct still carries the task's
-// pid number; attached says the task heads the pid's PIDTYPE_PID list, as
-// every live task does (that list is how /proc finds a task).
-func (k *Kernel) pidAttached(pa int64, t []byte) (attached, allocated bool) {
+// pid number; other that it carries another (a task mid-fork still has its
+// parent's; a freed one's may be reused); attached says the task heads the
+// pid's PIDTYPE_PID list, as every live task does (that list is how /proc
+// finds a task).
+func (k *Kernel) pidAttached(pa int64, t []byte) (attached, allocated, other bool) {
 	pidPtr := binary.LittleEndian.Uint64(t[k.Task.ThreadPid:])
 	if !k.kernelPtr(pidPtr) {
-		return false, false
+		return false, false, false
 	}
 	var nr [4]byte
 	if err := k.readVA(nr[:], pidPtr+uint64(k.Pid.Numbers)); err != nil {
-		return false, false
+		return false, false, false
 	}
-	allocated = binary.LittleEndian.Uint32(nr[:]) == binary.LittleEndian.Uint32(t[k.Task.Pid:])
+	n := binary.LittleEndian.Uint32(nr[:])
+	allocated = n == binary.LittleEndian.Uint32(t[k.Task.Pid:])
+	other = !allocated && n != 0 && n <= 4194304
 	first, err := k.U64(pidPtr + uint64(k.Pid.Tasks))
 	if err != nil || first == 0 {
-		return false, allocated
+		return false, allocated, other
 	}
 	headPA, err := k.PA(first - uint64(k.Task.PidLinks))
-	return err == nil && headPA == pa, allocated
+	return err == nil && headPA == pa, allocated, other
 }
 
 // kernelPtr: p is in the kernel half of the address space (from
