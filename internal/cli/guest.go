@@ -146,14 +146,7 @@ func labGuestDump(ctx context.Context, env *Env, args []string) error {
 	if err := c.Execute(ctx, "dump-guest-memory", map[string]any{"paging": false, "protocol": "file:" + path}, nil); err != nil {
 		return err
 	}
-	accel := "unknown"
-	if b, err := os.ReadFile(filepath.Join(guestDir(*name), "accel.json")); err == nil {
-		var a lab.AccelChoice
-		if json.Unmarshal(b, &a) == nil {
-			accel = string(a.Accel)
-		}
-	}
-	fmt.Fprintf(env.Stderr, "dumped guest %s (accelerator %s) to %s in %s (QMP dump-guest-memory, ELF core)\n", *name, accel, path, time.Since(t0).Round(time.Millisecond))
+	fmt.Fprintf(env.Stderr, "dumped guest %s (accelerator %s) to %s in %s (QMP dump-guest-memory, ELF core)\n", *name, guestAccel(*name), path, time.Since(t0).Round(time.Millisecond))
 	return nil
 }
 
@@ -162,5 +155,19 @@ func labGuestDown(ctx context.Context, env *Env, args []string) error {
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	return lab.StopGuest(guestDir(*name), *name)
+	accel := guestAccel(*name)
+	if err := lab.StopGuest(guestDir(*name), *name); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "guest %s (accelerator %s) stopped\n", *name, accel)
+	return nil
+}
+
+// guestAccel is the accelerator a detached guest runs on, from its files.
+func guestAccel(name string) string {
+	var a lab.AccelChoice
+	if b, err := os.ReadFile(filepath.Join(guestDir(name), "accel.json")); err != nil || json.Unmarshal(b, &a) != nil {
+		return "unknown"
+	}
+	return string(a.Accel)
 }
