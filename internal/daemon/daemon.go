@@ -300,17 +300,23 @@ func adminToken(path string) (string, error) {
 // empty; a batch the store refuses stays queued and is tried again after
 // a pause that grows to 5 s.
 func (d *Daemon) record(ctx context.Context) {
+	drain(ctx, d.events, d.Controller.RecordNodeEvents, d.log)
+}
+
+// drain stores q's events with save until q is empty or ctx ends; a
+// batch save refuses stays queued and is tried again.
+func drain(ctx context.Context, q *queue, save func(context.Context, []store.Event) error, log *slog.Logger) {
 	pause := 100 * time.Millisecond
 	for {
-		batch := d.events.peek(maxBatch)
+		batch := q.peek(maxBatch)
 		if len(batch) == 0 {
 			return
 		}
-		if err := d.Controller.RecordNodeEvents(ctx, batch); err != nil {
+		if err := save(ctx, batch); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			d.log.Error("record events: will try again", "events", d.events.len(), "err", err)
+			log.Error("record events: will try again", "events", q.len(), "err", err)
 			select {
 			case <-ctx.Done():
 				return
@@ -319,7 +325,7 @@ func (d *Daemon) record(ctx context.Context) {
 			pause = min(2*pause, 5*time.Second)
 			continue
 		}
-		d.events.drop(len(batch))
+		q.drop(len(batch))
 		pause = 100 * time.Millisecond
 	}
 }

@@ -158,3 +158,40 @@ func TestNoEventIsDropped(t *testing.T) {
 	}
 	t.Logf("%d events queued in %s, stored in %s", n, put, time.Since(t0))
 }
+
+// TestRefusedBatchesAreRetried: batches the store refuses stay queued and
+// go in later, each event exactly once and in order.
+func TestRefusedBatchesAreRetried(t *testing.T) {
+	q := &queue{ready: make(chan struct{}, 1)}
+	for i := 0; i < 1200; i++ {
+		q.put(store.Event{Kind: "k", Detail: fmt.Sprint(i)})
+	}
+	var got []store.Event
+	calls, refusals := 0, 0
+	save := func(_ context.Context, batch []store.Event) error {
+		calls++
+		if calls%2 == 1 && refusals < 3 { // the first tries of the first batches fail
+			refusals++
+			return errors.New("database is locked")
+		}
+		got = append(got, batch...)
+		return nil
+	}
+	drain(context.Background(), q, save, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if q.len() != 0 || len(got) != 1200 || refusals != 3 {
+		t.Fatalf("queued %d, stored %d, refusals %d", q.len(), len(got), refusals)
+	}
+	for i, e := range got {
+		if e.Detail != fmt.Sprint(i) {
+			t.Fatalf("event %d is %s", i, e.Detail)
+		}
+	}
+	// A cancelled context ends the wait, leaving what was refused queued.
+	q.put(store.Event{Kind: "k"})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	drain(ctx, q, func(context.Context, []store.Event) error { return errors.New("down") }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if q.len() != 1 {
+		t.Fatalf("%d queued after a cancelled drain", q.len())
+	}
+}
