@@ -12,9 +12,6 @@ import (
 	"secaas/internal/tenant"
 )
 
-// Planner is a node that can plan (package node).
-type Planner = node.Planner
-
 // DomainChange is what applying a policy does to one domain.
 type DomainChange struct {
 	TID    int            `json:"tid"`
@@ -112,7 +109,7 @@ func (c *Controller) ApplyPolicy(ctx context.Context, who Caller, domains []tena
 				return false, err
 			}
 		}
-		if p, ok := c.node.(Planner); ok {
+		if p, ok := c.node.(node.Planner); ok {
 			var err error
 			if plan.FlowsRemoved, plan.FlowsAdded, err = p.Plan(ctx, st.all, st.ports); err != nil {
 				return false, fmt.Errorf("%w: %w", ErrApply, err)

@@ -149,11 +149,10 @@ func New(ctx context.Context, c Config) (*Daemon, error) {
 	})
 	d.Agent.DataDir, d.Agent.Signatures, d.Agent.Hashes = c.DataDir, c.Signatures, c.Hashes
 	if d.Agent.DataDir == "" {
-		base := os.TempDir()
-		if c.DB != ":memory:" {
-			base = filepath.Dir(c.DB)
+		if c.DB == ":memory:" {
+			return fail(errors.New("a daemon with an in-memory store needs a DataDir"))
 		}
-		d.Agent.DataDir = filepath.Join(base, "data")
+		d.Agent.DataDir = filepath.Join(filepath.Dir(c.DB), "data")
 	}
 	// Per-VM state and quarantine are the daemon's alone.
 	if err := os.MkdirAll(d.Agent.DataDir, 0o700); err != nil {

@@ -8,5 +8,7 @@
 // from secaas's own front in the VM's I/O path (front mode: a vhost-user-blk
 // back-end or an NBD server, writing through the host's page cache or
 // around it with O_DIRECT), which can also isolate infected sectors (the
-// guest reads zeros).
+// guest reads zeros). The service opens the image, dials QMP and the guest
+// port and creates its front's socket through a hostpath.Host: the daemon
+// confines them to its host roots.
 package hyperav

@@ -10,9 +10,6 @@ import (
 	"secaas/internal/tenant"
 )
 
-// ErrInvalid marks a record that cannot be accepted.
-var ErrInvalid = tenant.ErrInvalid
-
 // Port is the host's record of one switch port.
 type Port struct {
 	Name   string `json:"name" yaml:"name"`
@@ -194,9 +191,9 @@ func IsReserved(name string, reserved []string) bool {
 	return strings.EqualFold(name, "LOCAL") || slices.Contains(reserved, name)
 }
 
-// ErrNotLeased: a domain binds a port the inventory does not lease to
-// its tenant.
-var ErrNotLeased = errors.New("port not leased to the tenant")
+// notLeased is the problem of a domain that binds a port the inventory
+// does not lease to its tenant (reported in a tenant.ValidationError).
+const notLeased = "port not leased to the tenant"
 
 // Ports indexes records by port name.
 type Ports map[string]Port
@@ -229,9 +226,9 @@ func CheckDomain(d tenant.Domain, inv Ports, reserved []string, strict bool) err
 		p, ok := inv[port]
 		switch {
 		case !ok && strict:
-			bad("%s %q: %v", what, port, ErrNotLeased)
+			bad("%s %q: %s", what, port, notLeased)
 		case ok && p.Tenant != d.Tenant:
-			bad("%s %q: %v", what, port, ErrNotLeased)
+			bad("%s %q: %s", what, port, notLeased)
 		case ok && p.Uplink != uplink && uplink:
 			bad("%s %q is a VM's port, not an uplink", what, port)
 		case ok && p.Uplink != uplink:
