@@ -186,22 +186,11 @@ func Main(ctx context.Context, env *Env, args []string) int {
 	}
 	fmt.Fprintf(env.Stderr, "%s: %v\n", path, err)
 	var ue usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	if errors.As(err, &ue) {
 		fmt.Fprintf(env.Stderr, "(%s --help shows how to use it)\n", path)
 		return ExitUsage
 	}
 	return ExitError
-}
-
-// isCobraUsage recognises the errors cobra returns for a bad command line.
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "unknown flag", "unknown shorthand flag", "required flag", "accepts ", "requires ", "invalid argument", "flag needs an argument", "bad flag syntax"} {
-		if strings.Contains(msg, p) {
-			return true
-		}
-	}
-	return false
 }
 
 func newFlags(name string, env *Env) *flag.FlagSet {

@@ -128,23 +128,40 @@ func leaf(ctx context.Context, env *Env, c command) *cobra.Command {
 		}
 	})
 	for _, r := range c.required {
-		if cmd.Flags().Lookup(r) == nil {
+		f := cmd.Flags().Lookup(r)
+		if f == nil {
 			panic(fmt.Sprintf("cli: %s requires --%s, which it does not declare", c.name, r))
 		}
-		cmd.MarkFlagRequired(r)
+		f.Usage += " (required)"
 	}
 	return cmd
 }
 
-// positional checks the count of positional arguments from the usage line.
+// positional checks, after the flags are parsed, that the required flags
+// are set and the count of positional arguments matches the usage line;
+// what it refuses is a usage error (exit 2).
 func positional(c command) cobra.PositionalArgs {
+	count := cobra.ExactArgs(len(strings.Fields(c.args)))
 	switch {
 	case strings.HasSuffix(c.args, "..."):
-		return cobra.MinimumNArgs(1)
+		count = cobra.MinimumNArgs(1)
 	case c.args == "":
-		return cobra.NoArgs
-	default:
-		return cobra.ExactArgs(len(strings.Fields(c.args)))
+		count = cobra.NoArgs
+	}
+	return func(cmd *cobra.Command, args []string) error {
+		var missing []string
+		for _, r := range c.required {
+			if !cmd.Flags().Changed(r) {
+				missing = append(missing, "--"+r)
+			}
+		}
+		if len(missing) > 0 {
+			return usageError{fmt.Errorf("required flag(s) %s not set", strings.Join(missing, ", "))}
+		}
+		if err := count(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
 	}
 }
 
