@@ -44,10 +44,14 @@ type Agent struct {
 	mu      sync.Mutex // guards the fields below and serialises switch writes
 	domains []tenant.Domain
 	inv     inventory.Ports // the host inventory: each VM port's host resources
-	net     *tenant.Net
-	ports   flow.Ports
-	set     *flow.Set
-	flows   string
+	// here: the ports the desired state places on this host (nil: all);
+	// per-VM services run only for VMs on them.
+	here       map[string]bool
+	generation int64 // of the desired state the switch enforces
+	net        *tenant.Net
+	ports      flow.Ports
+	set        *flow.Set
+	flows      string
 	// synced: the switch is known to hold exactly flows, so a change can be
 	// sent as a difference instead of a full replacement.
 	synced bool
@@ -107,7 +111,7 @@ func (a *Agent) Start(ctx context.Context) error {
 func (a *Agent) Apply(ctx context.Context, domains []tenant.Domain, inv inventory.Ports) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.inv = inv
+	a.inv, a.here = inv, nil
 	return a.applyLocked(ctx, domains)
 }
 

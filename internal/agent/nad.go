@@ -46,7 +46,7 @@ func (a *Agent) syncMonitorsLocked(ctx context.Context) {
 	want := map[string]*tenant.RVM{}
 	for _, d := range a.net.Domains {
 		for _, vm := range d.VMs {
-			if _, attached := a.ports[vm.Port]; vm.NAD != nil && attached {
+			if _, attached := a.ports[vm.Port]; vm.NAD != nil && attached && a.isHere(vm.Port) {
 				want[vm.Port] = vm
 			}
 		}

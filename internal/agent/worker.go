@@ -70,7 +70,7 @@ func (a *Agent) wantedPolicies(pick func(vm *tenant.VM) any) map[string]vmPolicy
 	for _, d := range a.net.Domains {
 		for _, vm := range d.VMs {
 			p := pick(&vm.VM)
-			if p == nil {
+			if p == nil || !a.isHere(vm.Port) {
 				continue
 			}
 			host := a.inv[vm.Port]
@@ -86,6 +86,9 @@ func (a *Agent) wantedPolicies(pick func(vm *tenant.VM) any) map[string]vmPolicy
 	}
 	return wants
 }
+
+// isHere says whether a VM port is on this host.
+func (a *Agent) isHere(port string) bool { return a.here == nil || a.here[port] }
 
 // keys is the id -> policy key map stopStale compares against.
 func keys(wants map[string]vmPolicy) map[string]string {

@@ -88,12 +88,41 @@ func (s *Server) handle(pattern string, h func(w http.ResponseWriter, r *http.Re
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		who, err := s.c.Authenticate(r.Context(), bearer(r))
 		if err == nil {
+			r, err = withWait(r)
+		}
+		if err == nil {
 			err = h(w, r, who)
 		}
 		if err != nil {
 			s.writeError(w, r, err)
 		}
 	})
+}
+
+// maxWait bounds ?wait=.
+const maxWait = 5 * time.Minute
+
+// withWait takes a change's ?wait=DURATION (how long to wait for the
+// hosts to apply it; 0: not at all) out of the query into the context.
+func withWait(r *http.Request) (*http.Request, error) {
+	q := r.URL.Query()
+	if !q.Has("wait") {
+		return r, nil
+	}
+	if r.Method == http.MethodGet {
+		return r, badRequest("query: wait is for changes, not reads")
+	}
+	vs := q["wait"]
+	d, err := time.ParseDuration(vs[0])
+	if len(vs) != 1 || err != nil || d < 0 || d > maxWait {
+		return r, badRequest("query: wait=DURATION (0 to 5m, e.g. 10s)")
+	}
+	q.Del("wait")
+	r2 := r.WithContext(controller.WithWait(r.Context(), d))
+	u := *r.URL
+	u.RawQuery = q.Encode()
+	r2.URL = &u
+	return r2, nil
 }
 
 // etag is a domain revision as an HTTP entity tag.
@@ -188,6 +217,14 @@ func (s *Server) register() {
 		}
 		d, err := s.c.CreateDomain(r.Context(), who, d)
 		return reply(w, http.StatusCreated, d, err)
+	})
+	s.handle("GET /v1/domains/{tid}/status", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
+		st, err := s.c.DomainStatus(r.Context(), who, tid)
+		return reply(w, http.StatusOK, st, err)
+	}))
+	s.handle("GET /v1/hosts", func(w http.ResponseWriter, r *http.Request, who controller.Caller) error {
+		hs, err := s.c.Hosts(r.Context(), who)
+		return reply(w, http.StatusOK, hs, err)
 	})
 	s.handle("GET /v1/domains/{tid}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		d, err := s.c.Domain(r.Context(), who, tid)
@@ -563,8 +600,13 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, controller.ErrNode):
 		e = APIError{http.StatusBadGateway, "node_failed", err.Error()}
 	case errors.Is(err, controller.ErrApply):
-		e = APIError{http.StatusBadGateway, "apply_failed", "the switch refused the change; nothing was changed"}
+		e = APIError{http.StatusBadGateway, "apply_failed", "the change is stored, but a host refused it and keeps enforcing its previous state; the status of the domain says more"}
+		if who, _ := s.c.Authenticate(r.Context(), bearer(r)); who.Admin {
+			e.Message = err.Error()
+		}
 		s.log.Error("apply failed", "path", r.URL.Path, "err", err)
+	case errors.Is(err, controller.ErrPending):
+		e = APIError{http.StatusAccepted, "pending", err.Error()}
 	default:
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 	}

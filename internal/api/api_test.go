@@ -29,23 +29,54 @@ import (
 
 const admin = "admin-token-0123456789"
 
-// fakeNode records what it is asked to apply and can refuse.
+// fakeNode is a one-host fleet: it records the desired states it is
+// given, applies or refuses them at once, and reports the status to the
+// controller, like an agent would.
 type fakeNode struct {
 	mu      sync.Mutex
 	applied [][]tenant.Domain
 	inv     []inventory.Ports
 	fail    bool
+	silent  bool  // takes desired states without answering
+	gen     int64 // the generation enforced
+	sink    node.Sink
+	// av answers HyperAV calls (nil: this host does not run HyperAV).
+	av func(c node.Call) (json.RawMessage, error)
 }
 
-func (f *fakeNode) Apply(_ context.Context, ds []tenant.Domain, inv inventory.Ports) error {
+func (f *fakeNode) Publish(ctx context.Context, d node.Desired) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.fail {
-		return errors.New("switch said no")
+	if f.silent {
+		f.mu.Unlock()
+		return nil
 	}
-	f.applied = append(f.applied, ds)
-	f.inv = append(f.inv, inv)
-	return nil
+	st := node.Status{Host: d.Host, Generation: d.Generation, Time: time.Now()}
+	if f.fail {
+		st.Applied, st.Error = f.gen, "switch said no"
+		for _, dom := range d.Domains {
+			st.Objects = append(st.Objects, node.ObjectStatus{Kind: "domain", ID: fmt.Sprint(dom.TID), Revision: dom.Revision, State: node.Failed, Message: st.Error})
+		}
+	} else {
+		f.applied = append(f.applied, d.Domains)
+		f.inv = append(f.inv, d.Ports)
+		f.gen, st.Applied = d.Generation, d.Generation
+		for _, dom := range d.Domains {
+			st.Objects = append(st.Objects, node.ObjectStatus{Kind: "domain", ID: fmt.Sprint(dom.TID), Revision: dom.Revision, State: node.Applied})
+		}
+	}
+	sink := f.sink
+	f.mu.Unlock()
+	return sink.Status(ctx, st)
+}
+
+func (f *fakeNode) Call(_ context.Context, host string, c node.Call) (json.RawMessage, error) {
+	if c.Op == node.OpPlan {
+		return json.Marshal(node.Plan{Removed: []string{}, Added: []string{"a flow"}})
+	}
+	if f.av == nil {
+		return nil, errors.New("this host does not run HyperAV")
+	}
+	return f.av(c)
 }
 
 type env struct {
@@ -57,7 +88,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env { return newEnvWith(t, &fakeNode{}) }
 
-func newEnvWith(t *testing.T, node controller.Node) *env {
+func newEnvWith(t *testing.T, n *fakeNode) *env {
 	t.Helper()
 	st, err := store.Open(context.Background(), ":memory:")
 	if err != nil {
@@ -65,21 +96,23 @@ func newEnvWith(t *testing.T, node controller.Node) *env {
 	}
 	t.Cleanup(func() { st.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	c, err := controller.New(st, node, admin, log)
+	c, err := controller.New(st, n, admin, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c.Host = testHost
+	n.sink = c.Sink()
 	srv := httptest.NewServer(New(c, log))
 	t.Cleanup(srv.Close)
-	e := &env{t: t, srv: srv, ctl: c}
-	switch n := node.(type) {
-	case *fakeNode:
-		e.node = n
-	case *fakeAVNode:
-		e.node = n.fakeNode
+	return &env{t: t, srv: srv, ctl: c, node: n}
+}
+
+// result stores a result as a host would report it.
+func (e *env) result(r node.Result) {
+	e.t.Helper()
+	if err := e.ctl.Sink().Result(context.Background(), r); err != nil {
+		e.t.Fatal(err)
 	}
-	return e
 }
 
 func (e *env) do(method, path, token string, body any) (int, []byte) {
@@ -246,21 +279,78 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 }
 
-func TestApplyFailureRollsBack(t *testing.T) {
+// TestRefusedChangeIsReported: the controller commits first, then the
+// host applies. A change the host refuses stays stored and is reported
+// as failed (502, the domain's status says so, the host's own words only
+// to the admin); the host keeps its previous state, and the next change
+// it accepts is applied. A host that has not answered within ?wait= makes
+// a change 202 pending.
+func TestRefusedChangeIsReported(t *testing.T) {
 	e := newEnv(t)
 	a := e.owner("alice")
 	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
 		t.Fatalf("create: %d %s", code, body)
 	}
-	_, before := e.do("GET", "/v1/domains", a, nil)
+	status := func(token string) controller.DomainStatus {
+		code, out := e.do("GET", "/v1/domains/100/status", token, nil)
+		var st controller.DomainStatus
+		if code != 200 || json.Unmarshal(out, &st) != nil {
+			t.Fatalf("status: %d %s", code, out)
+		}
+		return st
+	}
+	if st := status(a); st.State != "applied" || st.Revision != 1 || len(st.Hosts) != 1 || st.Hosts[0].Revision != 1 {
+		t.Fatalf("after create: %+v", st)
+	}
+	applies := len(e.node.applied)
 	e.node.fail = true
 	code, out := e.do("POST", "/v1/domains/100/subnets/subD1/acrs", a, tenant.ACR{Priority: 9, Action: "pass"})
-	if code != 502 {
-		t.Fatalf("got %d %s", code, out)
+	if code != 502 || !strings.Contains(string(out), "stored") || strings.Contains(string(out), "switch said no") {
+		t.Fatalf("refused change, tenant: %d %s", code, out)
+	}
+	if len(e.node.applied) != applies {
+		t.Fatal("the fake applied a refused change")
+	}
+	st := status(a)
+	if st.State != "failed" || st.Revision != 2 || st.Hosts[0].State != "failed" || strings.Contains(st.Hosts[0].Message, "switch said no") {
+		t.Fatalf("status after refusal (tenant): %+v", st)
+	}
+	if st := status(admin); !strings.Contains(st.Hosts[0].Message, "switch said no") {
+		t.Fatalf("the admin is not told why: %+v", st)
+	}
+	var hosts []controller.HostView
+	_, hb := e.do("GET", "/v1/hosts", admin, nil)
+	if json.Unmarshal(hb, &hosts) != nil || len(hosts) != 1 || hosts[0].State != "failed" || hosts[0].Applied >= hosts[0].Generation {
+		t.Fatalf("hosts: %s", hb)
+	}
+	if code, _ := e.do("GET", "/v1/hosts", a, nil); code != 403 {
+		t.Fatalf("a tenant lists hosts: %d", code)
 	}
 	e.node.fail = false
-	if _, after := e.do("GET", "/v1/domains", a, nil); !bytes.Equal(before, after) {
-		t.Fatal("a change the switch refused was stored")
+	if code, out := e.do("POST", "/v1/domains/100/subnets/subD1/acrs", a, tenant.ACR{Priority: 8, Action: "drop"}); code != 201 {
+		t.Fatalf("next change: %d %s", code, out)
+	}
+	if st := status(a); st.State != "applied" || st.Revision != 3 {
+		t.Fatalf("after the next change: %+v", st)
+	}
+	// A host that does not answer: pending after the wait.
+	e.node.mu.Lock()
+	e.node.silent = true
+	e.node.mu.Unlock()
+	code, out = e.do("POST", "/v1/domains/100/subnets/subD1/acrs?wait=50ms", a, tenant.ACR{Priority: 7, Action: "drop"})
+	if code != 202 || !strings.Contains(string(out), "pending") {
+		t.Fatalf("unanswered change: %d %s", code, out)
+	}
+	if st := status(a); st.State != "pending" || st.Revision != 4 || st.Hosts[0].Revision != 3 {
+		t.Fatalf("status while pending: %+v", st)
+	}
+	for _, q := range []string{"?wait=forever", "?wait=-1s", "?wait=1h", "?wait=1s&wait=2s"} {
+		if code, _ := e.do("POST", "/v1/domains/100/subnets/subD1/acrs"+q, a, tenant.ACR{Priority: 6, Action: "drop"}); code != 400 {
+			t.Errorf("%s: %d", q, code)
+		}
+	}
+	if code, _ := e.do("GET", "/v1/domains/100?wait=1s", a, nil); code != 400 {
+		t.Errorf("wait on a read: %d", code)
 	}
 }
 
@@ -510,7 +600,7 @@ func TestVMIEndpoints(t *testing.T) {
 	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/vmi/report", a, nil); code != 404 {
 		t.Fatalf("report before any cycle: %d", code)
 	}
-	e.ctl.RecordNodeResult(context.Background(), store.Result{TID: 100, VM: "VM3", Kind: "vmi", Tenant: "alice", Doc: []byte(`{"kernel": "6.1.0-56-amd64", "hidden_processes": []}`)})
+	e.result(node.Result{TID: 100, VM: "VM3", Kind: "vmi", Tenant: "alice", Doc: []byte(`{"kernel": "6.1.0-56-amd64", "hidden_processes": []}`)})
 	code, out := e.do("GET", "/v1/domains/100/vms/VM3/vmi/report", a, nil)
 	if code != 200 || !strings.Contains(string(out), "6.1.0-56-amd64") {
 		t.Fatalf("report: %d %s", code, out)
@@ -569,7 +659,7 @@ func TestAVEndpoints(t *testing.T) {
 	if code, _ := e.do("POST", "/v1/domains/100/vms/VM3/av/scan", b, `{"path": "/etc/x"}`); code != 404 {
 		t.Fatalf("another tenant's VM: %d", code)
 	}
-	e.ctl.RecordNodeResult(context.Background(), store.Result{TID: 100, VM: "VM3", Kind: "av", Tenant: "alice", Doc: []byte(`{"mode": "front", "chunks": {"INFECTED": 1}}`)})
+	e.result(node.Result{TID: 100, VM: "VM3", Kind: "av", Tenant: "alice", Doc: []byte(`{"mode": "front", "chunks": {"INFECTED": 1}}`)})
 	if code, out := e.do("GET", "/v1/domains/100/vms/VM3/av/report", a, nil); code != 200 || !strings.Contains(string(out), "INFECTED") {
 		t.Fatalf("report: %d %s", code, out)
 	}
@@ -578,36 +668,17 @@ func TestAVEndpoints(t *testing.T) {
 	}
 }
 
-// fakeAVNode runs HyperAV for VM3 of domain 100 only.
-type fakeAVNode struct {
-	*fakeNode
-	status *hyperav.Status
-}
-
-func (f *fakeAVNode) AVScan(context.Context, int, string, string) (json.RawMessage, error) {
-	return nil, errors.New("not here")
-}
-
-func (f *fakeAVNode) AVIsolate(context.Context, int, string, string) (json.RawMessage, error) {
-	return nil, errors.New("not here")
-}
-
-func (f *fakeAVNode) AVStatus(tid int, vm string) (json.RawMessage, time.Time, error) {
-	if tid != 100 || vm != "VM3" || f.status == nil {
-		return nil, time.Time{}, node.ErrNoService
-	}
-	b, err := json.Marshal(f.status)
-	return b, f.status.At, err
-}
-
-var _ node.AV = (*fakeAVNode)(nil)
-
 // TestAVReportIsLive: while the node runs the VM's service the report is
 // its live status (a scan or isolation shows at once, not at the next
 // round); otherwise the last stored round; never another tenant's.
 func TestAVReportIsLive(t *testing.T) {
-	node := &fakeAVNode{fakeNode: &fakeNode{}}
-	e := newEnvWith(t, node)
+	var status *hyperav.Status // HyperAV runs for VM3 of domain 100 only, when set
+	e := newEnvWith(t, &fakeNode{av: func(c node.Call) (json.RawMessage, error) {
+		if c.Op != node.OpAVStatus || c.TID != 100 || c.VM != "VM3" || status == nil {
+			return nil, node.ErrNoService
+		}
+		return json.Marshal(status)
+	}})
 	a, b := e.owner("alice"), e.tenant("bob")
 	if code, body := e.do("POST", "/v1/domains", a, table2Body(t)); code != 201 {
 		t.Fatalf("create: %d %s", code, body)
@@ -615,11 +686,11 @@ func TestAVReportIsLive(t *testing.T) {
 	if code, _ := e.do("GET", "/v1/domains/100/vms/VM3/av/report", a, nil); code != 404 {
 		t.Fatalf("report with neither a service nor a stored round: %d", code)
 	}
-	e.ctl.RecordNodeResult(context.Background(), store.Result{TID: 100, VM: "VM3", Kind: "av", Tenant: "alice", Doc: []byte(`{"mode": "front", "chunks": {"INFECTED": 0}, "epochs": 7}`)})
+	e.result(node.Result{TID: 100, VM: "VM3", Kind: "av", Tenant: "alice", Doc: []byte(`{"mode": "front", "chunks": {"INFECTED": 0}, "epochs": 7}`)})
 	if code, out := e.do("GET", "/v1/domains/100/vms/VM3/av/report", a, nil); code != 200 || !strings.Contains(string(out), `"epochs": 7`) {
 		t.Fatalf("stored report: %d %s", code, out)
 	}
-	node.status = &hyperav.Status{Mode: "front", Chunks: map[string]int{hyperav.Infected: 1}, Epochs: 8}
+	status = &hyperav.Status{Mode: "front", Chunks: map[string]int{hyperav.Infected: 1}, Epochs: 8}
 	code, out := e.do("GET", "/v1/domains/100/vms/VM3/av/report", a, nil)
 	if code != 200 || !strings.Contains(string(out), `"epochs":8`) || !strings.Contains(string(out), `"INFECTED":1`) {
 		t.Fatalf("live report: %d %s", code, out)
@@ -848,7 +919,9 @@ func TestEventsQuery(t *testing.T) {
 		if i%2 == 1 {
 			vm = "VM3"
 		}
-		e.ctl.RecordNodeEvent(ctx, "alice", k, "vm/"+vm, fmt.Sprint(i))
+		if err := e.ctl.Sink().Events(ctx, []node.Event{{Host: "h", Seq: uint64(i + 1), Tenant: "alice", Kind: k, Subject: "vm/" + vm, Detail: fmt.Sprint(i)}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	get := func(query string) (int, []store.Event) {
 		code, out := e.do("GET", "/v1/events"+query, a, nil)

@@ -14,7 +14,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"secaas/internal/inventory"
-	"secaas/internal/store"
+	"secaas/internal/node"
 	"secaas/internal/tenant"
 )
 
@@ -117,17 +117,19 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 	call("PUT /v1/domains/{tid}/vms/{vm}/nad", "/v1/domains/100/vms/VM3/nad", a, tenant.NADPolicy{Window: "1s", History: 10})
 	call("DELETE /v1/domains/{tid}/vms/{vm}/nad", "/v1/domains/100/vms/VM3/nad", a, nil)
 	call("PUT /v1/domains/{tid}/vms/{vm}/vmi", "/v1/domains/100/vms/VM3/vmi", a, tenant.VMIPolicy{Interval: "2s"})
-	e.ctl.RecordNodeResult(ctx, store.Result{TID: 100, VM: "VM3", Kind: "vmi", Tenant: "alice",
+	e.result(node.Result{TID: 100, VM: "VM3", Kind: "vmi", Tenant: "alice",
 		Doc: []byte(`{"kernel": "6.1.0", "processes": [], "hidden_processes": [], "modules": [], "hidden_modules": [], "took_ms": 1}`)})
 	call("GET /v1/domains/{tid}/vms/{vm}/vmi/report", "/v1/domains/100/vms/VM3/vmi/report", a, nil)
 	call("DELETE /v1/domains/{tid}/vms/{vm}/vmi", "/v1/domains/100/vms/VM3/vmi", a, nil)
 	call("PUT /v1/domains/{tid}/vms/{vm}/av", "/v1/domains/100/vms/VM3/av", a, tenant.AVPolicy{Paths: []string{"/etc/x"}})
-	e.ctl.RecordNodeResult(ctx, store.Result{TID: 100, VM: "VM3", Kind: "av", Tenant: "alice",
+	e.result(node.Result{TID: 100, VM: "VM3", Kind: "av", Tenant: "alice",
 		Doc: []byte(`{"at": "2026-01-01T00:00:00Z", "mode": "front", "chunks": {"CLEAN": 1}, "infected_ranges": [], "files": {}, "epochs": 1}`)})
 	call("GET /v1/domains/{tid}/vms/{vm}/av/report", "/v1/domains/100/vms/VM3/av/report", a, nil)
 	call("DELETE /v1/domains/{tid}/vms/{vm}/av", "/v1/domains/100/vms/VM3/av", a, nil)
 	call("GET /v1/events", "/v1/events?limit=50&kind=vmi.", a, nil)
 	call("GET /v1/events", "/v1/events", admin, nil)
+	call("GET /v1/domains/{tid}/status", "/v1/domains/100/status", a, nil)
+	call("GET /v1/hosts", "/v1/hosts", admin, nil)
 	call("POST /v1/domains", "/v1/domains", admin, tenant.Domain{TID: 101, Name: "c", Tenant: "carol", Subnets: []tenant.Subnet{{Name: "s",
 		VMs: []tenant.VM{{Name: "c1", MAC: "02:00:00:00:01:01", IP: "10.1.0.1", Port: "c1"}}}}})
 	call("DELETE /v1/domains/{tid}", "/v1/domains/101", admin, nil)

@@ -63,7 +63,13 @@ func (c *Controller) ApplyPolicy(ctx context.Context, who Caller, domains []tena
 			return plan, invalid("domain %d: tenant is required (admin token)", d.TID)
 		}
 	}
-	err := c.transact(ctx, func(tx *store.Tx, st *state) (bool, error) {
+	// A first pass computes the new state and rolls back; the hosts it
+	// changes plan their flows outside any transaction; then, unless this
+	// is a dry run, the change runs for real.
+	var after state
+	planning := true
+	change := func(tx *store.Tx, st *state) (bool, error) {
+		plan.Domains = plan.Domains[:0]
 		var changed []tenant.Domain
 		for _, want := range domains {
 			if !who.Admin {
@@ -109,14 +115,8 @@ func (c *Controller) ApplyPolicy(ctx context.Context, who Caller, domains []tena
 				return false, err
 			}
 		}
-		if p, ok := c.node.(node.Planner); ok {
-			var err error
-			if plan.FlowsRemoved, plan.FlowsAdded, err = p.Plan(ctx, st.all, st.ports); err != nil {
-				return false, fmt.Errorf("%w: %w", ErrApply, err)
-			}
-			plan.FlowsPlanned = true
-		}
-		if dryRun {
+		if planning {
+			after = *st
 			return false, errDryRun
 		}
 		for k := range plan.Domains {
@@ -138,11 +138,59 @@ func (c *Controller) ApplyPolicy(ctx context.Context, who Caller, domains []tena
 			}
 		}
 		return true, nil
-	})
-	if errors.Is(err, errDryRun) {
-		err = nil
 	}
-	return plan, err
+	if err := c.transact(ctx, change); !errors.Is(err, errDryRun) {
+		return plan, err
+	}
+	if plan.Changed {
+		if err := c.planFlows(ctx, after, &plan); err != nil {
+			return plan, err
+		}
+	}
+	if dryRun || !plan.Changed {
+		return plan, nil
+	}
+	planning = false
+	return plan, c.transact(ctx, change)
+}
+
+// planFlows asks each host whose desired state st changes which flows
+// it would remove and add (lines prefixed with the host when several).
+func (c *Controller) planFlows(ctx context.Context, st state, plan *ApplyPlan) error {
+	c.mu.Lock()
+	states := c.desiredStates(st.all, st.ports, nil, 0)
+	var hosts []string
+	for h, d := range states {
+		if old, ok := c.sent[h]; !ok || old != digest(d) {
+			hosts = append(hosts, h)
+		}
+	}
+	c.mu.Unlock()
+	slices.Sort(hosts)
+	plan.FlowsRemoved, plan.FlowsAdded = []string{}, []string{}
+	for _, h := range hosts {
+		d := states[h]
+		doc, err := c.fleet.Call(ctx, h, node.Call{Op: node.OpPlan, Desired: &d})
+		if err != nil {
+			return fmt.Errorf("%w: plan on host %s: %w", ErrApply, h, err)
+		}
+		var p node.Plan
+		if err := json.Unmarshal(doc, &p); err != nil {
+			return fmt.Errorf("%w: plan on host %s: %w", ErrNode, h, err)
+		}
+		prefix := ""
+		if len(hosts) > 1 {
+			prefix = h + ": "
+		}
+		for _, l := range p.Removed {
+			plan.FlowsRemoved = append(plan.FlowsRemoved, prefix+l)
+		}
+		for _, l := range p.Added {
+			plan.FlowsAdded = append(plan.FlowsAdded, prefix+l)
+		}
+	}
+	plan.FlowsPlanned = true
+	return nil
 }
 
 // adopt gives want the fields the store filled into have and the policy

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"secaas/internal/inventory"
 	"secaas/internal/node"
@@ -26,7 +27,8 @@ var (
 	ErrNotFound     = store.ErrNotFound
 	ErrConflict     = store.ErrConflict
 	ErrInvalid      = tenant.ErrInvalid
-	// ErrApply: the node refused the change; store and switch are unchanged.
+	// ErrApply: a host refused the change, which stays stored; the host
+	// keeps enforcing its previous state.
 	ErrApply = errors.New("apply to switch")
 	// ErrNode: the node could not do what was asked (e.g. a scan failed).
 	ErrNode = errors.New("node")
@@ -34,58 +36,51 @@ var (
 	ErrPrecondition = errors.New("precondition failed")
 )
 
-// Node is what the controller needs of a host (package node).
-type Node = node.Node
-
 // Caller is an authenticated API client.
 type Caller struct {
 	Admin  bool
 	Tenant string // set for tenant tokens
 }
 
-// Controller serialises policy changes over the store and the node.
+// Controller serialises policy changes over the store and publishes each
+// host's desired state after they commit.
 type Controller struct {
 	st        *store.Store
-	node      Node
+	fleet     node.Fleet
 	log       *slog.Logger
 	adminHash string
 	// Host is what inventory records are checked against: the bridge's
 	// own port names and the roots host paths must lie beneath. Set
 	// before use.
 	Host inventory.Host
+	// DefaultHost is the host of ports whose inventory record names none
+	// (and of domains that bind no port). Set before use.
+	DefaultHost string
 
-	mu sync.Mutex // serialises changes so that store and switch move together
+	mu   sync.Mutex          // serialises changes and their publication
+	sent map[string][32]byte // per host: the desired state last published
+
+	smu           sync.Mutex // guards the two fields below
+	status        map[string]node.Status
+	statusChanged chan struct{} // closed and replaced on each status
 }
 
-// New returns a controller; adminToken must be non-empty.
-func New(st *store.Store, node Node, adminToken string, log *slog.Logger) (*Controller, error) {
+// New returns a controller that publishes to fleet; adminToken must be
+// non-empty.
+func New(st *store.Store, fleet node.Fleet, adminToken string, log *slog.Logger) (*Controller, error) {
 	if len(adminToken) < 16 {
 		return nil, errors.New("controller: admin token must have at least 16 characters")
 	}
-	return &Controller{st: st, node: node, log: log, adminHash: store.HashToken(adminToken)}, nil
-}
-
-// Sync applies the stored state to the node (at start-up).
-func (c *Controller) Sync(ctx context.Context) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.syncLocked(ctx)
-}
-
-func (c *Controller) syncLocked(ctx context.Context) error {
-	var all []tenant.Domain
-	var ports []inventory.Port
-	if err := c.st.View(ctx, func(tx *store.Tx) (err error) {
-		if all, err = tx.Domains(); err != nil {
-			return err
-		}
-		ports, err = tx.Ports()
-		return err
-	}); err != nil {
-		return err
+	c := &Controller{st: st, fleet: fleet, log: log, adminHash: store.HashToken(adminToken), DefaultHost: "local",
+		sent: map[string][32]byte{}, status: map[string]node.Status{}, statusChanged: make(chan struct{})}
+	if err := c.loadStatus(context.Background()); err != nil {
+		return nil, err
 	}
-	return c.node.Apply(ctx, all, inventory.Index(ports))
+	return c, nil
 }
+
+// Sync publishes every host's stored desired state (at start-up).
+func (c *Controller) Sync(ctx context.Context) error { return c.Republish(ctx, true) }
 
 // Authenticate maps a bearer token to a caller.
 func (c *Controller) Authenticate(ctx context.Context, token string) (Caller, error) {
@@ -216,14 +211,17 @@ type state struct {
 }
 
 // transact runs fn in one store transaction over the whole state, under
-// the controller's lock. When fn says so, the node gets the state as fn
-// left it, inside the transaction, so that a refusal rolls the store back;
-// if the store then fails to commit, the stored state goes back on the
-// node. Any failure leaves store and switch as they were.
-func (c *Controller) transact(ctx context.Context, fn func(tx *store.Tx, s *state) (apply bool, err error)) error {
+// the controller's lock. When fn says the hosts need to know, the change
+// gets the next generation; once it is committed, every host whose
+// desired state it changes gets that state published, and transact waits
+// (WithWait) for them to report it: ErrApply when a host refused it,
+// ErrPending when one has not answered. No node I/O happens inside the
+// transaction, and a failure before the commit changes nothing.
+func (c *Controller) transact(ctx context.Context, fn func(tx *store.Tx, s *state) (publish bool, err error)) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	applied := false
+	var st *state
+	var g int64
+	publish := false
 	err := c.st.Update(ctx, func(tx *store.Tx) error {
 		all, err := tx.Domains()
 		if err != nil {
@@ -233,25 +231,24 @@ func (c *Controller) transact(ctx context.Context, fn func(tx *store.Tx, s *stat
 		if err != nil {
 			return err
 		}
-		st := &state{all: all, ports: inventory.Index(list)}
-		apply, err := fn(tx, st)
-		if err != nil || !apply {
+		st = &state{all: all, ports: inventory.Index(list)}
+		if publish, err = fn(tx, st); err != nil || !publish {
 			return err
 		}
-		if err := c.node.Apply(ctx, st.all, st.ports); err != nil {
-			return fmt.Errorf("%w: %w", ErrApply, err)
+		// What goes to the hosts is what was stored, revisions included.
+		if st.all, err = tx.Domains(); err != nil {
+			return err
 		}
-		applied = true
-		return nil
+		g, err = tx.NextGeneration()
+		return err
 	})
-	if err != nil && applied {
-		// The switch took a change the store then failed to commit: put the
-		// stored state back on the switch.
-		if serr := c.syncLocked(ctx); serr != nil {
-			c.log.Error("resync after failed commit", "err", serr)
-		}
+	if err != nil || !publish {
+		c.mu.Unlock()
+		return err
 	}
-	return err
+	hosts := c.publishLocked(ctx, st.all, st.ports, g, false)
+	c.mu.Unlock()
+	return c.awaitApplied(ctx, hosts, g)
 }
 
 // check validates a changed domain against the host: its ports leased to
@@ -566,28 +563,34 @@ func (c *Controller) setVMPolicy(ctx context.Context, who Caller, tid int, vmNam
 	return err
 }
 
-// avNode checks that the caller sees a VM with an AV policy and returns
-// the node that runs it.
-func (c *Controller) avNode(ctx context.Context, who Caller, tid int, vmName, path string) (node.AV, error) {
+// avHost checks that the caller sees a VM with an AV policy and returns
+// the host its disk is on.
+func (c *Controller) avHost(ctx context.Context, who Caller, tid int, vmName, path string) (string, error) {
 	d, err := c.Domain(ctx, who, tid)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	si, vi, err := findVM(&d, vmName)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	if d.Subnets[si].VMs[vi].AV == nil {
-		return nil, fmt.Errorf("vm %q has no AV policy (av enable): %w", vmName, ErrConflict)
+		return "", fmt.Errorf("vm %q has no AV policy (av enable): %w", vmName, ErrConflict)
 	}
 	if !strings.HasPrefix(path, "/") || len(path) > 4096 {
-		return nil, fmt.Errorf("path %q must be absolute: %w", path, ErrInvalid)
+		return "", fmt.Errorf("path %q must be absolute: %w", path, ErrInvalid)
 	}
-	n, ok := c.node.(node.AV)
-	if !ok {
-		return nil, fmt.Errorf("%w: this node does not run HyperAV", ErrNode)
+	return c.hostOf(ctx, d.Subnets[si].VMs[vi].Port)
+}
+
+// hostOf locates a VM's host by its port (paper Fig. 7, step 1).
+func (c *Controller) hostOf(ctx context.Context, port string) (string, error) {
+	var rec inventory.Port
+	err := c.st.View(ctx, func(tx *store.Tx) (err error) { rec, err = tx.Port(port); return err })
+	if errors.Is(err, store.ErrNotFound) {
+		return c.DefaultHost, nil
 	}
-	return n, nil
+	return rec.HostOr(c.DefaultHost), err
 }
 
 func nodeErr(err error) error {
@@ -600,23 +603,22 @@ func nodeErr(err error) error {
 	return fmt.Errorf("%w: %v", ErrNode, err)
 }
 
-// AVScan scans a file of a VM's disk now.
+// AVScan scans a file of a VM's disk now, on the VM's host.
 func (c *Controller) AVScan(ctx context.Context, who Caller, tid int, vmName, path string) (json.RawMessage, error) {
-	n, err := c.avNode(ctx, who, tid, vmName, path)
-	if err != nil {
-		return nil, err
-	}
-	r, err := n.AVScan(ctx, tid, vmName, path)
-	return r, nodeErr(err)
+	return c.avCall(ctx, who, node.Call{Op: node.OpAVScan, TID: tid, VM: vmName, Path: path})
 }
 
-// AVIsolate isolates a file of a VM's disk.
+// AVIsolate isolates a file of a VM's disk, on the VM's host.
 func (c *Controller) AVIsolate(ctx context.Context, who Caller, tid int, vmName, path string) (json.RawMessage, error) {
-	n, err := c.avNode(ctx, who, tid, vmName, path)
+	return c.avCall(ctx, who, node.Call{Op: node.OpAVIsolate, TID: tid, VM: vmName, Path: path})
+}
+
+func (c *Controller) avCall(ctx context.Context, who Caller, call node.Call) (json.RawMessage, error) {
+	host, err := c.avHost(ctx, who, call.TID, call.VM, call.Path)
 	if err != nil {
 		return nil, err
 	}
-	r, err := n.AVIsolate(ctx, tid, vmName, path)
+	r, err := c.fleet.Call(ctx, host, call)
 	return r, nodeErr(err)
 }
 
@@ -652,19 +654,17 @@ func (c *Controller) AVReport(ctx context.Context, who Caller, tid int, vmName s
 	if _, _, err := findVM(&d, vmName); err != nil {
 		return store.Result{}, err
 	}
-	if n, ok := c.node.(node.AV); ok {
-		if doc, at, err := n.AVStatus(tid, vmName); err == nil {
-			return store.Result{TID: tid, VM: vmName, Kind: "av", Tenant: d.Tenant, Time: at, Doc: doc}, nil
+	si, vi, _ := findVM(&d, vmName)
+	if host, err := c.hostOf(ctx, d.Subnets[si].VMs[vi].Port); err == nil {
+		if doc, err := c.fleet.Call(ctx, host, node.Call{Op: node.OpAVStatus, TID: tid, VM: vmName}); err == nil {
+			var at struct {
+				At time.Time `json:"at"`
+			}
+			json.Unmarshal(doc, &at)
+			return store.Result{TID: tid, VM: vmName, Kind: "av", Tenant: d.Tenant, Time: at.At, Doc: doc}, nil
 		}
 	}
 	return c.Result(ctx, who, tid, vmName, "av")
-}
-
-// RecordNodeResult stores the latest result a node reported for a VM.
-func (c *Controller) RecordNodeResult(ctx context.Context, r store.Result) {
-	if err := c.st.Update(ctx, func(tx *store.Tx) error { return tx.PutResult(r) }); err != nil {
-		c.log.Error("record result", "kind", r.Kind, "vm", r.VM, "err", err)
-	}
 }
 
 // AddACR appends a rule to a subnet's set and returns it with its id.
@@ -806,27 +806,6 @@ func (c *Controller) Events(ctx context.Context, who Caller, q store.EventQuery)
 		return err
 	})
 	return out, err
-}
-
-// RecordNodeEvent stores an event reported by the node; tenant is empty
-// for events about the host itself.
-func (c *Controller) RecordNodeEvent(ctx context.Context, tenantID, kind, subject, detail string) {
-	if err := c.RecordNodeEvents(ctx, []store.Event{{Tenant: tenantID, Kind: kind, Subject: subject, Detail: detail}}); err != nil {
-		c.log.Error("record event", "kind", kind, "err", err)
-	}
-}
-
-// RecordNodeEvents stores events a node reported, all or none, in one
-// transaction; the caller keeps them and tries again on an error.
-func (c *Controller) RecordNodeEvents(ctx context.Context, evs []store.Event) error {
-	return c.st.Update(ctx, func(tx *store.Tx) error {
-		for _, e := range evs {
-			if _, err := tx.AddEvent(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
 }
 
 type ifMatchKey struct{}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,20 +11,19 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"secaas/internal/agent"
 	"secaas/internal/api"
+	"secaas/internal/bus"
 	"secaas/internal/controller"
-	"secaas/internal/ext4"
 	"secaas/internal/hostpath"
 	"secaas/internal/inventory"
-	"secaas/internal/node"
 	"secaas/internal/ovs"
 	"secaas/internal/store"
+	"secaas/internal/tenant"
 )
 
 // Config is what secaasd is told.
@@ -44,74 +42,48 @@ type Config struct {
 	EventMaxAge   time.Duration
 	EventMaxCount int
 	Log           *slog.Logger
+	// Node is this host's name in the fleet (default: DefaultNode).
+	Node string
 }
 
-// Daemon is a wired secaasd: store, agent, controller and API.
+// Daemon is a wired secaasd: store, controller and API, the agent, and
+// the bus between them.
 type Daemon struct {
 	Store      *store.Store
 	Agent      *agent.Agent
 	Controller *controller.Controller
 	API        *api.Server
-	roots      *hostpath.Roots
-	cfg        Config
-	log        *slog.Logger
-	events     *queue
-	results    *latest
+	Bus        *bus.Local
+	// Node is this host's name in the fleet.
+	Node     string
+	reporter *agent.Reporter
+	roots    *hostpath.Roots
+	cfg      Config
+	log      *slog.Logger
+	stop     context.CancelFunc // ends the loops New starts
+	wg       sync.WaitGroup
 }
 
-// localNode is this host's agent behind the node contract: its HyperAV
-// results cross as JSON documents, its errors as the contract's.
-type localNode struct{ *agent.Agent }
-
-var (
-	_ node.Node    = localNode{}
-	_ node.Planner = localNode{}
-	_ node.AV      = localNode{}
-)
-
-func nodeErr(err error) error {
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, ext4.ErrNotFound):
-		return fmt.Errorf("%w: %v", node.ErrNotFound, err)
-	case errors.Is(err, agent.ErrNoAV):
-		return fmt.Errorf("%w: %v", node.ErrNoService, err)
-	}
-	return err
-}
-
-func doc(v any, err error) (json.RawMessage, error) {
-	if err != nil {
-		return nil, nodeErr(err)
-	}
-	return json.Marshal(v)
-}
-
-func (n localNode) AVScan(ctx context.Context, tid int, vm, path string) (json.RawMessage, error) {
-	return doc(n.Agent.AVScan(ctx, tid, vm, path))
-}
-
-func (n localNode) AVIsolate(ctx context.Context, tid int, vm, path string) (json.RawMessage, error) {
-	return doc(n.Agent.AVIsolate(ctx, tid, vm, path))
-}
-
-func (n localNode) AVStatus(tid int, vm string) (json.RawMessage, time.Time, error) {
-	st, err := n.Agent.AVStatus(tid, vm)
-	if err != nil {
-		return nil, time.Time{}, nodeErr(err)
-	}
-	b, err := json.Marshal(st)
-	return b, st.At, err
-}
+// DesiredFile is where an agent persists its last desired state, in its
+// data directory.
+const DesiredFile = "desired.json"
 
 // New opens the store, makes the agent for the bridge (ensuring it, but
-// installing nothing) and the controller over both, and applies the stored
-// state: the switch changes only where it differs from it.
+// installing nothing), the controller over both and the bus between
+// them, starts the agent following its desired state (first the one it
+// persisted, so a restart changes the switch only where the state moved
+// on) and publishes the stored state; it returns once this host enforces
+// it (or says why not).
 func New(ctx context.Context, c Config) (*Daemon, error) {
 	log := c.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if c.Node == "" {
+		c.Node = DefaultNode()
+	}
+	if !tenant.ValidName(c.Node) {
+		return nil, fmt.Errorf("node name %q: 1-63 letters, digits, '.', '_' or '-'", c.Node)
 	}
 	tok := c.AdminToken
 	if tok == "" {
@@ -129,24 +101,17 @@ func New(ctx context.Context, c Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &Daemon{Store: st, cfg: c, log: log, events: &queue{ready: make(chan struct{}, 1)}, results: newLatest()}
+	loops, stop := context.WithCancel(context.WithoutCancel(ctx))
+	d := &Daemon{Store: st, Node: c.Node, cfg: c, log: log, stop: stop, Bus: bus.NewLocal(), reporter: agent.NewReporter(c.Node)}
 	fail := func(err error) (*Daemon, error) {
 		d.Close()
 		return nil, err
 	}
-	// Node events travel through a queue that never blocks the agent (it
-	// may report while the controller holds the store's write transaction
-	// and waits for the agent) and never drops one: they are stored in
-	// batches, and a batch the store refuses is tried again. Per-VM
-	// results (one per cycle) are coalesced instead: only the latest of
-	// each VM matters.
-	d.Agent = agent.New(c.Bridge, log, func(e agent.Event) {
-		if e.Data != nil {
-			d.results.put(e)
-			return
-		}
-		d.events.put(store.Event{Tenant: e.Tenant, Kind: e.Kind, Subject: e.Subject, Detail: e.Detail})
-	})
+	// The agent's reports travel through a reporter that never blocks the
+	// agent and never drops an event (a batch the store refuses is tried
+	// again); per-VM results are coalesced: only the latest of each VM
+	// matters.
+	d.Agent = agent.New(c.Bridge, log, d.reporter.Put)
 	d.Agent.DataDir, d.Agent.Signatures, d.Agent.Hashes = c.DataDir, c.Signatures, c.Hashes
 	if d.Agent.DataDir == "" {
 		if c.DB == ":memory:" {
@@ -165,23 +130,61 @@ func New(ctx context.Context, c Config) (*Daemon, error) {
 		return fail(fmt.Errorf("host roots: %w", err))
 	}
 	d.Agent.Host = d.roots
-	if d.Controller, err = controller.New(st, localNode{d.Agent}, tok, log); err != nil {
+	if d.Controller, err = controller.New(st, d.Bus, tok, log); err != nil {
 		return fail(err)
 	}
 	d.Controller.Host = inventory.Host{Reserved: []string{c.Bridge.Name}, Roots: d.roots.Dirs()}
+	d.Controller.DefaultHost = c.Node
+	d.Bus.SetSink(d.Controller.Sink())
 	if err := d.Agent.Start(ctx); err != nil {
 		return fail(err)
 	}
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		d.reporter.Run(loops, d.Bus, log)
+	}()
+	go func() {
+		defer d.wg.Done()
+		if err := d.Agent.Follow(loops, d.Bus, c.Node, filepath.Join(d.Agent.DataDir, DesiredFile), d.reporter, followRetry); err != nil {
+			log.Error("agent stopped", "err", err)
+		}
+	}()
 	if err := d.Controller.Sync(ctx); err != nil {
-		return fail(fmt.Errorf("apply stored policy: %w", err))
+		return fail(fmt.Errorf("publish stored policy: %w", err))
+	}
+	if err := d.Controller.AwaitHost(ctx, c.Node, startWait); err != nil {
+		log.Error("this host does not enforce the stored policy yet", "err", err)
 	}
 	d.API = api.New(d.Controller, log)
 	return d, nil
 }
 
+// followRetry is how often an agent tries a desired state that failed
+// again; startWait bounds how long New waits for this host to apply the
+// stored state.
+const (
+	followRetry = 5 * time.Second
+	startWait   = 30 * time.Second
+)
+
+// DefaultNode is this machine's host name when it is a valid node name,
+// else "local".
+func DefaultNode() string {
+	h, err := os.Hostname()
+	if err != nil || !tenant.ValidName(h) {
+		return "local"
+	}
+	return h
+}
+
 // Close stops the agent's services and closes the store; the switch keeps
 // its flows (fail-secure).
 func (d *Daemon) Close() {
+	if d.stop != nil {
+		d.stop()
+	}
+	d.wg.Wait()
 	if d.Agent != nil {
 		d.Agent.Close()
 	}
@@ -191,8 +194,13 @@ func (d *Daemon) Close() {
 	d.Store.Close()
 }
 
-// pruneEvery is how often the event history's retention is enforced.
-const pruneEvery = time.Minute
+// pruneEvery is how often the event history's retention is enforced;
+// republishEvery how often desired states a host missed are published
+// again.
+const (
+	pruneEvery     = time.Minute
+	republishEvery = 5 * time.Second
+)
 
 // prune enforces the event retention once.
 func (d *Daemon) prune(ctx context.Context, now time.Time) {
@@ -211,9 +219,9 @@ func (d *Daemon) prune(ctx context.Context, now time.Time) {
 	}
 }
 
-// Run records the node's events and results, enforces the event
-// retention, and reconciles the switch every interval (and whenever its
-// flow table changes) until ctx ends.
+// Run enforces the event retention, publishes again what a host missed,
+// and reconciles the switch every interval (and whenever its flow table
+// changes) until ctx ends.
 func (d *Daemon) Run(ctx context.Context, reconcile time.Duration) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -233,16 +241,16 @@ func (d *Daemon) Run(ctx context.Context, reconcile time.Duration) {
 	}()
 	go func() {
 		defer wg.Done()
+		t := time.NewTicker(republishEvery)
+		defer t.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				return
-			case <-d.events.ready:
-				d.record(ctx)
-			case <-d.results.ready:
-				for _, e := range d.results.take() {
-					d.Controller.RecordNodeResult(ctx, store.Result{TID: e.TID, VM: e.VM, Kind: strings.TrimSuffix(e.Kind, ".report"), Tenant: e.Tenant, Doc: e.Data})
-				}
+			case <-t.C:
+			}
+			if err := d.Controller.Republish(ctx, false); err != nil && ctx.Err() == nil {
+				d.log.Error("publish desired states", "err", err)
 			}
 		}
 	}()
@@ -293,111 +301,4 @@ func adminToken(path string) (string, error) {
 		return "", err
 	}
 	return tok, os.WriteFile(path, []byte(tok+"\n"), 0o600)
-}
-
-// record stores the queued events, a batch at a time, until the queue is
-// empty; a batch the store refuses stays queued and is tried again after
-// a pause that grows to 5 s.
-func (d *Daemon) record(ctx context.Context) {
-	drain(ctx, d.events, d.Controller.RecordNodeEvents, d.log)
-}
-
-// drain stores q's events with save until q is empty or ctx ends; a
-// batch save refuses stays queued and is tried again.
-func drain(ctx context.Context, q *queue, save func(context.Context, []store.Event) error, log *slog.Logger) {
-	pause := 100 * time.Millisecond
-	for {
-		batch := q.peek(maxBatch)
-		if len(batch) == 0 {
-			return
-		}
-		if err := save(ctx, batch); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			log.Error("record events: will try again", "events", q.len(), "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(pause):
-			}
-			pause = min(2*pause, 5*time.Second)
-			continue
-		}
-		q.drop(len(batch))
-		pause = 100 * time.Millisecond
-	}
-}
-
-// maxBatch bounds the events stored in one transaction.
-const maxBatch = 500
-
-// queue is a FIFO of events that never blocks the producer.
-type queue struct {
-	mu    sync.Mutex // guards evs
-	evs   []store.Event
-	ready chan struct{} // one pending signal: there are events
-}
-
-func (q *queue) put(e store.Event) {
-	q.mu.Lock()
-	q.evs = append(q.evs, e)
-	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
-}
-
-// peek returns up to n of the oldest events, leaving them queued.
-func (q *queue) peek(n int) []store.Event {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return slices.Clone(q.evs[:min(n, len(q.evs))])
-}
-
-// drop removes the n oldest events (stored).
-func (q *queue) drop(n int) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	q.evs = q.evs[n:]
-	if len(q.evs) == 0 {
-		q.evs = nil // let the backing array go
-	}
-}
-
-func (q *queue) len() int {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.evs)
-}
-
-// latest keeps the newest per-VM result of each kind until it is stored.
-type latest struct {
-	mu    sync.Mutex // guards m
-	m     map[string]agent.Event
-	ready chan struct{}
-}
-
-func newLatest() *latest { return &latest{m: map[string]agent.Event{}, ready: make(chan struct{}, 1)} }
-
-func (l *latest) put(e agent.Event) {
-	l.mu.Lock()
-	l.m[fmt.Sprintf("%s/%d/%s", e.Kind, e.TID, e.VM)] = e
-	l.mu.Unlock()
-	select {
-	case l.ready <- struct{}{}:
-	default:
-	}
-}
-
-func (l *latest) take() []agent.Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]agent.Event, 0, len(l.m))
-	for k, e := range l.m {
-		out = append(out, e)
-		delete(l.m, k)
-	}
-	return out
 }

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 
 	"secaas/internal/agent"
 	"secaas/internal/controller"
-	"secaas/internal/ext4"
 	"secaas/internal/inventory"
 	"secaas/internal/lab/labtest"
 	"secaas/internal/node"
@@ -66,28 +64,6 @@ func TestRestartKeepsState(t *testing.T) {
 	}
 }
 
-// TestNodeErrors: the node contract's errors come from the node's own.
-func TestNodeErrors(t *testing.T) {
-	for _, tc := range []struct {
-		in   error
-		want error
-	}{
-		{fmt.Errorf("lookup /x: %w", ext4.ErrNotFound), node.ErrNotFound},
-		{agent.ErrNoAV, node.ErrNoService},
-	} {
-		if err := nodeErr(tc.in); !errors.Is(err, tc.want) {
-			t.Errorf("%v: %v", tc.in, err)
-		}
-	}
-	if nodeErr(nil) != nil {
-		t.Error("nil")
-	}
-	other := errors.New("disk on fire")
-	if err := nodeErr(other); !errors.Is(err, other) || errors.Is(err, node.ErrNotFound) {
-		t.Errorf("other: %v", err)
-	}
-}
-
 // TestEventRetention: the daemon's pass prunes by age and by count.
 func TestEventRetention(t *testing.T) {
 	labtest.RequireOVS(t)
@@ -101,7 +77,9 @@ func TestEventRetention(t *testing.T) {
 	}
 	defer d.Close()
 	for i := 0; i < 12; i++ {
-		d.Controller.RecordNodeEvent(ctx, "", "test.event", "", fmt.Sprint(i))
+		if err := d.Controller.Sink().Events(ctx, []node.Event{{Host: "h", Seq: uint64(i + 1), Kind: "test.event", Detail: fmt.Sprint(i)}}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	d.prune(ctx, time.Now())
 	ev, err := d.Controller.Events(ctx, controller.Caller{Admin: true}, store.EventQuery{Kind: "test.event"})
@@ -133,7 +111,7 @@ func TestNoEventIsDropped(t *testing.T) {
 	const n = 20000
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
-		d.events.put(store.Event{Kind: "test.burst", Detail: fmt.Sprint(i)})
+		d.reporter.Put(agent.Event{Kind: "test.burst", Detail: fmt.Sprint(i)})
 	}
 	put := time.Since(t0)
 	var got []store.Event
@@ -157,41 +135,4 @@ func TestNoEventIsDropped(t *testing.T) {
 		}
 	}
 	t.Logf("%d events queued in %s, stored in %s", n, put, time.Since(t0))
-}
-
-// TestRefusedBatchesAreRetried: batches the store refuses stay queued and
-// go in later, each event exactly once and in order.
-func TestRefusedBatchesAreRetried(t *testing.T) {
-	q := &queue{ready: make(chan struct{}, 1)}
-	for i := 0; i < 1200; i++ {
-		q.put(store.Event{Kind: "k", Detail: fmt.Sprint(i)})
-	}
-	var got []store.Event
-	calls, refusals := 0, 0
-	save := func(_ context.Context, batch []store.Event) error {
-		calls++
-		if calls%2 == 1 && refusals < 3 { // the first tries of the first batches fail
-			refusals++
-			return errors.New("database is locked")
-		}
-		got = append(got, batch...)
-		return nil
-	}
-	drain(context.Background(), q, save, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if q.len() != 0 || len(got) != 1200 || refusals != 3 {
-		t.Fatalf("queued %d, stored %d, refusals %d", q.len(), len(got), refusals)
-	}
-	for i, e := range got {
-		if e.Detail != fmt.Sprint(i) {
-			t.Fatalf("event %d is %s", i, e.Detail)
-		}
-	}
-	// A cancelled context ends the wait, leaving what was refused queued.
-	q.put(store.Event{Kind: "k"})
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	drain(ctx, q, func(context.Context, []store.Event) error { return errors.New("down") }, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if q.len() != 1 {
-		t.Fatalf("%d queued after a cancelled drain", q.len())
-	}
 }

@@ -17,6 +17,10 @@ type Port struct {
 	// Uplink: the port leads outside a domain (a router, a NIC) and may be
 	// a domain's uplink; it is no VM's port.
 	Uplink bool `json:"uplink,omitempty" yaml:"uplink,omitempty"`
+	// Host is the hypervisor host the port is on: the node name of the
+	// agent that enforces it (secaasd --node). Empty: the control plane's
+	// default host. Per-VM services run on this host only.
+	Host string `json:"host,omitempty" yaml:"host,omitempty"`
 	// VM is the hypervisor's name of the VM on the port (a libvirt domain,
 	// a lab guest); information only.
 	VM string `json:"vm,omitempty" yaml:"vm,omitempty"`
@@ -71,7 +75,7 @@ func (p Port) Paths() [][2]string {
 // Public is the record as a tenant sees it: no host paths, only which
 // resources exist.
 func (p Port) Public() Port {
-	out := Port{Name: p.Name, Tenant: p.Tenant, Uplink: p.Uplink, VM: p.VM}
+	out := Port{Name: p.Name, Tenant: p.Tenant, Uplink: p.Uplink, VM: p.VM, Host: p.Host}
 	if p.Memory != "" {
 		out.Memory = "(host)"
 	}
@@ -105,6 +109,9 @@ func (p Port) Validate(h Host) error {
 	}
 	if !tenant.ValidName(p.Tenant) {
 		bad("port %q: tenant %q is not a tenant id", p.Name, p.Tenant)
+	}
+	if p.Host != "" && !tenant.ValidName(p.Host) {
+		bad("port %q: host %q: 1-63 letters, digits, '.', '_' or '-'", p.Name, p.Host)
 	}
 	if len(p.VM) > 253 || strings.ContainsFunc(p.VM, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		bad("port %q: vm name too long or with control characters", p.Name)
@@ -197,6 +204,26 @@ const notLeased = "port not leased to the tenant"
 
 // Ports indexes records by port name.
 type Ports map[string]Port
+
+// On returns the records of the ports on host; records without a host
+// are on def (the default host).
+func (ps Ports) On(host, def string) Ports {
+	out := Ports{}
+	for n, p := range ps {
+		if p.HostOr(def) == host {
+			out[n] = p
+		}
+	}
+	return out
+}
+
+// HostOr is the port's host, def when the record names none.
+func (p Port) HostOr(def string) string {
+	if p.Host == "" {
+		return def
+	}
+	return p.Host
+}
 
 // Index makes a Ports of records.
 func Index(list []Port) Ports {

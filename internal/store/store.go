@@ -67,6 +67,22 @@ var migrations = []migration{
 	)`),
 	leaseBoundPorts,
 	unambiguousNames,
+	// Desired state with generations (package node): the counter, the
+	// hosts with the generation last published to each and the status
+	// each last reported, and events that name the host and the host's
+	// sequence number they came with, so that one delivered twice is
+	// stored once.
+	sqlStep(`CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)`),
+	sqlStep(`INSERT INTO meta(key, value) VALUES ('generation', 0)`),
+	sqlStep(`CREATE TABLE hosts (
+		name TEXT PRIMARY KEY,
+		published INTEGER NOT NULL DEFAULT 0,
+		status TEXT NOT NULL DEFAULT '',
+		seen_at TEXT NOT NULL DEFAULT ''
+	)`),
+	sqlStep(`ALTER TABLE events ADD COLUMN host TEXT NOT NULL DEFAULT ''`),
+	sqlStep(`ALTER TABLE events ADD COLUMN origin TEXT`),
+	sqlStep(`CREATE UNIQUE INDEX events_origin ON events(origin)`),
 }
 
 // Store is the control plane's database.
@@ -169,6 +185,11 @@ type Event struct {
 	Kind    string    `json:"kind"`
 	Subject string    `json:"subject,omitempty"`
 	Detail  string    `json:"detail,omitempty"`
+	// Host is the host that reported it ("" for the control plane's own).
+	Host string `json:"host,omitempty"`
+	// Origin identifies an event a host reported ("host/seq"): the store
+	// keeps one event per origin.
+	Origin string `json:"-"`
 }
 
 // HashToken is how tokens are stored and looked up.
@@ -392,14 +413,23 @@ func (t *Tx) Result(tid int, vm, kind string) (Result, error) {
 }
 
 // AddEvent appends to the event history and returns the stored event.
+// An event whose Origin is already stored is not stored again (its ID
+// stays 0).
 func (t *Tx) AddEvent(e Event) (Event, error) {
 	e.Time = t.now
-	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail) VALUES (?, ?, ?, ?, ?)`,
-		e.Time.Format(time.RFC3339Nano), e.Tenant, e.Kind, e.Subject, e.Detail)
+	var origin any
+	if e.Origin != "" {
+		origin = e.Origin
+	}
+	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail, host, origin) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT DO NOTHING`,
+		e.Time.Format(time.RFC3339Nano), e.Tenant, e.Kind, e.Subject, e.Detail, e.Host, origin)
 	if err != nil {
 		return e, fmt.Errorf("add event: %w", err)
 	}
-	e.ID, _ = res.LastInsertId()
+	if n, _ := res.RowsAffected(); n == 1 {
+		e.ID, _ = res.LastInsertId()
+	}
 	return e, nil
 }
 
@@ -416,7 +446,7 @@ type EventQuery struct {
 
 // Events returns up to q.Limit events that match q.
 func (t *Tx) Events(q EventQuery) ([]Event, error) {
-	sq := `SELECT id, time, tenant_id, kind, subject, detail FROM events WHERE id > ?`
+	sq := `SELECT id, time, tenant_id, kind, subject, detail, host FROM events WHERE id > ?`
 	args := []any{q.After}
 	if q.Tenant != "" {
 		sq += ` AND tenant_id = ?`
@@ -454,7 +484,7 @@ func (t *Tx) Events(q EventQuery) ([]Event, error) {
 	for rows.Next() {
 		var e Event
 		var at string
-		if err := rows.Scan(&e.ID, &at, &e.Tenant, &e.Kind, &e.Subject, &e.Detail); err != nil {
+		if err := rows.Scan(&e.ID, &at, &e.Tenant, &e.Kind, &e.Subject, &e.Detail, &e.Host); err != nil {
 			return nil, fmt.Errorf("list events: %w", err)
 		}
 		e.Time, _ = time.Parse(time.RFC3339Nano, at)
