@@ -20,7 +20,7 @@ ovs: deps
 # a short run of every fuzzer. CI=true turns any skipped integration test
 # into a failure.
 # The concurrent packages run again under the race detector.
-RACE_PKGS = ./internal/agent ./internal/api ./internal/store ./internal/controller ./internal/daemon ./internal/nbd ./internal/vhostuser ./internal/hostpath
+RACE_PKGS = ./internal/agent ./internal/bus ./internal/api ./internal/store ./internal/controller ./internal/daemon ./internal/nbd ./internal/vhostuser ./internal/hostpath
 
 test: deps ovs build lint
 	$(GO) test -count=1 -timeout 20m ./...

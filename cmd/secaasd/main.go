@@ -1,6 +1,9 @@
-// Command secaasd is the secaas daemon: REST API, store and the node agent
-// for this host's Open vSwitch bridge, in one process (package daemon
-// wires them).
+// Command secaasd is the secaas daemon. By default (--role all) it is the
+// whole system for one host: REST API, store and the node agent for this
+// host's Open vSwitch bridge, in one process. For many hosts one secaasd
+// runs --role controller (API, store, an embedded NATS JetStream server)
+// and every hypervisor host runs --role agent --bus nats://CONTROLLER:4222.
+// Package daemon wires them.
 package main
 
 import (
@@ -22,6 +25,11 @@ func main() {
 	var c daemon.Config
 	var listen, bridge string
 	var reconcile time.Duration
+	flag.StringVar(&c.Role, "role", "all", "all (one host: controller and agent), controller (API, store, bus) or agent (this hypervisor host)")
+	flag.StringVar(&c.Node, "node", "", "this host's name in the fleet (default: the host name); ports whose inventory record names no host are on the controller's")
+	flag.StringVar(&c.BusURL, "bus", "", "NATS URL of the bus (an agent: the controller's, e.g. nats://10.0.0.1:4222; a controller: an external NATS cluster instead of the embedded server)")
+	flag.StringVar(&c.BusListen, "bus-listen", "", "where a controller's embedded NATS server listens (default 127.0.0.1:4222; all: set it to use NATS on one host too)")
+	flag.StringVar(&c.BusTokenFile, "bus-token-file", "/var/lib/secaas/bus.token", "token that admits hosts to the bus (created with a random token if missing; copy it to every agent)")
 	flag.StringVar(&listen, "listen", "127.0.0.1:8470", "API listen address")
 	flag.StringVar(&c.DB, "db", "/var/lib/secaas/secaas.db", "SQLite database path")
 	flag.StringVar(&bridge, "bridge", "secaas0", "Open vSwitch bridge to enforce tenant domains on")
@@ -56,7 +64,7 @@ func main() {
 		os.Exit(1)
 	}
 	defer d.Close()
-	log.Info("secaasd starting", "addr", listen, "bridge", bridge, "db", c.DB, "admin_token_file", c.TokenFile)
+	log.Info("secaasd starting", "role", c.Role, "node", d.Node, "addr", listen, "bridge", bridge, "db", c.DB, "admin_token_file", c.TokenFile, "bus", d.BusURL)
 	if err := d.Serve(ctx, listen, reconcile); err != nil {
 		log.Error("secaasd failed", "err", err)
 		d.Close()

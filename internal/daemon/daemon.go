@@ -21,18 +21,28 @@ import (
 	"secaas/internal/controller"
 	"secaas/internal/hostpath"
 	"secaas/internal/inventory"
+	"secaas/internal/node"
 	"secaas/internal/ovs"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
 
+// Roles a daemon runs.
+const (
+	RoleAll        = "all"        // controller and agent, one host (the default)
+	RoleController = "controller" // API, store, compilation, events; embeds NATS unless given one
+	RoleAgent      = "agent"      // everything that touches this hypervisor host
+)
+
 // Config is what secaasd is told.
 type Config struct {
+	// Role: RoleAll (default), RoleController or RoleAgent.
+	Role       string
 	DB         string // SQLite database path (":memory:" for a throwaway store)
 	Bridge     *ovs.Bridge
 	AdminToken string // the admin token itself, or
 	TokenFile  string // the file that holds it (created with a random token if missing)
-	DataDir    string // per-VM state and the node's clamd (default: DB's directory/data)
+	DataDir    string // per-VM state, the node's clamd, the bus's data (default: DB's directory/data)
 	Signatures string // extra clamd signatures
 	Hashes     string // SHA-256 list of known-bad files
 	// Roots beneath which the VMs' host resources must lie.
@@ -42,24 +52,37 @@ type Config struct {
 	EventMaxAge   time.Duration
 	EventMaxCount int
 	Log           *slog.Logger
-	// Node is this host's name in the fleet (default: DefaultNode).
+	// Node is this host's name in the fleet (default: DefaultNode); the
+	// controller's default host too.
 	Node string
+	// The bus. Empty BusURL: RoleAll runs in process (unless BusListen is
+	// set), RoleController embeds a NATS server on BusListen (its data
+	// under DataDir/nats). RoleAgent needs BusURL. The token admits
+	// clients (BusToken, or BusTokenFile, created if missing).
+	BusURL, BusListen      string
+	BusToken, BusTokenFile string
 }
 
 // Daemon is a wired secaasd: store, controller and API, the agent, and
-// the bus between them.
+// the bus between them; an agent has no store, controller or API, a
+// controller no agent.
 type Daemon struct {
 	Store      *store.Store
 	Agent      *agent.Agent
 	Controller *controller.Controller
 	API        *api.Server
-	Bus        *bus.Local
 	// Node is this host's name in the fleet.
-	Node     string
+	Node string
+	// BusURL is where the NATS bus is ("" in process).
+	BusURL   string
+	local    *bus.Local
+	nats     *bus.NATS
+	server   *bus.Server
 	reporter *agent.Reporter
 	roots    *hostpath.Roots
 	cfg      Config
 	log      *slog.Logger
+	loops    context.Context    // the loops' context: Close ends it, and with it Run
 	stop     context.CancelFunc // ends the loops New starts
 	wg       sync.WaitGroup
 }
@@ -68,16 +91,22 @@ type Daemon struct {
 // data directory.
 const DesiredFile = "desired.json"
 
-// New opens the store, makes the agent for the bridge (ensuring it, but
-// installing nothing), the controller over both and the bus between
-// them, starts the agent following its desired state (first the one it
-// persisted, so a restart changes the switch only where the state moved
-// on) and publishes the stored state; it returns once this host enforces
-// it (or says why not).
+// New wires the daemon for its role. A controller opens the store and
+// starts receiving the hosts' reports; an agent ensures its bridge
+// (installing nothing) and starts following its desired state, first
+// the one it persisted, so a restart changes the switch only where the
+// state moved on; then the controller publishes the stored state. With
+// both roles New returns once this host enforces it (or says why not).
 func New(ctx context.Context, c Config) (*Daemon, error) {
 	log := c.Log
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if c.Role == "" {
+		c.Role = RoleAll
+	}
+	if c.Role != RoleAll && c.Role != RoleController && c.Role != RoleAgent {
+		return nil, fmt.Errorf("role %q: all, controller or agent", c.Role)
 	}
 	if c.Node == "" {
 		c.Node = DefaultNode()
@@ -85,79 +114,169 @@ func New(ctx context.Context, c Config) (*Daemon, error) {
 	if !tenant.ValidName(c.Node) {
 		return nil, fmt.Errorf("node name %q: 1-63 letters, digits, '.', '_' or '-'", c.Node)
 	}
-	tok := c.AdminToken
-	if tok == "" {
-		var err error
-		if tok, err = adminToken(c.TokenFile); err != nil {
-			return nil, fmt.Errorf("admin token: %w", err)
+	ctl, agt := c.Role != RoleAgent, c.Role != RoleController
+	if c.DataDir == "" {
+		if c.DB == ":memory:" || c.DB == "" {
+			return nil, errors.New("a daemon with an in-memory store needs a DataDir")
 		}
+		c.DataDir = filepath.Join(filepath.Dir(c.DB), "data")
 	}
-	if c.DB != ":memory:" {
-		if err := os.MkdirAll(filepath.Dir(c.DB), 0o700); err != nil {
-			return nil, err
-		}
+	// Per-VM state, quarantine and the bus's data are the daemon's alone.
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, err
 	}
-	st, err := store.Open(ctx, c.DB)
-	if err != nil {
+	if err := os.Chmod(c.DataDir, 0o700); err != nil {
 		return nil, err
 	}
 	loops, stop := context.WithCancel(context.WithoutCancel(ctx))
-	d := &Daemon{Store: st, Node: c.Node, cfg: c, log: log, stop: stop, Bus: bus.NewLocal(), reporter: agent.NewReporter(c.Node)}
+	d := &Daemon{Node: c.Node, cfg: c, log: log, loops: loops, stop: stop}
 	fail := func(err error) (*Daemon, error) {
 		d.Close()
 		return nil, err
 	}
+	var fleet node.Fleet
+	var link node.Link
+	if err := d.openBus(ctx, c, ctl); err != nil {
+		return fail(err)
+	}
+	if d.nats != nil {
+		fleet, link = d.nats, d.nats
+	} else {
+		d.local = bus.NewLocal()
+		fleet, link = d.local, d.local
+	}
+	if ctl {
+		if err := d.openController(ctx, c, fleet, log); err != nil {
+			return fail(err)
+		}
+		if d.local != nil {
+			d.local.SetSink(d.Controller.Sink())
+		} else {
+			d.wg.Add(1)
+			go func() {
+				defer d.wg.Done()
+				if err := d.nats.Receive(loops, d.Controller.Sink()); err != nil {
+					log.Error("receiving reports stopped", "err", err)
+				}
+			}()
+		}
+	}
+	if agt {
+		if err := d.openAgent(ctx, loops, c, link, log); err != nil {
+			return fail(err)
+		}
+	}
+	if ctl {
+		if err := d.Controller.Sync(ctx); err != nil {
+			return fail(fmt.Errorf("publish stored policy: %w", err))
+		}
+	}
+	if ctl && agt {
+		if err := d.Controller.AwaitHost(ctx, c.Node, startWait); err != nil {
+			log.Error("this host does not enforce the stored policy yet", "err", err)
+		}
+	}
+	return d, nil
+}
+
+// openBus starts or joins the NATS bus when the role and config ask for
+// one.
+func (d *Daemon) openBus(ctx context.Context, c Config, ctl bool) error {
+	url := c.BusURL
+	if url == "" && (c.Role == RoleController || (c.Role == RoleAll && c.BusListen != "")) {
+		listen := c.BusListen
+		if listen == "" {
+			listen = "127.0.0.1:4222"
+		}
+		tok, err := secret(c.BusToken, c.BusTokenFile)
+		if err != nil {
+			return fmt.Errorf("bus token: %w", err)
+		}
+		if d.server, err = bus.StartServer(listen, filepath.Join(c.DataDir, "nats"), tok); err != nil {
+			return err
+		}
+		url = d.server.URL()
+		d.log.Info("embedded NATS server", "url", url)
+	}
+	if url == "" {
+		if c.Role == RoleAgent {
+			return errors.New("an agent needs the controller's bus (--bus nats://HOST:4222)")
+		}
+		return nil
+	}
+	tok, err := secret(c.BusToken, c.BusTokenFile)
+	if err != nil {
+		return fmt.Errorf("bus token: %w", err)
+	}
+	name := c.Node
+	if c.Role == RoleController {
+		name = "controller"
+	}
+	d.BusURL = url
+	d.nats, err = bus.Dial(ctx, url, tok, name, d.log)
+	return err
+}
+
+func (d *Daemon) openController(ctx context.Context, c Config, fleet node.Fleet, log *slog.Logger) error {
+	tok, err := secret(c.AdminToken, c.TokenFile)
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	if c.DB != ":memory:" {
+		if err := os.MkdirAll(filepath.Dir(c.DB), 0o700); err != nil {
+			return err
+		}
+	}
+	if d.Store, err = store.Open(ctx, c.DB); err != nil {
+		return err
+	}
+	if d.Controller, err = controller.New(d.Store, fleet, tok, log); err != nil {
+		return err
+	}
+	h := inventory.Host{}
+	if c.Bridge != nil {
+		h.Reserved = []string{c.Bridge.Name}
+	}
+	for _, r := range []string{c.ImageRoot, c.RunRoot, c.ShmRoot} {
+		h.Roots = append(h.Roots, filepath.Clean(r))
+	}
+	d.Controller.Host = h
+	d.Controller.DefaultHost = c.Node
+	d.API = api.New(d.Controller, log)
+	return nil
+}
+
+func (d *Daemon) openAgent(ctx, loops context.Context, c Config, link node.Link, log *slog.Logger) error {
+	if c.Bridge == nil {
+		return errors.New("an agent needs a bridge")
+	}
 	// The agent's reports travel through a reporter that never blocks the
-	// agent and never drops an event (a batch the store refuses is tried
-	// again); per-VM results are coalesced: only the latest of each VM
-	// matters.
+	// agent and never drops an event (a batch the bus or store refuses is
+	// tried again); per-VM results are coalesced: only the latest of each
+	// VM matters.
+	d.reporter = agent.NewReporter(c.Node)
 	d.Agent = agent.New(c.Bridge, log, d.reporter.Put)
 	d.Agent.DataDir, d.Agent.Signatures, d.Agent.Hashes = c.DataDir, c.Signatures, c.Hashes
-	if d.Agent.DataDir == "" {
-		if c.DB == ":memory:" {
-			return fail(errors.New("a daemon with an in-memory store needs a DataDir"))
-		}
-		d.Agent.DataDir = filepath.Join(filepath.Dir(c.DB), "data")
-	}
-	// Per-VM state and quarantine are the daemon's alone.
-	if err := os.MkdirAll(d.Agent.DataDir, 0o700); err != nil {
-		return fail(err)
-	}
-	if err := os.Chmod(d.Agent.DataDir, 0o700); err != nil {
-		return fail(err)
-	}
+	var err error
 	if d.roots, err = hostpath.OpenRoots(c.ImageRoot, c.RunRoot, c.ShmRoot); err != nil {
-		return fail(fmt.Errorf("host roots: %w", err))
+		return fmt.Errorf("host roots: %w", err)
 	}
 	d.Agent.Host = d.roots
-	if d.Controller, err = controller.New(st, d.Bus, tok, log); err != nil {
-		return fail(err)
-	}
-	d.Controller.Host = inventory.Host{Reserved: []string{c.Bridge.Name}, Roots: d.roots.Dirs()}
-	d.Controller.DefaultHost = c.Node
-	d.Bus.SetSink(d.Controller.Sink())
 	if err := d.Agent.Start(ctx); err != nil {
-		return fail(err)
+		return err
 	}
 	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
-		d.reporter.Run(loops, d.Bus, log)
+		d.reporter.Run(loops, link, log)
 	}()
 	go func() {
 		defer d.wg.Done()
-		if err := d.Agent.Follow(loops, d.Bus, c.Node, filepath.Join(d.Agent.DataDir, DesiredFile), d.reporter, followRetry); err != nil {
+		if err := d.Agent.Follow(loops, link, c.Node, filepath.Join(c.DataDir, DesiredFile), d.reporter, followRetry); err != nil {
 			log.Error("agent stopped", "err", err)
 		}
 	}()
-	if err := d.Controller.Sync(ctx); err != nil {
-		return fail(fmt.Errorf("publish stored policy: %w", err))
-	}
-	if err := d.Controller.AwaitHost(ctx, c.Node, startWait); err != nil {
-		log.Error("this host does not enforce the stored policy yet", "err", err)
-	}
-	d.API = api.New(d.Controller, log)
-	return d, nil
+	return nil
 }
 
 // followRetry is how often an agent tries a desired state that failed
@@ -181,9 +300,7 @@ func DefaultNode() string {
 // Close stops the agent's services and closes the store; the switch keeps
 // its flows (fail-secure).
 func (d *Daemon) Close() {
-	if d.stop != nil {
-		d.stop()
-	}
+	d.stop()
 	d.wg.Wait()
 	if d.Agent != nil {
 		d.Agent.Close()
@@ -191,7 +308,15 @@ func (d *Daemon) Close() {
 	if d.roots != nil {
 		d.roots.Close()
 	}
-	d.Store.Close()
+	if d.nats != nil {
+		d.nats.Close()
+	}
+	if d.server != nil {
+		d.server.Close()
+	}
+	if d.Store != nil {
+		d.Store.Close()
+	}
 }
 
 // pruneEvery is how often the event history's retention is enforced;
@@ -219,13 +344,28 @@ func (d *Daemon) prune(ctx context.Context, now time.Time) {
 	}
 }
 
-// Run enforces the event retention, publishes again what a host missed,
-// and reconciles the switch every interval (and whenever its flow table
-// changes) until ctx ends.
+// Run, until ctx ends: a controller enforces the event retention and
+// publishes again what a host missed; an agent reconciles the switch
+// every interval (and whenever its flow table changes).
 func (d *Daemon) Run(ctx context.Context, reconcile time.Duration) {
+	// A closed daemon runs nothing: two agents must never fight over one
+	// switch.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(d.loops, cancel)()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	wg.Add(3)
+	if d.Agent != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.Agent.Run(ctx, reconcile)
+		}()
+	}
+	if d.Controller == nil {
+		return
+	}
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(pruneEvery)
@@ -254,15 +394,16 @@ func (d *Daemon) Run(ctx context.Context, reconcile time.Duration) {
 			}
 		}
 	}()
-	go func() {
-		defer wg.Done()
-		d.Agent.Run(ctx, reconcile)
-	}()
 }
 
-// Serve answers the API on listen until ctx ends, running the daemon
-// meanwhile, then shuts the server down gracefully.
+// Serve answers the API on listen (a controller) until ctx ends, running
+// the daemon meanwhile, then shuts the server down gracefully.
 func (d *Daemon) Serve(ctx context.Context, listen string, reconcile time.Duration) error {
+	if d.API == nil {
+		d.log.Info("secaas agent running", "node", d.Node, "bus", d.BusURL)
+		d.Run(ctx, reconcile)
+		return nil
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
@@ -286,7 +427,19 @@ func (d *Daemon) Serve(ctx context.Context, listen string, reconcile time.Durati
 	return srv.Shutdown(shut)
 }
 
-func adminToken(path string) (string, error) {
+// secret is tok, or the token in file (created with a random token if
+// missing).
+func secret(tok, file string) (string, error) {
+	if tok != "" {
+		return tok, nil
+	}
+	if file == "" {
+		return "", errors.New("no token and no token file")
+	}
+	return tokenFile(file)
+}
+
+func tokenFile(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		return strings.TrimSpace(string(b)), nil
