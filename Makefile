@@ -46,6 +46,7 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/nbd FuzzServer
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/nbd FuzzClient
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/vhostuser FuzzServeConn
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/bus FuzzUnzip
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

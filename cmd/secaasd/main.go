@@ -19,6 +19,7 @@ import (
 	"secaas/internal/cli"
 	"secaas/internal/daemon"
 	"secaas/internal/ovs"
+	"secaas/internal/store"
 )
 
 func main() {
@@ -31,7 +32,7 @@ func main() {
 	flag.StringVar(&c.BusListen, "bus-listen", "", "where a controller's embedded NATS server listens (default 127.0.0.1:4222; all: set it to use NATS on one host too)")
 	flag.StringVar(&c.BusTokenFile, "bus-token-file", "/var/lib/secaas/bus.token", "token that admits hosts to the bus (created with a random token if missing; copy it to every agent)")
 	flag.StringVar(&listen, "listen", "127.0.0.1:8470", "API listen address")
-	flag.StringVar(&c.DB, "db", "/var/lib/secaas/secaas.db", "SQLite database path")
+	flag.StringVar(&c.DB, "db", "/var/lib/secaas/secaas.db", "the store: a SQLite database path, or a PostgreSQL URL (postgres://USER@HOST/DB; then give --data-dir)")
 	flag.StringVar(&bridge, "bridge", "secaas0", "Open vSwitch bridge to enforce tenant domains on")
 	flag.StringVar(&c.DataDir, "data-dir", "", "per-VM state (HyperAV sectors, quarantine) and the node's clamd (default: DB's directory/data)")
 	flag.StringVar(&c.Signatures, "signatures", "", "directory of extra .ndb/.hdb/.yar signatures for clamd")
@@ -64,7 +65,7 @@ func main() {
 		os.Exit(1)
 	}
 	defer d.Close()
-	log.Info("secaasd starting", "role", c.Role, "node", d.Node, "addr", listen, "bridge", bridge, "db", c.DB, "admin_token_file", c.TokenFile, "bus", d.BusURL)
+	log.Info("secaasd starting", "role", c.Role, "node", d.Node, "addr", listen, "bridge", bridge, "db", store.Redact(c.DB), "admin_token_file", c.TokenFile, "bus", d.BusURL)
 	if err := d.Serve(ctx, listen, reconcile); err != nil {
 		log.Error("secaasd failed", "err", err)
 		d.Close()

@@ -18,4 +18,11 @@
 // the inventory waits and says so. Events carry no host paths. The agent
 // knows nothing of the API, the store or other hosts; it reports what it
 // does as events.
+//
+// Follow is an autonomous agent's loop over the node contract (package
+// node): it enforces the desired state it persisted before it hears from
+// the controller, applies each newer one (ApplyDesired: per-domain status,
+// services only for the VMs placed on this host), tries a failed one
+// again, answers calls (Handle), and reports through a Reporter that
+// never blocks the agent and never drops an event.
 package agent

@@ -236,14 +236,14 @@ func zip(v any) ([]byte, error) {
 }
 
 // maxDesired bounds a desired state's decompressed size.
-const maxDesired = 1 << 30
+var maxDesired = 1 << 30
 
 func unzip(b []byte, v any) error {
 	zr, err := gzip.NewReader(bytes.NewReader(b))
 	if err != nil {
 		return err
 	}
-	raw, err := io.ReadAll(io.LimitReader(zr, maxDesired+1))
+	raw, err := io.ReadAll(io.LimitReader(zr, int64(maxDesired)+1))
 	if err != nil {
 		return err
 	}

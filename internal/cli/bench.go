@@ -201,3 +201,41 @@ func benchDrift(ctx context.Context, env *Env, args []string) error {
 	}
 	return nil
 }
+
+func benchControlPlane(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("bench controlplane", env)
+	var o bench.ControlPlaneOptions
+	fs.IntVar(&o.Tenants, "tenants", 10, "tenants, one domain each, placed alternately on the two hosts")
+	fs.IntVar(&o.VMs, "vms", 100, "VMs (switch ports) per tenant")
+	fs.IntVar(&o.ACRs, "acrs", 10000, "ACRs in all")
+	fs.IntVar(&o.Changes, "changes", 200, "ACR additions timed from the API call to the host's switch")
+	fs.DurationVar(&o.ReadFor, "read-for", 3*time.Second, "how long API reads are driven")
+	fs.IntVar(&o.Readers, "readers", 4, "concurrent API readers")
+	fs.IntVar(&o.Events, "events", 20000, "events one agent reports in a burst")
+	format := fs.String("o", "table", "output: table or json")
+	out := fs.String("out", "", "also write the table to this Markdown file")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *format != "table" && *format != "json" {
+		return usageError{fmt.Errorf("-o %q: table or json", *format)}
+	}
+	o.Progress = env.Stderr
+	r, err := bench.RunControlPlane(ctx, o)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	bench.WriteControlPlane(&buf, r)
+	if *format == "json" {
+		if err := printJSON(env.Stdout, r); err != nil {
+			return err
+		}
+	} else {
+		env.Stdout.Write(buf.Bytes())
+	}
+	if *out != "" {
+		return os.WriteFile(*out, buf.Bytes(), 0o644)
+	}
+	return nil
+}

@@ -131,6 +131,16 @@ func TestEndToEnd(t *testing.T) {
 	if out, code := runCLI(t, append([]string{"domain", "create", "-f", policy}, api...)...); code != 0 {
 		t.Fatalf("domain create: %s", out)
 	}
+	// The domain is applied on this host; the admin sees the host.
+	if out, code := runCLI(t, append([]string{"domain", "status", "100"}, api...)...); code != 0 || !strings.Contains(out, "applied") || strings.Contains(out, "pending") {
+		t.Fatalf("domain status: %s", out)
+	}
+	if out, code := runCLI(t, "host", "list", "--api", srv.URL, "--token", admin); code != 0 || !strings.Contains(out, "applied") {
+		t.Fatalf("host list: %s", out)
+	}
+	if out, code := runCLI(t, append([]string{"host", "list"}, api...)...); code == 0 || !strings.Contains(out, "admin") {
+		t.Fatalf("host list as a tenant: %s", out)
+	}
 	// Declarative apply of the same file: nothing to change.
 	policyText, _ := os.ReadFile(policy)
 	if out, code := runCLIStdin(t, string(policyText), append([]string{"apply", "-f", "-"}, api...)...); code != 0 || !strings.Contains(out, "unchanged") || !strings.Contains(out, "no change") {

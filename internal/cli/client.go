@@ -113,6 +113,14 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if resp.StatusCode == http.StatusAccepted {
+		// Stored, but a host has not applied it yet: say so, and go on.
+		var e struct{ Error, Message string }
+		if json.Unmarshal(b, &e) == nil && e.Error == "pending" {
+			fmt.Fprintf(c.env.Stderr, "secaas: %s\n", e.Message)
+			return nil
+		}
+	}
 	if resp.StatusCode >= 300 {
 		var e struct{ Message string }
 		if json.Unmarshal(b, &e) == nil && e.Message != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 
+	"secaas/internal/controller"
 	"secaas/internal/inventory"
 )
 
@@ -14,6 +15,7 @@ func inventorySet(ctx context.Context, env *Env, args []string) error {
 	var d inventory.Disk
 	c, pos, err := simple("inventory set", env, args, 1, func(fs *flag.FlagSet) {
 		fs.StringVar(&p.Tenant, "tenant", "", "tenant the port is leased to")
+		fs.StringVar(&p.Host, "host", "", "the hypervisor host the port is on (an agent's --node; default: the controller's)")
 		fs.BoolVar(&p.Uplink, "uplink", false, "the port leads outside a domain (router, NIC): a domain's uplink, not a VM")
 		fs.StringVar(&p.VM, "vm", "", "the hypervisor's name of the VM on the port (information)")
 		fs.StringVar(&p.Memory, "memory", "", "the VM's RAM file (QEMU memory-backend-file, share=on), beneath the daemon's --shm-root")
@@ -51,7 +53,7 @@ func inventoryList(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	return render(env, format, out, func(t *table) {
-		head := []string{"PORT", "TENANT", "KIND", "VM", "MEMORY", "DISK"}
+		head := []string{"PORT", "TENANT", "HOST", "KIND", "VM", "MEMORY", "DISK"}
 		if t.wide {
 			head = append(head, "QMP", "IMAGE", "SOCKET")
 		}
@@ -67,7 +69,7 @@ func inventoryList(ctx context.Context, env *Env, args []string) error {
 					disk += "/" + p.Disk.Transport
 				}
 			}
-			r := []string{p.Name, p.Tenant, kind, orDash(p.VM), orDash(p.Memory), disk}
+			r := []string{p.Name, p.Tenant, orDash(p.Host), kind, orDash(p.VM), orDash(p.Memory), disk}
 			if t.wide {
 				r = append(r, orDash(p.QMP), image, socket)
 			}
@@ -86,4 +88,49 @@ func inventoryDelete(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stderr, "port %s removed from the inventory\n", pos[0])
 	return nil
+}
+
+func domainStatus(ctx context.Context, env *Env, args []string) error {
+	c, pos, format, err := readVerb("domain status", env, args, 1, nil)
+	if err != nil {
+		return err
+	}
+	var st controller.DomainStatus
+	if err := c.do(ctx, "GET", "/v1/domains/"+url.PathEscape(pos[0])+"/status", nil, &st); err != nil {
+		return err
+	}
+	return render(env, format, st, func(t *table) {
+		t.row("HOST", "STATE", "ENFORCES", "WANTED", "MESSAGE")
+		for _, h := range st.Hosts {
+			t.row(h.Host, h.State, revision(h.Revision), revision(st.Revision), orDash(h.Message))
+		}
+	})
+}
+
+func revision(r int) string {
+	if r == 0 {
+		return "-"
+	}
+	return fmt.Sprint(r)
+}
+
+func hostList(ctx context.Context, env *Env, args []string) error {
+	c, _, format, err := readVerb("host list", env, args, 0, nil)
+	if err != nil {
+		return err
+	}
+	var hs []controller.HostView
+	if err := c.do(ctx, "GET", "/v1/hosts", nil, &hs); err != nil {
+		return err
+	}
+	return render(env, format, hs, func(t *table) {
+		t.row("HOST", "STATE", "PUBLISHED", "SEEN", "APPLIED", "LAST REPORT", "ERROR")
+		for _, h := range hs {
+			seen := "-"
+			if !h.SeenAt.IsZero() {
+				seen = h.SeenAt.Format("2006-01-02 15:04:05")
+			}
+			t.row(h.Name, h.State, fmt.Sprint(h.Published), fmt.Sprint(h.Generation), fmt.Sprint(h.Applied), seen, orDash(h.Error))
+		}
+	})
 }

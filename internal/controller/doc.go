@@ -1,12 +1,21 @@
 // Package controller is the control plane's core: it authenticates callers
 // (an admin token and per-tenant tokens), enforces that a tenant only ever
 // sees and changes its own objects, validates every change against the
-// whole tenant net, and moves the store and the node together: a change is
-// committed only if the node applied it, otherwise both stay as they were.
+// whole tenant net, and distributes the result: a change is committed to
+// the store first, with the next generation; then the controller locates
+// the hosts of the VMs it touches (placement: the inventory record's host,
+// else the default host), publishes the desired state of every host whose
+// state changed through a node.Fleet, and waits (WithWait) for the hosts'
+// statuses: ErrApply when a host refused it (the change stays stored and
+// the host keeps its previous state), ErrPending when one has not
+// answered. No node I/O happens inside a store transaction. DomainStatus
+// and Hosts show per-object and per-host state, like Kubernetes'
+// observedGeneration; Sink takes what the hosts report.
 //
 // It also keeps the host inventory (package inventory): the admin leases
-// switch ports to tenants and records each VM's host resources; a tenant's
-// domain binds only ports leased to it, never the bridge's own, and its
-// service policies take their host resources from the inventory, never
-// from the tenant. The API (package api) is a thin HTTP layer over it.
+// switch ports to tenants and records each VM's host and host resources;
+// a tenant's domain binds only ports leased to it, never the bridge's own,
+// and its service policies take their host resources from the inventory,
+// never from the tenant. The API (package api) is a thin HTTP layer over
+// it.
 package controller

@@ -116,8 +116,8 @@ func New(ctx context.Context, c Config) (*Daemon, error) {
 	}
 	ctl, agt := c.Role != RoleAgent, c.Role != RoleController
 	if c.DataDir == "" {
-		if c.DB == ":memory:" || c.DB == "" {
-			return nil, errors.New("a daemon with an in-memory store needs a DataDir")
+		if c.DB == ":memory:" || c.DB == "" || store.IsPostgres(c.DB) {
+			return nil, errors.New("a daemon whose store is in memory or in PostgreSQL needs a data directory (--data-dir)")
 		}
 		c.DataDir = filepath.Join(filepath.Dir(c.DB), "data")
 	}
@@ -222,7 +222,7 @@ func (d *Daemon) openController(ctx context.Context, c Config, fleet node.Fleet,
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
-	if c.DB != ":memory:" {
+	if c.DB != ":memory:" && !store.IsPostgres(c.DB) {
 		if err := os.MkdirAll(filepath.Dir(c.DB), 0o700); err != nil {
 			return err
 		}
@@ -454,4 +454,13 @@ func tokenFile(path string) (string, error) {
 		return "", err
 	}
 	return tok, os.WriteFile(path, []byte(tok+"\n"), 0o600)
+}
+
+// Report hands an event to this host's agent's reporter as if the agent
+// had seen it (benchmarks and tests of the event path); a daemon without
+// an agent ignores it.
+func (d *Daemon) Report(e agent.Event) {
+	if d.reporter != nil {
+		d.reporter.Put(e)
+	}
 }

@@ -1,9 +1,11 @@
-// Package node is the contract between the control plane and a host's
-// agent: what the controller may ask of a node (apply the desired state,
-// plan it without applying, run on-demand HyperAV work) and the errors a
-// node answers with. The controller imports this package and nothing
-// node-side (a test in package archtest enforces it); the agent implements
-// it, today in the same process (package daemon wires the two), later
-// over a wire between hosts. Results of on-demand work cross it as JSON
-// documents.
+// Package node is the contract between the control plane and the hosts'
+// agents. Down: each host's Desired state (the domains with a port on the
+// host, whole, and the host's inventory records) at a Generation that
+// only grows; Calls for on-demand work (a flow plan, HyperAV scans). Up:
+// a Status per attempt (the generation seen, the one enforced, each
+// domain's revision and state), Events (numbered per host, so one
+// delivered twice is kept once) and per-VM Results. The controller sees a
+// Fleet and gives a Sink; an agent sees a Link. Package bus carries it in
+// process and over NATS JetStream. The controller imports this package
+// and nothing node-side (package archtest enforces it).
 package node

@@ -11,7 +11,7 @@ import (
 // NextGeneration advances the desired-state generation and returns it.
 func (t *Tx) NextGeneration() (int64, error) {
 	var g int64
-	err := t.tx.QueryRowContext(t.ctx, `UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value`).Scan(&g)
+	err := t.queryRow(`UPDATE meta SET value = value + 1 WHERE key = 'generation' RETURNING value`).Scan(&g)
 	if err != nil {
 		return 0, fmt.Errorf("next generation: %w", err)
 	}
@@ -21,7 +21,7 @@ func (t *Tx) NextGeneration() (int64, error) {
 // Generation is the current desired-state generation.
 func (t *Tx) Generation() (int64, error) {
 	var g int64
-	if err := t.tx.QueryRowContext(t.ctx, `SELECT value FROM meta WHERE key = 'generation'`).Scan(&g); err != nil {
+	if err := t.queryRow(`SELECT value FROM meta WHERE key = 'generation'`).Scan(&g); err != nil {
 		return 0, fmt.Errorf("generation: %w", err)
 	}
 	return g, nil
@@ -41,8 +41,8 @@ type Host struct {
 // PublishedTo records that the desired state at generation g went to
 // host (never lowering the recorded generation).
 func (t *Tx) PublishedTo(host string, g int64) error {
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO hosts(name, published) VALUES (?, ?)
-		ON CONFLICT(name) DO UPDATE SET published = MAX(published, excluded.published)`, host, g)
+	_, err := t.exec(`INSERT INTO hosts(name, published) VALUES (?, ?)
+		ON CONFLICT(name) DO UPDATE SET published = CASE WHEN excluded.published > hosts.published THEN excluded.published ELSE hosts.published END`, host, g)
 	if err != nil {
 		return fmt.Errorf("record publication: %w", err)
 	}
@@ -54,7 +54,7 @@ func (t *Tx) PutHostStatus(host string, status json.RawMessage) error {
 	if !json.Valid(status) {
 		return errors.New("put host status: document is not JSON")
 	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO hosts(name, status, seen_at) VALUES (?, ?, ?)
+	_, err := t.exec(`INSERT INTO hosts(name, status, seen_at) VALUES (?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET status = excluded.status, seen_at = excluded.seen_at`,
 		host, string(status), t.now.Format(time.RFC3339Nano))
 	if err != nil {
@@ -65,7 +65,7 @@ func (t *Tx) PutHostStatus(host string, status json.RawMessage) error {
 
 // Hosts lists every known host by name.
 func (t *Tx) Hosts() ([]Host, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT name, published, status, seen_at FROM hosts ORDER BY name`)
+	rows, err := t.query(`SELECT name, published, status, seen_at FROM hosts ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
@@ -83,7 +83,7 @@ func (t *Tx) Hosts() ([]Host, error) {
 
 // DeleteHost forgets a host.
 func (t *Tx) DeleteHost(name string) error {
-	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM hosts WHERE name = ?`, name)
+	res, err := t.exec(`DELETE FROM hosts WHERE name = ?`, name)
 	if err != nil {
 		return fmt.Errorf("delete host: %w", err)
 	}

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"context"
 	"database/sql"
 	"encoding/json"
 	"errors"
@@ -13,11 +12,11 @@ import (
 	"secaas/internal/tenant"
 )
 
-type migration func(ctx context.Context, tx *sql.Tx) error
+type migration func(t *Tx) error
 
 func sqlStep(q string) migration {
-	return func(ctx context.Context, tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, q)
+	return func(t *Tx) error {
+		_, err := t.exec(q)
 		return err
 	}
 }
@@ -32,15 +31,15 @@ var avHostFields = []string{"mode", "disk", "qmp", "node", "device", "socket", "
 // that tenants once wrote into their service policies are dropped, not
 // carried over: a tenant chose them. An event says what was dropped; the
 // admin sets those resources in the inventory.
-func leaseBoundPorts(ctx context.Context, tx *sql.Tx) error {
-	docs, err := storedDocs(ctx, tx)
+func leaseBoundPorts(t *Tx) error {
+	docs, err := storedDocs(t)
 	if err != nil {
 		return err
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
 	lease := func(name, tenantID string, uplink bool) error {
 		doc, _ := json.Marshal(inventory.Port{Name: name, Tenant: tenantID, Uplink: uplink})
-		_, err := tx.ExecContext(ctx, `INSERT INTO ports(name, tenant_id, doc, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING`,
+		_, err := t.exec(`INSERT INTO ports(name, tenant_id, doc, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO NOTHING`,
 			name, tenantID, string(doc), now)
 		return err
 	}
@@ -93,7 +92,7 @@ func leaseBoundPorts(ctx context.Context, tx *sql.Tx) error {
 			continue
 		}
 		detail, _ := json.Marshal(dropped)
-		if err := rewriteDoc(ctx, tx, d, doc, "policy.host_fields_dropped",
+		if err := rewriteDoc(t, d, doc, "policy.host_fields_dropped",
 			"host resources are now host inventory (secaas inventory set): "+string(detail)); err != nil {
 			return err
 		}
@@ -109,8 +108,8 @@ type storedDoc struct {
 }
 
 // storedDocs reads every domain document, by TID.
-func storedDocs(ctx context.Context, tx *sql.Tx) ([]storedDoc, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT tid, tenant_id, doc FROM domains ORDER BY tid`)
+func storedDocs(t *Tx) ([]storedDoc, error) {
+	rows, err := t.query(`SELECT tid, tenant_id, doc FROM domains ORDER BY tid`)
 	if err != nil {
 		return nil, err
 	}
@@ -129,23 +128,23 @@ func storedDocs(ctx context.Context, tx *sql.Tx) ([]storedDoc, error) {
 }
 
 // rewriteDoc stores a migrated document and records what changed.
-func rewriteDoc(ctx context.Context, tx *sql.Tx, d storedDoc, doc any, kind, detail string) error {
+func rewriteDoc(t *Tx, d storedDoc, doc any, kind, detail string) error {
 	b, err := json.Marshal(doc)
 	if err != nil {
 		return err
 	}
 	now := time.Now().UTC().Format(time.RFC3339Nano)
-	if _, err := tx.ExecContext(ctx, `UPDATE domains SET doc = ?, version = version + 1, updated_at = ? WHERE tid = ?`, string(b), now, d.tid); err != nil {
+	if _, err := t.exec(`UPDATE domains SET doc = ?, version = version + 1, updated_at = ? WHERE tid = ?`, string(b), now, d.tid); err != nil {
 		return err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail) VALUES (?, ?, ?, ?, ?)`,
+	_, err = t.exec(`INSERT INTO events(time, tenant_id, kind, subject, detail) VALUES (?, ?, ?, ?, ?)`,
 		now, d.tenant, kind, fmt.Sprintf("domain/%d", d.tid), detail)
 	return err
 }
 
 // Ports lists the host inventory, by port name.
 func (t *Tx) Ports() ([]inventory.Port, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT doc FROM ports ORDER BY name`)
+	rows, err := t.query(`SELECT doc FROM ports ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list ports: %w", err)
 	}
@@ -168,7 +167,7 @@ func (t *Tx) Ports() ([]inventory.Port, error) {
 // Port returns one inventory record.
 func (t *Tx) Port(name string) (inventory.Port, error) {
 	var doc string
-	err := t.tx.QueryRowContext(t.ctx, `SELECT doc FROM ports WHERE name = ?`, name).Scan(&doc)
+	err := t.queryRow(`SELECT doc FROM ports WHERE name = ?`, name).Scan(&doc)
 	if errors.Is(err, sql.ErrNoRows) {
 		return inventory.Port{}, fmt.Errorf("port %q: %w", name, ErrNotFound)
 	}
@@ -188,7 +187,7 @@ func (t *Tx) PutPort(p inventory.Port) error {
 	if err != nil {
 		return fmt.Errorf("put port: %w", err)
 	}
-	_, err = t.tx.ExecContext(t.ctx, `INSERT INTO ports(name, tenant_id, doc, updated_at) VALUES (?, ?, ?, ?)
+	_, err = t.exec(`INSERT INTO ports(name, tenant_id, doc, updated_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT(name) DO UPDATE SET tenant_id = excluded.tenant_id, doc = excluded.doc, updated_at = excluded.updated_at`,
 		p.Name, p.Tenant, string(doc), t.now.Format(time.RFC3339Nano))
 	if err != nil {
@@ -202,7 +201,7 @@ func (t *Tx) PutPort(p inventory.Port) error {
 
 // DeletePort removes an inventory record.
 func (t *Tx) DeletePort(name string) error {
-	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM ports WHERE name = ?`, name)
+	res, err := t.exec(`DELETE FROM ports WHERE name = ?`, name)
 	if err != nil {
 		return fmt.Errorf("delete port: %w", err)
 	}
@@ -217,8 +216,8 @@ func (t *Tx) DeletePort(name string) error {
 // are renamed (tenant.RenameAmbiguous: rule entries then mean what they
 // spell), and subnet prefixes with host bits are stored masked (as they
 // were enforced). An event per domain says what changed.
-func unambiguousNames(ctx context.Context, tx *sql.Tx) error {
-	docs, err := storedDocs(ctx, tx)
+func unambiguousNames(t *Tx) error {
+	docs, err := storedDocs(t)
 	if err != nil {
 		return err
 	}
@@ -231,7 +230,7 @@ func unambiguousNames(ctx context.Context, tx *sql.Tx) error {
 		if len(changes) == 0 {
 			continue
 		}
-		if err := rewriteDoc(ctx, tx, d, dom, "policy.migrated", strings.Join(changes, "; ")); err != nil {
+		if err := rewriteDoc(t, d, dom, "policy.migrated", strings.Join(changes, "; ")); err != nil {
 			return err
 		}
 	}

@@ -30,7 +30,7 @@ func TestLeaseBoundPortsMigration(t *testing.T) {
 	}
 	for v := 1; v <= 5; v++ {
 		tx, _ := db.Begin()
-		if err := migrations[v-1](ctx, tx); err != nil {
+		if err := migrations[v-1](&Tx{tx: tx, ctx: ctx}); err != nil {
 			t.Fatal(err)
 		}
 		tx.Exec(`INSERT INTO schema_migrations(version) VALUES (?)`, v)
@@ -135,18 +135,16 @@ func TestFilesArePrivate(t *testing.T) {
 	}
 }
 
-func TestPortsCRUD(t *testing.T) {
+func TestPortsCRUD(t *testing.T) { engines(t, testPortsCRUD) }
+
+func testPortsCRUD(t *testing.T, open func() *Store) {
 	ctx := context.Background()
-	s, err := Open(ctx, ":memory:")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := open()
 	p := inventory.Port{Name: "p1", Tenant: "acme", Memory: "/dev/shm/g"}
 	if err := s.Update(ctx, func(tx *Tx) error { return tx.PutPort(p) }); err == nil {
 		t.Fatal("a port leased to a tenant that does not exist")
 	}
-	err = s.Update(ctx, func(tx *Tx) error {
+	err := s.Update(ctx, func(tx *Tx) error {
 		if _, err := tx.CreateTenant("acme", "Acme", HashToken("x")); err != nil {
 			return err
 		}

@@ -8,11 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" driver
 
 	"secaas/internal/tenant"
 )
@@ -88,12 +90,35 @@ var migrations = []migration{
 // Store is the control plane's database.
 type Store struct {
 	db  *sql.DB
+	pg  bool // PostgreSQL, not SQLite
 	now func() time.Time
 }
 
-// Open opens (creating if needed) the database at path and migrates it.
-// Use ":memory:" for a throwaway store.
+// IsPostgres says whether dsn names a PostgreSQL database
+// (postgres://... or postgresql://...).
+func IsPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Redact is dsn fit for a log: a PostgreSQL URL's password is replaced.
+func Redact(dsn string) string {
+	if !IsPostgres(dsn) {
+		return dsn
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "postgres://(unparsable)"
+	}
+	return u.Redacted()
+}
+
+// Open opens (creating if needed) the database and migrates it: a SQLite
+// file at path, ":memory:" for a throwaway store, or a PostgreSQL
+// database named by a postgres:// URL.
 func Open(ctx context.Context, path string) (*Store, error) {
+	if IsPostgres(path) {
+		return openPostgres(ctx, path)
+	}
 	dsn := "file:" + path + "?_pragma=foreign_keys(1)&_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)"
 	if path == ":memory:" {
 		dsn = "file::memory:?_pragma=foreign_keys(1)"
@@ -132,6 +157,25 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
 
+// openPostgres opens a PostgreSQL database and migrates it.
+func openPostgres(ctx context.Context, dsn string) (*Store, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	db.SetMaxOpenConns(8)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	s := &Store{db: db, pg: true, now: time.Now}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
 func (s *Store) migrate(ctx context.Context) error {
 	if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)`); err != nil {
 		return fmt.Errorf("migrate: %w", err)
@@ -148,11 +192,11 @@ func (s *Store) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
-		if err := migrations[v-1](ctx, tx); err != nil {
+		if err := migrations[v-1](&Tx{tx: tx, ctx: ctx, now: s.now().UTC(), pg: s.pg}); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migrate to %d: %w", v, err)
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations(version) VALUES (?)`, v); err != nil {
+		if _, err := tx.ExecContext(ctx, bind(`INSERT INTO schema_migrations(version) VALUES (?)`, s.pg), v); err != nil {
 			tx.Rollback()
 			return fmt.Errorf("migrate to %d: %w", v, err)
 		}
@@ -203,6 +247,7 @@ type Tx struct {
 	tx  *sql.Tx
 	ctx context.Context
 	now time.Time
+	pg  bool
 }
 
 // Update runs fn in a write transaction; an error from fn rolls it back.
@@ -211,7 +256,7 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}
-	if err := fn(&Tx{tx: tx, ctx: ctx, now: s.now().UTC()}); err != nil {
+	if err := fn(&Tx{tx: tx, ctx: ctx, now: s.now().UTC(), pg: s.pg}); err != nil {
 		tx.Rollback()
 		return err
 	}
@@ -228,17 +273,19 @@ func (s *Store) View(ctx context.Context, fn func(*Tx) error) error {
 		return fmt.Errorf("begin: %w", err)
 	}
 	defer tx.Rollback()
-	return fn(&Tx{tx: tx, ctx: ctx, now: s.now().UTC()})
+	return fn(&Tx{tx: tx, ctx: ctx, now: s.now().UTC(), pg: s.pg})
 }
 
 // CreateTenant adds a tenant whose API token hashes to tokenHash.
 func (t *Tx) CreateTenant(id, name, tokenHash string) (Tenant, error) {
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO tenants(id, name, token_sha256, created_at) VALUES (?, ?, ?, ?)`,
+	// Checked first: after a failed statement PostgreSQL answers nothing
+	// more in the transaction.
+	if t.exists(`SELECT 1 FROM tenants WHERE id = ?`, id) {
+		return Tenant{}, fmt.Errorf("tenant %q already exists: %w", id, ErrConflict)
+	}
+	_, err := t.exec(`INSERT INTO tenants(id, name, token_sha256, created_at) VALUES (?, ?, ?, ?)`,
 		id, name, tokenHash, t.now.Format(time.RFC3339Nano))
 	if err != nil {
-		if t.exists(`SELECT 1 FROM tenants WHERE id = ?`, id) {
-			return Tenant{}, fmt.Errorf("tenant %q already exists: %w", id, ErrConflict)
-		}
 		return Tenant{}, fmt.Errorf("create tenant: %w", err)
 	}
 	return Tenant{ID: id, Name: name, CreatedAt: t.now}, nil
@@ -246,17 +293,17 @@ func (t *Tx) CreateTenant(id, name, tokenHash string) (Tenant, error) {
 
 func (t *Tx) exists(q string, args ...any) bool {
 	var one int
-	return t.tx.QueryRowContext(t.ctx, q, args...).Scan(&one) == nil
+	return t.queryRow(q, args...).Scan(&one) == nil
 }
 
 // TenantByToken finds the tenant whose token hashes to tokenHash.
 func (t *Tx) TenantByToken(tokenHash string) (Tenant, error) {
-	return t.scanTenant(t.tx.QueryRowContext(t.ctx, `SELECT id, name, created_at FROM tenants WHERE token_sha256 = ?`, tokenHash))
+	return t.scanTenant(t.queryRow(`SELECT id, name, created_at FROM tenants WHERE token_sha256 = ?`, tokenHash))
 }
 
 // Tenant returns one tenant.
 func (t *Tx) Tenant(id string) (Tenant, error) {
-	return t.scanTenant(t.tx.QueryRowContext(t.ctx, `SELECT id, name, created_at FROM tenants WHERE id = ?`, id))
+	return t.scanTenant(t.queryRow(`SELECT id, name, created_at FROM tenants WHERE id = ?`, id))
 }
 
 func (t *Tx) scanTenant(row *sql.Row) (Tenant, error) {
@@ -274,7 +321,7 @@ func (t *Tx) scanTenant(row *sql.Row) (Tenant, error) {
 
 // Tenants lists every tenant.
 func (t *Tx) Tenants() ([]Tenant, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT id, name, created_at FROM tenants ORDER BY id`)
+	rows, err := t.query(`SELECT id, name, created_at FROM tenants ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list tenants: %w", err)
 	}
@@ -300,7 +347,7 @@ func (t *Tx) DeleteTenant(id string) error {
 	if t.exists(`SELECT 1 FROM ports WHERE tenant_id = ?`, id) {
 		return fmt.Errorf("tenant %q still leases ports (secaas inventory delete): %w", id, ErrConflict)
 	}
-	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM tenants WHERE id = ?`, id)
+	res, err := t.exec(`DELETE FROM tenants WHERE id = ?`, id)
 	if err != nil {
 		return fmt.Errorf("delete tenant: %w", err)
 	}
@@ -312,7 +359,7 @@ func (t *Tx) DeleteTenant(id string) error {
 
 // Domains returns every domain, by TID.
 func (t *Tx) Domains() ([]tenant.Domain, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT doc, version FROM domains ORDER BY tid`)
+	rows, err := t.query(`SELECT doc, version FROM domains ORDER BY tid`)
 	if err != nil {
 		return nil, fmt.Errorf("list domains: %w", err)
 	}
@@ -342,15 +389,15 @@ func (t *Tx) PutDomain(d tenant.Domain) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("put domain: %w", err)
 	}
+	if !t.exists(`SELECT 1 FROM tenants WHERE id = ?`, d.Tenant) {
+		return 0, fmt.Errorf("tenant %q: %w", d.Tenant, ErrNotFound)
+	}
 	var rev int
-	err = t.tx.QueryRowContext(t.ctx, `INSERT INTO domains(tid, tenant_id, doc, version, updated_at) VALUES (?, ?, ?, 1, ?)
-		ON CONFLICT(tid) DO UPDATE SET doc = excluded.doc, tenant_id = excluded.tenant_id, version = version + 1, updated_at = excluded.updated_at
+	err = t.queryRow(`INSERT INTO domains(tid, tenant_id, doc, version, updated_at) VALUES (?, ?, ?, 1, ?)
+		ON CONFLICT(tid) DO UPDATE SET doc = excluded.doc, tenant_id = excluded.tenant_id, version = domains.version + 1, updated_at = excluded.updated_at
 		RETURNING version`,
 		d.TID, d.Tenant, string(doc), t.now.Format(time.RFC3339Nano)).Scan(&rev)
 	if err != nil {
-		if !t.exists(`SELECT 1 FROM tenants WHERE id = ?`, d.Tenant) {
-			return 0, fmt.Errorf("tenant %q: %w", d.Tenant, ErrNotFound)
-		}
 		return 0, fmt.Errorf("put domain: %w", err)
 	}
 	return rev, nil
@@ -358,11 +405,11 @@ func (t *Tx) PutDomain(d tenant.Domain) (int, error) {
 
 // DeleteDomain removes a domain.
 func (t *Tx) DeleteDomain(tid int) error {
-	res, err := t.tx.ExecContext(t.ctx, `DELETE FROM domains WHERE tid = ?`, tid)
+	res, err := t.exec(`DELETE FROM domains WHERE tid = ?`, tid)
 	if err != nil {
 		return fmt.Errorf("delete domain: %w", err)
 	}
-	if _, err := t.tx.ExecContext(t.ctx, `DELETE FROM results WHERE tid = ?`, tid); err != nil {
+	if _, err := t.exec(`DELETE FROM results WHERE tid = ?`, tid); err != nil {
 		return fmt.Errorf("delete domain results: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
@@ -386,7 +433,7 @@ func (t *Tx) PutResult(r Result) error {
 	if !json.Valid(r.Doc) {
 		return errors.New("put result: document is not JSON")
 	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO results(tid, vm, kind, tenant_id, time, doc) VALUES (?, ?, ?, ?, ?, ?)
+	_, err := t.exec(`INSERT INTO results(tid, vm, kind, tenant_id, time, doc) VALUES (?, ?, ?, ?, ?, ?)
 		ON CONFLICT(tid, vm, kind) DO UPDATE SET tenant_id = excluded.tenant_id, time = excluded.time, doc = excluded.doc`,
 		r.TID, r.VM, r.Kind, r.Tenant, t.now.Format(time.RFC3339Nano), string(r.Doc))
 	if err != nil {
@@ -399,7 +446,7 @@ func (t *Tx) PutResult(r Result) error {
 func (t *Tx) Result(tid int, vm, kind string) (Result, error) {
 	r := Result{TID: tid, VM: vm, Kind: kind}
 	var at, doc string
-	err := t.tx.QueryRowContext(t.ctx, `SELECT tenant_id, time, doc FROM results WHERE tid = ? AND vm = ? AND kind = ?`, tid, vm, kind).
+	err := t.queryRow(`SELECT tenant_id, time, doc FROM results WHERE tid = ? AND vm = ? AND kind = ?`, tid, vm, kind).
 		Scan(&r.Tenant, &at, &doc)
 	if errors.Is(err, sql.ErrNoRows) {
 		return r, fmt.Errorf("%s result for vm %q: %w", kind, vm, ErrNotFound)
@@ -421,14 +468,11 @@ func (t *Tx) AddEvent(e Event) (Event, error) {
 	if e.Origin != "" {
 		origin = e.Origin
 	}
-	res, err := t.tx.ExecContext(t.ctx, `INSERT INTO events(time, tenant_id, kind, subject, detail, host, origin) VALUES (?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT DO NOTHING`,
-		e.Time.Format(time.RFC3339Nano), e.Tenant, e.Kind, e.Subject, e.Detail, e.Host, origin)
-	if err != nil {
+	err := t.queryRow(`INSERT INTO events(time, tenant_id, kind, subject, detail, host, origin) VALUES (?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT DO NOTHING RETURNING id`,
+		e.Time.Format(time.RFC3339Nano), e.Tenant, e.Kind, e.Subject, e.Detail, e.Host, origin).Scan(&e.ID)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) { // no row: stored before
 		return e, fmt.Errorf("add event: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		e.ID, _ = res.LastInsertId()
 	}
 	return e, nil
 }
@@ -475,7 +519,7 @@ func (t *Tx) Events(q EventQuery) ([]Event, error) {
 	}
 	args = append(args, q.Limit)
 	q2, args2 := sq, args
-	rows, err := t.tx.QueryContext(t.ctx, q2, args2...)
+	rows, err := t.query(q2, args2...)
 	if err != nil {
 		return nil, fmt.Errorf("list events: %w", err)
 	}
@@ -493,6 +537,15 @@ func (t *Tx) Events(q EventQuery) ([]Event, error) {
 	return out, rows.Err()
 }
 
+// CountEvents counts the events of a kind.
+func (t *Tx) CountEvents(kind string) (int, error) {
+	var n int
+	if err := t.queryRow(`SELECT COUNT(*) FROM events WHERE kind = ?`, kind).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count events: %w", err)
+	}
+	return n, nil
+}
+
 // PruneEvents enforces the event history's retention: it deletes events
 // older than before (zero: none by age) and all but the newest keep
 // (0: none by count), and says how many went.
@@ -500,7 +553,7 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, keep int) (in
 	var n int64
 	err := s.Update(ctx, func(tx *Tx) error {
 		if !before.IsZero() {
-			res, err := tx.tx.ExecContext(ctx, `DELETE FROM events WHERE time < ?`, before.UTC().Format(time.RFC3339Nano))
+			res, err := tx.exec(`DELETE FROM events WHERE time < ?`, before.UTC().Format(time.RFC3339Nano))
 			if err != nil {
 				return fmt.Errorf("prune events: %w", err)
 			}
@@ -508,7 +561,7 @@ func (s *Store) PruneEvents(ctx context.Context, before time.Time, keep int) (in
 			n += k
 		}
 		if keep > 0 {
-			res, err := tx.tx.ExecContext(ctx, `DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)`, keep)
+			res, err := tx.exec(`DELETE FROM events WHERE id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)`, keep)
 			if err != nil {
 				return fmt.Errorf("prune events: %w", err)
 			}

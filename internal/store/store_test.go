@@ -4,21 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"secaas/internal/tenant"
 )
 
-func TestStoreRoundTripAndRollback(t *testing.T) {
+func TestStoreRoundTripAndRollback(t *testing.T) { engines(t, testStoreRoundTripAndRollback) }
+
+func testStoreRoundTripAndRollback(t *testing.T, open func() *Store) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "s.db")
-	s, err := Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.Update(ctx, func(tx *Tx) error {
+	s := open()
+	err := s.Update(ctx, func(tx *Tx) error {
 		if _, err := tx.CreateTenant("acme", "Acme", HashToken("tok")); err != nil {
 			return err
 		}
@@ -40,11 +37,7 @@ func TestStoreRoundTripAndRollback(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 	s.Close()
-	s, err = Open(ctx, path) // reopen: migrations are idempotent
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s = open() // reopen: migrations are idempotent
 	if v, _ := s.SchemaVersion(ctx); v != len(migrations) {
 		t.Fatalf("schema version %d", v)
 	}
@@ -79,13 +72,11 @@ func TestStoreRoundTripAndRollback(t *testing.T) {
 	}
 }
 
-func TestPruneEvents(t *testing.T) {
+func TestPruneEvents(t *testing.T) { engines(t, testPruneEvents) }
+
+func testPruneEvents(t *testing.T, open func() *Store) {
 	ctx := context.Background()
-	s, err := Open(ctx, ":memory:")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := open()
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := 0; i < 10; i++ {
 		s.now = func() time.Time { return t0.Add(time.Duration(i) * time.Hour) }
@@ -120,5 +111,93 @@ func TestPruneEvents(t *testing.T) {
 	}
 	if n, err := s.PruneEvents(ctx, time.Time{}, 4); err != nil || n != 0 {
 		t.Fatalf("nothing more to prune: %d %v", n, err)
+	}
+}
+
+// TestGenerationsHostsAndEventOrigins: generations only grow; a host's
+// published generation never goes down; statuses are kept per host; an
+// event reported twice (same origin) is stored once.
+func TestGenerationsHostsAndEventOrigins(t *testing.T) { engines(t, testGenerations) }
+
+func testGenerations(t *testing.T, open func() *Store) {
+	ctx := context.Background()
+	s := open()
+	var g1, g2 int64
+	err := s.Update(ctx, func(tx *Tx) (err error) {
+		if g1, err = tx.NextGeneration(); err != nil {
+			return err
+		}
+		g2, err = tx.NextGeneration()
+		return err
+	})
+	if err != nil || g1 != 1 || g2 != 2 {
+		t.Fatalf("generations %d %d %v", g1, g2, err)
+	}
+	err = s.Update(ctx, func(tx *Tx) error {
+		for _, p := range []struct {
+			h string
+			g int64
+		}{{"hv1", 2}, {"hv1", 1}, {"hv.2", 2}} {
+			if err := tx.PublishedTo(p.h, p.g); err != nil {
+				return err
+			}
+		}
+		return tx.PutHostStatus("hv1", []byte(`{"generation": 2}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.PutHostStatus("hv1", []byte(`not json`)) }); err == nil {
+		t.Fatal("a status that is not JSON was stored")
+	}
+	s.View(ctx, func(tx *Tx) error {
+		g, err := tx.Generation()
+		hs, err2 := tx.Hosts()
+		if err != nil || err2 != nil || g != 2 || len(hs) != 2 || hs[1].Name != "hv1" || hs[1].Published != 2 ||
+			string(hs[1].Status) != `{"generation": 2}` || hs[1].SeenAt.IsZero() || hs[0].Status != nil {
+			t.Fatalf("generation %d, hosts %+v, %v %v", g, hs, err, err2)
+		}
+		return nil
+	})
+	add := func(e Event) int64 {
+		t.Helper()
+		var out Event
+		if err := s.Update(ctx, func(tx *Tx) (err error) { out, err = tx.AddEvent(e); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return out.ID
+	}
+	if id := add(Event{Kind: "k", Host: "hv1", Origin: "hv1/7"}); id == 0 {
+		t.Fatal("first delivery not stored")
+	}
+	if id := add(Event{Kind: "k", Host: "hv1", Origin: "hv1/7"}); id != 0 {
+		t.Fatal("second delivery stored again")
+	}
+	add(Event{Kind: "k"})
+	add(Event{Kind: "k"}) // events of the control plane have no origin
+	s.View(ctx, func(tx *Tx) error {
+		ev, err := tx.Events(EventQuery{Kind: "k", Limit: 10, Oldest: true})
+		if err != nil || len(ev) != 3 || ev[0].Host != "hv1" || ev[1].Host != "" {
+			t.Fatalf("events %+v %v", ev, err)
+		}
+		return nil
+	})
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.DeleteHost("hv.2") }); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Update(ctx, func(tx *Tx) error { return tx.DeleteHost("hv.2") }); err == nil {
+		t.Fatal("deleted a host twice")
+	}
+}
+
+func TestRedact(t *testing.T) {
+	for in, want := range map[string]string{
+		"postgres://secaas:hunter2@db:5432/secaas": "postgres://secaas:xxxxx@db:5432/secaas",
+		"postgres://secaas@/secaas?host=/run/pg":   "postgres://secaas@/secaas?host=/run/pg",
+		"/var/lib/secaas/secaas.db":                "/var/lib/secaas/secaas.db",
+	} {
+		if got := Redact(in); got != want {
+			t.Errorf("%s: %s", in, got)
+		}
 	}
 }
