@@ -227,11 +227,15 @@ func (s *Server) register() {
 		return reply(w, http.StatusOK, hs, err)
 	})
 	s.handle("GET /v1/domains/{tid}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
-		d, err := s.c.Domain(r.Context(), who, tid)
-		if err == nil {
-			w.Header().Set("ETag", etag(d.Revision))
+		rev, doc, err := s.c.DomainDoc(r.Context(), who, tid)
+		if err != nil {
+			return err
 		}
-		return reply(w, http.StatusOK, d, err)
+		w.Header().Set("ETag", etag(rev))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		_, err = w.Write(doc)
+		return err
 	}))
 	s.handle("PUT /v1/domains/{tid}", s.withTID(func(w http.ResponseWriter, r *http.Request, who controller.Caller, tid int) error {
 		var d tenant.Domain

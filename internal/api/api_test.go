@@ -1098,3 +1098,47 @@ func TestApplyPolicy(t *testing.T) {
 		t.Error("an unknown query parameter")
 	}
 }
+
+// TestDomainReadsFollowWrites: reads of a domain are served from a
+// document kept per stored version, so they must follow every write, a
+// domain deleted and created again with the same TID included, and never
+// reach another tenant.
+func TestDomainReadsFollowWrites(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.owner("alice"), e.tenant("bob")
+	d := table2Body(t)
+	if code, out := e.do("POST", "/v1/domains", a, d); code != 201 {
+		t.Fatalf("create: %d %s", code, out)
+	}
+	get := func(tok string) (int, tenant.Domain) {
+		code, out := e.do("GET", "/v1/domains/100", tok, nil)
+		var got tenant.Domain
+		json.Unmarshal(out, &got)
+		return code, got
+	}
+	if code, got := get(a); code != 200 || got.Name != d.Name {
+		t.Fatalf("first read: %d %+v", code, got)
+	}
+	if code, _ := get(b); code != 404 {
+		t.Fatalf("another tenant reads a kept document: %d", code)
+	}
+	if code, _ := e.do("DELETE", "/v1/domains/100", a, nil); code != 204 {
+		t.Fatalf("delete: %d", code)
+	}
+	if code, _ := get(a); code != 404 {
+		t.Fatalf("read after delete: %d", code)
+	}
+	d.Name = "again"
+	if code, out := e.do("POST", "/v1/domains", a, d); code != 201 {
+		t.Fatalf("create again: %d %s", code, out)
+	}
+	if code, got := get(a); code != 200 || got.Name != "again" || got.Revision != 1 {
+		t.Fatalf("read after the same TID was created again: %d %+v", code, got)
+	}
+	if code, out := e.do("POST", "/v1/domains/100/subnets/subD1/acrs", a, tenant.ACR{Priority: 9, Action: "pass"}); code != 201 {
+		t.Fatalf("acr: %d %s", code, out)
+	}
+	if code, got := get(a); code != 200 || got.Revision != 2 {
+		t.Fatalf("read after a change: %d revision %d", code, got.Revision)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -31,14 +32,16 @@ import (
 
 // ControlPlaneOptions configure secaas bench controlplane.
 type ControlPlaneOptions struct {
-	Tenants  int           // one domain each (default 10)
-	VMs      int           // per tenant (default 100): Tenants x VMs switch ports over the two hosts
-	ACRs     int           // in all (default 10,000)
-	Changes  int           // ACR additions timed (default 200)
-	ReadFor  time.Duration // how long API reads are driven (default 3s)
-	Readers  int           // concurrent API readers (default 4)
-	Events   int           // events an agent reports in one burst (default 20,000)
-	Progress io.Writer
+	Tenants int           // one domain each (default 10)
+	VMs     int           // per tenant (default 100): Tenants x VMs switch ports over the two hosts
+	ACRs    int           // in all (default 10,000)
+	Changes int           // ACR additions timed (default 200)
+	ReadFor time.Duration // how long API reads are driven (default 3s)
+	Readers int           // concurrent API readers (default 4)
+	Events  int           // events an agent reports in one burst (default 20,000)
+	// CPUProfile, when set, receives a CPU profile of the timed changes.
+	CPUProfile io.Writer
+	Progress   io.Writer
 }
 
 func (o *ControlPlaneOptions) defaults() error {
@@ -259,6 +262,11 @@ func RunControlPlane(ctx context.Context, o ControlPlaneOptions) (*ControlPlaneR
 
 	// Change to enforced.
 	var lat []time.Duration
+	if o.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(o.CPUProfile); err != nil {
+			return nil, err
+		}
+	}
 	tc := time.Now()
 	for k := 0; k < o.Changes; k++ {
 		i := k % o.Tenants
@@ -283,6 +291,9 @@ func RunControlPlane(ctx context.Context, o ControlPlaneOptions) (*ControlPlaneR
 			say("change %d/%d (elapsed %s, about %s left)", k+1, o.Changes, el.Round(time.Second),
 				(el / time.Duration(k+1) * time.Duration(o.Changes-k-1)).Round(time.Second))
 		}
+	}
+	if o.CPUProfile != nil {
+		pprof.StopCPUProfile()
 	}
 	res.Changes = len(lat)
 	res.Writes = len(lat)
@@ -357,7 +368,7 @@ func quantileD(sorted []time.Duration, q float64) time.Duration {
 // WriteControlPlane prints the result as a Markdown table beside the
 // issue's goals.
 func WriteControlPlane(w io.Writer, r *ControlPlaneResult) {
-	fmt.Fprintf(w, "### Control plane (secaas bench controlplane)\n\nOne controller and %d agents in one process each on this machine, over %s; %d tenants, %d VMs (switch ports), %d ACRs; flows per host after set-up: %v; set-up %s.\n\n",
+	fmt.Fprintf(w, "### Control plane (secaas bench controlplane)\n\nOne controller and %d agents, all in this one process on this machine (each agent with its own Open vSwitch bridge and internal ports for its VMs), over %s; %d tenants, %d VMs (switch ports), %d ACRs; flows per host after set-up: %v; set-up %s.\n\n",
 		r.Hosts, r.Bus, r.Tenants, r.VMs, r.ACRs, r.Flows, r.Setup.Round(time.Second))
 	tw := tabwriter.NewWriter(w, 0, 0, 1, ' ', tabwriter.Debug)
 	fmt.Fprintln(tw, "| measure\t ours\t goal (issue 18)\t")

@@ -214,11 +214,20 @@ func benchControlPlane(ctx context.Context, env *Env, args []string) error {
 	fs.IntVar(&o.Events, "events", 20000, "events one agent reports in a burst")
 	format := fs.String("o", "table", "output: table or json")
 	out := fs.String("out", "", "also write the table to this Markdown file")
+	prof := fs.String("cpuprofile", "", "write a CPU profile of the timed changes to this file")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
 	if *format != "table" && *format != "json" {
 		return usageError{fmt.Errorf("-o %q: table or json", *format)}
+	}
+	if *prof != "" {
+		f, err := os.Create(*prof)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		o.CPUProfile = f
 	}
 	o.Progress = env.Stderr
 	r, err := bench.RunControlPlane(ctx, o)

@@ -60,6 +60,9 @@ type Controller struct {
 	mu   sync.Mutex          // serialises changes and their publication
 	sent map[string][32]byte // per host: the desired state last published
 
+	dmu  sync.Mutex       // guards docs
+	docs map[int]docEntry // by TID: the latest document read
+
 	smu           sync.Mutex // guards the two fields below
 	status        map[string]node.Status
 	statusChanged chan struct{} // closed and replaced on each status
@@ -188,16 +191,59 @@ func (c *Controller) Domains(ctx context.Context, who Caller) ([]tenant.Domain, 
 // Domain returns one of the caller's domains. Another tenant's domain is
 // reported as not found, never as forbidden.
 func (c *Controller) Domain(ctx context.Context, who Caller, tid int) (tenant.Domain, error) {
-	ds, err := c.Domains(ctx, who)
+	var d tenant.Domain
+	err := c.st.View(ctx, func(tx *store.Tx) (err error) { d, err = tx.Domain(tid); return err })
+	if err == nil && !owns(who, d) {
+		err = fmt.Errorf("domain %d: %w", tid, ErrNotFound)
+	}
+	return d, err
+}
+
+// DomainDoc is Domain as its JSON document (indented, as the API sends
+// it), with its revision. Documents are kept by their store stamp
+// (revision and time of the write): a read of an unchanged domain costs
+// one small query.
+func (c *Controller) DomainDoc(ctx context.Context, who Caller, tid int) (int, []byte, error) {
+	var owner, stamp string
+	var rev int
+	err := c.st.View(ctx, func(tx *store.Tx) (err error) { owner, rev, stamp, err = tx.DomainHead(tid); return err })
+	if err == nil && !who.Admin && owner != who.Tenant {
+		err = fmt.Errorf("domain %d: %w", tid, ErrNotFound)
+	}
 	if err != nil {
-		return tenant.Domain{}, err
+		return 0, nil, err
 	}
-	for _, d := range ds {
-		if d.TID == tid {
-			return d, nil
-		}
+	c.dmu.Lock()
+	e, ok := c.docs[tid]
+	c.dmu.Unlock()
+	if ok && e.stamp == stamp {
+		return rev, e.doc, nil
 	}
-	return tenant.Domain{}, fmt.Errorf("domain %d: %w", tid, ErrNotFound)
+	var d tenant.Domain
+	if err := c.st.View(ctx, func(tx *store.Tx) (err error) { d, stamp, err = tx.DomainStamped(tid); return err }); err != nil {
+		return 0, nil, err
+	}
+	if !owns(who, d) {
+		return 0, nil, fmt.Errorf("domain %d: %w", tid, ErrNotFound)
+	}
+	doc, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return 0, nil, err
+	}
+	doc = append(doc, '\n')
+	c.dmu.Lock()
+	if c.docs == nil || len(c.docs) > 100_000 {
+		c.docs = map[int]docEntry{}
+	}
+	c.docs[tid] = docEntry{stamp, doc}
+	c.dmu.Unlock()
+	return d.Revision, doc, nil
+}
+
+// docEntry is a domain's document as stored at a stamp.
+type docEntry struct {
+	stamp string
+	doc   []byte
 }
 
 // change is one policy change: it edits the list of all domains in place
@@ -236,8 +282,12 @@ func (c *Controller) transact(ctx context.Context, fn func(tx *store.Tx, s *stat
 			return err
 		}
 		// What goes to the hosts is what was stored, revisions included.
-		if st.all, err = tx.Domains(); err != nil {
+		revs, err := tx.Revisions()
+		if err != nil {
 			return err
+		}
+		for i := range st.all {
+			st.all[i].Revision = revs[st.all[i].TID]
 		}
 		g, err = tx.NextGeneration()
 		return err

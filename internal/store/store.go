@@ -381,6 +381,67 @@ func (t *Tx) Domains() ([]tenant.Domain, error) {
 	return out, rows.Err()
 }
 
+// Domain returns one domain.
+func (t *Tx) Domain(tid int) (tenant.Domain, error) {
+	d, _, err := t.domainStamped(tid)
+	return d, err
+}
+
+// domainStamped returns one domain and its stamp (see DomainHead).
+func (t *Tx) domainStamped(tid int) (tenant.Domain, string, error) {
+	var doc, at string
+	var d tenant.Domain
+	err := t.queryRow(`SELECT doc, version, updated_at FROM domains WHERE tid = ?`, tid).Scan(&doc, &d.Revision, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return d, "", fmt.Errorf("domain %d: %w", tid, ErrNotFound)
+	}
+	if err != nil {
+		return d, "", fmt.Errorf("get domain: %w", err)
+	}
+	rev := d.Revision
+	if err := json.Unmarshal([]byte(doc), &d); err != nil {
+		return d, "", fmt.Errorf("get domain: corrupt document: %w", err)
+	}
+	d.Revision = rev
+	return d, fmt.Sprintf("%d@%s", rev, at), nil
+}
+
+// DomainStamped returns one domain and its stamp (see DomainHead).
+func (t *Tx) DomainStamped(tid int) (tenant.Domain, string, error) { return t.domainStamped(tid) }
+
+// Revisions maps every domain's TID to its revision.
+func (t *Tx) Revisions() (map[int]int, error) {
+	rows, err := t.query(`SELECT tid, version FROM domains`)
+	if err != nil {
+		return nil, fmt.Errorf("list revisions: %w", err)
+	}
+	defer rows.Close()
+	out := map[int]int{}
+	for rows.Next() {
+		var tid, rev int
+		if err := rows.Scan(&tid, &rev); err != nil {
+			return nil, fmt.Errorf("list revisions: %w", err)
+		}
+		out[tid] = rev
+	}
+	return out, rows.Err()
+}
+
+// DomainHead returns a domain's tenant, revision and stamp: the stamp
+// (revision and time of the last write) differs for every stored
+// document, also for a domain deleted and created again.
+func (t *Tx) DomainHead(tid int) (tenantID string, revision int, stamp string, err error) {
+	var at string
+	err = t.queryRow(`SELECT tenant_id, version, updated_at FROM domains WHERE tid = ?`, tid).Scan(&tenantID, &revision, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", 0, "", fmt.Errorf("domain %d: %w", tid, ErrNotFound)
+	}
+	if err != nil {
+		return "", 0, "", fmt.Errorf("get domain: %w", err)
+	}
+	return tenantID, revision, fmt.Sprintf("%d@%s", revision, at), nil
+}
+
 // PutDomain inserts or replaces a domain document and returns its new
 // revision (the version column; the document does not keep it).
 func (t *Tx) PutDomain(d tenant.Domain) (int, error) {

@@ -46,6 +46,15 @@ func testStoreRoundTripAndRollback(t *testing.T, open func() *Store) {
 		if err != nil || len(ds) != 1 || ds[0].TID != 5 {
 			t.Fatalf("domains %+v %v", ds, err)
 		}
+		if d, err := tx.Domain(5); err != nil || d.Name != "d" || d.Revision != 1 {
+			t.Fatalf("domain 5: %+v %v", d, err)
+		}
+		if revs, err := tx.Revisions(); err != nil || len(revs) != 1 || revs[5] != 1 {
+			t.Fatalf("revisions %v %v", revs, err)
+		}
+		if _, err := tx.Domain(6); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("domain 6 (rolled back): %v", err)
+		}
 		tn, err := tx.TenantByToken(HashToken("tok"))
 		if err != nil || tn.ID != "acme" {
 			t.Fatalf("by token: %+v %v", tn, err)
