@@ -456,42 +456,51 @@ func (b *NATS) Receive(ctx context.Context, sink node.Sink) error {
 }
 
 // drain consumes a stream with the controller's durable consumer, one
-// message in flight (so order holds across redeliveries).
+// message in flight (so order holds across redeliveries), each fetched
+// on its own: a message that arrives as ctx ends is handed back at once
+// (not left to its acknowledgement timeout, which holds the stream).
 func (b *NATS) drain(ctx context.Context, stream string, take func([]byte) error) error {
 	cons, err := b.js.CreateOrUpdateConsumer(ctx, stream, jetstream.ConsumerConfig{Durable: consumerName,
-		AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: time.Minute, DeliverPolicy: jetstream.DeliverAllPolicy})
+		AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: 1, AckWait: ackWait, DeliverPolicy: jetstream.DeliverAllPolicy})
 	if err != nil {
 		return fmt.Errorf("consumer on %s: %w", stream, err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(1))
-	if err != nil {
-		return err
-	}
-	go func() {
-		<-ctx.Done()
-		it.Stop()
-	}()
-	for {
-		m, err := it.Next()
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			if ctx.Err() != nil {
 				return nil
 			}
 			b.log.Warn("bus consumer", "stream", stream, "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
 			continue
 		}
-		if err := take(m.Data()); err != nil {
-			b.log.Error("store reports: will try again", "stream", stream, "err", err)
-			m.NakWithDelay(time.Second)
-			continue
-		}
-		if err := m.DoubleAck(ctx); err != nil && ctx.Err() == nil {
-			// Not acknowledged: it comes again, and the store keeps
-			// events once by their origin.
-			b.log.Warn("acknowledge reports", "stream", stream, "err", err)
+		for m := range batch.Messages() {
+			if ctx.Err() != nil {
+				m.Nak()
+				continue
+			}
+			if err := take(m.Data()); err != nil {
+				b.log.Error("store reports: will try again", "stream", stream, "err", err)
+				m.NakWithDelay(time.Second)
+				continue
+			}
+			if err := m.DoubleAck(ctx); err != nil && ctx.Err() == nil {
+				// Not acknowledged: it comes again, and the store keeps
+				// events once by their origin.
+				b.log.Warn("acknowledge reports", "stream", stream, "err", err)
+			}
 		}
 	}
+	return nil
 }
+
+// ackWait is how long a delivered report may go unacknowledged before
+// it is delivered again (a controller that died holding it).
+const ackWait = 10 * time.Second
 
 // receiveStatus watches every host's status and hands each change to
 // sink, again after a pause while sink refuses it.

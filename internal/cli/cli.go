@@ -94,6 +94,8 @@ func commands() []command {
 			"secaas inventory set vm1 --tenant acme\nsecaas inventory set vm2 --tenant acme --memory /dev/shm/vm2 --qmp /run/secaas/vm2.qmp --disk /var/lib/secaas/images/vm2.qcow2 --disk-mode bitmap --node disk0", []string{"tenant"}, inventorySet},
 		{"inventory list", "", "the host inventory (a tenant sees its leased ports, without host paths)",
 			"secaas inventory list\nsecaas inventory list -o json", nil, inventoryList},
+		{"inventory import", "", "set inventory records from a libvirt domain's XML or this host's Open vSwitch external_ids (admin)",
+			"virsh dumpxml web01 | secaas inventory import --libvirt - --tenant acme --host hv1\nsecaas inventory import --ovs --tenant acme --host hv1 --dry-run", []string{"tenant"}, inventoryImport},
 		{"inventory delete", "PORT", "remove a port no domain binds from the inventory (admin)",
 			"secaas inventory delete vm9", nil, inventoryDelete},
 		{"apply", "", "make the daemon's domains what a policy file says: all or nothing, idempotent",

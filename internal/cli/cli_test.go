@@ -131,6 +131,34 @@ func TestEndToEnd(t *testing.T) {
 	if out, code := runCLI(t, append([]string{"domain", "create", "-f", policy}, api...)...); code != 0 {
 		t.Fatalf("domain create: %s", out)
 	}
+	// Inventory from a libvirt domain's XML: shown with --dry-run, then set.
+	xml, err := os.ReadFile("../inventory/testdata/libvirt-running.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lx := strings.NewReplacer("/var/lib/secaas/images", filepath.Join(roots, "images"), "/run/secaas", filepath.Join(roots, "run"),
+		"/dev/shm", filepath.Join(roots, "shm")).Replace(string(xml))
+	adm := []string{"--api", srv.URL, "--token", admin, "--wait", "0"} // hv9 has no agent: do not wait for it
+	if out, code := runCLIStdin(t, lx, append([]string{"inventory", "import", "--libvirt", "-", "--tenant", "demo", "--host", "hv9", "--dry-run", "-o", "json"}, adm...)...); code != 0 || !strings.Contains(out, `"web01-eth0"`) {
+		t.Fatalf("inventory import --dry-run (%d): %s", code, out)
+	}
+	if out, _ := runCLI(t, append([]string{"inventory", "list", "-o", "json"}, adm...)...); strings.Contains(out, "web01") {
+		t.Fatalf("a dry run set records: %s", out)
+	}
+	if out, code := runCLIStdin(t, lx, append([]string{"inventory", "import", "--libvirt", "-", "--tenant", "demo", "--host", "hv9"}, adm...)...); code != 0 || !strings.Contains(out, "hv9") {
+		t.Fatalf("inventory import (%d): %s", code, out)
+	}
+	if out, code := runCLI(t, append([]string{"inventory", "list", "-o", "json"}, adm...)...); code != 0 || !strings.Contains(out, `"web01-eth1"`) || !strings.Contains(out, `"libvirt-2-format"`) {
+		t.Fatalf("inventory after import: %s", out)
+	}
+	if out, code := runCLIStdin(t, string(xml), append([]string{"inventory", "import", "--libvirt", "-", "--tenant", "demo"}, adm...)...); code == 0 || !strings.Contains(out, "root") {
+		t.Fatalf("import of paths outside the roots (%d): %s", code, out)
+	}
+	for _, port := range []string{"web01-eth0", "web01-eth1"} {
+		if out, code := runCLI(t, append([]string{"inventory", "delete", port}, adm...)...); code != 0 {
+			t.Fatalf("inventory delete: %s", out)
+		}
+	}
 	// The domain is applied on this host; the admin sees the host.
 	if out, code := runCLI(t, append([]string{"domain", "status", "100"}, api...)...); code != 0 || !strings.Contains(out, "applied") || strings.Contains(out, "pending") {
 		t.Fatalf("domain status: %s", out)

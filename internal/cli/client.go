@@ -27,6 +27,7 @@ type client struct {
 	base      string
 	token     string // --token; never a flag default, so help never shows it
 	tokenFile string // --token-file
+	wait      string // --wait: how long a change waits for its hosts
 	env       *Env
 	http      *http.Client
 }
@@ -43,6 +44,7 @@ func addClientFlags(fs *flag.FlagSet, env *Env) *client {
 	fs.StringVar(&c.base, "api", def, "secaasd API address (default $SECAAS_API)")
 	fs.StringVar(&c.token, "token", "", "API bearer token (prefer $SECAAS_TOKEN or a file: a flag shows in the process list)")
 	fs.StringVar(&c.tokenFile, "token-file", "", "file holding the API bearer token (default $SECAAS_TOKEN_FILE)")
+	fs.StringVar(&c.wait, "wait", "", "how long a change waits for the hosts it goes to to apply it (e.g. 10s; 0: not at all; default: the daemon's, 30s)")
 	return c
 }
 
@@ -98,6 +100,16 @@ func (c *client) do(ctx context.Context, method, path string, in, out any) error
 			return err
 		}
 		body = bytes.NewReader(b)
+	}
+	if c.wait != "" && method != http.MethodGet {
+		if _, err := time.ParseDuration(c.wait); err != nil {
+			return usageError{fmt.Errorf("--wait %q: a duration such as 10s or 0", c.wait)}
+		}
+		sep := "?"
+		if strings.Contains(path, "?") {
+			sep = "&"
+		}
+		path += sep + "wait=" + url.QueryEscape(c.wait)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.base, "/")+path, body)
 	if err != nil {

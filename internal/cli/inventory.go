@@ -2,9 +2,13 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net/url"
+	"os"
+	"os/exec"
 
 	"secaas/internal/controller"
 	"secaas/internal/inventory"
@@ -52,30 +56,33 @@ func inventoryList(ctx context.Context, env *Env, args []string) error {
 	if err := c.do(ctx, "GET", "/v1/inventory/ports", nil, &out); err != nil {
 		return err
 	}
-	return render(env, format, out, func(t *table) {
-		head := []string{"PORT", "TENANT", "HOST", "KIND", "VM", "MEMORY", "DISK"}
+	return render(env, format, out, func(t *table) { portRows(t, out) })
+}
+
+// portRows renders inventory records.
+func portRows(t *table, out []inventory.Port) {
+	head := []string{"PORT", "TENANT", "HOST", "KIND", "VM", "MEMORY", "DISK"}
+	if t.wide {
+		head = append(head, "QMP", "IMAGE", "SOCKET")
+	}
+	t.row(head...)
+	for _, p := range out {
+		kind, disk, image, socket := "vm", "-", "-", "-"
+		if p.Uplink {
+			kind = "uplink"
+		}
+		if p.Disk != nil {
+			disk, image, socket = p.Disk.Mode, p.Disk.Image, orDash(p.Disk.Socket)
+			if p.Disk.Transport != "" {
+				disk += "/" + p.Disk.Transport
+			}
+		}
+		r := []string{p.Name, p.Tenant, orDash(p.Host), kind, orDash(p.VM), orDash(p.Memory), disk}
 		if t.wide {
-			head = append(head, "QMP", "IMAGE", "SOCKET")
+			r = append(r, orDash(p.QMP), image, socket)
 		}
-		t.row(head...)
-		for _, p := range out {
-			kind, disk, image, socket := "vm", "-", "-", "-"
-			if p.Uplink {
-				kind = "uplink"
-			}
-			if p.Disk != nil {
-				disk, image, socket = p.Disk.Mode, p.Disk.Image, orDash(p.Disk.Socket)
-				if p.Disk.Transport != "" {
-					disk += "/" + p.Disk.Transport
-				}
-			}
-			r := []string{p.Name, p.Tenant, orDash(p.Host), kind, orDash(p.VM), orDash(p.Memory), disk}
-			if t.wide {
-				r = append(r, orDash(p.QMP), image, socket)
-			}
-			t.row(r...)
-		}
-	})
+		t.row(r...)
+	}
 }
 
 func inventoryDelete(ctx context.Context, env *Env, args []string) error {
@@ -133,4 +140,63 @@ func hostList(ctx context.Context, env *Env, args []string) error {
 			t.row(h.Name, h.State, fmt.Sprint(h.Published), fmt.Sprint(h.Generation), fmt.Sprint(h.Applied), seen, orDash(h.Error))
 		}
 	})
+}
+
+// inventoryImport makes inventory records of a libvirt domain's XML or
+// of this host's Open vSwitch interfaces, and sets them (or, with
+// --dry-run, shows them).
+func inventoryImport(ctx context.Context, env *Env, args []string) error {
+	var tenantID, host, libvirt string
+	var ovs, dry bool
+	c, _, format, err := readVerb("inventory import", env, args, 0, func(fs *flag.FlagSet) {
+		fs.StringVar(&tenantID, "tenant", "", "tenant the ports are leased to")
+		fs.StringVar(&host, "host", "", "the hypervisor host the ports are on (an agent's --node; default: the controller's)")
+		fs.StringVar(&libvirt, "libvirt", "", "a libvirt domain's XML (virsh dumpxml NAME), - for stdin")
+		fs.BoolVar(&ovs, "ovs", false, "this host's Open vSwitch interfaces whose external_ids name a VM (vm-id, vm-uuid)")
+		fs.BoolVar(&dry, "dry-run", false, "show the records, set nothing")
+	})
+	if err != nil {
+		return err
+	}
+	if (libvirt == "") == !ovs {
+		return usageError{errors.New("give one source: --libvirt FILE or --ovs")}
+	}
+	var ports []inventory.Port
+	if ovs {
+		doc, err := exec.CommandContext(ctx, "ovs-vsctl", "--timeout=10", "--format=json", "--columns=name,external_ids", "list", "Interface").Output()
+		if err != nil {
+			return fmt.Errorf("ovs-vsctl: %w", err)
+		}
+		if ports, err = inventory.FromOVS(doc, tenantID, host); err != nil {
+			return err
+		}
+	} else {
+		var doc []byte
+		if libvirt == "-" {
+			if env.Stdin == nil {
+				return usageError{errors.New("--libvirt -: no standard input")}
+			}
+			doc, err = io.ReadAll(io.LimitReader(env.Stdin, 16<<20))
+		} else {
+			doc, err = os.ReadFile(libvirt)
+		}
+		if err != nil {
+			return err
+		}
+		var notes []string
+		if ports, notes, err = inventory.FromLibvirt(doc, tenantID, host); err != nil {
+			return err
+		}
+		for _, n := range notes {
+			fmt.Fprintln(env.Stderr, "note:", n)
+		}
+	}
+	if !dry {
+		for i, p := range ports {
+			if err := c.do(ctx, "PUT", "/v1/inventory/ports/"+url.PathEscape(p.Name), p, &ports[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return render(env, format, ports, func(t *table) { portRows(t, ports) })
 }

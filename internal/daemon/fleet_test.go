@@ -289,4 +289,22 @@ func TestFleetOnOneMachine(t *testing.T) {
 		return
 	}
 	t.Logf("hosts: %s", strings.TrimSpace(fmt.Sprint(hs)))
+
+	// A migration: the inventory now says domain 62's VMs run on hv-a.
+	// hv-a takes the domain (and would run its VMs' services), hv-b lets
+	// it go.
+	for _, vm := range domB2.Subnets[0].VMs {
+		if _, err := c().PutPort(ctx, admin, inventory.Port{Name: vm.Port, Tenant: "acme", Host: "hv-a"}); err != nil {
+			t.Fatalf("move %s: %v", vm.Port, err)
+		}
+	}
+	if ds := hvA.Agent.Domains(); len(ds) != 2 || ds[1].TID != 62 {
+		t.Fatalf("after the move hv-a enforces %+v", ds)
+	}
+	if ds := hvB.Agent.Domains(); len(ds) != 0 {
+		t.Fatalf("after the move hv-b still enforces %+v", ds)
+	}
+	if st, _ := c().DomainStatus(ctx, admin, 62); st.State != "applied" || len(st.Hosts) != 1 || st.Hosts[0].Host != "hv-a" {
+		t.Fatalf("status of 62 after the move: %+v", st)
+	}
 }
