@@ -48,6 +48,8 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/vhostuser FuzzServeConn
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/bus FuzzUnzip
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/inventory FuzzImport
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/elfreloc FuzzRelocate
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/elfreloc FuzzParseSymbols
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

@@ -90,6 +90,8 @@ func commands() []command {
 			"secaas bench av --out docs/bench-av.md\nsecaas bench av --table7=false", nil, benchAV},
 		{"bench controlplane", "", "one controller and two agents over NATS JetStream: change-to-enforced latency, API throughput, events carried",
 			"secaas bench controlplane --out docs/bench-controlplane.md\nsecaas bench controlplane --tenants 4 --vms 20 --acrs 1000 -o json", nil, benchControlPlane},
+		{"kmon relocate", "", "relocate an ELF object at a guest kernel address against its symbols, offline (syscall monitoring's relocation engine)",
+			"secaas kmon relocate --object mon.o --base 0xffffffffc0000000 --symbols kallsyms.txt --out /tmp/mon", []string{"object", "base", "symbols", "out"}, kmonRelocate},
 		{"inventory set", "PORT", "lease a switch port to a tenant, with its VM's host resources (admin)",
 			"secaas inventory set vm1 --tenant acme\nsecaas inventory set vm2 --tenant acme --memory /dev/shm/vm2 --qmp /run/secaas/vm2.qmp --disk /var/lib/secaas/images/vm2.qcow2 --disk-mode bitmap --node disk0", []string{"tenant"}, inventorySet},
 		{"inventory list", "", "the host inventory (a tenant sees its leased ports, without host paths)",
