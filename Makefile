@@ -50,6 +50,7 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/inventory FuzzImport
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/elfreloc FuzzRelocate
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/elfreloc FuzzParseSymbols
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/gdbstub FuzzDecode
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

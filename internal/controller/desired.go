@@ -145,23 +145,33 @@ func (c *Controller) publishLocked(ctx context.Context, all []tenant.Domain, por
 	return changed
 }
 
-// Republish publishes the hosts' desired states at the current
-// generation: all of them at start-up (force); otherwise those a
-// publication failed to reach.
+// Republish publishes the hosts' desired states: all of them at a new
+// generation at start-up (force); otherwise, at the current generation,
+// those a publication failed to reach.
 func (c *Controller) Republish(ctx context.Context, force bool) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var all []tenant.Domain
 	var ports []inventory.Port
 	var g int64
-	if err := c.st.View(ctx, func(tx *store.Tx) (err error) {
+	// A forced publication (a controller's start) gets a generation of its
+	// own, so that statuses hosts reported before cannot answer for it.
+	do := c.st.View
+	if force {
+		do = c.st.Update
+	}
+	if err := do(ctx, func(tx *store.Tx) (err error) {
 		if all, err = tx.Domains(); err != nil {
 			return err
 		}
 		if ports, err = tx.Ports(); err != nil {
 			return err
 		}
-		g, err = tx.Generation()
+		if force {
+			g, err = tx.NextGeneration()
+		} else {
+			g, err = tx.Generation()
+		}
 		return err
 	}); err != nil {
 		return err
