@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"secaas/internal/ext4"
+	"secaas/internal/hostpath"
 	"secaas/internal/node"
 	"secaas/internal/tenant"
 )
@@ -199,23 +199,7 @@ func SaveDesired(file string, d node.Desired) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(file), ".desired-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), file)
+	return hostpath.WriteFileAtomic(file, b)
 }
 
 // Reporter carries what the agent reports to the control plane: events

@@ -300,3 +300,27 @@ func Or(h Host) Host {
 	}
 	return h
 }
+
+// WriteFileAtomic replaces name with data: written to a temporary file
+// beside it (mode 0600), synced, then renamed over it, so a reader or a
+// crash sees the old file or the new one, never a part. For the
+// daemon's own state files, not for paths a tenant names.
+func WriteFileAtomic(name string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), name)
+}

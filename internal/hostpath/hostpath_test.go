@@ -186,3 +186,28 @@ func TestRootsPickTheDeepest(t *testing.T) {
 		t.Fatalf("outside: %v", err)
 	}
 }
+
+// TestWriteFileAtomic: the file is replaced whole, private, and no
+// temporary file stays behind.
+func TestWriteFileAtomic(t *testing.T) {
+	dir := t.TempDir()
+	name := filepath.Join(dir, "state.json")
+	for _, content := range []string{"first", "second, longer"} {
+		if err := WriteFileAtomic(name, []byte(content)); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(name)
+		if err != nil || string(b) != content {
+			t.Fatalf("read %q %v", b, err)
+		}
+	}
+	if fi, _ := os.Stat(name); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", fi.Mode())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("left behind: %v", ents)
+	}
+	if err := WriteFileAtomic(filepath.Join(dir, "missing", "x"), nil); err == nil {
+		t.Fatal("wrote into a missing directory")
+	}
+}

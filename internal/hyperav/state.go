@@ -9,11 +9,11 @@ import (
 	"io"
 	"math/bits"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"secaas/internal/av"
+	"secaas/internal/hostpath"
 )
 
 // Sector states.
@@ -283,21 +283,5 @@ func (s *State) Save() error {
 	if err := zw.Close(); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.path), ".state-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), s.path)
+	return hostpath.WriteFileAtomic(s.path, buf.Bytes())
 }

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"secaas/internal/hostpath"
 )
 
 // Accel is how QEMU runs a guest's CPUs.
@@ -208,14 +210,7 @@ func (p accelProber) writeCache(key string, a AccelChoice) {
 	if err != nil {
 		return
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(p.cache), ".secaas-accel-*")
-	if err != nil {
-		return
-	}
-	_, werr := tmp.Write(b)
-	if cerr := tmp.Close(); werr != nil || cerr != nil || os.Rename(tmp.Name(), p.cache) != nil {
-		os.Remove(tmp.Name())
-	}
+	hostpath.WriteFileAtomic(p.cache, b) // a cache: a failed write costs a probe later
 }
 
 // probeMarker is what the probe guest's init prints once user space runs.
