@@ -27,6 +27,7 @@ type Client struct {
 	r        *bufio.Reader
 	timeout  time.Duration
 	regs     []register // the 'g' packet's layout, from the target description
+	chunk    int        // bytes of memory per packet
 	detached bool
 	// Stop is the target's state as Dial found it (the stub stops it).
 	Stop StopReply
@@ -69,8 +70,19 @@ func (c *Client) handshake() error {
 			break
 		}
 	}
-	if _, err := c.exchange("qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386"); err != nil {
+	sup, err := c.exchange("qSupported:multiprocess+;swbreak+;hwbreak+;xmlRegisters=i386")
+	if err != nil {
 		return err
+	}
+	// Memory moves in chunks that fit the stub's packets: two hex digits
+	// a byte, with room for the command.
+	c.chunk = defaultChunk
+	for _, f := range strings.Split(sup, ";") {
+		if v, ok := strings.CutPrefix(f, "PacketSize="); ok {
+			if n, err := strconv.ParseUint(v, 16, 32); err == nil && n >= 128 {
+				c.chunk = min(int(n-64)/2, maxChunk)
+			}
+		}
 	}
 	if err := c.readDescription(); err != nil {
 		return err
@@ -412,8 +424,12 @@ func (c *Client) SelectThread(thread string) error {
 	return c.ok("Hg" + thread)
 }
 
-// chunk bounds one memory transfer.
-const chunk = 2048
+// Memory per packet: what the stub's PacketSize allows (QEMU 7.2: 4096
+// bytes, so 2016), at most maxChunk; defaultChunk when it does not say.
+const (
+	defaultChunk = 1000
+	maxChunk     = 16 << 10
+)
 
 // ReadMemory reads n bytes of guest virtual memory at addr.
 func (c *Client) ReadMemory(addr uint64, n int) ([]byte, error) {
@@ -421,7 +437,7 @@ func (c *Client) ReadMemory(addr uint64, n int) ([]byte, error) {
 	defer c.mu.Unlock()
 	out := make([]byte, 0, n)
 	for len(out) < n {
-		k := min(chunk, n-len(out))
+		k := min(c.chunk, n-len(out))
 		r, err := c.exchange(fmt.Sprintf("m%x,%x", addr+uint64(len(out)), k))
 		if err != nil {
 			return nil, err
@@ -443,8 +459,8 @@ func (c *Client) ReadMemory(addr uint64, n int) ([]byte, error) {
 func (c *Client) WriteMemory(addr uint64, b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for off := 0; off < len(b); off += chunk {
-		part := b[off:min(off+chunk, len(b))]
+	for off := 0; off < len(b); off += c.chunk {
+		part := b[off:min(off+c.chunk, len(b))]
 		if err := c.ok(fmt.Sprintf("M%x,%x:%s", addr+uint64(off), len(part), hex.EncodeToString(part))); err != nil {
 			return err
 		}

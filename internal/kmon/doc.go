@@ -6,6 +6,11 @@
 // exactly as it was) and Inject, which allocates module memory in the
 // guest (module_alloc), makes it executable (set_memory_x), and writes an
 // object relocated against the guest's own kallsyms (package elfreloc),
-// leaving nothing in the guest's module list. The monitoring object, the
-// dispatch hook, policies, protection and removal are not built yet.
+// leaving nothing in the guest's module list; and the dispatch hook:
+// FindDispatch finds the one `call x64_sys_call` in do_syscall_64 (the
+// dispatch of Debian's 6.1 kernels), HookDispatch rewrites its rel32 to
+// the monitor (object/monitor.c: per-number counts, numbers failed with
+// EPERM, in a shared area the host reads and writes), Unhook puts it
+// back. Not built yet: policies by subject and object, events, protection,
+// table-dispatch kernels, freeing the monitor once no task is inside.
 package kmon

@@ -2,6 +2,7 @@ package kmon
 
 import (
 	"context"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,44 +24,31 @@ import (
 // functions: arithmetic, a call into the guest kernel (strlen of the
 // kernel's banner), and writable data that keeps its state. The guest's
 // module list is unchanged, the memory is freed, and the guest runs on.
-func TestInjectAndCall(t *testing.T) {
+// liveGuest boots a Debian guest that keeps making syscalls, and gives
+// its kernel (read from its RAM) and symbols.
+func liveGuest(t *testing.T, name string) (*lab.Guest, *linuxkern.Kernel, elfreloc.Symbols) {
+	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	if _, err := exec.LookPath("gcc"); err != nil {
-		labtest.Missing(t, "gcc not installed")
 	}
 	kernel, err := lab.FindKernel("../..")
 	if err != nil {
 		labtest.Missing(t, err.Error())
 	}
-	obj := filepath.Join(t.TempDir(), "probe.o")
-	flags := []string{"-c", "-O2", "-mcmodel=kernel", "-fno-pic", "-fno-pie", "-mno-red-zone", "-ffreestanding", "-fno-stack-protector",
-		"-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-merge-constants", "-fno-common", "-fcf-protection=none", "-nostdinc"}
-	if out, err := exec.Command("gcc", append(flags, "-o", obj, "testdata/probe.c")...).CombinedOutput(); err != nil {
-		t.Fatalf("gcc: %v %s", err, out)
-	}
-	code, _ := os.ReadFile(obj)
-	ctx := context.Background()
-	g, err := lab.StartGuest(ctx, lab.GuestConfig{Name: "secaas-test-kmon", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
+	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: name, Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer g.Stop()
+	t.Cleanup(g.Stop)
 	t.Logf("guest on %s", g.Accel)
-	modsBefore, err := g.Run("cat /proc/modules | wc -l", 60*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Keep the guest making syscalls.
-	if _, err := g.Run("(while true; do cat /proc/version > /dev/null; done) &", 30*time.Second); err != nil {
+	if _, err := g.Run("(while true; do cat /proc/version > /dev/null; done) &", 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	mem, err := guestmem.OpenShared(g.RAMFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer mem.Close()
+	t.Cleanup(func() { mem.Close() })
 	k, err := linuxkern.Open(mem, mem.Size())
 	if err != nil {
 		t.Fatal(err)
@@ -70,6 +58,36 @@ func TestInjectAndCall(t *testing.T) {
 		if _, seen := syms[s.Name]; !seen {
 			syms[s.Name] = s.Addr
 		}
+	}
+	return g, k, syms
+}
+
+// compileObject builds a C source for the guest kernel.
+func compileObject(t *testing.T, src string) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("gcc"); err != nil {
+		labtest.Missing(t, "gcc not installed")
+	}
+	obj := filepath.Join(t.TempDir(), "out.o")
+	flags := []string{"-c", "-O2", "-mcmodel=kernel", "-fno-pic", "-fno-pie", "-mno-red-zone", "-ffreestanding", "-fno-stack-protector",
+		"-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-merge-constants", "-fno-common", "-fcf-protection=none", "-nostdinc"}
+	if out, err := exec.Command("gcc", append(flags, "-o", obj, src)...).CombinedOutput(); err != nil {
+		t.Fatalf("gcc: %v %s", err, out)
+	}
+	b, err := os.ReadFile(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestInjectAndCall(t *testing.T) {
+	code := compileObject(t, "testdata/probe.c")
+	ctx := context.Background()
+	g, k, syms := liveGuest(t, "secaas-test-kmon")
+	modsBefore, err := g.Run("cat /proc/modules | wc -l", 60*time.Second)
+	if err != nil {
+		t.Fatal(err)
 	}
 	c, err := gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
 	if err != nil {
@@ -133,5 +151,126 @@ func TestInjectAndCall(t *testing.T) {
 	}
 	if out, err := g.Run("echo alive", 30*time.Second); err != nil || !strings.Contains(out, "alive") {
 		t.Fatalf("guest after: %q %v", out, err)
+	}
+}
+
+// shared reads the monitor's counters from guest memory through the
+// gdbstub (the guest stops while it is attached).
+type sharedView struct{ magic, calls, blocked, inFlight, countRead uint64 }
+
+func readShared(t *testing.T, gdb string, at uint64) sharedView {
+	t.Helper()
+	c, err := gdbstub.Dial(context.Background(), "unix", gdb, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Detach()
+	b, err := c.ReadMemory(at, 96+8*512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := func(off int) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
+	return sharedView{magic: u(0), calls: u(8), blocked: u(16), inFlight: u(24), countRead: u(96 + 8*0)}
+}
+
+// setBlock sets or clears the block bit of syscall nr.
+func setBlock(t *testing.T, gdb string, at uint64, nr int, on bool) {
+	t.Helper()
+	c, err := gdbstub.Dial(context.Background(), "unix", gdb, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Detach()
+	word := at + 32 + uint64(nr/64)*8
+	b, err := c.ReadMemory(word, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := binary.LittleEndian.Uint64(b)
+	if on {
+		v |= 1 << (nr % 64)
+	} else {
+		v &^= 1 << (nr % 64)
+	}
+	binary.LittleEndian.PutUint64(b, v)
+	if err := c.WriteMemory(word, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHookCountsAndBlocks: the monitor object (object/monitor.c),
+// injected and hooked into the guest's x64_sys_call dispatch, counts the
+// guest's syscalls; a blocked number fails with EPERM inside the guest
+// while other syscalls work; after the hook is taken out the guest's
+// syscalls behave as before and the monitor sees none.
+func TestHookCountsAndBlocks(t *testing.T) {
+	code := compileObject(t, "object/monitor.c")
+	g, _, syms := liveGuest(t, "secaas-test-kmon-hook")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg := &Target{GDB: c, Syms: syms}
+	if err := tg.Catch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	inj, err := tg.Inject(ctx, code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, monitor := inj.Image.Symbols["secaas_shared"], inj.Image.Symbols["secaas_dispatch"]
+	if shared == 0 || monitor == 0 {
+		t.Fatalf("symbols %v", inj.Image.Symbols)
+	}
+	h, err := tg.HookDispatch(monitor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dispatch call at %#x now goes to %#x", h.Site, monitor)
+	if err := c.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := g.Run("cat /proc/version", 30*time.Second); err != nil || !strings.Contains(out, "Linux") {
+		t.Fatalf("guest with the hook: %q %v", out, err)
+	}
+	s := readShared(t, g.GDB, shared)
+	if s.magic != 0x5345434141534d31 || s.calls == 0 || s.countRead == 0 {
+		t.Fatalf("monitor state %+v", s)
+	}
+	// mkdir, and mkdirat (which a C library may use for it).
+	blocked := []int{83, 258}
+	for _, nr := range blocked {
+		setBlock(t, g.GDB, shared, nr, true)
+	}
+	out, err := g.Run("mkdir /tmp/kmon-x; echo rc=$?", 30*time.Second)
+	if err != nil || !strings.Contains(out, "rc=1") || !strings.Contains(out, "not permitted") {
+		t.Fatalf("blocked mkdir: %q %v", out, err)
+	}
+	if out, err := g.Run("echo still > /tmp/kmon-y; cat /tmp/kmon-y", 30*time.Second); err != nil || !strings.Contains(out, "still") {
+		t.Fatalf("other syscalls while mkdir is blocked: %q %v", out, err)
+	}
+	if s2 := readShared(t, g.GDB, shared); s2.blocked == 0 || s2.calls <= s.calls {
+		t.Fatalf("after the block %+v (before %+v)", s2, s)
+	}
+	for _, nr := range blocked {
+		setBlock(t, g.GDB, shared, nr, false)
+	}
+	c2, err := gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.GDB = c2
+	if err := tg.Unhook(h); err != nil {
+		t.Fatal(err)
+	}
+	c2.Detach()
+	before := readShared(t, g.GDB, shared).calls
+	if out, err := g.Run("mkdir /tmp/kmon-x; echo rc=$?", 30*time.Second); err != nil || !strings.Contains(out, "rc=0") {
+		t.Fatalf("mkdir after the hook is out: %q %v", out, err)
+	}
+	if after := readShared(t, g.GDB, shared).calls; after != before {
+		t.Fatalf("the monitor still sees syscalls: %d -> %d", before, after)
 	}
 }
