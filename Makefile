@@ -51,6 +51,7 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/elfreloc FuzzRelocate
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/elfreloc FuzzParseSymbols
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/gdbstub FuzzDecode
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/kmon FuzzDecodeEvents
 
 lint:
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; exit 1; }

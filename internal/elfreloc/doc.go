@@ -15,7 +15,9 @@
 // The engine is checked byte for byte against GNU ld linking the same
 // objects at the same addresses with the same symbol values
 // (TestSameBytesAsGNULD), and fuzzed. Objects are expected to be built
-// like kernel code: -mcmodel=kernel, no unwind tables (ld rewrites
-// .eh_frame), -fno-merge-constants (ld tail-merges strings), -fno-common.
+// like kernel code: -mcmodel=kernel, -mgeneral-regs-only (the kernel
+// saves no SSE or x87 state for it: a vectorised loop faults), no unwind
+// tables (ld rewrites .eh_frame), -fno-merge-constants (ld tail-merges
+// strings), -fno-common.
 // It does no I/O.
 package elfreloc

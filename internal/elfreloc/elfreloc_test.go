@@ -17,7 +17,7 @@ import (
 // kernel code model, no unwind tables, no merged constants.
 var kernelFlags = []string{"-c", "-O2", "-mcmodel=kernel", "-fno-pic", "-fno-pie", "-mno-red-zone", "-ffreestanding",
 	"-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-merge-constants",
-	"-fno-common", "-fcf-protection=none", "-nostdinc"}
+	"-fno-common", "-fcf-protection=none", "-nostdinc", "-mgeneral-regs-only"}
 
 // tools fails under CI, else skips, when gcc or ld is missing.
 func tools(t *testing.T) {

@@ -10,7 +10,9 @@
 // FindDispatch finds the one `call x64_sys_call` in do_syscall_64 (the
 // dispatch of Debian's 6.1 kernels), HookDispatch rewrites its rel32 to
 // the monitor (object/monitor.c: per-number counts, numbers failed with
-// EPERM, in a shared area the host reads and writes), Unhook puts it
-// back. Not built yet: policies by subject and object, events, protection,
-// table-dispatch kernels, freeing the monitor once no task is inside.
+// EPERM, policies P = (syscalls, (subject comm, object path), record |
+// block) and an event ring, in a shared area the host reads and writes:
+// EncodePolicies, DecodeEvents), Unhook puts it back. Not built yet:
+// protection, table-dispatch kernels, freeing the monitor once no task is
+// inside, the daemon's service.
 package kmon

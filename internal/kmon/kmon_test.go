@@ -70,7 +70,7 @@ func compileObject(t *testing.T, src string) []byte {
 	}
 	obj := filepath.Join(t.TempDir(), "out.o")
 	flags := []string{"-c", "-O2", "-mcmodel=kernel", "-fno-pic", "-fno-pie", "-mno-red-zone", "-ffreestanding", "-fno-stack-protector",
-		"-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-merge-constants", "-fno-common", "-fcf-protection=none", "-nostdinc"}
+		"-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-merge-constants", "-fno-common", "-fcf-protection=none", "-nostdinc", "-mgeneral-regs-only"}
 	if out, err := exec.Command("gcc", append(flags, "-o", obj, src)...).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v %s", err, out)
 	}
@@ -165,12 +165,12 @@ func readShared(t *testing.T, gdb string, at uint64) sharedView {
 		t.Fatal(err)
 	}
 	defer c.Detach()
-	b, err := c.ReadMemory(at, 96+8*512)
+	b, err := c.ReadMemory(at, offCount+8*maxSyscall)
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := func(off int) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
-	return sharedView{magic: u(0), calls: u(8), blocked: u(16), inFlight: u(24), countRead: u(96 + 8*0)}
+	return sharedView{magic: u(0), calls: u(8), blocked: u(16), inFlight: u(24), countRead: u(offCount)}
 }
 
 // setBlock sets or clears the block bit of syscall nr.
@@ -181,7 +181,7 @@ func setBlock(t *testing.T, gdb string, at uint64, nr int, on bool) {
 		t.Fatal(err)
 	}
 	defer c.Detach()
-	word := at + 32 + uint64(nr/64)*8
+	word := at + offBlock + uint64(nr/64)*8
 	b, err := c.ReadMemory(word, 8)
 	if err != nil {
 		t.Fatal(err)
@@ -236,7 +236,7 @@ func TestHookCountsAndBlocks(t *testing.T) {
 		t.Fatalf("guest with the hook: %q %v", out, err)
 	}
 	s := readShared(t, g.GDB, shared)
-	if s.magic != 0x5345434141534d31 || s.calls == 0 || s.countRead == 0 {
+	if s.magic != sharedMagic || s.calls == 0 || s.countRead == 0 {
 		t.Fatalf("monitor state %+v", s)
 	}
 	// mkdir, and mkdirat (which a C library may use for it).

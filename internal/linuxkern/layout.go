@@ -168,3 +168,7 @@ func (k *Kernel) offsets(errs *[]error) func(path ...string) uint32 {
 		return o
 	}
 }
+
+// Offset is a member's offset by the guest's own BTF: Offset("task_struct",
+// "cred"), Offset("cred", "uid").
+func (k *Kernel) Offset(path ...string) (uint32, error) { return offsetOf(k.BTF, path...) }

@@ -1,45 +1,171 @@
 /* secaas syscall monitor, injected into the guest kernel (package kmon).
  *
  * The guest's do_syscall_64 calls x64_sys_call(regs, nr); kmon rewrites
- * that call to land here. The monitor counts every syscall by number and
- * fails the numbers whose bit is set in block with -EPERM; the host reads
- * and writes secaas_shared directly (guest memory, through the gdbstub or
- * the shared RAM file). Build: see kmon's tests (the kernel code model,
- * no unwind tables, -fno-merge-constants, -fno-common).
+ * that call to land in secaas_dispatch. The monitor counts every syscall
+ * by number, fails the numbers marked in block with -EPERM, and applies
+ * the policies P = (syscalls, (subject process, object file), action):
+ * a syscall in a policy's set, made by a task whose comm is the subject,
+ * on the object path (open's or openat's file name; an empty object
+ * matches any), is recorded as an event, and with action block fails
+ * with -EPERM. The host reads and writes secaas_shared directly in guest
+ * memory; it fills in the task layout (from the guest's BTF) before the
+ * hook goes in. Build: see kmon's tests (the kernel code model,
+ * -mgeneral-regs-only: no SSE in the kernel, no unwind tables,
+ * -fno-merge-constants, -fno-common).
  */
-struct pt_regs;
+struct pt_regs {
+	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
+	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
+};
 extern long x64_sys_call(const struct pt_regs *regs, unsigned int nr);
+extern long strncpy_from_user(char *dst, const char *src, long count);
+extern long long ktime_get(void);
+extern char current_task[]; /* per-CPU: its value is the offset in %gs */
 
 #define SECAAS_NR 512
-#define SECAAS_MAGIC 0x5345434141534d31UL /* "SECAASM1" */
+#define SECAAS_POLICIES 8
+#define SECAAS_EVENTS 64
+#define SECAAS_PATH 128
+#define SECAAS_MAGIC 0x5345434141534d32UL /* "SECAASM2" */
+#define NR_OPEN 2
+#define NR_OPENAT 257
+
+enum { ACTION_OFF, ACTION_RECORD, ACTION_BLOCK };
+
+struct secaas_policy {
+	unsigned long syscalls[SECAAS_NR / 64];
+	char subject[16];        /* comm */
+	char object[SECAAS_PATH]; /* path; empty: any */
+	unsigned int action;
+	unsigned int pad;
+};
+
+struct secaas_event {
+	unsigned long seq; /* written last: 1 + the event's number */
+	long long time_ns; /* the guest's monotonic clock */
+	int pid, uid;
+	unsigned int nr;
+	int verdict; /* ACTION_RECORD or ACTION_BLOCK */
+	char comm[16];
+	char path[SECAAS_PATH];
+};
 
 struct secaas_shared {
 	unsigned long magic;
-	unsigned long calls;                  /* every syscall seen */
-	unsigned long blocked;                /* every syscall failed */
-	unsigned long in_flight;              /* tasks inside the monitor now */
-	unsigned long block[SECAAS_NR / 64];  /* the numbers to fail */
-	unsigned long count[SECAAS_NR];       /* per number */
+	unsigned long calls;     /* every syscall seen */
+	unsigned long blocked;   /* every syscall failed */
+	unsigned long in_flight; /* tasks inside the monitor now */
+	unsigned long block[SECAAS_NR / 64];
+	unsigned long count[SECAAS_NR];
+	unsigned int off_pid, off_comm, off_cred, off_uid; /* from the host */
+	unsigned long watch[SECAAS_NR / 64]; /* union of the policies' sets */
+	struct secaas_policy policy[SECAAS_POLICIES];
+	unsigned long ev_head; /* events written so far */
+	struct secaas_event ev[SECAAS_EVENTS];
 };
+
+_Static_assert(__builtin_offsetof(struct secaas_shared, off_pid) == 4192, "layout: off_pid");
+_Static_assert(__builtin_offsetof(struct secaas_shared, watch) == 4208, "layout: watch");
+_Static_assert(__builtin_offsetof(struct secaas_shared, policy) == 4272, "layout: policy");
+_Static_assert(sizeof(struct secaas_policy) == 216, "layout: policy size");
+_Static_assert(__builtin_offsetof(struct secaas_shared, ev_head) == 6000, "layout: ev_head");
+_Static_assert(sizeof(struct secaas_event) == 176, "layout: event size");
 
 struct secaas_shared secaas_shared = { .magic = SECAAS_MAGIC };
 
+static inline char *current(void)
+{
+	char *t;
+	asm volatile("movq %%gs:%P1, %0" : "=r"(t) : "p"(current_task));
+	return t;
+}
+
+static int bit(const unsigned long *set, unsigned int nr)
+{
+	return (__atomic_load_n(&set[nr / 64], __ATOMIC_RELAXED) >> (nr % 64)) & 1;
+}
+
+static int same(const char *a, const char *b, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (a[i] != b[i])
+			return 0;
+		if (!a[i])
+			return 1;
+	}
+	return 1;
+}
+
+static void record(const struct secaas_policy *p, char *task, unsigned int nr, const char *path, int verdict)
+{
+	struct secaas_shared *s = &secaas_shared;
+	unsigned long n = __atomic_fetch_add(&s->ev_head, 1, __ATOMIC_RELAXED);
+	struct secaas_event *e = &s->ev[n % SECAAS_EVENTS];
+	char *cred = *(char **)(task + s->off_cred);
+
+	e->time_ns = ktime_get();
+	e->pid = *(int *)(task + s->off_pid);
+	e->uid = cred ? *(int *)(cred + s->off_uid) : -1;
+	e->nr = nr;
+	e->verdict = verdict;
+	for (int i = 0; i < 16; i++)
+		e->comm[i] = task[s->off_comm + i];
+	for (int i = 0; i < SECAAS_PATH; i++)
+		e->path[i] = path[i];
+	__atomic_store_n(&e->seq, n + 1, __ATOMIC_RELEASE);
+	(void)p;
+}
+
+/* policy applies the policies to one syscall: the action taken. */
+static int policy(const struct pt_regs *regs, unsigned int nr)
+{
+	struct secaas_shared *s = &secaas_shared;
+	char path[SECAAS_PATH];
+	char *task = current();
+	const char *comm = task + s->off_comm;
+	const char *user = 0;
+	int verdict = ACTION_OFF;
+
+	path[0] = 0;
+	if (nr == NR_OPEN)
+		user = (const char *)regs->di;
+	else if (nr == NR_OPENAT)
+		user = (const char *)regs->si;
+	if (user && strncpy_from_user(path, user, SECAAS_PATH - 1) < 0)
+		path[0] = 0;
+	path[SECAAS_PATH - 1] = 0;
+	for (int i = 0; i < SECAAS_POLICIES; i++) {
+		const struct secaas_policy *p = &s->policy[i];
+		unsigned int action = __atomic_load_n(&p->action, __ATOMIC_ACQUIRE);
+		if (action == ACTION_OFF || !bit(p->syscalls, nr) || !same(comm, p->subject, 16))
+			continue;
+		if (p->object[0] && !same(path, p->object, SECAAS_PATH))
+			continue;
+		record(p, task, nr, path, action);
+		if (action > verdict)
+			verdict = action;
+	}
+	return verdict;
+}
+
 long secaas_dispatch(const struct pt_regs *regs, unsigned int nr)
 {
+	struct secaas_shared *s = &secaas_shared;
 	long r;
 
-	__atomic_fetch_add(&secaas_shared.calls, 1, __ATOMIC_RELAXED);
+	__atomic_fetch_add(&s->in_flight, 1, __ATOMIC_SEQ_CST);
+	__atomic_fetch_add(&s->calls, 1, __ATOMIC_RELAXED);
 	if (nr < SECAAS_NR) {
-		__atomic_fetch_add(&secaas_shared.count[nr], 1, __ATOMIC_RELAXED);
-		if ((__atomic_load_n(&secaas_shared.block[nr / 64], __ATOMIC_RELAXED) >> (nr % 64)) & 1) {
-			__atomic_fetch_add(&secaas_shared.blocked, 1, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&s->count[nr], 1, __ATOMIC_RELAXED);
+		if (bit(s->block, nr) || (bit(s->watch, nr) && policy(regs, nr) == ACTION_BLOCK)) {
+			__atomic_fetch_add(&s->blocked, 1, __ATOMIC_RELAXED);
+			__atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_SEQ_CST);
 			return -1; /* -EPERM */
 		}
 	}
 	/* A task blocked in a syscall keeps this frame: the code may be freed
 	 * only when no task is inside. */
-	__atomic_fetch_add(&secaas_shared.in_flight, 1, __ATOMIC_SEQ_CST);
 	r = x64_sys_call(regs, nr);
-	__atomic_fetch_sub(&secaas_shared.in_flight, 1, __ATOMIC_SEQ_CST);
+	__atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_SEQ_CST);
 	return r;
 }
