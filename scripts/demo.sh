@@ -40,6 +40,10 @@ if ! bin/secaas domain get 100 --api $API --token-file $STATE/tenant.token >/dev
   bin/secaas domain create -f examples/table2.yaml --api $API --token-file $STATE/tenant.token
 fi
 bin/secaas domain list --api $API --token-file $STATE/tenant.token
+# Committed first, then published to this host's agent (desired state with
+# a generation); the agent reports what its switch enforces.
+bin/secaas domain status 100 --api $API --token-file $STATE/tenant.token
+bin/secaas host list --api $API --token-file $STATE/admin.token
 
 echo "== 4. reachability matrix: real ping and TCP/22 between the namespaces, beside the oracle"
 bin/secaas lab matrix -f examples/table2.yaml --prefix $PFX --tcp 22
