@@ -70,6 +70,12 @@ func (f *fakeNode) Publish(ctx context.Context, d node.Desired) error {
 }
 
 func (f *fakeNode) Call(_ context.Context, host string, c node.Call) (json.RawMessage, error) {
+	f.mu.Lock()
+	silent := f.silent
+	f.mu.Unlock()
+	if silent {
+		return nil, fmt.Errorf("host %s: %w", host, node.ErrUnreachable)
+	}
 	if c.Op == node.OpPlan {
 		return json.Marshal(node.Plan{Removed: []string{}, Added: []string{"a flow"}})
 	}
@@ -351,6 +357,17 @@ func TestRefusedChangeIsReported(t *testing.T) {
 	}
 	if code, _ := e.do("GET", "/v1/domains/100?wait=1s", a, nil); code != 400 {
 		t.Errorf("wait on a read: %d", code)
+	}
+	// A dry run whose host does not answer still says what changes in the
+	// store, and which host could not plan its flows.
+	_, cur := e.do("GET", "/v1/domains/100", a, nil)
+	var d tenant.Domain
+	json.Unmarshal(cur, &d)
+	d.Subnets[0].ACRs = append(d.Subnets[0].ACRs, tenant.ACR{Priority: 5, Action: "drop"})
+	code, out = e.do("POST", "/v1/apply?dry_run=1", a, tenant.Policy{Domains: []tenant.Domain{d}})
+	var plan controller.ApplyPlan
+	if json.Unmarshal(out, &plan) != nil || code != 200 || !plan.Changed || plan.FlowsPlanned || len(plan.FlowsUnplanned) != 1 {
+		t.Fatalf("dry run with a silent host: %d %s", code, out)
 	}
 }
 

@@ -97,7 +97,10 @@ func applyCmd(ctx context.Context, env *Env, args []string) error {
 			writeDiff(env.Stdout, docLines(d.Before), docLines(d.After))
 		}
 	}
-	if diff && plan.FlowsPlanned {
+	if diff && len(plan.FlowsUnplanned) > 0 {
+		fmt.Fprintf(env.Stdout, "switch: no answer from host %s: its flows are not shown\n", strings.Join(plan.FlowsUnplanned, ", "))
+	}
+	if diff && (plan.FlowsPlanned || len(plan.FlowsUnplanned) > 0) {
 		fmt.Fprintf(env.Stdout, "switch: %d flows removed, %d added\n", len(plan.FlowsRemoved), len(plan.FlowsAdded))
 		for _, l := range plan.FlowsRemoved {
 			fmt.Fprintln(env.Stdout, "- "+l)

@@ -31,6 +31,9 @@ type ApplyPlan struct {
 	FlowsRemoved []string `json:"flows_removed,omitempty"`
 	FlowsAdded   []string `json:"flows_added,omitempty"`
 	FlowsPlanned bool     `json:"flows_planned"`
+	// FlowsUnplanned names the hosts whose agent did not answer: their
+	// flows are not in the lists (the change itself does not wait on it).
+	FlowsUnplanned []string `json:"flows_unplanned,omitempty"`
 }
 
 // errDryRun rolls a dry run's transaction back.
@@ -171,6 +174,10 @@ func (c *Controller) planFlows(ctx context.Context, st state, plan *ApplyPlan) e
 	for _, h := range hosts {
 		d := states[h]
 		doc, err := c.fleet.Call(ctx, h, node.Call{Op: node.OpPlan, Desired: &d})
+		if errors.Is(err, node.ErrUnreachable) {
+			plan.FlowsUnplanned = append(plan.FlowsUnplanned, h)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("%w: plan on host %s: %w", ErrApply, h, err)
 		}
@@ -189,7 +196,7 @@ func (c *Controller) planFlows(ctx context.Context, st state, plan *ApplyPlan) e
 			plan.FlowsAdded = append(plan.FlowsAdded, prefix+l)
 		}
 	}
-	plan.FlowsPlanned = true
+	plan.FlowsPlanned = len(plan.FlowsUnplanned) == 0
 	return nil
 }
 
