@@ -136,7 +136,7 @@ func New(ctx context.Context, c Config) (*Daemon, error) {
 	}
 	var fleet node.Fleet
 	var link node.Link
-	if err := d.openBus(ctx, c, ctl); err != nil {
+	if err := d.openBus(ctx, c); err != nil {
 		return fail(err)
 	}
 	if d.nats != nil {
@@ -181,7 +181,7 @@ func New(ctx context.Context, c Config) (*Daemon, error) {
 
 // openBus starts or joins the NATS bus when the role and config ask for
 // one.
-func (d *Daemon) openBus(ctx context.Context, c Config, ctl bool) error {
+func (d *Daemon) openBus(ctx context.Context, c Config) error {
 	url := c.BusURL
 	if url == "" && (c.Role == RoleController || (c.Role == RoleAll && c.BusListen != "")) {
 		listen := c.BusListen
