@@ -15,6 +15,7 @@ import (
 	"secaas/internal/hyperav"
 	"secaas/internal/inventory"
 	"secaas/internal/lab"
+	"secaas/internal/lab/guesttest"
 	"secaas/internal/lab/labtest"
 	"secaas/internal/tenant"
 )
@@ -31,10 +32,7 @@ func TestAVServiceFrontMode(t *testing.T) {
 			labtest.Missing(t, tool+" not installed")
 		}
 	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
+	kernel := guesttest.Kernel(t)
 	dir := t.TempDir()
 	img, err := lab.MakeDataDisk(dir, map[string][]byte{"/etc/motd": []byte("welcome\n")}, 32, true)
 	if err != nil {

@@ -3,14 +3,13 @@ package gdbstub
 import (
 	"bytes"
 	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"secaas/internal/guestmem"
 	"secaas/internal/lab"
-	"secaas/internal/lab/labtest"
+	"secaas/internal/lab/guesttest"
 	"secaas/internal/linuxkern"
 )
 
@@ -57,13 +56,7 @@ func FuzzDecode(f *testing.F) {
 // undone, a software breakpoint on x64_sys_call stops the guest when it
 // makes a syscall, and after the detach the guest runs on.
 func TestLiveGuest(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
+	kernel := guesttest.Kernel(t)
 	ctx := context.Background()
 	g, err := lab.StartGuest(ctx, lab.GuestConfig{Name: "secaas-test-gdb", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
 	if err != nil {

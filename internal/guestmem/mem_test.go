@@ -4,27 +4,20 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"secaas/internal/guestmem"
 	"secaas/internal/lab"
-	"secaas/internal/lab/labtest"
+	"secaas/internal/lab/guesttest"
 )
 
 // TestLiveGuestRAM boots Debian's kernel under QEMU and reads the running
 // guest's RAM from the host: the kernel banner, and a string the guest has
 // just written, with nothing installed in the guest.
 func TestLiveGuestRAM(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
+	kernel := guesttest.Kernel(t)
 	ctx := context.Background()
 	g, err := lab.StartGuest(ctx, lab.GuestConfig{Name: "secaas-test-mem", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
 	if err != nil {

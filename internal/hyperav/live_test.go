@@ -13,7 +13,7 @@ import (
 
 	"secaas/internal/av"
 	"secaas/internal/lab"
-	"secaas/internal/lab/labtest"
+	"secaas/internal/lab/guesttest"
 	"secaas/internal/qmp"
 )
 
@@ -21,14 +21,7 @@ import (
 // QEMU or the kernel is missing.
 func testKernel(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
-	return kernel
+	return guesttest.Kernel(t)
 }
 
 // guestWithDisk boots a guest with an ext4 data disk (qcow2, partition 1)

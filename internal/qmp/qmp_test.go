@@ -5,14 +5,13 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"secaas/internal/lab"
-	"secaas/internal/lab/labtest"
+	"secaas/internal/lab/guesttest"
 	"secaas/internal/qmp"
 )
 
@@ -84,13 +83,7 @@ func TestClientAgainstFake(t *testing.T) {
 
 // TestClientAgainstQEMU talks to a real QEMU 7.2 guest.
 func TestClientAgainstQEMU(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
+	kernel := guesttest.Kernel(t)
 	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-qmp", Kernel: kernel, MemMiB: 128, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,5 @@
+// Package guesttest is what tests that boot a QEMU guest share: the
+// guest kernel to boot, or a skip with the reason (a failure under CI)
+// when QEMU or the kernel is missing. It is a package of its own because
+// package lab's own tests use labtest, which therefore cannot use lab.
+package guesttest
