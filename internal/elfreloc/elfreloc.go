@@ -280,3 +280,11 @@ func apply(t *Section, relas []byte, value []uint64, symtab []elf.Symbol) error 
 	}
 	return nil
 }
+
+// KernelCFlags build an object the way the engine and the guest kernel
+// expect (gcc, with -o OUT SOURCE after them): the kernel code model, no
+// SSE or x87 (the kernel saves no such state for it), no unwind tables,
+// no merged constants, no COMMON symbols, no stack protector or CET.
+var KernelCFlags = []string{"-c", "-O2", "-mcmodel=kernel", "-mgeneral-regs-only", "-fno-pic", "-fno-pie", "-mno-red-zone",
+	"-ffreestanding", "-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-merge-constants",
+	"-fno-common", "-fcf-protection=none", "-nostdinc"}

@@ -13,12 +13,6 @@ import (
 	"testing"
 )
 
-// kernelFlags build objects the way the monitoring object is built: the
-// kernel code model, no unwind tables, no merged constants.
-var kernelFlags = []string{"-c", "-O2", "-mcmodel=kernel", "-fno-pic", "-fno-pie", "-mno-red-zone", "-ffreestanding",
-	"-fno-stack-protector", "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-merge-constants",
-	"-fno-common", "-fcf-protection=none", "-nostdinc", "-mgeneral-regs-only"}
-
 // tools fails under CI, else skips, when gcc or ld is missing.
 func tools(t *testing.T) {
 	t.Helper()
@@ -35,7 +29,7 @@ func tools(t *testing.T) {
 func compile(t *testing.T, src string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), strings.TrimSuffix(filepath.Base(src), filepath.Ext(src))+".o")
-	if b, err := exec.Command("gcc", append(kernelFlags, "-o", out, src)...).CombinedOutput(); err != nil {
+	if b, err := exec.Command("gcc", append(KernelCFlags, "-o", out, src)...).CombinedOutput(); err != nil {
 		t.Fatalf("gcc %s: %v\n%s", src, err, b)
 	}
 	obj, err := os.ReadFile(out)

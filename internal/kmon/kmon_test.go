@@ -14,6 +14,7 @@ import (
 	"secaas/internal/gdbstub"
 	"secaas/internal/guestmem"
 	"secaas/internal/lab"
+	"secaas/internal/lab/guesttest"
 	"secaas/internal/lab/labtest"
 	"secaas/internal/linuxkern"
 )
@@ -28,13 +29,7 @@ import (
 // its kernel (read from its RAM) and symbols.
 func liveGuest(t *testing.T, name string) (*lab.Guest, *linuxkern.Kernel, elfreloc.Symbols) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	kernel, err := lab.FindKernel("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
+	kernel := guesttest.Kernel(t)
 	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: name, Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +57,26 @@ func liveGuest(t *testing.T, name string) (*lab.Guest, *linuxkern.Kernel, elfrel
 	return g, k, syms
 }
 
+// attach connects to the guest's gdbstub (which stops the guest).
+func attach(t *testing.T, ctx context.Context, sock string) *gdbstub.Client {
+	t.Helper()
+	c, err := gdbstub.Dial(ctx, "unix", sock, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// caught attaches and catches a vCPU on the syscall path.
+func caught(t *testing.T, ctx context.Context, g *lab.Guest, syms elfreloc.Symbols) *Target {
+	t.Helper()
+	tg := &Target{GDB: attach(t, ctx, g.GDB), Syms: syms}
+	if err := tg.Catch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
 // compileObject builds a C source for the guest kernel.
 func compileObject(t *testing.T, src string) []byte {
 	t.Helper()
@@ -69,9 +84,7 @@ func compileObject(t *testing.T, src string) []byte {
 		labtest.Missing(t, "gcc not installed")
 	}
 	obj := filepath.Join(t.TempDir(), "out.o")
-	flags := []string{"-c", "-O2", "-mcmodel=kernel", "-fno-pic", "-fno-pie", "-mno-red-zone", "-ffreestanding", "-fno-stack-protector",
-		"-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-merge-constants", "-fno-common", "-fcf-protection=none", "-nostdinc", "-mgeneral-regs-only"}
-	if out, err := exec.Command("gcc", append(flags, "-o", obj, src)...).CombinedOutput(); err != nil {
+	if out, err := exec.Command("gcc", append(elfreloc.KernelCFlags, "-o", obj, src)...).CombinedOutput(); err != nil {
 		t.Fatalf("gcc: %v %s", err, out)
 	}
 	b, err := os.ReadFile(obj)
@@ -89,17 +102,11 @@ func TestInjectAndCall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tg := &Target{GDB: c, Syms: syms}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	if err := tg.Catch(cctx); err != nil {
-		t.Fatal(err)
-	}
+	tg := caught(t, cctx, g, syms)
+	c := tg.GDB
+	defer c.Close()
 	t0 := time.Now()
 	inj, err := tg.Inject(cctx, code)
 	if err != nil {
@@ -160,10 +167,7 @@ type sharedView struct{ magic, calls, blocked, inFlight, countRead uint64 }
 
 func readShared(t *testing.T, gdb string, at uint64) sharedView {
 	t.Helper()
-	c, err := gdbstub.Dial(context.Background(), "unix", gdb, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := attach(t, context.Background(), gdb)
 	defer c.Detach()
 	b, err := c.ReadMemory(at, offCount+8*maxSyscall)
 	if err != nil {
@@ -176,10 +180,7 @@ func readShared(t *testing.T, gdb string, at uint64) sharedView {
 // setBlock sets or clears the block bit of syscall nr.
 func setBlock(t *testing.T, gdb string, at uint64, nr int, on bool) {
 	t.Helper()
-	c, err := gdbstub.Dial(context.Background(), "unix", gdb, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := attach(t, context.Background(), gdb)
 	defer c.Detach()
 	word := at + offBlock + uint64(nr/64)*8
 	b, err := c.ReadMemory(word, 8)
@@ -208,14 +209,8 @@ func TestHookCountsAndBlocks(t *testing.T) {
 	g, _, syms := liveGuest(t, "secaas-test-kmon-hook")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg := &Target{GDB: c, Syms: syms}
-	if err := tg.Catch(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tg := caught(t, ctx, g, syms)
+	c := tg.GDB
 	inj, err := tg.Inject(ctx, code)
 	if err != nil {
 		t.Fatal(err)
@@ -257,10 +252,7 @@ func TestHookCountsAndBlocks(t *testing.T) {
 	for _, nr := range blocked {
 		setBlock(t, g.GDB, shared, nr, false)
 	}
-	c2, err := gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c2 := attach(t, ctx, g.GDB)
 	tg.GDB = c2
 	if err := tg.Unhook(h); err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"secaas/internal/gdbstub"
 	"secaas/internal/linuxkern"
 )
 
@@ -135,14 +134,8 @@ func TestPolicyRecordAndBlock(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c, err := gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tg := &Target{GDB: c, Syms: syms}
-	if err := tg.Catch(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tg := caught(t, ctx, g, syms)
+	c := tg.GDB
 	m, err := tg.Install(ctx, code, lay)
 	if err != nil {
 		t.Fatal(err)
@@ -173,10 +166,7 @@ func TestPolicyRecordAndBlock(t *testing.T) {
 		t.Fatalf("events after cat: %+v", evs)
 	}
 	// Block: cat fails inside the guest, head still reads.
-	c, err = gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = attach(t, ctx, g.GDB)
 	pol.Action = "block"
 	if err := m.SetPolicies(c, []Policy{pol}); err != nil {
 		t.Fatal(err)
@@ -194,10 +184,7 @@ func TestPolicyRecordAndBlock(t *testing.T) {
 		t.Fatalf("events after the blocked cat: %+v", evs)
 	}
 	// Out again: the guest behaves as before.
-	c, err = gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c = attach(t, ctx, g.GDB)
 	tg.GDB = c
 	if err := tg.Unhook(m.Hook); err != nil {
 		t.Fatal(err)
