@@ -41,7 +41,7 @@ var errDryRun = errors.New("dry run")
 
 // ApplyPolicy makes the caller's domains what the policy says, all or
 // nothing: every domain of the policy is created or replaced in one
-// transaction and one node change, or none is. A domain already as the
+// transaction, published to the hosts as one generation, or none is. A domain already as the
 // policy says is left alone (no write, no event), so applying the same
 // policy twice changes nothing the second time. Fields the store fills in
 // (VM UUIDs, ACR ids, the tenant, the revision) are matched, not compared.

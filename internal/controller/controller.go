@@ -596,7 +596,7 @@ func (c *Controller) needs(ctx context.Context, who Caller, tid int, vmName, ser
 }
 
 // setVMPolicy changes one of a VM's service policies through the usual
-// validate-apply-commit path; the event is SERVICE.enabled or .disabled.
+// validate-commit-publish path; the event is SERVICE.enabled or .disabled.
 func (c *Controller) setVMPolicy(ctx context.Context, who Caller, tid int, vmName, service string, off bool, set func(*tenant.VM)) error {
 	kind := service + ".enabled"
 	if off {

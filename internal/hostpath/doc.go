@@ -11,5 +11,6 @@
 //
 // Host is the interface the node's services take; Roots implements it
 // for secaasd, Unconfined for the offline CLI, whose user names the files
-// on the command line.
+// on the command line. WriteFileAtomic replaces one of the daemon's own
+// state files whole (temporary file, sync, rename).
 package hostpath
