@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -24,13 +25,14 @@ import (
 
 func main() {
 	var c daemon.Config
-	var listen, bridge string
+	var listen, bridge, tunnelIP string
 	var reconcile time.Duration
 	flag.StringVar(&c.Role, "role", "all", "all (one host: controller and agent), controller (API, store, bus) or agent (this hypervisor host)")
 	flag.StringVar(&c.Node, "node", "", "this host's name in the fleet (default: the host name); ports whose inventory record names no host are on the controller's")
 	flag.StringVar(&c.BusURL, "bus", "", "NATS URL of the bus (an agent: the controller's, e.g. nats://10.0.0.1:4222; a controller: an external NATS cluster instead of the embedded server)")
 	flag.StringVar(&c.BusListen, "bus-listen", "", "where a controller's embedded NATS server listens (default 127.0.0.1:4222; all: set it to use NATS on one host too)")
 	flag.StringVar(&c.BusTokenFile, "bus-token-file", "/var/lib/secaas/bus.token", "token that admits hosts to the bus (created with a random token if missing; copy it to every agent)")
+	flag.StringVar(&tunnelIP, "tunnel-ip", "", "this host's VXLAN endpoint: the address the other hosts reach it at (unset: domains do not span hosts to or from it)")
 	flag.StringVar(&listen, "listen", "127.0.0.1:8470", "API listen address")
 	flag.StringVar(&c.DB, "db", "/var/lib/secaas/secaas.db", "the store: a SQLite database path, or a PostgreSQL URL (postgres://USER@HOST/DB; then give --data-dir)")
 	flag.StringVar(&bridge, "bridge", "secaas0", "Open vSwitch bridge to enforce tenant domains on")
@@ -57,6 +59,14 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	c.Log, c.Bridge = log, ovs.NewBridge(bridge)
+	if tunnelIP != "" {
+		a, err := netip.ParseAddr(tunnelIP)
+		if err != nil {
+			log.Error("secaasd failed", "err", fmt.Errorf("--tunnel-ip: %w", err))
+			os.Exit(2)
+		}
+		c.TunnelIP = a
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := daemon.New(ctx, c)

@@ -49,9 +49,13 @@ type Agent struct {
 	here       map[string]bool
 	generation int64 // of the desired state the switch enforces
 	net        *tenant.Net
-	ports      flow.Ports
-	set        *flow.Set
-	flows      string
+	ports      flow.Ports // the VMs' and uplinks' ports (not the tunnel)
+	tunPort    uint32     // the tunnel port's OpenFlow number (0: none)
+	// remote: the tunnel endpoints of the hosts of this host's domains'
+	// VMs that run elsewhere, by VM port.
+	remote map[string]netip.Addr
+	set    *flow.Set
+	flows  string
 	// synced: the switch is known to hold exactly flows, so a change can be
 	// sent as a difference instead of a full replacement.
 	synced bool
@@ -73,6 +77,10 @@ type Agent struct {
 	// the hashlist engine.
 	Hashes string
 	hashes *av.HashList
+	// TunnelIP is this host's VXLAN endpoint (the address it sends
+	// tunnelled packets from, which the other hosts reach); unset, the
+	// host's domains do not span hosts. Set before Start.
+	TunnelIP netip.Addr
 	// Host opens the VMs' host resources (RAM files, sockets, disk
 	// images), confined to the host's roots (hostpath.Roots). Without it
 	// no service that needs them starts. Set before Start.
@@ -101,7 +109,53 @@ func mustEmpty() *tenant.Net {
 // state, so a restart of the daemon drops no packet. A new bridge has no
 // flows and, failing secure, forwards nothing until then.
 func (a *Agent) Start(ctx context.Context) error {
-	return a.br.Ensure(ctx)
+	if err := a.br.Ensure(ctx); err != nil {
+		return err
+	}
+	if a.TunnelIP.IsValid() {
+		return a.br.EnsureTunnel(ctx, TunnelPort, a.TunnelIP)
+	}
+	return nil
+}
+
+// TunnelPort is the name of the agent's VXLAN port; no VM port may use it.
+const TunnelPort = "secaas-vxlan"
+
+// switchPorts returns the bridge's ports without the tunnel, and the
+// tunnel's number when this host tunnels.
+func (a *Agent) switchPorts(ctx context.Context) (flow.Ports, uint32, error) {
+	ports, err := a.br.Ports(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	tun := ports[TunnelPort]
+	delete(ports, TunnelPort)
+	if !a.TunnelIP.IsValid() {
+		tun = 0
+	}
+	return ports, tun, nil
+}
+
+// compileLocked compiles domains for the switch's current ports, keeping
+// the priorities of the rules the switch has.
+func (a *Agent) compileLocked(ctx context.Context, domains []tenant.Domain) (*tenant.Net, flow.Ports, uint32, *flow.Set, error) {
+	n, err := tenant.NewNet(domains)
+	if err != nil {
+		return nil, nil, 0, nil, err
+	}
+	ports, tun, err := a.switchPorts(ctx)
+	if err != nil {
+		return nil, nil, 0, nil, err
+	}
+	var prev flow.Priorities
+	if a.set != nil {
+		prev = a.set.Priorities
+	}
+	set, err := flow.CompileWith(n, ports, flow.Tunnels{Port: tun, Remote: a.remote}, prev)
+	if err != nil {
+		return nil, nil, 0, nil, err
+	}
+	return n, ports, tun, set, nil
 }
 
 // Apply validates domains, compiles them against the bridge's current ports
@@ -116,19 +170,7 @@ func (a *Agent) Apply(ctx context.Context, domains []tenant.Domain, inv inventor
 }
 
 func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error {
-	n, err := tenant.NewNet(domains)
-	if err != nil {
-		return err
-	}
-	ports, err := a.br.Ports(ctx)
-	if err != nil {
-		return err
-	}
-	var prev flow.Priorities
-	if a.set != nil {
-		prev = a.set.Priorities
-	}
-	set, err := flow.CompileFrom(n, ports, prev)
+	n, ports, tun, set, err := a.compileLocked(ctx, domains)
 	if err != nil {
 		return err
 	}
@@ -136,7 +178,7 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 	if err := a.install(ctx, text); err != nil {
 		return err
 	}
-	a.domains, a.net, a.ports, a.set, a.flows = domains, n, ports, set, text
+	a.domains, a.net, a.ports, a.tunPort, a.set, a.flows = domains, n, ports, tun, set, text
 	a.syncMonitorsLocked(ctx)
 	a.syncVMILocked()
 	a.syncAVLocked()
@@ -148,21 +190,9 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 // Plan says which flows applying domains would remove from and add to the
 // switch, without changing anything (for dry runs and diffs).
 func (a *Agent) Plan(ctx context.Context, domains []tenant.Domain, _ inventory.Ports) (removed, added []string, err error) {
-	n, err := tenant.NewNet(domains)
-	if err != nil {
-		return nil, nil, err
-	}
-	ports, err := a.br.Ports(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var prev flow.Priorities
-	if a.set != nil {
-		prev = a.set.Priorities
-	}
-	set, err := flow.CompileFrom(n, ports, prev)
+	_, _, _, set, err := a.compileLocked(ctx, domains)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -220,11 +250,11 @@ func (a *Agent) reconcileLocked(ctx context.Context) (bool, error) {
 	if a.set == nil {
 		return false, nil // nothing applied yet: the switch keeps what it has
 	}
-	ports, err := a.br.Ports(ctx)
+	ports, tun, err := a.switchPorts(ctx)
 	if err != nil {
 		return false, err
 	}
-	if !maps.Equal(ports, a.ports) {
+	if !maps.Equal(ports, a.ports) || tun != a.tunPort {
 		a.log.Info("ports changed, recompiling", "bridge", a.br.Name)
 		if err := a.applyLocked(ctx, a.domains); err != nil {
 			return false, fmt.Errorf("reconcile: %w", err)

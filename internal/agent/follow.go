@@ -26,20 +26,20 @@ import (
 func (a *Agent) ApplyDesired(ctx context.Context, d node.Desired) node.Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := node.Status{Host: d.Host, Generation: d.Generation, Time: time.Now().UTC()}
+	st := node.Status{Host: d.Host, Generation: d.Generation, Endpoint: a.endpoint(), Time: time.Now().UTC()}
 	prev := map[int]int{}
 	for _, dom := range a.domains {
 		prev[dom.TID] = dom.Revision
 	}
-	oldInv, oldHere := a.inv, a.here
-	a.inv = d.Ports
+	oldInv, oldHere, oldRemote := a.inv, a.here, a.remote
+	a.inv, a.remote = d.Ports, d.Remote
 	a.here = map[string]bool{}
 	for p := range d.Ports {
 		a.here[p] = true
 	}
 	err := a.applyLocked(ctx, d.Domains)
 	if err != nil {
-		a.inv, a.here = oldInv, oldHere
+		a.inv, a.here, a.remote = oldInv, oldHere, oldRemote
 		st.Applied, st.Error = a.generation, err.Error()
 	} else {
 		a.generation = d.Generation
@@ -163,11 +163,19 @@ func (a *Agent) Follow(ctx context.Context, link node.Link, host, file string, r
 	}
 }
 
+// endpoint is the tunnel endpoint the agent reports ("" without one).
+func (a *Agent) endpoint() string {
+	if !a.TunnelIP.IsValid() {
+		return ""
+	}
+	return a.TunnelIP.String()
+}
+
 // status is the agent's current status, for a redelivered desired state.
 func (a *Agent) status(host string) node.Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := node.Status{Host: host, Generation: a.generation, Applied: a.generation, Time: time.Now().UTC()}
+	st := node.Status{Host: host, Generation: a.generation, Applied: a.generation, Endpoint: a.endpoint(), Time: time.Now().UTC()}
 	for _, dom := range a.domains {
 		st.Objects = append(st.Objects, node.ObjectStatus{Kind: "domain", ID: strconv.Itoa(dom.TID), Revision: dom.Revision, State: node.Applied})
 	}

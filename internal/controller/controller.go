@@ -296,7 +296,7 @@ func (c *Controller) transact(ctx context.Context, fn func(tx *store.Tx, s *stat
 		c.mu.Unlock()
 		return err
 	}
-	hosts := c.publishLocked(ctx, st.all, st.ports, g, false)
+	hosts := c.publishLocked(ctx, st.all, st.ports, g, false, nil)
 	c.mu.Unlock()
 	return c.awaitApplied(ctx, hosts, g)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,7 +97,45 @@ func (c *Controller) desiredStates(all []tenant.Domain, ports inventory.Ports, k
 		}
 		out[c.DefaultHost] = def
 	}
+	// Each host that tunnels learns where the VMs of its domains that run
+	// elsewhere are: the endpoint of their host.
+	eps := c.endpoints()
+	for h, d := range out {
+		if !eps[h].IsValid() {
+			continue
+		}
+		for _, dom := range d.Domains {
+			for _, s := range dom.Subnets {
+				for _, vm := range s.VMs {
+					at := c.DefaultHost
+					if p, ok := ports[vm.Port]; ok {
+						at = p.HostOr(c.DefaultHost)
+					}
+					if e := eps[at]; at != h && e.IsValid() {
+						if d.Remote == nil {
+							d.Remote = map[string]netip.Addr{}
+						}
+						d.Remote[vm.Port] = e
+					}
+				}
+			}
+		}
+		out[h] = d
+	}
 	return out
+}
+
+// endpoints are the tunnel endpoints the hosts last reported.
+func (c *Controller) endpoints() map[string]netip.Addr {
+	c.smu.Lock()
+	defer c.smu.Unlock()
+	eps := map[string]netip.Addr{}
+	for h, s := range c.status {
+		if a, err := netip.ParseAddr(s.Endpoint); err == nil {
+			eps[h] = a
+		}
+	}
+	return eps
 }
 
 // digest identifies a desired state's content (not its generation).
@@ -113,7 +152,7 @@ func digest(d node.Desired) [32]byte {
 // its state when the controller publishes again (Republish). Called with
 // c.mu held, after the change is committed: no node I/O happens inside a
 // transaction.
-func (c *Controller) publishLocked(ctx context.Context, all []tenant.Domain, ports inventory.Ports, g int64, force bool) []string {
+func (c *Controller) publishLocked(ctx context.Context, all []tenant.Domain, ports inventory.Ports, g int64, force bool, bump func() (int64, error)) []string {
 	var known []string
 	if err := c.st.View(ctx, func(tx *store.Tx) error {
 		hs, err := tx.Hosts()
@@ -124,8 +163,29 @@ func (c *Controller) publishLocked(ctx context.Context, all []tenant.Domain, por
 	}); err != nil {
 		c.log.Error("list hosts", "err", err)
 	}
+	states := c.desiredStates(all, ports, known, g)
+	if bump != nil {
+		// A host's state changed with no change committed (a host
+		// reported a new tunnel endpoint): that needs a generation of its
+		// own, for agents ignore a state at the generation they have.
+		for h, d := range states {
+			if old, ok := c.sent[h]; ok && old != digest(d) {
+				ng, err := bump()
+				if err != nil {
+					c.log.Error("new generation", "err", err)
+					return nil
+				}
+				for h, d := range states {
+					d.Generation = ng
+					states[h] = d
+				}
+				g = ng
+				break
+			}
+		}
+	}
 	var changed []string
-	for h, d := range c.desiredStates(all, ports, known, g) {
+	for h, d := range states {
 		sum := digest(d)
 		if old, ok := c.sent[h]; ok && old == sum && !force {
 			continue
@@ -176,7 +236,14 @@ func (c *Controller) Republish(ctx context.Context, force bool) error {
 	}); err != nil {
 		return err
 	}
-	c.publishLocked(ctx, all, inventory.Index(ports), g, force)
+	var bump func() (int64, error)
+	if !force {
+		bump = func() (g int64, err error) {
+			err = c.st.Update(ctx, func(tx *store.Tx) error { g, err = tx.NextGeneration(); return err })
+			return g, err
+		}
+	}
+	c.publishLocked(ctx, all, inventory.Index(ports), g, force, bump)
 	return nil
 }
 
@@ -268,12 +335,23 @@ func (k sink) Status(ctx context.Context, s node.Status) error {
 		return err
 	}
 	c.smu.Lock()
-	if old, ok := c.status[s.Host]; !ok || s.Generation >= old.Generation || s.Time.After(old.Time) {
+	old, ok := c.status[s.Host]
+	if !ok || s.Generation >= old.Generation || s.Time.After(old.Time) {
 		c.status[s.Host] = s
 	}
+	moved := s.Endpoint != old.Endpoint
 	close(c.statusChanged)
 	c.statusChanged = make(chan struct{})
 	c.smu.Unlock()
+	if moved {
+		// The other hosts' tunnels to this one change: publish now rather
+		// than at the next periodic round.
+		go func() {
+			if err := c.Republish(context.WithoutCancel(ctx), false); err != nil {
+				c.log.Error("republish after a host's endpoint changed", "host", s.Host, "err", err)
+			}
+		}()
+	}
 	return nil
 }
 
@@ -323,12 +401,14 @@ type HostView struct {
 	Name string `json:"name"`
 	// Published: the generation of the desired state last sent to it;
 	// Generation: the newest it has seen; Applied: the one it enforces.
-	Published  int64     `json:"published"`
-	Generation int64     `json:"generation"`
-	Applied    int64     `json:"applied"`
-	State      string    `json:"state"` // applied, pending or failed
-	Error      string    `json:"error,omitempty"`
-	SeenAt     time.Time `json:"seen_at,omitzero"`
+	Published  int64  `json:"published"`
+	Generation int64  `json:"generation"`
+	Applied    int64  `json:"applied"`
+	State      string `json:"state"` // applied, pending or failed
+	Error      string `json:"error,omitempty"`
+	// Endpoint: the host's tunnel endpoint, for domains that span hosts.
+	Endpoint string    `json:"endpoint,omitempty"`
+	SeenAt   time.Time `json:"seen_at,omitzero"`
 }
 
 // Hosts lists the hosts (admin).
@@ -345,7 +425,7 @@ func (c *Controller) Hosts(ctx context.Context, who Caller) ([]HostView, error) 
 		v := HostView{Name: h.Name, Published: h.Published, SeenAt: h.SeenAt, State: node.Pending}
 		var s node.Status
 		if len(h.Status) > 0 && json.Unmarshal(h.Status, &s) == nil {
-			v.Generation, v.Applied, v.Error = s.Generation, s.Applied, s.Error
+			v.Generation, v.Applied, v.Error, v.Endpoint = s.Generation, s.Applied, s.Error, s.Endpoint
 			switch {
 			case s.Generation >= h.Published && s.Applied >= h.Published:
 				v.State = node.Applied

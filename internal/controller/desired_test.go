@@ -1,10 +1,13 @@
 package controller
 
 import (
+	"maps"
+	"net/netip"
 	"slices"
 	"testing"
 
 	"secaas/internal/inventory"
+	"secaas/internal/node"
 	"secaas/internal/tenant"
 )
 
@@ -80,5 +83,29 @@ func TestDesiredStates(t *testing.T) {
 	all[1].Subnets[0].ACRs = []tenant.ACR{{Priority: 1, Action: tenant.Pass}}
 	if moved := c.desiredStates(all, ports, nil, 9); digest(moved["hv-b"]) == before["hv-b"] || digest(moved["def"]) != before["def"] {
 		t.Fatal("a change shows on the wrong hosts")
+	}
+}
+
+// TestDesiredRemote: a host that reported a tunnel endpoint learns, for
+// each VM of its domains on another host with an endpoint, that host's
+// endpoint; a host without one learns nothing, and nothing points at it.
+func TestDesiredRemote(t *testing.T) {
+	c := &Controller{DefaultHost: "def", status: map[string]node.Status{
+		"hv-a": {Host: "hv-a", Endpoint: "192.0.2.1"},
+		"hv-b": {Host: "hv-b", Endpoint: "192.0.2.2"},
+		"def":  {Host: "def"},
+	}}
+	ports := inventory.Ports{"a1": {Name: "a1", Host: "hv-a"}, "b1": {Name: "b1", Host: "hv-b"}}
+	all := []tenant.Domain{dom(1, "a1"), dom(2, "a1", "b1", "loose")}
+	st := c.desiredStates(all, ports, nil, 3)
+	want := map[string]map[string]netip.Addr{
+		"hv-a": {"b1": netip.MustParseAddr("192.0.2.2")},
+		"hv-b": {"a1": netip.MustParseAddr("192.0.2.1")},
+		"def":  nil,
+	}
+	for h, w := range want {
+		if !maps.Equal(st[h].Remote, w) {
+			t.Errorf("%s: remote %v, want %v", h, st[h].Remote, w)
+		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,6 +62,9 @@ type Config struct {
 	// clients (BusToken, or BusTokenFile, created if missing).
 	BusURL, BusListen      string
 	BusToken, BusTokenFile string
+	// TunnelIP is an agent's VXLAN endpoint, for domains that span hosts
+	// (unset: none).
+	TunnelIP netip.Addr
 }
 
 // Daemon is a wired secaasd: store, controller and API, the agent, and
@@ -257,6 +261,7 @@ func (d *Daemon) openAgent(ctx, loops context.Context, c Config, link node.Link,
 	d.reporter = agent.NewReporter(c.Node)
 	d.Agent = agent.New(c.Bridge, log, d.reporter.Put)
 	d.Agent.DataDir, d.Agent.Signatures, d.Agent.Hashes = c.DataDir, c.Signatures, c.Hashes
+	d.Agent.TunnelIP = c.TunnelIP
 	var err error
 	if d.roots, err = hostpath.OpenRoots(c.ImageRoot, c.RunRoot, c.ShmRoot); err != nil {
 		return fmt.Errorf("host roots: %w", err)

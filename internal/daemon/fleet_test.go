@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
+	"net/netip"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -17,7 +20,6 @@ import (
 	"secaas/internal/inventory"
 	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"
-	"secaas/internal/ovs"
 	"secaas/internal/store"
 	"secaas/internal/tenant"
 )
@@ -107,10 +109,10 @@ func (f *fleet) controller(ctx context.Context) *Daemon {
 	return d
 }
 
-func (f *fleet) agent(ctx context.Context, node string, br *ovs.Bridge) *Daemon {
+func (f *fleet) agent(ctx context.Context, node string, hv *lab.Hypervisor) *Daemon {
 	f.t.Helper()
-	d, err := New(ctx, f.roots(Config{Role: RoleAgent, Node: node, Bridge: br, BusURL: "nats://" + f.busAddr,
-		DataDir: filepath.Join(f.dir, node)}))
+	d, err := New(ctx, f.roots(Config{Role: RoleAgent, Node: node, Bridge: hv.Bridge("secaas0"), BusURL: "nats://" + f.busAddr,
+		DataDir: filepath.Join(f.dir, node), TunnelIP: hv.Underlay.Addr()}))
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -118,24 +120,48 @@ func (f *fleet) agent(ctx context.Context, node string, br *ovs.Bridge) *Daemon 
 	return d
 }
 
+// hypervisors starts two hypervisors (namespaces with their own Open
+// vSwitch) on one underlay.
+func hypervisors(t *testing.T, ctx context.Context, dir string) (a, b *lab.Hypervisor) {
+	t.Helper()
+	const underlay = "scf-ul"
+	if err := lab.Underlay(ctx, underlay); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.DelUnderlay(context.Background(), underlay) })
+	var hvs []*lab.Hypervisor
+	for i, ns := range []string{"scf-hva", "scf-hvb"} {
+		hv, err := lab.StartHypervisor(ctx, filepath.Join(dir, ns), ns, underlay, netip.MustParsePrefix(fmt.Sprintf("172.31.250.%d/24", i+1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { hv.Stop(context.Background()) })
+		hvs = append(hvs, hv)
+	}
+	return hvs[0], hvs[1]
+}
+
 // TestFleetOnOneMachine: one controller (embedded NATS JetStream) and two
-// agents, each with its own bridge and namespaced VMs. Each domain runs
-// on the host its ports are on, and passes the reachability matrix there;
-// a killed agent's host keeps enforcing, and the agent catches up when it
-// is back; with the controller down the agents keep enforcing and keep
-// their events, and a change committed just before the controller went
-// down reaches its host when it is back. Every event is counted.
+// agents, each on a hypervisor of its own (a namespace with a private
+// Open vSwitch and namespaced VMs), joined by VXLAN over an underlay.
+// Each domain runs on the hosts its ports are on, and passes the
+// reachability matrix there, the one spanning both hosts through the
+// tunnel; a killed agent's host keeps enforcing, and the agent catches up
+// when it is back; with the controller down the agents keep enforcing
+// and keep their events, and changes committed just before the controller
+// went down reach their hosts when it is back, the spanning domain's on
+// both or neither. Every event is counted.
 func TestFleetOnOneMachine(t *testing.T) {
 	labtest.RequireOVS(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	f := &fleet{t: t, dir: t.TempDir(), busAddr: "127.0.0.1:0", log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	hypA, hypB := hypervisors(t, ctx, f.dir)
 	ctl := f.controller(ctx)
 	defer func() { ctl.Close() }()
-	brA, brB := labtest.Bridge(t, "scfa"), labtest.Bridge(t, "scfb")
-	hvA := f.agent(ctx, "hv-a", brA)
+	hvA := f.agent(ctx, "hv-a", hypA)
 	defer func() { hvA.Close() }()
-	hvB := f.agent(ctx, "hv-b", brB)
+	hvB := f.agent(ctx, "hv-b", hypB)
 	defer func() { hvB.Close() }()
 
 	admin := controller.Caller{Admin: true}
@@ -143,26 +169,32 @@ func TestFleetOnOneMachine(t *testing.T) {
 	if _, _, err := c().CreateTenant(ctx, admin, "acme", ""); err != nil {
 		t.Fatal(err)
 	}
-	domA, domB := fleetDomain(61, "fla"), fleetDomain(62, "flb")
-	for host, d := range map[string]tenant.Domain{"hv-a": domA, "hv-b": domB} {
+	// 61 on hv-a, 62 on hv-b, 63 across: v1 on hv-a, v2 and v3 on hv-b.
+	domA, domB, domS := fleetDomain(61, "fla"), fleetDomain(62, "flb"), fleetDomain(63, "fls")
+	hostOf := map[string]string{"fls1": "hv-a", "fls2": "hv-b", "fls3": "hv-b"}
+	for host, d := range map[string]tenant.Domain{"hv-a": domA, "hv-b": domB, "": domS} {
 		for _, vm := range d.Subnets[0].VMs {
-			if _, err := c().PutPort(ctx, admin, inventory.Port{Name: vm.Port, Tenant: "acme", Host: host}); err != nil {
+			h := host
+			if h == "" {
+				h = hostOf[vm.Port]
+			}
+			if _, err := c().PutPort(ctx, admin, inventory.Port{Name: vm.Port, Tenant: "acme", Host: h}); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	netA, _ := tenant.NewNet([]tenant.Domain{domA})
-	netB, _ := tenant.NewNet([]tenant.Domain{domB})
-	hostsA, err := lab.HostsFor(ctx, brA, netA, "fla-", nil)
-	if err != nil {
-		t.Fatal(err)
+	vms := func(hv *lab.Hypervisor, d tenant.Domain, prefix string, keep func(*tenant.RVM) bool) map[string]*lab.Host {
+		n, _ := tenant.NewNet([]tenant.Domain{d})
+		hs, err := hv.HostsFor(ctx, hv.Bridge("secaas0"), n, prefix, keep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { lab.RemoveAll(context.Background(), nil, hs) })
+		return hs
 	}
-	t.Cleanup(func() { lab.RemoveAll(context.Background(), brA, hostsA) })
-	hostsB, err := lab.HostsFor(ctx, brB, netB, "flb-", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.RemoveAll(context.Background(), brB, hostsB) })
+	hostsA, hostsB := vms(hypA, domA, "fla-", nil), vms(hypB, domB, "flb-", nil)
+	hostsS := vms(hypA, domS, "fls-", func(vm *tenant.RVM) bool { return hostOf[vm.Port] == "hv-a" })
+	maps.Copy(hostsS, vms(hypB, domS, "fls-", func(vm *tenant.RVM) bool { return hostOf[vm.Port] == "hv-b" }))
 	byPort := func(hs map[string]*lab.Host, d tenant.Domain) map[string]*lab.Host {
 		out := map[string]*lab.Host{}
 		for _, vm := range d.Subnets[0].VMs {
@@ -170,16 +202,32 @@ func TestFleetOnOneMachine(t *testing.T) {
 		}
 		return out
 	}
-	for _, d := range []tenant.Domain{domA, domB} {
+	// Both hosts have said where their tunnels end.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		hs, _ := c().Hosts(ctx, admin)
+		eps := 0
+		for _, h := range hs {
+			if h.Endpoint != "" {
+				eps++
+			}
+		}
+		if eps == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("hosts' endpoints: %+v", hs)
+		}
+	}
+	for _, d := range []tenant.Domain{domA, domB, domS} {
 		if _, err := c().CreateDomain(ctx, admin, d); err != nil {
 			t.Fatalf("create %d: %v", d.TID, err)
 		}
 	}
-	// Placement: each host enforces only its own domain.
-	if ds := hvA.Agent.Domains(); len(ds) != 1 || ds[0].TID != 61 {
+	// Placement: each host enforces its own domain and the spanning one.
+	if ds := hvA.Agent.Domains(); len(ds) != 2 || ds[0].TID != 61 || ds[1].TID != 63 {
 		t.Fatalf("hv-a enforces %+v", ds)
 	}
-	if ds := hvB.Agent.Domains(); len(ds) != 1 || ds[0].TID != 62 {
+	if ds := hvB.Agent.Domains(); len(ds) != 2 || ds[0].TID != 62 || ds[1].TID != 63 {
 		t.Fatalf("hv-b enforces %+v", ds)
 	}
 	if bad := matrix(ctx, domA, byPort(hostsA, domA)); len(bad) > 0 {
@@ -188,9 +236,15 @@ func TestFleetOnOneMachine(t *testing.T) {
 	if bad := matrix(ctx, domB, byPort(hostsB, domB)); len(bad) > 0 {
 		t.Fatalf("hv-b: %v", bad)
 	}
+	if bad := matrix(ctx, domS, hostsS); len(bad) > 0 {
+		t.Fatalf("across hv-a and hv-b: %v", bad)
+	}
 	st, err := c().DomainStatus(ctx, admin, 62)
 	if err != nil || st.State != "applied" || len(st.Hosts) != 1 || st.Hosts[0].Host != "hv-b" {
 		t.Fatalf("status of 62: %+v %v", st, err)
+	}
+	if st, err := c().DomainStatus(ctx, admin, 63); err != nil || st.State != "applied" || len(st.Hosts) != 2 {
+		t.Fatalf("status of 63: %+v %v", st, err)
 	}
 
 	// Kill hv-b's agent: its switch keeps enforcing. A change for it is
@@ -198,6 +252,9 @@ func TestFleetOnOneMachine(t *testing.T) {
 	hvB.Close()
 	if bad := matrix(ctx, domB, byPort(hostsB, domB)); len(bad) > 0 {
 		t.Fatalf("hv-b without its agent: %v", bad)
+	}
+	if bad := matrix(ctx, domS, hostsS); len(bad) > 0 {
+		t.Fatalf("across, hv-b without its agent: %v", bad)
 	}
 	domB2 := domB
 	domB2.Subnets = []tenant.Subnet{domB.Subnets[0]}
@@ -212,7 +269,7 @@ func TestFleetOnOneMachine(t *testing.T) {
 	if bad := matrix(ctx, domB, byPort(hostsB, domB)); len(bad) > 0 {
 		t.Fatalf("hv-b changed without its agent: %v", bad)
 	}
-	hvB = f.agent(ctx, "hv-b", brB)
+	hvB = f.agent(ctx, "hv-b", hypB)
 	if err := c().AwaitHost(ctx, "hv-b", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -221,6 +278,9 @@ func TestFleetOnOneMachine(t *testing.T) {
 	}
 	if bad := matrix(ctx, domB2, byPort(hostsB, domB2)); len(bad) > 0 {
 		t.Fatalf("hv-b after catching up: %v", bad)
+	}
+	if bad := matrix(ctx, domS, hostsS); len(bad) > 0 {
+		t.Fatalf("across, after hv-b caught up: %v", bad)
 	}
 
 	// The controller goes down right after committing a change for hv-a
@@ -232,6 +292,26 @@ func TestFleetOnOneMachine(t *testing.T) {
 	if _, err := c().ReplaceDomain(controller.WithWait(ctx, 0), admin, 61, domA2); !errors.Is(err, controller.ErrPending) {
 		t.Fatalf("change before the controller goes down: %v", err)
 	}
+	// The spanning domain changes too: hv-b applies it, hv-a cannot yet,
+	// and the status says so per host.
+	domS2 := domS
+	domS2.Subnets = []tenant.Subnet{domS.Subnets[0]}
+	domS2.Subnets[0].ACRs = domS.Subnets[0].ACRs[:2]
+	if _, err := c().ReplaceDomain(controller.WithWait(ctx, 0), admin, 63, domS2); !errors.Is(err, controller.ErrPending) {
+		t.Fatalf("spanning change before the controller goes down: %v", err)
+	}
+	if err := c().AwaitHost(ctx, "hv-b", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	st, err = c().DomainStatus(ctx, admin, 63)
+	if err != nil || st.State != "pending" || len(st.Hosts) != 2 {
+		t.Fatalf("status of 63 half-way: %+v %v", st, err)
+	}
+	for _, h := range st.Hosts {
+		if want := map[string]int{"hv-a": 1, "hv-b": 2}[h.Host]; h.Revision != want {
+			t.Fatalf("status of 63 half-way: host %s at revision %d, want %d: %+v", h.Host, h.Revision, want, st)
+		}
+	}
 	ctl.Close()
 	// With the controller down, hv-b keeps enforcing and keeps its events.
 	const n = 3000
@@ -241,7 +321,7 @@ func TestFleetOnOneMachine(t *testing.T) {
 	if bad := matrix(ctx, domB2, byPort(hostsB, domB2)); len(bad) > 0 {
 		t.Fatalf("hv-b without a controller: %v", bad)
 	}
-	hvA = f.agent(ctx, "hv-a", brA) // it enforces its persisted state meanwhile
+	hvA = f.agent(ctx, "hv-a", hypA) // it enforces its persisted state meanwhile
 	if bad := matrix(ctx, domA, byPort(hostsA, domA)); len(bad) > 0 {
 		t.Fatalf("hv-a restarted without a controller: %v", bad)
 	}
@@ -254,6 +334,12 @@ func TestFleetOnOneMachine(t *testing.T) {
 	}
 	if bad := matrix(ctx, domA2, byPort(hostsA, domA2)); len(bad) > 0 {
 		t.Fatalf("hv-a after the controller is back: %v", bad)
+	}
+	if st, _ := c().DomainStatus(ctx, admin, 63); st.State != "applied" || len(st.Hosts) != 2 || st.Hosts[0].Revision != 2 || st.Hosts[1].Revision != 2 {
+		t.Fatalf("status of 63 after both are back: %+v", st)
+	}
+	if bad := matrix(ctx, domS2, hostsS); len(bad) > 0 {
+		t.Fatalf("across, after the controller is back: %v", bad)
 	}
 	var got []store.Event
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
@@ -298,11 +384,17 @@ func TestFleetOnOneMachine(t *testing.T) {
 			t.Fatalf("move %s: %v", vm.Port, err)
 		}
 	}
-	if ds := hvA.Agent.Domains(); len(ds) != 2 || ds[1].TID != 62 {
-		t.Fatalf("after the move hv-a enforces %+v", ds)
+	tids := func(ds []tenant.Domain) (out []int) {
+		for _, d := range ds {
+			out = append(out, d.TID)
+		}
+		return out
 	}
-	if ds := hvB.Agent.Domains(); len(ds) != 0 {
-		t.Fatalf("after the move hv-b still enforces %+v", ds)
+	if ds := tids(hvA.Agent.Domains()); !slices.Equal(ds, []int{61, 62, 63}) {
+		t.Fatalf("after the move hv-a enforces %v", ds)
+	}
+	if ds := tids(hvB.Agent.Domains()); !slices.Equal(ds, []int{63}) {
+		t.Fatalf("after the move hv-b enforces %v, want only the spanning domain", ds)
 	}
 	if st, _ := c().DomainStatus(ctx, admin, 62); st.State != "applied" || len(st.Hosts) != 1 || st.Hosts[0].Host != "hv-a" {
 		t.Fatalf("status of 62 after the move: %+v", st)

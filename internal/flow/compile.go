@@ -35,9 +35,35 @@ func Compile(n *tenant.Net, ports Ports) (*Set, error) { return CompileFrom(n, p
 // prev (an earlier Set's Priorities) gave to rules that still exist, so that
 // adding or removing one rule changes only that rule's flows.
 func CompileFrom(n *tenant.Net, ports Ports, prev Priorities) (*Set, error) {
-	c := &compiler{set: &Set{Rules: map[uint64]tenant.RuleRef{}, Priorities: Priorities{}}, ports: ports, prev: prev}
+	return CompileWith(n, ports, Tunnels{}, prev)
+}
+
+// Tunnels says how a host reaches the VMs of its domains that run on
+// other hosts: through one VXLAN port (its OpenFlow number; 0: none),
+// with the tunnel key set to the domain's TID and the endpoint of the
+// VM's host, by VM port name. A port attached here is local whatever
+// Remote says.
+type Tunnels struct {
+	Port   uint32
+	Remote map[string]netip.Addr
+}
+
+// CompileWith compiles like CompileFrom for one host of a domain that
+// spans hosts. The sending host evaluates both perimeters and sends a
+// passed packet through the tunnel; the receiving host admits from the
+// tunnel only the domain's key, from the endpoint of the source VM's
+// host, with that VM's MAC, and evaluates the perimeters again (so that
+// conntrack on both hosts sees both directions). Broadcasts from the
+// tunnel go to local VMs only; each host's VMs reach the outside by that
+// host's uplinks.
+func CompileWith(n *tenant.Net, ports Ports, tun Tunnels, prev Priorities) (*Set, error) {
+	c := &compiler{set: &Set{Rules: map[uint64]tenant.RuleRef{}, Priorities: Priorities{}}, ports: ports, tun: tun, prev: prev}
+	tunnelled := false
 	for _, d := range n.Domains {
-		c.domain(d)
+		tunnelled = c.domain(d) || tunnelled
+	}
+	if tunnelled {
+		c.add(TableOutput, 100, reg(RegOutPort, tun.Port), Action{Kind: Output, Value: tun.Port})
 	}
 	// Table-miss: explicit drops so the intent is visible in dumps, plus the
 	// fixed fall-throughs.
@@ -68,8 +94,21 @@ func CompileFrom(n *tenant.Net, ports Ports, prev Priorities) (*Set, error) {
 type compiler struct {
 	set   *Set
 	ports Ports
+	tun   Tunnels
 	prev  Priorities
 	err   error
+}
+
+// remote returns the tunnel endpoint of a VM port on another host.
+func (c *compiler) remote(port string) (netip.Addr, bool) {
+	if c.tun.Port == 0 {
+		return netip.Addr{}, false
+	}
+	if _, local := c.ports[port]; local {
+		return netip.Addr{}, false
+	}
+	e, ok := c.tun.Remote[port]
+	return e, ok && e.IsValid()
 }
 
 func (c *compiler) add(table uint8, prio int, m Match, acts ...Action) *Flow {
@@ -97,7 +136,9 @@ func gotoT(t uint8) Action       { return Action{Kind: Goto, Value: uint32(t)} }
 
 var multicastBit = tenant.MAC{1}
 
-func (c *compiler) domain(d *tenant.RDomain) {
+// domain compiles one domain; it says whether any flow outputs to the
+// tunnel port.
+func (c *compiler) domain(d *tenant.RDomain) bool {
 	tid := uint32(d.TID)
 	var uplinks []uint32
 	for _, u := range d.Uplinks {
@@ -162,12 +203,63 @@ func (c *compiler) domain(d *tenant.RDomain) {
 		c.add(TableClassify, 100, base, append(classify, gotoT(TableLookup))...)
 	}
 
-	// ARP/ND: flood or deliver inside the domain only.
+	// Ingress from the tunnel: the key selects the domain, the endpoint
+	// and the MAC the source VM (its host did the anti-spoofing).
+	var endpoints []netip.Addr
+	for _, vm := range d.VMs {
+		e, ok := c.remote(vm.Port)
+		if !ok {
+			continue
+		}
+		if !slices.Contains(endpoints, e) {
+			endpoints = append(endpoints, e)
+		}
+		classify := []Action{set(RegTID, tid), set(RegSrcNet, vm.Subnet.Bit)}
+		base := Match{Has: FInPort | FTunID | FTunSrc | FDlSrc, InPort: c.tun.Port, TunID: tid, TunSrc: e, DlSrc: vm.HW}
+		m := base
+		m.Has |= FDlType
+		m.DlType = tenant.EthARP
+		c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
+		for _, typ := range ndTypes {
+			m := base
+			m.Has |= FDlType | FNwProto | FICMPType
+			m.DlType, m.NwProto, m.ICMPType = tenant.EthIPv6, tenant.ProtoICMP6, typ
+			c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
+		}
+		c.add(TableClassify, 100, base, append(classify, gotoT(TableLookup))...)
+	}
+	slices.SortFunc(endpoints, netip.Addr.Compare)
+	toTunnel := func(e netip.Addr) []Action {
+		return []Action{{Kind: SetTunnel, Value: tid, Addr: e}, {Kind: Output, Value: c.tun.Port}}
+	}
+
+	// ARP/ND: flood or deliver inside the domain only; what came through
+	// the tunnel goes to this host's VMs only.
 	mcast := reg(RegTID, tid)
 	mcast.Has |= FDlDst
 	mcast.DlDst, mcast.DlDstMask = multicastBit, multicastBit
-	if acts := append(append([]Action{}, flood...), toUplinks()...); len(acts) > 0 {
+	acts := append([]Action{}, flood...)
+	for _, e := range endpoints {
+		acts = append(acts, toTunnel(e)...)
+	}
+	if acts := append(acts, toUplinks()...); len(acts) > 0 {
 		c.add(TableL2, 100, mcast, acts...)
+	}
+	// Nothing from the outside goes into the tunnel: it reaches each host
+	// by that host's uplinks, and the far host could not tell it from its
+	// VMs' own packets.
+	fromOutside := func(m Match) Match {
+		m.setReg(RegSrcNet, 0)
+		return m
+	}
+	if len(endpoints) > 0 {
+		m := mcast
+		m.Has |= FInPort
+		m.InPort = c.tun.Port
+		c.add(TableL2, 110, m, flood...)
+		if len(uplinks) > 0 {
+			c.add(TableL2, 105, fromOutside(mcast), append(append([]Action{}, flood...), toUplinks()...)...)
+		}
 	}
 	for _, vm := range d.VMs {
 		m := reg(RegTID, tid)
@@ -175,6 +267,11 @@ func (c *compiler) domain(d *tenant.RDomain) {
 		m.DlDst = vm.HW
 		if no, ok := c.ports[vm.Port]; ok {
 			c.add(TableL2, 100, m, Action{Kind: Output, Value: no})
+		} else if e, ok := c.remote(vm.Port); ok {
+			c.add(TableL2, 100, m, toTunnel(e)...)
+			if len(uplinks) > 0 {
+				c.add(TableL2, 105, fromOutside(m))
+			}
 		} else {
 			c.add(TableL2, 100, m) // known VM, not attached: drop
 		}
@@ -189,6 +286,15 @@ func (c *compiler) domain(d *tenant.RDomain) {
 		m.Has |= FDlDst
 		m.DlDst = vm.HW
 		no, ok := c.ports[vm.Port]
+		if e, remote := c.remote(vm.Port); remote {
+			// The tunnel fields survive conntrack's recirculation.
+			c.add(TableLookup, 100, m, set(RegDstNet, vm.Subnet.Bit), set(RegOutPort, c.tun.Port),
+				Action{Kind: SetTunnel, Value: tid, Addr: e}, gotoT(TableConntrack))
+			if len(uplinks) > 0 {
+				c.add(TableLookup, 105, fromOutside(m))
+			}
+			continue
+		}
 		if !ok {
 			c.add(TableLookup, 100, m) // known VM, not attached: drop, never to an uplink
 			continue
@@ -261,6 +367,7 @@ func (c *compiler) domain(d *tenant.RDomain) {
 			}
 		}
 	}
+	return len(endpoints) > 0
 }
 
 var ndTypes = []uint8{tenant.NDRouterSolicit, tenant.NDRouterAdvert, tenant.NDNeighborSolicit, tenant.NDNeighborAdvert}

@@ -57,7 +57,9 @@ const (
 	FArpSHA
 	FNdTarget
 	FCTState
-	FReg0 // FReg0<<i for register i (0..4)
+	FTunID  // the tunnel key a packet arrived with
+	FTunSrc // the tunnel endpoint it came from
+	FReg0   // FReg0<<i for register i (0..NumRegs-1)
 )
 
 // CT state bits.
@@ -91,6 +93,8 @@ type Match struct {
 	NdTarget  netip.Prefix
 	CTSet     uint8 // bits that must be 1
 	CTClear   uint8 // bits that must be 0
+	TunID     uint32
+	TunSrc    netip.Addr
 	Regs      [NumRegs]uint32
 	RegMasks  [NumRegs]uint32 // 0: exact match
 }
@@ -106,8 +110,9 @@ const (
 	PushVLAN
 	PopVLAN
 	CT
-	Move     // register Reg -> register Value
-	Resubmit // run table Value, then continue
+	Move      // register Reg -> register Value
+	Resubmit  // run table Value, then continue
+	SetTunnel // tunnel key Value, endpoint Addr, for a later output to the tunnel port
 )
 
 // Action is one OpenFlow action or instruction.
@@ -117,6 +122,7 @@ type Action struct {
 	Value  uint32 // SetReg value, Output port, Goto/CT table, PushVLAN vid
 	Zone   uint16
 	Commit bool
+	Addr   netip.Addr // SetTunnel endpoint
 }
 
 // Flow is one flow entry.
@@ -196,6 +202,8 @@ func (a Action) String() string {
 		return fmt.Sprintf("move:NXM_NX_REG%d[]->NXM_NX_REG%d[]", a.Reg, a.Value)
 	case Resubmit:
 		return fmt.Sprintf("resubmit(,%d)", a.Value)
+	case SetTunnel:
+		return fmt.Sprintf("set_field:%d->tun_id,set_field:%s->tun_dst", a.Value, a.Addr)
 	case CT:
 		if a.Commit {
 			return fmt.Sprintf("ct(commit,zone=%d)", a.Zone)
@@ -237,6 +245,12 @@ func (m *Match) String() string {
 	}
 	if m.Has&FInPort != 0 {
 		add("in_port=%d", m.InPort)
+	}
+	if m.Has&FTunID != 0 {
+		add("tun_id=%d", m.TunID)
+	}
+	if m.Has&FTunSrc != 0 {
+		add("tun_src=%s", m.TunSrc)
 	}
 	if m.Has&FUntagged != 0 {
 		add("vlan_tci=0x0000/0x1fff")

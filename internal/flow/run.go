@@ -11,6 +11,7 @@ import (
 type Result struct {
 	Out   []uint32 // ports the packet left by, in action order
 	VLAN  []int    // the packet's tag at each output (0: untagged)
+	Tun   []Tun    // the tunnel key and endpoint set at each output (zero: none)
 	Trace []*Flow  // the flows that matched, in order
 }
 
@@ -23,11 +24,24 @@ const MaxSteps = 64
 // reports an error when two matching flows share the highest priority
 // (undefined in OpenFlow) or the walk does not end.
 func (s *Set) Run(p tenant.Packet, ports Ports) (Result, error) {
+	return s.RunTunnel(p, ports, Tun{})
+}
+
+// Tun is a packet's tunnel metadata: the key, and the endpoint it came
+// from (on input) or goes to (on output).
+type Tun struct {
+	ID   uint32
+	Addr netip.Addr
+}
+
+// RunTunnel runs p as Run does, arriving with tunnel metadata in (from a
+// tunnel port: p.InPort names it).
+func (s *Set) RunTunnel(p tenant.Packet, ports Ports, in Tun) (Result, error) {
 	inPort, ok := ports[p.InPort]
 	if !ok {
 		return Result{}, nil
 	}
-	st := &runState{set: s, p: &p, inPort: inPort, vlan: p.VLAN}
+	st := &runState{set: s, p: &p, inPort: inPort, vlan: p.VLAN, tunIn: in}
 	err := st.table(0, 0)
 	return st.res, err
 }
@@ -39,6 +53,8 @@ type runState struct {
 	regs   [NumRegs]uint32
 	vlan   int
 	ct     uint8
+	tunIn  Tun // as the packet arrived
+	tunOut Tun // as set by SetTunnel
 	steps  int
 	res    Result
 }
@@ -51,7 +67,7 @@ func (st *runState) table(t uint8, depth int) error {
 		if st.steps > MaxSteps || depth > 8 {
 			return fmt.Errorf("run: more than %d tables visited", MaxSteps)
 		}
-		f, err := st.set.lookup(t, st.p, st.inPort, st.vlan, &st.regs, st.ct)
+		f, err := st.set.lookup(t, st.p, st.inPort, st.vlan, &st.regs, st.ct, st.tunIn)
 		if err != nil || f == nil {
 			return err
 		}
@@ -71,6 +87,7 @@ func (st *runState) table(t uint8, depth int) error {
 				if a.Value != st.inPort {
 					st.res.Out = append(st.res.Out, a.Value)
 					st.res.VLAN = append(st.res.VLAN, st.vlan)
+					st.res.Tun = append(st.res.Tun, st.tunOut)
 				}
 			case Goto:
 				next = int(a.Value)
@@ -78,6 +95,8 @@ func (st *runState) table(t uint8, depth int) error {
 				st.vlan = int(a.Value)
 			case PopVLAN:
 				st.vlan = 0
+			case SetTunnel:
+				st.tunOut = Tun{ID: a.Value, Addr: a.Addr}
 			case CT:
 				if !a.Commit {
 					st.ct = CTTrk | CTNew
@@ -95,11 +114,11 @@ func (st *runState) table(t uint8, depth int) error {
 	}
 }
 
-func (s *Set) lookup(table uint8, p *tenant.Packet, inPort uint32, vlan int, regs *[NumRegs]uint32, ct uint8) (*Flow, error) {
+func (s *Set) lookup(table uint8, p *tenant.Packet, inPort uint32, vlan int, regs *[NumRegs]uint32, ct uint8, tun Tun) (*Flow, error) {
 	var best *Flow
 	for i := range s.Flows {
 		f := &s.Flows[i]
-		if f.Table != table || !f.Match.matches(p, inPort, vlan, regs, ct) {
+		if f.Table != table || !f.Match.matches(p, inPort, vlan, regs, ct, tun) {
 			continue
 		}
 		switch {
@@ -114,7 +133,7 @@ func (s *Set) lookup(table uint8, p *tenant.Packet, inPort uint32, vlan int, reg
 	return best, nil
 }
 
-func (m *Match) matches(p *tenant.Packet, inPort uint32, vlan int, regs *[NumRegs]uint32, ct uint8) bool {
+func (m *Match) matches(p *tenant.Packet, inPort uint32, vlan int, regs *[NumRegs]uint32, ct uint8, tun Tun) bool {
 	h := m.Has
 	for i := range m.Regs {
 		if h&(FReg0<<i) == 0 {
@@ -132,6 +151,10 @@ func (m *Match) matches(p *tenant.Packet, inPort uint32, vlan int, regs *[NumReg
 	case h&FCTState != 0 && (ct&m.CTSet != m.CTSet || ct&m.CTClear != 0):
 		return false
 	case h&FInPort != 0 && inPort != m.InPort:
+		return false
+	case h&FTunID != 0 && tun.ID != m.TunID:
+		return false
+	case h&FTunSrc != 0 && tun.Addr != m.TunSrc:
 		return false
 	case h&FUntagged != 0 && vlan != 0:
 		return false

@@ -52,6 +52,12 @@ func run(ctx context.Context, name string, args ...string) ([]byte, error) {
 // AddHost creates namespace ns with eth0 (mac, ip) and attaches its peer to
 // br as port. Leftovers of the same names are removed first.
 func AddHost(ctx context.Context, br *ovs.Bridge, ns, port string, mac tenant.MAC, ip netip.Prefix) (*Host, error) {
+	return addHost(ctx, br, "", ns, port, mac, ip)
+}
+
+// addHost is AddHost with the switch side in namespace hv ("": this
+// process's).
+func addHost(ctx context.Context, br *ovs.Bridge, hv, ns, port string, mac tenant.MAC, ip netip.Prefix) (*Host, error) {
 	h := &Host{NS: ns, Port: port, MAC: mac, IP: ip}
 	h.Remove(ctx, br)
 	// IPv4 hosts keep quiet on IPv6; IPv6 hosts get their address without
@@ -70,10 +76,14 @@ func AddHost(ctx context.Context, br *ovs.Bridge, ns, port string, mac tenant.MA
 		addr,
 		{"ip", "-n", ns, "link", "set", "eth0", "up"},
 		{"ip", "-n", ns, "link", "set", "lo", "up"},
-		{"ip", "link", "set", port, "up"},
 		// Userspace OVS does not complete checksums that veth offloads.
 		{"ip", "netns", "exec", ns, "ethtool", "-K", "eth0", "tx", "off"},
-		{"ethtool", "-K", port, "tx", "off"},
+	}
+	if hv == "" {
+		steps = append(steps, []string{"ip", "link", "set", port, "up"}, []string{"ethtool", "-K", port, "tx", "off"})
+	} else {
+		steps = append(steps, []string{"ip", "link", "set", port, "netns", hv}, []string{"ip", "-n", hv, "link", "set", port, "up"},
+			[]string{"ip", "netns", "exec", hv, "ethtool", "-K", port, "tx", "off"})
 	}
 	for _, s := range steps {
 		if _, err := run(ctx, s[0], s[1:]...); err != nil {
@@ -173,6 +183,10 @@ func (h *Host) ListenUDP(port int) (*net.UDPConn, error) {
 // HostsFor creates one host per VM of the domains whose port passes keep
 // (nil: all). Namespaces are named prefix+port.
 func HostsFor(ctx context.Context, br *ovs.Bridge, n *tenant.Net, prefix string, keep func(*tenant.RVM) bool) (map[string]*Host, error) {
+	return hostsFor(ctx, br, "", n, prefix, keep)
+}
+
+func hostsFor(ctx context.Context, br *ovs.Bridge, hv string, n *tenant.Net, prefix string, keep func(*tenant.RVM) bool) (map[string]*Host, error) {
 	hosts := map[string]*Host{}
 	for _, d := range n.Domains {
 		for _, vm := range d.VMs {
@@ -180,7 +194,7 @@ func HostsFor(ctx context.Context, br *ovs.Bridge, n *tenant.Net, prefix string,
 				continue
 			}
 			want := HostFor(prefix, vm)
-			h, err := AddHost(ctx, br, want.NS, want.Port, want.MAC, want.IP)
+			h, err := addHost(ctx, br, hv, want.NS, want.Port, want.MAC, want.IP)
 			if err != nil {
 				RemoveAll(ctx, br, hosts)
 				return nil, err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"secaas/internal/inventory"
@@ -33,6 +34,9 @@ type Desired struct {
 	Generation int64           `json:"generation"`
 	Domains    []tenant.Domain `json:"domains"`
 	Ports      inventory.Ports `json:"ports"`
+	// Remote: the tunnel endpoint of the host of each VM port of these
+	// domains that runs on another host (which reported an endpoint).
+	Remote map[string]netip.Addr `json:"remote,omitempty"`
 }
 
 // Object states in a Status.
@@ -57,12 +61,15 @@ type ObjectStatus struct {
 // Applied the one its switch enforces (equal unless the attempt failed,
 // and then Error says why), Objects each object's state.
 type Status struct {
-	Host       string         `json:"host"`
-	Generation int64          `json:"generation"`
-	Applied    int64          `json:"applied"`
-	Error      string         `json:"error,omitempty"`
-	Time       time.Time      `json:"time"`
-	Objects    []ObjectStatus `json:"objects,omitempty"`
+	Host       string `json:"host"`
+	Generation int64  `json:"generation"`
+	Applied    int64  `json:"applied"`
+	Error      string `json:"error,omitempty"`
+	// Endpoint: the host's tunnel endpoint (VXLAN), where the other
+	// hosts send its domains' packets; empty when it has none.
+	Endpoint string         `json:"endpoint,omitempty"`
+	Time     time.Time      `json:"time"`
+	Objects  []ObjectStatus `json:"objects,omitempty"`
 }
 
 // Event is something a host did or saw that the control plane records.

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
@@ -140,6 +141,21 @@ func (b *Bridge) AddPort(ctx context.Context, name string, ofport int) error {
 	}
 	if _, err := b.run(ctx, nil, "ovs-vsctl", args...); err != nil {
 		return fmt.Errorf("add port %s: %w", name, err)
+	}
+	return nil
+}
+
+// EnsureTunnel adds VXLAN port name to the bridge, or sets it anew: it
+// sends from local, with the key and the remote endpoint the flows set
+// per packet (key=flow, remote_ip=flow), to UDP port 4789.
+func (b *Bridge) EnsureTunnel(ctx context.Context, name string, local netip.Addr) error {
+	if !local.IsValid() {
+		return fmt.Errorf("tunnel %s: no local endpoint", name)
+	}
+	if _, err := b.run(ctx, nil, "ovs-vsctl", "--timeout=10", "--may-exist", "add-port", b.Name, name,
+		"--", "set", "interface", name, "type=vxlan", "options:key=flow", "options:remote_ip=flow",
+		"options:local_ip="+local.String()); err != nil {
+		return fmt.Errorf("tunnel %s: %w", name, err)
 	}
 	return nil
 }

@@ -88,6 +88,11 @@ func (in *Instance) Bridge(name string) *Bridge {
 // Sibling returns a handle on another bridge of the same Open vSwitch.
 func (b *Bridge) Sibling(name string) *Bridge { return &Bridge{Name: name, run: b.run, env: b.env} }
 
+// Vsctl runs ovs-vsctl against the instance's database.
+func (in *Instance) Vsctl(ctx context.Context, args ...string) ([]byte, error) {
+	return in.run(ctx, nil, "ovs-vsctl", args...)
+}
+
 // Appctl runs ovs-appctl against the instance's ovs-vswitchd.
 func (in *Instance) Appctl(ctx context.Context, args ...string) ([]byte, error) {
 	return in.run(ctx, nil, "ovs-appctl", append([]string{"-t", filepath.Join(in.Dir, "ovs-vswitchd.ctl")}, args...)...)
