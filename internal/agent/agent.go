@@ -55,6 +55,7 @@ type Agent struct {
 	// VMs that run elsewhere, by VM port.
 	remote map[string]netip.Addr
 	set    *flow.Set
+	cache  *flow.Cache // the rules' compiled flows, for the next change
 	flows  string
 	// synced: the switch is known to hold exactly flows, so a change can be
 	// sent as a difference instead of a full replacement.
@@ -92,7 +93,7 @@ func New(br *ovs.Bridge, log *slog.Logger, onEvent func(Event)) *Agent {
 	if onEvent == nil {
 		onEvent = func(Event) {}
 	}
-	return &Agent{br: br, log: log, onEvent: onEvent, net: mustEmpty()}
+	return &Agent{br: br, log: log, onEvent: onEvent, net: mustEmpty(), cache: flow.NewCache()}
 }
 
 func mustEmpty() *tenant.Net {
@@ -137,13 +138,23 @@ func (a *Agent) switchPorts(ctx context.Context) (flow.Ports, uint32, error) {
 }
 
 // compileLocked compiles domains for the switch's current ports, keeping
-// the priorities of the rules the switch has.
-func (a *Agent) compileLocked(ctx context.Context, domains []tenant.Domain) (*tenant.Net, flow.Ports, uint32, *flow.Set, error) {
-	n, err := tenant.NewNet(domains)
-	if err != nil {
-		return nil, nil, 0, nil, err
+// the priorities of the rules the switch has; through the agent's cache
+// (only the changed rules are compiled) unless it is a dry run. The
+// switch's ports are read while the domains compile for the ports the
+// agent last saw; only if they moved does it compile again.
+func (a *Agent) compileLocked(ctx context.Context, domains []tenant.Domain, dry bool) (*tenant.Net, flow.Ports, uint32, *flow.Set, error) {
+	type portsRead struct {
+		ports flow.Ports
+		tun   uint32
+		err   error
 	}
-	ports, tun, err := a.switchPorts(ctx)
+	read := make(chan portsRead, 1)
+	go func() {
+		var r portsRead
+		r.ports, r.tun, r.err = a.switchPorts(ctx)
+		read <- r
+	}()
+	n, err := tenant.NewNet(domains)
 	if err != nil {
 		return nil, nil, 0, nil, err
 	}
@@ -151,11 +162,27 @@ func (a *Agent) compileLocked(ctx context.Context, domains []tenant.Domain) (*te
 	if a.set != nil {
 		prev = a.set.Priorities
 	}
-	set, err := flow.CompileWith(n, ports, flow.Tunnels{Port: tun, Remote: a.remote}, prev)
-	if err != nil {
-		return nil, nil, 0, nil, err
+	compile := a.cache.Compile
+	if dry {
+		compile = flow.CompileWith
 	}
-	return n, ports, tun, set, nil
+	var set *flow.Set
+	guess, guessTun := a.ports, a.tunPort
+	if guess != nil {
+		if set, err = compile(n, guess, flow.Tunnels{Port: guessTun, Remote: a.remote}, prev); err != nil {
+			return nil, nil, 0, nil, err
+		}
+	}
+	r := <-read
+	if r.err != nil {
+		return nil, nil, 0, nil, r.err
+	}
+	if set == nil || !maps.Equal(r.ports, guess) || r.tun != guessTun {
+		if set, err = compile(n, r.ports, flow.Tunnels{Port: r.tun, Remote: a.remote}, prev); err != nil {
+			return nil, nil, 0, nil, err
+		}
+	}
+	return n, r.ports, r.tun, set, nil
 }
 
 // Apply validates domains, compiles them against the bridge's current ports
@@ -170,12 +197,12 @@ func (a *Agent) Apply(ctx context.Context, domains []tenant.Domain, inv inventor
 }
 
 func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error {
-	n, ports, tun, set, err := a.compileLocked(ctx, domains)
+	n, ports, tun, set, err := a.compileLocked(ctx, domains, false)
 	if err != nil {
 		return err
 	}
 	text := set.String()
-	if err := a.install(ctx, text); err != nil {
+	if err := a.install(ctx, set, text); err != nil {
 		return err
 	}
 	a.domains, a.net, a.ports, a.tunPort, a.set, a.flows = domains, n, ports, tun, set, text
@@ -192,7 +219,7 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 func (a *Agent) Plan(ctx context.Context, domains []tenant.Domain, _ inventory.Ports) (removed, added []string, err error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	_, _, _, set, err := a.compileLocked(ctx, domains)
+	_, _, _, set, err := a.compileLocked(ctx, domains, true)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -204,7 +231,7 @@ func (a *Agent) Plan(ctx context.Context, domains []tenant.Domain, _ inventory.P
 // switch is known to hold a.flows, else (after a start, a failed update or
 // drift) as a one-bundle full replacement, unless the switch already holds
 // exactly text.
-func (a *Agent) install(ctx context.Context, text string) error {
+func (a *Agent) install(ctx context.Context, set *flow.Set, text string) error {
 	a.installed = ""
 	if !a.synced {
 		if diff, err := a.br.Diff(ctx, text); err == nil && strings.TrimSpace(diff) == "" {
@@ -212,8 +239,8 @@ func (a *Agent) install(ctx context.Context, text string) error {
 			return nil
 		}
 	}
-	if a.synced {
-		del, add := flow.DiffLines(a.flows, text)
+	if a.synced && a.set != nil {
+		del, add := flow.Delta(a.set, set)
 		if len(del)+len(add) == 0 {
 			return nil
 		}
@@ -280,7 +307,7 @@ func (a *Agent) reconcileLocked(ctx context.Context) (bool, error) {
 	}
 	lines := strings.Count(strings.TrimSpace(diff), "\n") + 1
 	a.synced = false
-	if err := a.install(ctx, a.flows); err != nil {
+	if err := a.install(ctx, a.set, a.flows); err != nil {
 		return false, fmt.Errorf("reconcile: %w", err)
 	}
 	a.log.Warn("flow drift repaired", "bridge", a.br.Name, "differences", lines)

@@ -22,6 +22,7 @@ func benchACL(ctx context.Context, env *Env, args []string) error {
 	fs.IntVar(&o.Rounds, "rounds", 3, "forwarding rounds (cases alternate; medians are reported)")
 	fs.IntVar(&o.InstrRounds, "instr-rounds", 8, "rounds of the instruction count under callgrind (0: skip it)")
 	fs.IntVar(&o.InstrPings, "instr-pings", 3000, "flood pings per case and round of the instruction count")
+	fs.BoolVar(&o.ApplyOnly, "apply-only", false, "only the compile and apply timings (a minute, not an hour)")
 	out := fs.String("out", "", "also write the tables to this Markdown file")
 	if _, err := parse(fs, args); err != nil {
 		return err

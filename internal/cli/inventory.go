@@ -131,13 +131,13 @@ func hostList(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	return render(env, format, hs, func(t *table) {
-		t.row("HOST", "STATE", "PUBLISHED", "SEEN", "APPLIED", "LAST REPORT", "ERROR")
+		t.row("HOST", "STATE", "PUBLISHED", "SEEN", "APPLIED", "TUNNEL", "LAST REPORT", "ERROR")
 		for _, h := range hs {
 			seen := "-"
 			if !h.SeenAt.IsZero() {
 				seen = h.SeenAt.Format("2006-01-02 15:04:05")
 			}
-			t.row(h.Name, h.State, fmt.Sprint(h.Published), fmt.Sprint(h.Generation), fmt.Sprint(h.Applied), seen, orDash(h.Error))
+			t.row(h.Name, h.State, fmt.Sprint(h.Published), fmt.Sprint(h.Generation), fmt.Sprint(h.Applied), orDash(h.Endpoint), seen, orDash(h.Error))
 		}
 	})
 }

@@ -57,7 +57,11 @@ type Tunnels struct {
 // tunnel go to local VMs only; each host's VMs reach the outside by that
 // host's uplinks.
 func CompileWith(n *tenant.Net, ports Ports, tun Tunnels, prev Priorities) (*Set, error) {
-	c := &compiler{set: &Set{Rules: map[uint64]tenant.RuleRef{}, Priorities: Priorities{}}, ports: ports, tun: tun, prev: prev}
+	return compileWith(n, ports, tun, prev, nil)
+}
+
+func compileWith(n *tenant.Net, ports Ports, tun Tunnels, prev Priorities, cache *Cache) (*Set, error) {
+	c := &compiler{set: &Set{Rules: map[uint64]tenant.RuleRef{}, Priorities: Priorities{}}, ports: ports, tun: tun, prev: prev, cache: cache}
 	tunnelled := false
 	for _, d := range n.Domains {
 		tunnelled = c.domain(d) || tunnelled
@@ -87,7 +91,7 @@ func CompileWith(n *tenant.Net, ports Ports, tun Tunnels, prev Priorities) (*Set
 	if c.err != nil {
 		return nil, c.err
 	}
-	c.set.sort()
+	c.set.finish()
 	return c.set, nil
 }
 
@@ -96,6 +100,7 @@ type compiler struct {
 	ports Ports
 	tun   Tunnels
 	prev  Priorities
+	cache *Cache // nil: compile every rule
 	err   error
 }
 
@@ -340,21 +345,13 @@ func (c *compiler) domain(d *tenant.RDomain) bool {
 	// it sits on: reg5 (a one-hot subnet bit) must fall inside the rule's
 	// perimeter set. Priorities strictly decrease along the domain's rule
 	// order, so each perimeter sees its rules in tenant order.
-	prios := assignPriorities(d.Rules, c.prev, c.set.Priorities)
+	sigs := ruleSigs(d.Rules)
+	prios := assignPriorities(d.Rules, sigs, c.prev, c.set.Priorities)
 	for k, r := range d.Rules {
 		// The cookie names the rule and is as stable as its priority.
 		cookie := ruleCookieBase | uint64(d.TID)<<32 | uint64(prios[k])
 		c.set.Rules[cookie] = r.Ref
-		var acts []Action
-		if r.Action == tenant.Pass {
-			acts = []Action{set(RegPass, 1)}
-		}
-		for _, m := range ruleMatches(r) {
-			m.setReg(RegTID, tid)
-			m.setReg(RegPerim, 0)
-			m.RegMasks[RegPerim] = ^r.Perimeters
-			c.add(TablePerimeter, prios[k], m, acts...).Cookie = cookie
-		}
+		c.set.chunks = append(c.set.chunks, c.ruleChunk(tid, r, sigs[k], prios[k]))
 	}
 	for _, s := range d.Subnets {
 		// The VM ports themselves.

@@ -6,10 +6,15 @@
 //
 //	 0 classify   in_port (+ dl_src, nw_src/ipv6_src, arp_sha/spa,
 //	              nd_target: anti-spoofing) or
-//	              uplink + 802.1Q tag -> reg0=TID, reg1=source subnet bit
+//	              uplink + 802.1Q tag or
+//	              tunnel + tun_id=TID + tun_src + dl_src of a remote VM
+//	              -> reg0=TID, reg1=source subnet bit
 //	10 l2         ARP and ND: flood or deliver inside the domain only
+//	              (to the tunnel too, unless it came from there or from
+//	              an uplink)
 //	20 lookup     dl_dst inside the domain -> reg3=destination subnet bit,
-//	              reg4=output port; unknown unicast -> uplinks; other
+//	              reg4=output port (a remote VM: the tunnel, with its
+//	              host's endpoint and key TID); unknown unicast -> uplinks; other
 //	              broadcast/multicast dropped
 //	24 conntrack  stateful domains: ct(zone=TID)
 //	25 ct state   +est/+rel skip the perimeters, +new continues
@@ -29,4 +34,15 @@
 // value/mask blocks) expand to the cross product of flows, all with the
 // rule's priority and a cookie that names it; a rule costs those flows once,
 // however many perimeters it sits on.
+//
+// A domain spanning hosts (CompileWith, Tunnels) compiles on each host
+// with its local ports and, for its VMs elsewhere, the VXLAN endpoint of
+// their host: the sender evaluates both perimeters, the receiver admits
+// the domain's key from the source VM's host only and evaluates them
+// again; Run and RunTunnel walk a packet across both hosts in tests.
+//
+// Cache compiles through a per-rule cache: a rule whose content,
+// priority and perimeters did not change keeps its flows and their text,
+// and Delta gives the switch's change by rule, so one ACR added to ten
+// thousand costs one rule's compilation (with priorities kept stable).
 package flow

@@ -3,7 +3,6 @@ package flow
 import (
 	"fmt"
 	"net/netip"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -139,26 +138,25 @@ type Set struct {
 	Flows      []Flow
 	Rules      map[uint64]tenant.RuleRef // rule cookie -> rule
 	Priorities Priorities                // rule key -> OpenFlow priority, for CompileFrom
+	chunks     []*chunk                  // the rules' flows, by rule (see Cache)
+	text       []string                  // Flows rendered
+	fixed      []string                  // the text of the flows that are not a rule's, sorted
 }
 
-// String renders the set in ovs-ofctl syntax, one flow per line, sorted.
+// String renders the set in ovs-ofctl syntax, one flow per line, sorted
+// by table and falling priority.
 func (s *Set) String() string {
+	n := 0
+	for _, l := range s.text {
+		n += len(l) + 1
+	}
 	var b strings.Builder
-	for i := range s.Flows {
-		b.WriteString(s.Flows[i].String())
+	b.Grow(n)
+	for _, l := range s.text {
+		b.WriteString(l)
 		b.WriteByte('\n')
 	}
 	return b.String()
-}
-
-func (s *Set) sort() {
-	sort.SliceStable(s.Flows, func(i, j int) bool {
-		a, b := &s.Flows[i], &s.Flows[j]
-		if a.Table != b.Table {
-			return a.Table < b.Table
-		}
-		return a.Priority > b.Priority
-	})
 }
 
 // String renders one flow for ovs-ofctl (add-flow / replace-flows).

@@ -1,7 +1,7 @@
 package flow
 
 import (
-	"fmt"
+	"strconv"
 
 	"secaas/internal/tenant"
 )
@@ -13,18 +13,23 @@ type Priorities map[string]int
 const prioRuleFloor = 10000
 
 // ruleKey identifies a rule across compilations: its domain, the subnet
-// that declares it and its id, or its content when it has no id. The n-th
-// identical rule gets #n.
-func ruleKey(r *tenant.Rule, seen map[string]int) string {
-	var k string
+// that declares it and its id, or its content (sig, appendRuleSig) when
+// it has no id. The n-th identical rule gets #n.
+func ruleKey(r *tenant.Rule, sig []byte, seen map[string]int, buf []byte) (string, []byte) {
+	buf = append(strconv.AppendInt(buf[:0], int64(r.Ref.TID), 10), '/')
+	buf = append(append(buf, r.Ref.Subnet...), '/')
 	if r.Ref.ID != "" {
-		k = fmt.Sprintf("%d/%s/id:%s", r.Ref.TID, r.Ref.Subnet, r.Ref.ID)
+		buf = append(append(buf, "id:"...), r.Ref.ID...)
 	} else {
-		k = fmt.Sprintf("%d/%s/%d/%s/%v/%v/%v/%v/%d/%v/%v", r.Ref.TID, r.Ref.Subnet, r.Priority, r.Action,
-			r.SrcMAC, r.DstMAC, r.SrcIP, r.DstIP, r.Proto, r.SrcPort, r.DstPort)
+		buf = append(buf, sig...)
 	}
-	seen[k]++
-	return fmt.Sprintf("%s#%d", k, seen[k])
+	n := seen[string(buf)] + 1
+	k := string(buf)
+	seen[k] = n
+	if n > 1 {
+		k += "#" + strconv.Itoa(n)
+	}
+	return k, buf
 }
 
 // assignPriorities gives the rules (in evaluation order) strictly
@@ -34,11 +39,12 @@ func ruleKey(r *tenant.Rule, seen map[string]int) string {
 // between their neighbours. When a gap is too small, or on the first
 // compilation, the rules are spread evenly over the whole band, which
 // leaves room for later insertions. The assignment is recorded in out.
-func assignPriorities(rules []*tenant.Rule, prev, out Priorities) []int {
-	seen := map[string]int{}
+func assignPriorities(rules []*tenant.Rule, sigs [][]byte, prev, out Priorities) []int {
+	seen := make(map[string]int, len(rules))
 	keys := make([]string, len(rules))
+	var buf []byte
 	for i, r := range rules {
-		keys[i] = ruleKey(r, seen)
+		keys[i], buf = ruleKey(r, sigs[i], seen, buf)
 	}
 	prios := make([]int, len(rules))
 	ok := len(prev) > 0

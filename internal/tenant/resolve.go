@@ -134,7 +134,6 @@ type Rule struct {
 	Proto    uint8 // 0: any (tcp or udp when ports are set)
 	SrcPort  PortRange
 	DstPort  PortRange
-	exports  map[*RSubnet]bool
 	// Perimeters is the set of subnets (by Bit) whose perimeter holds the rule.
 	Perimeters uint32
 }
@@ -343,11 +342,11 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 		for i, a := range s.ACRs {
 			*seq++
 			r := resolveRule(a, RuleRef{TID: d.TID, Subnet: s.Name, Index: i, ID: a.ID}, *seq, rd, byName, byIP,
-				fmt.Sprintf("%s: subnet %q: acr %d", where, s.Name, i), pr)
+				acrWhere{where, s.Name, i}, pr)
 			if r == nil {
 				continue
 			}
-			r.exports[rs] = true
+			r.Perimeters |= rs.Bit
 			all = append(all, r)
 		}
 	}
@@ -356,16 +355,19 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 	}
 	// One order serves every perimeter: Before is a total order, so the
 	// relative order of two rules is the same on each perimeter they share.
-	sort.SliceStable(all, func(i, j int) bool { return all[i].Before(all[j]) })
-	rd.Rules = all
-	for _, r := range all {
-		for rs := range r.exports {
-			r.Perimeters |= rs.Bit
+	slices.SortFunc(all, func(a, b *Rule) int {
+		if a.Before(b) {
+			return -1
 		}
-	}
+		if b.Before(a) {
+			return 1
+		}
+		return 0
+	})
+	rd.Rules = all
 	for _, rs := range rd.Subnets {
 		for _, r := range all {
-			if r.exports[rs] {
+			if r.Perimeters&rs.Bit != 0 {
 				rs.Perimeter = append(rs.Perimeter, r)
 			}
 		}
@@ -373,16 +375,28 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 	return rd
 }
 
-func resolveRule(a ACR, ref RuleRef, seq int, rd *RDomain, byName map[string]*RVM, byIP map[netip.Addr]*RVM, where string, pr *problems) *Rule {
+// acrWhere names an ACR in problems; it is formatted only when there is
+// one.
+type acrWhere struct {
+	domain, subnet string
+	i              int
+}
+
+func (w acrWhere) String() string { return fmt.Sprintf("%s: subnet %q: acr %d", w.domain, w.subnet, w.i) }
+
+func resolveRule(a ACR, ref RuleRef, seq int, rd *RDomain, byName map[string]*RVM, byIP map[netip.Addr]*RVM, where acrWhere, pr *problems) *Rule {
 	n0 := len(pr.list)
-	r := &Rule{Ref: ref, Seq: seq, Priority: a.Priority, Action: a.Action, SrcPort: a.SrcPort, DstPort: a.DstPort, exports: map[*RSubnet]bool{}}
+	r := &Rule{Ref: ref, Seq: seq, Priority: a.Priority, Action: a.Action, SrcPort: a.SrcPort, DstPort: a.DstPort}
 	if a.Priority < 0 || a.Priority > MaxPriority {
 		pr.add("%s: priority %d is outside 0..%d", where, a.Priority, MaxPriority)
 	}
 	if a.Action != Pass && a.Action != Drop {
 		pr.add("%s: action %q is neither pass nor drop", where, a.Action)
 	}
-	p, ok := protoByName[strings.ToLower(a.Proto)]
+	p, ok := protoByName[a.Proto]
+	if !ok {
+		p, ok = protoByName[strings.ToLower(a.Proto)]
+	}
 	if !ok {
 		pr.add("%s: proto %q is not one of tcp, udp, icmp, icmp6, any", where, a.Proto)
 	}
@@ -399,7 +413,7 @@ func resolveRule(a ACR, ref RuleRef, seq int, rd *RDomain, byName map[string]*RV
 			}
 			if vm, ok := byName[s]; ok {
 				out = append(out, vm.HW)
-				r.exports[vm.Subnet] = true
+				r.Perimeters |= vm.Subnet.Bit
 				continue
 			}
 			m, err := ParseMAC(s)
@@ -408,7 +422,7 @@ func resolveRule(a ACR, ref RuleRef, seq int, rd *RDomain, byName map[string]*RV
 				continue
 			}
 			if vm, ok := rd.byMAC[m]; ok {
-				r.exports[vm.Subnet] = true
+				r.Perimeters |= vm.Subnet.Bit
 			}
 			out = append(out, m)
 		}
@@ -426,7 +440,7 @@ func resolveRule(a ACR, ref RuleRef, seq int, rd *RDomain, byName map[string]*RV
 					continue // reported on the VM
 				}
 				out = append(out, netip.PrefixFrom(vm.Addr, vm.Addr.BitLen()))
-				r.exports[vm.Subnet] = true
+				r.Perimeters |= vm.Subnet.Bit
 				continue
 			}
 			var pfx netip.Prefix
@@ -447,7 +461,7 @@ func resolveRule(a ACR, ref RuleRef, seq int, rd *RDomain, byName map[string]*RV
 			}
 			if pfx.IsSingleIP() {
 				if vm, ok := byIP[pfx.Addr()]; ok {
-					r.exports[vm.Subnet] = true
+					r.Perimeters |= vm.Subnet.Bit
 				}
 			}
 			out = append(out, pfx)
