@@ -21,6 +21,11 @@ import (
 var ErrNoOVS = errors.New("open vswitch tools not found")
 
 // OFVersion is the OpenFlow version used for flows and bundles.
+//
+// Every ovs-ofctl call here says --no-names: ports and tables are
+// numbers in what we write and read, and without it ovs-ofctl first asks
+// the switch for every table's features to learn their names (about
+// 7 ms of a 10 ms one-flow change).
 const OFVersion = "OpenFlow14"
 
 // runner runs a command and returns its standard output; the seam for fakes.
@@ -76,7 +81,7 @@ func NewBridge(name string) *Bridge { return &Bridge{Name: name, run: execRunner
 func (b *Bridge) Monitor(ctx context.Context) (<-chan struct{}, error) {
 	// ovs-ofctl prints the asynchronous events to its standard error,
 	// unbuffered (the initial reply goes to standard output, buffered).
-	cmd := exec.CommandContext(ctx, "ovs-ofctl", "-O", OFVersion, "monitor", b.Name, "watch:")
+	cmd := exec.CommandContext(ctx, "ovs-ofctl", "--no-names", "-O", OFVersion, "monitor", b.Name, "watch:")
 	cmd.Env = b.env
 	out, err := cmd.StderrPipe()
 	if err != nil {
@@ -220,7 +225,7 @@ func (b *Bridge) Replace(ctx context.Context, flows string) error {
 		return fmt.Errorf("replace flows: %w", err)
 	}
 	defer os.Remove(f)
-	if _, err := b.run(ctx, nil, "ovs-ofctl", "-O", OFVersion, "--bundle", "replace-flows", b.Name, f); err != nil {
+	if _, err := b.run(ctx, nil, "ovs-ofctl", "--no-names", "-O", OFVersion, "--bundle", "replace-flows", b.Name, f); err != nil {
 		return fmt.Errorf("replace flows: %w", err)
 	}
 	return nil
@@ -235,7 +240,7 @@ func (b *Bridge) Diff(ctx context.Context, flows string) (string, error) {
 		return "", fmt.Errorf("diff flows: %w", err)
 	}
 	defer os.Remove(f)
-	out, err := b.run(ctx, nil, "ovs-ofctl", "-O", OFVersion, "diff-flows", b.Name, f)
+	out, err := b.run(ctx, nil, "ovs-ofctl", "--no-names", "-O", OFVersion, "diff-flows", b.Name, f)
 	var ce *CmdError
 	if errors.As(err, &ce) {
 		var ee *exec.ExitError
@@ -251,7 +256,7 @@ func (b *Bridge) Diff(ctx context.Context, flows string) (string, error) {
 
 // DumpFlows returns the bridge's flows as ovs-ofctl prints them.
 func (b *Bridge) DumpFlows(ctx context.Context) (string, error) {
-	out, err := b.run(ctx, nil, "ovs-ofctl", "-O", OFVersion, "--no-stats", "dump-flows", b.Name)
+	out, err := b.run(ctx, nil, "ovs-ofctl", "--no-names", "-O", OFVersion, "--no-stats", "dump-flows", b.Name)
 	if err != nil {
 		return "", fmt.Errorf("dump flows: %w", err)
 	}
@@ -261,7 +266,7 @@ func (b *Bridge) DumpFlows(ctx context.Context) (string, error) {
 // DelFlows deletes flows matching spec (all when spec is empty); for tests
 // and the drift demo.
 func (b *Bridge) DelFlows(ctx context.Context, spec string) error {
-	args := []string{"-O", OFVersion, "del-flows", b.Name}
+	args := []string{"--no-names", "-O", OFVersion, "del-flows", b.Name}
 	if spec != "" {
 		args = append(args, spec)
 	}
@@ -398,7 +403,7 @@ func (b *Bridge) Modify(ctx context.Context, del, add []string) error {
 		return fmt.Errorf("modify flows: %w", err)
 	}
 	defer os.Remove(f)
-	if _, err := b.run(ctx, nil, "ovs-ofctl", "-O", OFVersion, "bundle", b.Name, f); err != nil {
+	if _, err := b.run(ctx, nil, "ovs-ofctl", "--no-names", "-O", OFVersion, "bundle", b.Name, f); err != nil {
 		return fmt.Errorf("modify flows: %w", err)
 	}
 	return nil
@@ -417,7 +422,7 @@ func stripForDelete(l string) string {
 // FlowCount is the number of flows on the bridge (cheap: one aggregate
 // statistics request).
 func (b *Bridge) FlowCount(ctx context.Context) (int, error) {
-	out, err := b.run(ctx, nil, "ovs-ofctl", "-O", OFVersion, "dump-aggregate", b.Name)
+	out, err := b.run(ctx, nil, "ovs-ofctl", "--no-names", "-O", OFVersion, "dump-aggregate", b.Name)
 	if err != nil {
 		return 0, fmt.Errorf("flow count: %w", err)
 	}
