@@ -57,6 +57,9 @@ type Agent struct {
 	set    *flow.Set
 	cache  *flow.Cache // the rules' compiled flows, for the next change
 	flows  string
+	// version counts the flow sets applied (a reconcile that read the
+	// switch while one changed finds nothing).
+	version uint64
 	// synced: the switch is known to hold exactly flows, so a change can be
 	// sent as a difference instead of a full replacement.
 	synced bool
@@ -206,6 +209,7 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 		return err
 	}
 	a.domains, a.net, a.ports, a.tunPort, a.set, a.flows = domains, n, ports, tun, set, text
+	a.version++
 	a.syncMonitorsLocked(ctx)
 	a.syncVMILocked()
 	a.syncAVLocked()
@@ -268,20 +272,26 @@ func (a *Agent) install(ctx context.Context, set *flow.Set, text string) error {
 // runs the full difference. So any drift, an in-place edit of one
 // flow's actions included, is found within one interval.
 func (a *Agent) Reconcile(ctx context.Context) (bool, error) {
+	// The switch is read without holding the agent, so that a change need
+	// not wait for a comparison of the whole table; what the comparison
+	// finds counts only if no change went on meanwhile.
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.reconcileLocked(ctx)
-}
-
-func (a *Agent) reconcileLocked(ctx context.Context) (bool, error) {
 	if a.set == nil {
+		a.mu.Unlock()
 		return false, nil // nothing applied yet: the switch keeps what it has
 	}
+	version, flows, installed, known, knownTun := a.version, a.flows, a.installed, a.ports, a.tunPort
+	a.mu.Unlock()
 	ports, tun, err := a.switchPorts(ctx)
 	if err != nil {
 		return false, err
 	}
-	if !maps.Equal(ports, a.ports) || tun != a.tunPort {
+	if !maps.Equal(ports, known) || tun != knownTun {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.version != version {
+			return false, nil // a change compiled for the ports meanwhile
+		}
 		a.log.Info("ports changed, recompiling", "bridge", a.br.Name)
 		if err := a.applyLocked(ctx, a.domains); err != nil {
 			return false, fmt.Errorf("reconcile: %w", err)
@@ -294,12 +304,17 @@ func (a *Agent) reconcileLocked(ctx context.Context) (bool, error) {
 		return false, fmt.Errorf("reconcile: %w", err)
 	}
 	h := tableHash(dump)
-	if a.installed != "" && h == a.installed {
+	if installed != "" && h == installed {
 		return false, nil
 	}
-	diff, err := a.br.Diff(ctx, a.flows)
+	diff, err := a.br.Diff(ctx, flows)
 	if err != nil {
 		return false, fmt.Errorf("reconcile: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.version != version {
+		return false, nil // a change went on: the next round looks again
 	}
 	if strings.TrimSpace(diff) == "" {
 		a.installed = h

@@ -22,11 +22,87 @@ type Cache struct {
 	buf     []byte
 }
 
-// chunk is one rule's flows and their text; immutable once made.
+// chunk is one rule's flows, or a domain's other flows, and their text;
+// immutable once made.
 type chunk struct {
-	flows []Flow
-	lines []string
-	gen   uint64 // the last compilation that used it
+	flows     []Flow
+	lines     []string
+	gen       uint64 // the last compilation that used it
+	rule      bool   // one rule's: all in TablePerimeter, one priority
+	tunnelled bool   // a domain's that output to the tunnel port
+}
+
+// domainChunk compiles a domain's flows but its rules' through the cache:
+// they depend on the domain's VMs, uplinks and mode and on the switch's
+// ports and tunnels, which its signature holds.
+func (c *compiler) domainChunk(d *tenant.RDomain) bool {
+	k := c.cache
+	if k == nil {
+		return c.domain(d)
+	}
+	k.buf = appendDomainSig(append(k.buf[:0], 'D'), d, c.ports, c.tun)
+	if ch, ok := k.entries[string(k.buf)]; ok {
+		ch.gen = k.gen
+		c.set.chunks = append(c.set.chunks, ch)
+		return ch.tunnelled
+	}
+	sig := string(k.buf)
+	start := len(c.set.Flows)
+	ch := &chunk{tunnelled: c.domain(d), gen: k.gen}
+	ch.flows = slices.Clone(c.set.Flows[start:])
+	c.set.Flows = c.set.Flows[:start]
+	slices.SortStableFunc(ch.flows, func(a, b Flow) int { return byOrder(&a, &b) })
+	for i := range ch.flows {
+		ch.lines = append(ch.lines, ch.flows[i].String())
+	}
+	k.entries[sig] = ch
+	c.set.chunks = append(c.set.chunks, ch)
+	return ch.tunnelled
+}
+
+// appendDomainSig appends what a domain's flows but its rules' depend on.
+func appendDomainSig(b []byte, d *tenant.RDomain, ports Ports, tun Tunnels) []byte {
+	port := func(b []byte, name string) []byte {
+		b = append(binary.AppendUvarint(b, uint64(len(name))), name...)
+		no, local := ports[name]
+		b = binary.BigEndian.AppendUint32(b, no)
+		if !local && tun.Port != 0 {
+			if e, ok := tun.Remote[name]; ok {
+				a := e.As16()
+				b = append(append(b, 1), a[:]...)
+			}
+		}
+		return append(b, 0)
+	}
+	b = binary.BigEndian.AppendUint32(b, uint32(d.TID))
+	b = binary.BigEndian.AppendUint32(b, tun.Port)
+	if d.Stateful {
+		b = append(b, 1)
+	}
+	b = binary.AppendUvarint(append(b, 0), uint64(len(d.Uplinks)))
+	for _, u := range d.Uplinks {
+		b = port(b, u)
+	}
+	b = binary.AppendUvarint(b, uint64(len(d.Subnets)))
+	for _, s := range d.Subnets {
+		b = binary.BigEndian.AppendUint32(b, s.Bit)
+	}
+	b = binary.AppendUvarint(b, uint64(len(d.VMs)))
+	for _, vm := range d.VMs {
+		b = port(b, vm.Port)
+		b = append(b, vm.HW[:]...)
+		a := vm.Addr.As16()
+		b = append(append(b, byte(vm.Addr.BitLen())), a[:]...)
+		b = binary.BigEndian.AppendUint32(b, vm.Subnet.Bit)
+	}
+	return b
+}
+
+func byOrder(a, b *Flow) int {
+	if a.Table != b.Table {
+		return int(a.Table) - int(b.Table)
+	}
+	return int(b.Priority) - int(a.Priority)
 }
 
 // NewCache returns an empty cache.
@@ -62,7 +138,7 @@ func (c *compiler) ruleChunk(tid uint32, r *tenant.Rule, content []byte, prio in
 			return ch
 		}
 	}
-	ch := &chunk{}
+	ch := &chunk{rule: true}
 	cookie := ruleCookieBase | uint64(tid)<<32 | uint64(prio)
 	var acts []Action
 	if r.Action == tenant.Pass {
@@ -165,44 +241,50 @@ func Delta(old, new *Set) (del, add []string) {
 }
 
 // finish sorts the flows by table and falling priority and renders the
-// text: the rules' from their chunks, the others' (s.fixed) anew. The
+// text: the chunks' from the chunks, the others' anew (s.fixed). The
 // rules' flows are all in TablePerimeter and come in falling priority
 // within each domain; only those of several domains need sorting.
 func (s *Set) finish() {
-	byOrder := func(a, b *Flow) int {
-		if a.Table != b.Table {
-			return int(a.Table) - int(b.Table)
-		}
-		return int(b.Priority) - int(a.Priority)
-	}
-	fixed := make([]*Flow, len(s.Flows))
-	for i := range s.Flows {
-		fixed[i] = &s.Flows[i]
-	}
-	slices.SortStableFunc(fixed, byOrder)
 	type ref struct {
 		f    *Flow
 		text string
 	}
-	rules := make([]ref, 0, s.ruleFlows())
+	// The domains' flows come before the shared ones added after them, as
+	// when they are not cached: the order of flows of one table and
+	// priority does not depend on the cache.
+	var fixed, rules []ref
+	rules = make([]ref, 0, s.ruleFlows())
 	for _, ch := range s.chunks {
 		for i := range ch.flows {
-			rules = append(rules, ref{&ch.flows[i], ch.lines[i]})
+			r := ref{&ch.flows[i], ch.lines[i]}
+			if ch.rule {
+				rules = append(rules, r)
+			} else {
+				fixed = append(fixed, r)
+			}
 		}
 	}
+	for i := range s.Flows {
+		fixed = append(fixed, ref{f: &s.Flows[i]})
+	}
 	cmpRef := func(a, b ref) int { return byOrder(a.f, b.f) }
+	slices.SortStableFunc(fixed, cmpRef)
 	if !slices.IsSortedFunc(rules, cmpRef) {
 		slices.SortStableFunc(rules, cmpRef)
 	}
 	flows := make([]Flow, 0, len(fixed)+len(rules))
 	s.text = make([]string, 0, len(fixed)+len(rules))
-	s.fixed = make([]string, 0, len(fixed))
+	s.fixed = s.fixed[:0]
 	i, j := 0, 0
 	for i < len(fixed) || j < len(rules) {
 		// On a tie the fixed flow goes first.
-		if j == len(rules) || i < len(fixed) && byOrder(fixed[i], rules[j].f) <= 0 {
-			t := fixed[i].String()
-			flows, s.text, s.fixed = append(flows, *fixed[i]), append(s.text, t), append(s.fixed, t)
+		if j == len(rules) || i < len(fixed) && byOrder(fixed[i].f, rules[j].f) <= 0 {
+			r := fixed[i]
+			if r.text == "" {
+				r.text = r.f.String()
+				s.fixed = append(s.fixed, r.text)
+			}
+			flows, s.text = append(flows, *r.f), append(s.text, r.text)
 			i++
 			continue
 		}
@@ -216,7 +298,9 @@ func (s *Set) finish() {
 func (s *Set) ruleFlows() int {
 	n := 0
 	for _, ch := range s.chunks {
-		n += len(ch.flows)
+		if ch.rule {
+			n += len(ch.flows)
+		}
 	}
 	return n
 }

@@ -61,10 +61,15 @@ func CompileWith(n *tenant.Net, ports Ports, tun Tunnels, prev Priorities) (*Set
 }
 
 func compileWith(n *tenant.Net, ports Ports, tun Tunnels, prev Priorities, cache *Cache) (*Set, error) {
-	c := &compiler{set: &Set{Rules: map[uint64]tenant.RuleRef{}, Priorities: Priorities{}}, ports: ports, tun: tun, prev: prev, cache: cache}
+	rules := 0
+	for _, d := range n.Domains {
+		rules += len(d.Rules)
+	}
+	c := &compiler{set: &Set{Rules: make(map[uint64]tenant.RuleRef, rules), Priorities: make(Priorities, rules)}, ports: ports, tun: tun, prev: prev, cache: cache}
 	tunnelled := false
 	for _, d := range n.Domains {
-		tunnelled = c.domain(d) || tunnelled
+		tunnelled = c.domainChunk(d) || tunnelled
+		c.rules(d)
 	}
 	if tunnelled {
 		c.add(TableOutput, 100, reg(RegOutPort, tun.Port), Action{Kind: Output, Value: tun.Port})
@@ -141,8 +146,24 @@ func gotoT(t uint8) Action       { return Action{Kind: Goto, Value: uint32(t)} }
 
 var multicastBit = tenant.MAC{1}
 
-// domain compiles one domain; it says whether any flow outputs to the
-// tunnel port.
+// rules compiles a domain's rules: one flow set per rule, whatever the
+// number of perimeters it sits on: reg5 (a one-hot subnet bit) must fall
+// inside the rule's perimeter set. Priorities strictly decrease along the
+// domain's rule order, so each perimeter sees its rules in tenant order.
+func (c *compiler) rules(d *tenant.RDomain) {
+	sigs := ruleSigs(d.Rules)
+	prios := assignPriorities(d.Rules, sigs, c.prev, c.set.Priorities)
+	for k, r := range d.Rules {
+		// The cookie names the rule and is as stable as its priority.
+		cookie := ruleCookieBase | uint64(d.TID)<<32 | uint64(prios[k])
+		c.set.Rules[cookie] = r.Ref
+		c.set.chunks = append(c.set.chunks, c.ruleChunk(uint32(d.TID), r, sigs[k], prios[k]))
+	}
+}
+
+// domain compiles one domain's flows but its rules' (classification,
+// neighbour discovery, lookup, conntrack, output); it says whether any
+// flow outputs to the tunnel port.
 func (c *compiler) domain(d *tenant.RDomain) bool {
 	tid := uint32(d.TID)
 	var uplinks []uint32
@@ -341,18 +362,6 @@ func (c *compiler) domain(d *tenant.RDomain) bool {
 		// +inv and anything else: table-miss drop.
 	}
 
-	// Perimeters: one flow set per rule, whatever the number of perimeters
-	// it sits on: reg5 (a one-hot subnet bit) must fall inside the rule's
-	// perimeter set. Priorities strictly decrease along the domain's rule
-	// order, so each perimeter sees its rules in tenant order.
-	sigs := ruleSigs(d.Rules)
-	prios := assignPriorities(d.Rules, sigs, c.prev, c.set.Priorities)
-	for k, r := range d.Rules {
-		// The cookie names the rule and is as stable as its priority.
-		cookie := ruleCookieBase | uint64(d.TID)<<32 | uint64(prios[k])
-		c.set.Rules[cookie] = r.Ref
-		c.set.chunks = append(c.set.chunks, c.ruleChunk(tid, r, sigs[k], prios[k]))
-	}
 	for _, s := range d.Subnets {
 		// The VM ports themselves.
 		for _, vm := range d.VMs {

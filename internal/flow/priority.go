@@ -14,8 +14,9 @@ const prioRuleFloor = 10000
 
 // ruleKey identifies a rule across compilations: its domain, the subnet
 // that declares it and its id, or its content (sig, appendRuleSig) when
-// it has no id. The n-th identical rule gets #n.
-func ruleKey(r *tenant.Rule, sig []byte, seen map[string]int, buf []byte) (string, []byte) {
+// it has no id. The n-th identical rule gets #n; keys already given in
+// this compilation are out's.
+func ruleKey(r *tenant.Rule, sig []byte, out Priorities, buf []byte) (string, []byte) {
 	buf = append(strconv.AppendInt(buf[:0], int64(r.Ref.TID), 10), '/')
 	buf = append(append(buf, r.Ref.Subnet...), '/')
 	if r.Ref.ID != "" {
@@ -23,14 +24,20 @@ func ruleKey(r *tenant.Rule, sig []byte, seen map[string]int, buf []byte) (strin
 	} else {
 		buf = append(buf, sig...)
 	}
-	n := seen[string(buf)] + 1
 	k := string(buf)
-	seen[k] = n
-	if n > 1 {
-		k += "#" + strconv.Itoa(n)
+	if _, dup := out[k]; dup {
+		for n := 2; ; n++ {
+			if kn := k + "#" + strconv.Itoa(n); !has(out, kn) {
+				k = kn
+				break
+			}
+		}
 	}
+	out[k] = -1 // taken; assignPriorities sets the priority
 	return k, buf
 }
+
+func has(p Priorities, k string) bool { _, ok := p[k]; return ok }
 
 // assignPriorities gives the rules (in evaluation order) strictly
 // decreasing priorities. Rules that prev knows keep their priority (their
@@ -40,11 +47,10 @@ func ruleKey(r *tenant.Rule, sig []byte, seen map[string]int, buf []byte) (strin
 // compilation, the rules are spread evenly over the whole band, which
 // leaves room for later insertions. The assignment is recorded in out.
 func assignPriorities(rules []*tenant.Rule, sigs [][]byte, prev, out Priorities) []int {
-	seen := make(map[string]int, len(rules))
 	keys := make([]string, len(rules))
 	var buf []byte
 	for i, r := range rules {
-		keys[i], buf = ruleKey(r, sigs[i], seen, buf)
+		keys[i], buf = ruleKey(r, sigs[i], out, buf)
 	}
 	prios := make([]int, len(rules))
 	ok := len(prev) > 0

@@ -59,6 +59,16 @@ func TestPropertyAcrossHosts(t *testing.T) {
 			if h.set, err = CompileWith(n, h.ports, Tunnels{Port: tunPort, Remote: remote[k]}, nil); err != nil {
 				t.Fatal(err)
 			}
+			// Through a cache that knew the host without its tunnels:
+			// the same set.
+			cache := NewCache()
+			if _, err := cache.Compile(n, h.ports, Tunnels{}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if cached, err := cache.Compile(n, h.ports, Tunnels{Port: tunPort, Remote: remote[k]}, nil); err != nil || cached.String() != h.set.String() {
+				d, a := DiffLines(h.set.String(), cached.String())
+				t.Fatalf("net %d: the cache compiled another set for the tunnels (%v): -%v +%v", i, err, d, a)
+			}
 		}
 		byEP := func(a netip.Addr) *host {
 			for _, h := range hs {

@@ -1,6 +1,7 @@
 package tenant
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -355,16 +356,7 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 	}
 	// One order serves every perimeter: Before is a total order, so the
 	// relative order of two rules is the same on each perimeter they share.
-	slices.SortFunc(all, func(a, b *Rule) int {
-		if a.Before(b) {
-			return -1
-		}
-		if b.Before(a) {
-			return 1
-		}
-		return 0
-	})
-	rd.Rules = all
+	rd.Rules = sortRules(all)
 	for _, rs := range rd.Subnets {
 		for _, r := range all {
 			if r.Perimeters&rs.Bit != 0 {
@@ -375,6 +367,28 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 	return rd
 }
 
+// sortRules sorts rules by Before, through one integer key per rule:
+// falling priority, drop before pass, declaration order.
+func sortRules(rules []*Rule) []*Rule {
+	type keyed struct {
+		k uint64
+		r *Rule
+	}
+	ks := make([]keyed, len(rules))
+	for i, r := range rules {
+		k := uint64(MaxPriority-min(max(r.Priority, 0), MaxPriority)) << 40
+		if r.Action != Drop {
+			k |= 1 << 39
+		}
+		ks[i] = keyed{k | uint64(r.Seq)&(1<<39-1), r}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int { return cmp.Compare(a.k, b.k) })
+	for i := range ks {
+		rules[i] = ks[i].r
+	}
+	return rules
+}
+
 // acrWhere names an ACR in problems; it is formatted only when there is
 // one.
 type acrWhere struct {
@@ -382,7 +396,9 @@ type acrWhere struct {
 	i              int
 }
 
-func (w acrWhere) String() string { return fmt.Sprintf("%s: subnet %q: acr %d", w.domain, w.subnet, w.i) }
+func (w acrWhere) String() string {
+	return fmt.Sprintf("%s: subnet %q: acr %d", w.domain, w.subnet, w.i)
+}
 
 func resolveRule(a ACR, ref RuleRef, seq int, rd *RDomain, byName map[string]*RVM, byIP map[netip.Addr]*RVM, where acrWhere, pr *problems) *Rule {
 	n0 := len(pr.list)

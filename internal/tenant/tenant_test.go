@@ -2,8 +2,10 @@ package tenant
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -336,6 +338,27 @@ func TestStricterAddressing(t *testing.T) {
 	} {
 		if err := CheckAddressing(mk(tc.cidr, tc.ip)); (err == nil) != tc.ok {
 			t.Errorf("%s in %s: %v", tc.ip, tc.cidr, err)
+		}
+	}
+}
+
+// TestSortRulesIsBefore: the integer key sorts rules exactly as Before.
+func TestSortRulesIsBefore(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for n := 0; n < 200; n++ {
+		var rules []*Rule
+		for i := 0; i < 50; i++ {
+			a := Pass
+			if r.IntN(2) == 0 {
+				a = Drop
+			}
+			rules = append(rules, &Rule{Priority: []int{0, 1, 7, MaxPriority}[r.IntN(4)], Action: a, Seq: r.IntN(1 << 20)})
+		}
+		got := sortRules(slices.Clone(rules))
+		for i := 1; i < len(got); i++ {
+			if got[i].Before(got[i-1]) {
+				t.Fatalf("rule %d (%+v) sorted after %+v", i, got[i], got[i-1])
+			}
 		}
 	}
 }
