@@ -53,12 +53,12 @@ type ACLResult struct {
 	// One ACR added to (and then removed from) the switch that enforces
 	// the ACRs: p90 of the additions, median of the removals, samples.
 	ApplyOneP90, RemoveOne time.Duration
-	OneSamples           int
-	PlainReplace        time.Duration
-	PlainFlows          int
-	APIToEnforce        []time.Duration // small policy, then with ACRs more on the switch
-	APIToEnforceLabels  []string
-	Forwarding          []ForwardCase
+	OneSamples             int
+	PlainReplace           time.Duration
+	PlainFlows             int
+	APIToEnforce           []time.Duration // small policy, then with ACRs more on the switch
+	APIToEnforceLabels     []string
+	Forwarding             []ForwardCase
 	// Overheads: the extra ACRs' cost, from the rounds' paired differences
 	// (case 2 vs 1, case 4 vs 3, measured back to back in random order).
 	Overheads []Overhead
