@@ -12,6 +12,7 @@ deps:
 
 build:
 	$(GO) build -buildvcs=auto -o bin/ ./cmd/...
+	bin/secaas kmon build --out bin/kmon-monitor.o
 
 ovs: deps
 	scripts/ovs-start.sh

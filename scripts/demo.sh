@@ -83,6 +83,26 @@ bin/secaas events -o json --kind vmi. --vm VM2 --limit 10 --api $API --token-fil
 bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | grep HIDDEN || true
 bin/secaas vmi modules --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | grep HIDDEN || true
 bin/secaas vmi disable --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token
+
+echo "== 8b. syscall monitoring: a monitor injected into the same guest's kernel through its gdbstub (no module, no agent)"
+echo "-- the admin adds the guest's gdbstub socket to VM2's record; the tenant adds the paper's rule (cat, /etc/hosts)"
+bin/secaas inventory set vm2 --tenant demo --vm secaas-demo --memory /dev/shm/secaas-demo --gdb "$PWD/.cache/lab/secaas-demo/gdb.sock" --api $API --token-file $STATE/admin.token >/dev/null
+bin/secaas lab guest run --name secaas-demo '(while sleep 0.5; do :; done) </dev/null >/dev/null 2>&1 & mkdir -p /etc; echo "127.0.0.1 localhost demo" > /etc/hosts'
+bin/secaas kmon policy add --tid 100 --vm VM2 --syscalls 2,257 --subject cat --object /etc/hosts --action record --api $API --token-file $STATE/tenant.token
+for _ in $(seq 1 120); do bin/secaas kmon events --vm VM2 --limit 5 -o json --api $API --token-file $STATE/tenant.token | grep -q '"kind": "kmon.started"' && break; sleep 1; done
+bin/secaas lab guest run --name secaas-demo 'cat /etc/hosts'
+sleep 2
+bin/secaas kmon events --vm VM2 --kind kmon.record --limit 1 -o wide --api $API --token-file $STATE/tenant.token 2>/dev/null || \
+  bin/secaas kmon events --vm VM2 --limit 5 -o wide --api $API --token-file $STATE/tenant.token
+echo "-- the same rule as block: cat fails inside the guest, head still reads"
+bin/secaas kmon policy add --tid 100 --vm VM2 --syscalls 2,257 --subject cat --object /etc/hosts --action block --api $API --token-file $STATE/tenant.token
+bin/secaas kmon policy rm --tid 100 --vm VM2 --rule 0 --api $API --token-file $STATE/tenant.token
+bin/secaas kmon policy list --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token
+sleep 3
+bin/secaas lab guest run --name secaas-demo 'cat /etc/hosts; echo "cat: rc=$?"; head -1 /etc/hosts; lsmod | grep -c secaas || true'
+bin/secaas kmon policy rm --tid 100 --vm VM2 --all --api $API --token-file $STATE/tenant.token
+sleep 5
+bin/secaas kmon events --vm VM2 --limit 6 -o wide --api $API --token-file $STATE/tenant.token
 bin/secaas lab guest down --name secaas-demo
 
 echo "== 9. HyperAV: a guest's disk scanned from the host; QEMU's dirty bitmap says what the guest wrote"

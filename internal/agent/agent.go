@@ -67,10 +67,12 @@ type Agent struct {
 	// statistics, lines sorted) as last seen equal to flows; "" after a
 	// change, until a reconcile round has compared the table in full.
 	installed string
-	monitors  map[string]*monitor  // anomaly detection, by VM port
-	vmis      map[string]*vmiWatch // memory monitoring, by "TID/VM"
-	avs       map[string]*avWorker // HyperAV, by "TID/VM"
-	clamd     *av.Clamd            // shared by every VM's HyperAV
+	monitors  map[string]*monitor   // anomaly detection, by VM port
+	vmis      map[string]*vmiWatch  // memory monitoring, by "TID/VM"
+	avs       map[string]*avWorker  // HyperAV, by "TID/VM"
+	kmons     map[string]*kmonWatch // syscall monitoring, by "TID/VM"
+	kgates    kmonGates
+	clamd     *av.Clamd // shared by every VM's HyperAV
 
 	// DataDir holds per-VM state (HyperAV sector state, quarantine) and the
 	// node's clamd; Signatures adds .ndb/.hdb/.yar files to clamd's
@@ -85,6 +87,9 @@ type Agent struct {
 	// tunnelled packets from, which the other hosts reach); unset, the
 	// host's domains do not span hosts. Set before Start.
 	TunnelIP netip.Addr
+	// KMonObject is the compiled syscall monitor (secaas kmon build) the
+	// agent injects into guests. Set before Start.
+	KMonObject string
 	// Host opens the VMs' host resources (RAM files, sockets, disk
 	// images), confined to the host's roots (hostpath.Roots). Without it
 	// no service that needs them starts. Set before Start.
@@ -213,6 +218,7 @@ func (a *Agent) applyLocked(ctx context.Context, domains []tenant.Domain) error 
 	a.syncMonitorsLocked(ctx)
 	a.syncVMILocked()
 	a.syncAVLocked()
+	a.syncKMonLocked()
 	a.log.Info("flows applied", "bridge", a.br.Name, "domains", len(domains), "flows", len(set.Flows))
 	a.onEvent(Event{Kind: "flows.applied", Detail: fmt.Sprintf("%d domains, %d flows on %s", len(domains), len(set.Flows), a.br.Name)})
 	return nil

@@ -191,4 +191,5 @@ func (a *Agent) Close() {
 	}
 	a.stopVMILocked()
 	a.stopAVLocked()
+	a.stopKMonLocked()
 }

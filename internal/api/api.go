@@ -290,6 +290,7 @@ func (s *Server) register() {
 	}))
 	policyRoutes(s, "nad", s.c.SetNAD)
 	policyRoutes(s, "vmi", s.c.SetVMI)
+	policyRoutes(s, "kmon", s.c.SetKMon)
 	s.handle("GET /v1/domains/{tid}/vms/{vm}/vmi/report", s.latestResult("vmi"))
 	policyRoutes(s, "av", s.c.SetAV)
 	s.handle("POST /v1/domains/{tid}/vms/{vm}/av/scan", s.avPath(func(ctx context.Context, who controller.Caller, tid int, vm, path string) (any, error) {

@@ -163,7 +163,7 @@ var testHost = inventory.Host{Reserved: []string{"br0"}, Roots: []string{"/srv/i
 func (e *env) owner(id string) string {
 	tok := e.tenant(id)
 	for _, p := range []inventory.Port{{Name: "vm1", Tenant: id}, {Name: "vm2", Tenant: id},
-		{Name: "vm3", Tenant: id, Memory: "/dev/shm/g3", Disk: &inventory.Disk{Image: "/srv/images/vm3.raw", Mode: "front", Socket: "/run/secaas/vm3.sock"}}} {
+		{Name: "vm3", Tenant: id, Memory: "/dev/shm/g3", GDB: "/run/secaas/vm3.gdb", Disk: &inventory.Disk{Image: "/srv/images/vm3.raw", Mode: "front", Socket: "/run/secaas/vm3.sock"}}} {
 		if code, body := e.do("PUT", "/v1/inventory/ports/"+p.Name, admin, p); code != 200 {
 			e.t.Fatalf("lease %s: %d %s", p.Name, code, body)
 		}

@@ -121,6 +121,9 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		Doc: []byte(`{"kernel": "6.1.0", "processes": [], "hidden_processes": [], "modules": [], "hidden_modules": [], "took_ms": 1}`)})
 	call("GET /v1/domains/{tid}/vms/{vm}/vmi/report", "/v1/domains/100/vms/VM3/vmi/report", a, nil)
 	call("DELETE /v1/domains/{tid}/vms/{vm}/vmi", "/v1/domains/100/vms/VM3/vmi", a, nil)
+	call("PUT /v1/domains/{tid}/vms/{vm}/kmon", "/v1/domains/100/vms/VM3/kmon", a,
+		tenant.KMonPolicy{Rules: []tenant.KMonRule{{Syscalls: []int{0, 1, 2, 3}, Subject: "vim", Object: "/etc/hosts", Action: "record"}}})
+	call("DELETE /v1/domains/{tid}/vms/{vm}/kmon", "/v1/domains/100/vms/VM3/kmon", a, nil)
 	call("PUT /v1/domains/{tid}/vms/{vm}/av", "/v1/domains/100/vms/VM3/av", a, tenant.AVPolicy{Paths: []string{"/etc/x"}})
 	e.result(node.Result{TID: 100, VM: "VM3", Kind: "av", Tenant: "alice",
 		Doc: []byte(`{"at": "2026-01-01T00:00:00Z", "mode": "front", "chunks": {"CLEAN": 1}, "infected_ranges": [], "files": {}, "epochs": 1}`)})

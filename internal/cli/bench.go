@@ -90,6 +90,29 @@ func benchVMI(ctx context.Context, env *Env, args []string) error {
 	return nil
 }
 
+func benchKMon(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("bench kmon", env)
+	var o bench.KMonOptions
+	out := fs.String("out", "", "also write the table to this Markdown file")
+	fs.StringVar(&o.Repo, "repo", ".", "repository root (for the cached guest kernel)")
+	fs.IntVar(&o.Rounds, "rounds", 9, "pairs of runs, monitoring out and in")
+	fs.IntVar(&o.Blocks, "blocks", 300000, "4 KiB writes per run (2,000 per dd)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	o.Progress = env.Stderr
+	r, err := bench.RunKMon(ctx, o)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	bench.WriteKMon(io.MultiWriter(env.Stdout, &buf), r)
+	if *out != "" {
+		return os.WriteFile(*out, buf.Bytes(), 0o644)
+	}
+	return nil
+}
+
 func benchAV(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("bench av", env)
 	out := fs.String("out", "", "also write the tables to this Markdown file")

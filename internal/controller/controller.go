@@ -573,6 +573,20 @@ func (c *Controller) SetAV(ctx context.Context, who Caller, tid int, vmName stri
 
 // needs checks that the caller's VM has a port whose inventory record
 // has what a service needs.
+// SetKMon sets (nil: clears) a VM's syscall monitoring policy. The VM's
+// port needs its RAM file and gdbstub socket in the host inventory.
+func (c *Controller) SetKMon(ctx context.Context, who Caller, tid int, vmName string, p *tenant.KMonPolicy) error {
+	if p != nil {
+		if err := c.needs(ctx, who, tid, vmName, "syscall monitoring", func(r inventory.Port) bool { return r.Memory != "" && r.GDB != "" }); err != nil {
+			return err
+		}
+		if err := p.Validate(); err != nil {
+			return invalid("%v", err)
+		}
+	}
+	return c.setVMPolicy(ctx, who, tid, vmName, "kmon", p == nil, func(vm *tenant.VM) { vm.KMon = p })
+}
+
 func (c *Controller) needs(ctx context.Context, who Caller, tid int, vmName, service string, has func(inventory.Port) bool) error {
 	d, err := c.Domain(ctx, who, tid)
 	if err != nil {

@@ -53,6 +53,12 @@ func Dial(ctx context.Context, network, addr string, timeout time.Duration) (*Cl
 	if err != nil {
 		return nil, fmt.Errorf("gdbstub: %w", err)
 	}
+	return NewClient(conn, timeout)
+}
+
+// NewClient speaks to a stub over conn (connected by the caller, e.g.
+// beneath a host root); it closes conn when the handshake fails.
+func NewClient(conn net.Conn, timeout time.Duration) (*Client, error) {
 	c := &Client{conn: conn, r: bufio.NewReader(conn), timeout: timeout}
 	if err := c.handshake(); err != nil {
 		conn.Close()

@@ -48,13 +48,16 @@ func FromLibvirt(doc []byte, tenantID, host string) (ports []Port, notes []strin
 		return nil, notes, fmt.Errorf("libvirt domain %q: no interface with a target device", vm)
 	}
 	first := &ports[0]
-	qmp, mem := qemuArgs(d.QEMUCommandline)
-	first.QMP, first.Memory = qmp, mem
+	qmp, mem, gdb := qemuArgs(d.QEMUCommandline)
+	first.QMP, first.Memory, first.GDB = qmp, mem, gdb
 	if qmp == "" {
 		notes = append(notes, vm+": no QMP socket of secaas's own in qemu:commandline (-qmp unix:PATH,server=on,wait=off): no HyperAV bitmap mode")
 	}
 	if mem == "" {
 		notes = append(notes, vm+": no shared RAM file in qemu:commandline (memory-backend-file,mem-path=PATH,share=on): no memory monitoring")
+	}
+	if gdb == "" {
+		notes = append(notes, vm+": no gdbstub socket in qemu:commandline (-gdb unix:PATH,server=on,wait=off): no syscall monitoring")
 	}
 	for _, disk := range d.Devices.Disks {
 		if disk.Device != "" && disk.Device != "disk" || disk.Source == nil || disk.Source.File == nil || disk.Source.File.File == "" {
@@ -80,11 +83,11 @@ func FromLibvirt(doc []byte, tenantID, host string) (ports []Port, notes []strin
 	return ports, notes, nil
 }
 
-// qemuArgs finds secaas's QMP socket and the shared RAM file in a
-// domain's extra QEMU arguments.
-func qemuArgs(cl *libvirtxml.DomainQEMUCommandline) (qmp, mem string) {
+// qemuArgs finds secaas's QMP socket, the shared RAM file and the
+// gdbstub socket in a domain's extra QEMU arguments.
+func qemuArgs(cl *libvirtxml.DomainQEMUCommandline) (qmp, mem, gdb string) {
 	if cl == nil {
-		return "", ""
+		return "", "", ""
 	}
 	var args []string
 	for _, a := range cl.Args {
@@ -97,6 +100,10 @@ func qemuArgs(cl *libvirtxml.DomainQEMUCommandline) (qmp, mem string) {
 		case "-qmp":
 			if p, ok := strings.CutPrefix(val, "unix:"); ok {
 				qmp, _, _ = strings.Cut(p, ",")
+			}
+		case "-gdb":
+			if p, ok := strings.CutPrefix(val, "unix:"); ok {
+				gdb, _, _ = strings.Cut(p, ",")
 			}
 		case "-chardev":
 			kv := options(val)
@@ -114,7 +121,7 @@ func qemuArgs(cl *libvirtxml.DomainQEMUCommandline) (qmp, mem string) {
 			}
 		}
 	}
-	return qmp, mem
+	return qmp, mem, gdb
 }
 
 // options splits a QEMU option string "type,k=v,k=v".

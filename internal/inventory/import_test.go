@@ -17,7 +17,7 @@ func readTestdata(t *testing.T, name string) []byte {
 
 // TestFromLibvirtRunning: a running domain's XML gives a record per
 // interface; the first carries the QMP socket (a -chardev/-mon pair), the
-// shared RAM file, and the first disk (bitmap mode, libvirt's node name,
+// shared RAM file, the gdbstub socket, and the first disk (bitmap mode, libvirt's node name,
 // its alias); a CD-ROM is no disk, and a second disk is noted, not
 // imported. The records pass validation against the roots.
 func TestFromLibvirtRunning(t *testing.T) {
@@ -29,7 +29,7 @@ func TestFromLibvirtRunning(t *testing.T) {
 		t.Fatalf("ports %+v", ports)
 	}
 	p := ports[0]
-	if p.VM != "web01" || p.Tenant != "acme" || p.Host != "hv1" || p.QMP != "/run/secaas/web01.qmp" || p.Memory != "/dev/shm/web01" {
+	if p.VM != "web01" || p.Tenant != "acme" || p.Host != "hv1" || p.QMP != "/run/secaas/web01.qmp" || p.Memory != "/dev/shm/web01" || p.GDB != "/run/secaas/web01.gdb" {
 		t.Fatalf("first record %+v", p)
 	}
 	if d := p.Disk; d == nil || d.Image != "/var/lib/secaas/images/web01.qcow2" || d.Node != "libvirt-2-format" || d.Device != "virtio-disk0" || d.Mode != "bitmap" {

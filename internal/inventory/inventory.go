@@ -28,7 +28,10 @@ type Port struct {
 	// memory-backend-file of its QEMU process (e.g. /dev/shm/NAME).
 	Memory string `json:"memory,omitempty" yaml:"memory,omitempty"`
 	// QMP is the VM's QMP socket.
-	QMP  string `json:"qmp,omitempty" yaml:"qmp,omitempty"`
+	QMP string `json:"qmp,omitempty" yaml:"qmp,omitempty"`
+	// GDB is the VM's gdbstub socket (QEMU's -gdb unix:PATH,server=on,
+	// wait=off), for syscall monitoring.
+	GDB  string `json:"gdb,omitempty" yaml:"gdb,omitempty"`
 	Disk *Disk  `json:"disk,omitempty" yaml:"disk,omitempty"`
 }
 
@@ -64,6 +67,7 @@ func (p Port) Paths() [][2]string {
 	}
 	add("memory", p.Memory)
 	add("qmp", p.QMP)
+	add("gdb", p.GDB)
 	if d := p.Disk; d != nil {
 		add("disk.image", d.Image)
 		add("disk.socket", d.Socket)
@@ -81,6 +85,9 @@ func (p Port) Public() Port {
 	}
 	if p.QMP != "" {
 		out.QMP = "(host)"
+	}
+	if p.GDB != "" {
+		out.GDB = "(host)"
 	}
 	if p.Disk != nil {
 		out.Disk = &Disk{Mode: p.Disk.Mode, Transport: p.Disk.Transport, Image: "(host)"}

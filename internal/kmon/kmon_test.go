@@ -48,13 +48,7 @@ func liveGuest(t *testing.T, name string) (*lab.Guest, *linuxkern.Kernel, elfrel
 	if err != nil {
 		t.Fatal(err)
 	}
-	syms := elfreloc.Symbols{}
-	for _, s := range k.Syms.Syms {
-		if _, seen := syms[s.Name]; !seen {
-			syms[s.Name] = s.Addr
-		}
-	}
-	return g, k, syms
+	return g, k, Symbols(k)
 }
 
 // attach connects to the guest's gdbstub (which stops the guest).

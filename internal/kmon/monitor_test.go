@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"secaas/internal/linuxkern"
 )
 
 func TestEncodePolicies(t *testing.T) {
@@ -89,26 +87,6 @@ func FuzzDecodeEvents(f *testing.F) {
 	})
 }
 
-// readVA reads guest kernel memory from the host's RAM file, page by page
-// (module memory is not physically contiguous), without stopping it.
-func readVA(k *linuxkern.Kernel, va uint64, n int) ([]byte, error) {
-	out := make([]byte, 0, n)
-	for len(out) < n {
-		at := va + uint64(len(out))
-		k0 := min(n-len(out), int(4096-at%4096))
-		pa, err := k.PA(at)
-		if err != nil {
-			return nil, err
-		}
-		b := make([]byte, k0)
-		if _, err := k.Mem.ReadAt(b, pa); err != nil {
-			return nil, err
-		}
-		out = append(out, b...)
-	}
-	return out, nil
-}
-
 // TestPolicyRecordAndBlock: the paper's policy p = (VM, {open, openat},
 // (cat, /etc/hosts), record) makes `cat /etc/hosts` in a live guest an
 // event with cat's pid, uid and the path, read from the guest's RAM on
@@ -120,17 +98,9 @@ func TestPolicyRecordAndBlock(t *testing.T) {
 	if _, err := g.Run("mkdir -p /etc; echo '127.0.0.1 localhost secaas' > /etc/hosts", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	var lay TaskOffsets
-	for _, f := range []struct {
-		dst  *uint32
-		path []string
-	}{{&lay.Pid, []string{"task_struct", "pid"}}, {&lay.Comm, []string{"task_struct", "comm"}},
-		{&lay.Cred, []string{"task_struct", "cred"}}, {&lay.UID, []string{"cred", "uid"}}} {
-		o, err := k.Offset(f.path...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*f.dst = o
+	lay, err := Layout(k)
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -147,7 +117,7 @@ func TestPolicyRecordAndBlock(t *testing.T) {
 	c.Detach()
 	events := func(after uint64) ([]Event, uint64) {
 		t.Helper()
-		area, err := readVA(k, m.Shared, sharedSize)
+		area, err := ReadVA(k, m.Shared, sharedSize)
 		if err != nil {
 			t.Fatal(err)
 		}

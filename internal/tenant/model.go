@@ -85,6 +85,64 @@ type VM struct {
 	VMI *VMIPolicy `json:"vmi,omitempty" yaml:"vmi,omitempty"`
 	// AV, when set, scans files of the VM's disk from the host (HyperAV).
 	AV *AVPolicy `json:"av,omitempty" yaml:"av,omitempty"`
+	// KMon, when set, monitors the VM's syscalls by code injected into
+	// its kernel (agentless: through its gdbstub and RAM file).
+	KMon *KMonPolicy `json:"kmon,omitempty" yaml:"kmon,omitempty"`
+}
+
+// KMonPolicy is syscall monitoring for one VM: the paper's policies
+// P = (VM, syscalls, (subject, object), response), the VM being the one
+// that holds the policy.
+type KMonPolicy struct {
+	Rules []KMonRule `json:"rules" yaml:"rules"`
+}
+
+// KMonRule: the syscalls (x86-64 numbers) made by a process whose name
+// (comm) is Subject on the file Object (open's and openat's path; empty:
+// any) are recorded, or fail with EPERM in the guest (Action "record" or
+// "block").
+type KMonRule struct {
+	Syscalls []int  `json:"syscalls" yaml:"syscalls"`
+	Subject  string `json:"subject" yaml:"subject"`
+	Object   string `json:"object,omitempty" yaml:"object,omitempty"`
+	Action   string `json:"action" yaml:"action"`
+}
+
+// Limits of a KMon policy (the injected monitor's tables).
+const (
+	MaxKMonRules   = 8
+	MaxKMonSyscall = 511
+	MaxKMonSubject = 15  // a task's comm
+	MaxKMonObject  = 127 // bytes of a path
+	kmonRecord     = "record"
+	kmonBlock      = "block"
+)
+
+// Validate checks the policy against the monitor's limits.
+func (p KMonPolicy) Validate() error {
+	if len(p.Rules) == 0 || len(p.Rules) > MaxKMonRules {
+		return fmt.Errorf("kmon: 1-%d rules, not %d", MaxKMonRules, len(p.Rules))
+	}
+	for i, r := range p.Rules {
+		if r.Action != kmonRecord && r.Action != kmonBlock {
+			return fmt.Errorf("kmon rule %d: action %q is neither record nor block", i, r.Action)
+		}
+		if r.Subject == "" || len(r.Subject) > MaxKMonSubject || strings.ContainsRune(r.Subject, 0) {
+			return fmt.Errorf("kmon rule %d: subject %q must be a process name of 1-%d bytes", i, r.Subject, MaxKMonSubject)
+		}
+		if len(r.Object) > MaxKMonObject || strings.ContainsRune(r.Object, 0) || r.Object != "" && !strings.HasPrefix(r.Object, "/") {
+			return fmt.Errorf("kmon rule %d: object must be an absolute path of at most %d bytes", i, MaxKMonObject)
+		}
+		if len(r.Syscalls) == 0 {
+			return fmt.Errorf("kmon rule %d: no syscalls", i)
+		}
+		for _, nr := range r.Syscalls {
+			if nr < 0 || nr > MaxKMonSyscall {
+				return fmt.Errorf("kmon rule %d: syscall %d is outside 0..%d", i, nr, MaxKMonSyscall)
+			}
+		}
+	}
+	return nil
 }
 
 // AVPolicy configures HyperAV for one VM's disk: what to scan and how to

@@ -327,6 +327,11 @@ func resolveDomain(d *Domain, where string, pr *problems, sid, seq *int) *RDomai
 					pr.add("%s: %v", vw, err)
 				}
 			}
+			if vm.KMon != nil {
+				if err := vm.KMon.Validate(); err != nil {
+					pr.add("%s: %v", vw, err)
+				}
+			}
 			if !PortNameOK(vm.Port) {
 				pr.add("%s: port %q is not a valid port name (1-15 characters)", vw, vm.Port)
 			} else if seenUp[vm.Port] {

@@ -71,7 +71,10 @@ _Static_assert(sizeof(struct secaas_policy) == 216, "layout: policy size");
 _Static_assert(__builtin_offsetof(struct secaas_shared, ev_head) == 6000, "layout: ev_head");
 _Static_assert(sizeof(struct secaas_event) == 176, "layout: event size");
 
-struct secaas_shared secaas_shared = { .magic = SECAAS_MAGIC };
+/* Pages of its own: the host writes here and the monitor counts here, and
+ * a write to a page that holds code costs (an emulator retranslates the
+ * page, a CPU clears its pipeline). */
+struct secaas_shared secaas_shared __attribute__((aligned(4096))) = { .magic = SECAAS_MAGIC };
 
 static inline char *current(void)
 {
@@ -117,7 +120,7 @@ static void record(const struct secaas_policy *p, char *task, unsigned int nr, c
 }
 
 /* policy applies the policies to one syscall: the action taken. */
-static int policy(const struct pt_regs *regs, unsigned int nr)
+static __attribute__((noinline)) int policy(const struct pt_regs *regs, unsigned int nr)
 {
 	struct secaas_shared *s = &secaas_shared;
 	char path[SECAAS_PATH];
@@ -151,21 +154,36 @@ static int policy(const struct pt_regs *regs, unsigned int nr)
 long secaas_dispatch(const struct pt_regs *regs, unsigned int nr)
 {
 	struct secaas_shared *s = &secaas_shared;
-	long r;
 
-	__atomic_fetch_add(&s->in_flight, 1, __ATOMIC_SEQ_CST);
-	__atomic_fetch_add(&s->calls, 1, __ATOMIC_RELAXED);
+	/* Statistics are plain increments: cheap, and a few may be lost when
+	 * CPUs race. */
+	s->calls++;
 	if (nr < SECAAS_NR) {
-		__atomic_fetch_add(&s->count[nr], 1, __ATOMIC_RELAXED);
-		if (bit(s->block, nr) || (bit(s->watch, nr) && policy(regs, nr) == ACTION_BLOCK)) {
-			__atomic_fetch_add(&s->blocked, 1, __ATOMIC_RELAXED);
-			__atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_SEQ_CST);
-			return -1; /* -EPERM */
+		s->count[nr]++;
+		if (bit(s->block, nr))
+			goto blocked;
+		if (bit(s->watch, nr)) {
+			int v;
+			if (nr == NR_OPEN || nr == NR_OPENAT) {
+				/* Reading the path can fault and sleep: counted, so that
+				 * the host frees the code only when no task is in it. */
+				__atomic_fetch_add(&s->in_flight, 1, __ATOMIC_SEQ_CST);
+				v = policy(regs, nr);
+				__atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_SEQ_CST);
+			} else {
+				v = policy(regs, nr); /* never sleeps */
+			}
+			if (v == ACTION_BLOCK)
+				goto blocked;
 		}
 	}
-	/* A task blocked in a syscall keeps this frame: the code may be freed
-	 * only when no task is inside. */
-	r = x64_sys_call(regs, nr);
-	__atomic_fetch_sub(&s->in_flight, 1, __ATOMIC_SEQ_CST);
-	return r;
+	/* A tail call: the syscall returns straight to do_syscall_64, so a
+	 * task blocked in it keeps no frame here. After the unhook the code
+	 * may be freed once no task sleeps in policy (in_flight) and every
+	 * task has passed a voluntary context switch (synchronize_rcu_tasks):
+	 * a task preempted elsewhere in this function has not. */
+	return x64_sys_call(regs, nr);
+blocked:
+	s->blocked++;
+	return -1; /* -EPERM */
 }

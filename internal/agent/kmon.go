@@ -1,0 +1,233 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"secaas/internal/gdbstub"
+	"secaas/internal/guestmem"
+	"secaas/internal/inventory"
+	"secaas/internal/kmon"
+	"secaas/internal/linuxkern"
+	"secaas/internal/tenant"
+)
+
+// kmonWatch is the syscall monitoring of one VM: the monitor injected
+// into its kernel, whose rules change in place.
+type kmonWatch struct {
+	*worker
+	host  string             // the port's host record (JSON): a change re-injects
+	rules string             // the rules last handed over (JSON)
+	next  chan []kmon.Policy // the newest rules, for the running session
+}
+
+func (w *kmonWatch) base() *worker { return w.worker }
+
+// kmonGates serialise, per VM, a monitor's removal and the next
+// injection: a VM's gdbstub takes one client, and a new monitor may only
+// hook the dispatch the old one gave back.
+type kmonGates struct {
+	mu    sync.Mutex
+	gates map[string]*sync.Mutex
+	wg    sync.WaitGroup // removals under way
+}
+
+func (g *kmonGates) gate(id string) *sync.Mutex {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.gates == nil {
+		g.gates = map[string]*sync.Mutex{}
+	}
+	if g.gates[id] == nil {
+		g.gates[id] = &sync.Mutex{}
+	}
+	return g.gates[id]
+}
+
+// kmonPolicies are a policy's rules as the monitor takes them.
+func kmonPolicies(p *tenant.KMonPolicy) []kmon.Policy {
+	var out []kmon.Policy
+	for _, r := range p.Rules {
+		out = append(out, kmon.Policy{Syscalls: r.Syscalls, Subject: r.Subject, Object: r.Object, Action: r.Action})
+	}
+	return out
+}
+
+// kmonPoll is how often a monitor's event ring is read.
+const kmonPoll = 500 * time.Millisecond
+
+// syncKMonLocked starts the syscall monitors the desired state asks for,
+// hands changed rules to running ones (a write into the guest, no
+// re-injection), and stops the others. Stopping returns at once: the
+// monitor's removal goes on in the background, and the VM's next
+// monitor waits for it.
+func (a *Agent) syncKMonLocked() {
+	if a.kmons == nil {
+		a.kmons = map[string]*kmonWatch{}
+	}
+	wants := a.wantedPolicies(func(vm *tenant.VM) any {
+		if vm.KMon == nil {
+			return nil
+		}
+		return vm.KMon
+	})
+	for id, w := range a.kmons {
+		want, ok := wants[id]
+		if !ok || recordKey(want.Host) != w.host {
+			w.stop()
+			delete(a.kmons, id)
+		}
+	}
+	for id, want := range wants {
+		rules := kmonPolicies(want.VM.KMon)
+		b, _ := json.Marshal(rules)
+		if w, ok := a.kmons[id]; ok {
+			if string(b) != w.rules {
+				select { // only the newest rules matter
+				case <-w.next:
+				default:
+				}
+				w.next <- rules
+				w.rules = string(b)
+			}
+			continue
+		}
+		w := &kmonWatch{host: recordKey(want.Host), rules: string(b), next: make(chan []kmon.Policy, 1)}
+		w.worker = startWorker(want.Key, func(ctx context.Context) { a.runKMon(ctx, id, want, rules, w.next) })
+		a.kmons[id] = w
+	}
+}
+
+func recordKey(p inventory.Port) string {
+	b, _ := json.Marshal(p)
+	return string(b)
+}
+
+// runKMon injects the monitor into one VM, reports its events until ctx
+// ends, and then has it removed.
+func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []kmon.Policy, next <-chan []kmon.Policy) {
+	tid, ten, name := want.TID, want.Tenant, want.VM.Name
+	emit := func(kind, detail string) {
+		a.onEvent(Event{Kind: kind, Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name, Detail: hidePaths(detail, want.Host)})
+	}
+	var why string
+	switch {
+	case a.Host == nil:
+		why = "this node has no host roots configured"
+	case want.Host.Memory == "" || want.Host.GDB == "":
+		why = fmt.Sprintf("port %s needs a RAM file and a gdbstub socket in the host inventory", want.VM.Port)
+	case a.KMonObject == "":
+		why = "this node has no monitor object (secaasd --kmon-object)"
+	}
+	if why != "" {
+		emit("kmon.waiting", why)
+		return
+	}
+	gate := a.kgates.gate(id)
+	gate.Lock()
+	release := true
+	defer func() {
+		if release {
+			gate.Unlock()
+		}
+	}()
+	obj, err := os.ReadFile(a.KMonObject)
+	if err != nil {
+		emit("kmon.failed", fmt.Sprintf("monitor object: %v", err))
+		return
+	}
+	f, err := a.Host.OpenFile(want.Host.Memory, os.O_RDONLY, 0)
+	if err != nil {
+		emit("kmon.failed", fmt.Sprintf("guest RAM: %v", err))
+		return
+	}
+	mem, err := guestmem.OpenSharedFile(f)
+	f.Close()
+	if err != nil {
+		emit("kmon.failed", fmt.Sprintf("guest RAM: %v", err))
+		return
+	}
+	k, err := linuxkern.Open(mem, mem.Size())
+	if err != nil {
+		mem.Close()
+		emit("kmon.failed", fmt.Sprintf("guest kernel: %v", err))
+		return
+	}
+	host, sock := a.Host, want.Host.GDB
+	attach := func(ctx context.Context) (*gdbstub.Client, error) {
+		conn, err := host.DialUnix(ctx, sock)
+		if err != nil {
+			return nil, err
+		}
+		return gdbstub.NewClient(conn, 10*time.Second)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	s, err := kmon.Start(sctx, k, attach, obj, rules)
+	cancel()
+	if err != nil {
+		mem.Close()
+		emit("kmon.failed", fmt.Sprintf("injection: %v", err))
+		return
+	}
+	emit("kmon.started", fmt.Sprintf("monitor injected and dispatch hooked in %s; %d rules", s.Took.Round(time.Millisecond), len(rules)))
+	// The removal outlives the worker (stop returns at once), holding the
+	// VM's gate until the guest is given back.
+	release = false
+	defer func() {
+		a.kgates.wg.Add(1)
+		go func() {
+			defer a.kgates.wg.Done()
+			defer gate.Unlock()
+			defer mem.Close()
+			rctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := s.Stop(rctx, 5*time.Second); err != nil {
+				emit("kmon.failed", fmt.Sprintf("removal: %v", err))
+				return
+			}
+			emit("kmon.stopped", "dispatch restored, monitor freed")
+		}()
+	}()
+	t := time.NewTicker(kmonPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.kmonEvents(s, emit) // the last ones
+			return
+		case rules := <-next:
+			if err := s.SetPolicies(ctx, rules); err != nil {
+				emit("kmon.failed", fmt.Sprintf("new rules: %v", err))
+			} else {
+				emit("kmon.rules", fmt.Sprintf("%d rules", len(rules)))
+			}
+		case <-t.C:
+			a.kmonEvents(s, emit)
+		}
+	}
+}
+
+// kmonEvents reports the monitor's new events: kmon.record or kmon.block.
+func (a *Agent) kmonEvents(s *kmon.Session, emit func(kind, detail string)) {
+	evs, lost, err := s.Poll()
+	if err != nil {
+		emit("kmon.failed", fmt.Sprintf("reading events: %v", err))
+		return
+	}
+	for _, e := range evs {
+		emit("kmon."+e.Verdict, fmt.Sprintf("pid %d uid %d comm %s syscall %d path %s", e.PID, e.UID, e.Comm, e.Syscall, e.Path))
+	}
+	if lost > 0 {
+		emit("kmon.lost", fmt.Sprintf("%d events overwritten before they were read", lost))
+	}
+}
+
+// stopKMonLocked stops every syscall monitor and waits for their removal.
+func (a *Agent) stopKMonLocked() {
+	stopAll(a.kmons)
+	a.kgates.wg.Wait()
+}
