@@ -173,7 +173,7 @@ func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []k
 		emit("kmon.failed", fmt.Sprintf("injection: %v", err))
 		return
 	}
-	emit("kmon.started", fmt.Sprintf("monitor injected and dispatch hooked in %s; %d rules", s.Took.Round(time.Millisecond), len(rules)))
+	emit("kmon.started", fmt.Sprintf("monitor injected and dispatch hooked in %s; rules: %d", s.Took.Round(time.Millisecond), len(rules)))
 	// The removal outlives the worker (stop returns at once), holding the
 	// VM's gate until the guest is given back.
 	release = false
@@ -203,7 +203,7 @@ func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []k
 			if err := s.SetPolicies(ctx, rules); err != nil {
 				emit("kmon.failed", fmt.Sprintf("new rules: %v", err))
 			} else {
-				emit("kmon.rules", fmt.Sprintf("%d rules", len(rules)))
+				emit("kmon.rules", fmt.Sprintf("rules: %d", len(rules)))
 			}
 		case <-t.C:
 			a.kmonEvents(s, emit)
