@@ -169,6 +169,51 @@ func TestEndToEnd(t *testing.T) {
 	if out, code := runCLI(t, append([]string{"host", "list"}, api...)...); code == 0 || !strings.Contains(out, "admin") {
 		t.Fatalf("host list as a tenant: %s", out)
 	}
+	// Syscall monitoring rules through the CLI: the port needs its RAM
+	// file and gdbstub socket in the inventory first; rules are added,
+	// listed and removed; this node has no monitor object, so the agent
+	// says it waits.
+	kmonArgs := func(args ...string) []string { return append(append([]string{"kmon", "policy"}, args...), api...) }
+	if out, code := runCLI(t, kmonArgs("add", "--tid", "100", "--vm", "VM2", "--syscalls", "0-3", "--subject", "vim")...); code == 0 || !strings.Contains(out, "inventory") {
+		t.Fatalf("kmon policy add without the host resources (%d): %s", code, out)
+	}
+	if out, code := runCLI(t, "inventory", "set", "cevm2", "--tenant", "demo", "--memory", filepath.Join(roots, "shm", "g2"), "--gdb", filepath.Join(roots, "run", "g2.gdb"),
+		"--api", srv.URL, "--token", admin); code != 0 {
+		t.Fatalf("inventory set --gdb: %s", out)
+	}
+	if out, code := runCLI(t, kmonArgs("add", "--tid", "100", "--vm", "VM2", "--syscalls", "0-3", "--subject", "vim", "--object", "/etc/hosts")...); code != 0 {
+		t.Fatalf("kmon policy add (%d): %s", code, out)
+	}
+	if out, code := runCLI(t, kmonArgs("add", "--tid", "100", "--vm", "VM2", "--syscalls", "2,257", "--subject", "cat", "--action", "block")...); code != 0 {
+		t.Fatalf("kmon policy add (%d): %s", code, out)
+	}
+	if out, code := runCLI(t, kmonArgs("add", "--tid", "100", "--vm", "VM2", "--syscalls", "2", "--subject", "cat", "--action", "kill")...); code == 0 || !strings.Contains(out, "neither record nor block") {
+		t.Fatalf("kmon policy add with a bad action (%d): %s", code, out)
+	}
+	if out, code := runCLI(t, kmonArgs("list", "--tid", "100", "--vm", "VM2")...); code != 0 || !strings.Contains(out, "0,1,2,3") || !strings.Contains(out, "2,257") {
+		t.Fatalf("kmon policy list (%d): %s", code, out)
+	}
+	if out, code := runCLI(t, kmonArgs("rm", "--tid", "100", "--vm", "VM2", "--rule", "0")...); code != 0 {
+		t.Fatalf("kmon policy rm (%d): %s", code, out)
+	}
+	if out, code := runCLI(t, kmonArgs("list", "--tid", "100", "--vm", "VM2", "-o", "json")...); code != 0 || strings.Contains(out, "vim") || !strings.Contains(out, `"block"`) {
+		t.Fatalf("kmon policy list after rm (%d): %s", code, out)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, code := runCLI(t, append([]string{"kmon", "events", "--vm", "VM2", "-o", "wide"}, api...)...)
+		if code == 0 && strings.Contains(out, "kmon.waiting") && strings.Contains(out, "monitor object") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kmon events (%d): %s", code, out)
+		}
+	}
+	if out, code := runCLI(t, kmonArgs("rm", "--tid", "100", "--vm", "VM2", "--all")...); code != 0 {
+		t.Fatalf("kmon policy rm --all (%d): %s", code, out)
+	}
+	if out, code := runCLI(t, kmonArgs("list", "--tid", "100", "--vm", "VM2", "-o", "json")...); code != 0 || strings.Contains(out, "cat") {
+		t.Fatalf("kmon policy list after rm --all (%d): %s", code, out)
+	}
 	// Declarative apply of the same file: nothing to change.
 	policyText, _ := os.ReadFile(policy)
 	if out, code := runCLIStdin(t, string(policyText), append([]string{"apply", "-f", "-"}, api...)...); code != 0 || !strings.Contains(out, "unchanged") || !strings.Contains(out, "no change") {

@@ -86,18 +86,22 @@ func kmonBuild(ctx context.Context, env *Env, args []string) error {
 	return kmon.Build(ctx, *out)
 }
 
-// kmonVM reads a VM's syscall monitoring policy (nil: none) from the
+// kmonRules reads a VM's syscall monitoring rules (none: off) from the
 // daemon.
-func kmonVM(ctx context.Context, c *client, tid int, vm string) (*tenant.KMonPolicy, error) {
+func kmonRules(ctx context.Context, c *client, tid int, vm string) ([]tenant.KMonRule, error) {
 	var d tenant.Domain
 	if err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d", tid), nil, &d); err != nil {
 		return nil, err
 	}
 	for _, s := range d.Subnets {
 		for _, v := range s.VMs {
-			if v.Name == vm {
-				return v.KMon, nil
+			if v.Name != vm {
+				continue
 			}
+			if v.KMon == nil {
+				return nil, nil
+			}
+			return v.KMon.Rules, nil
 		}
 	}
 	return nil, fmt.Errorf("domain %d has no vm %q", tid, vm)
@@ -153,13 +157,9 @@ func kmonPolicyAdd(ctx context.Context, env *Env, args []string) error {
 	if r.Syscalls, err = parseSyscalls(syscalls); err != nil {
 		return err
 	}
-	p, err := kmonVM(ctx, c, tid, vm)
+	rules, err := kmonRules(ctx, c, tid, vm)
 	if err != nil {
 		return err
-	}
-	var rules []tenant.KMonRule
-	if p != nil {
-		rules = p.Rules
 	}
 	return kmonPut(ctx, c, tid, vm, append(rules, r))
 }
@@ -183,14 +183,14 @@ func kmonPolicyRm(ctx context.Context, env *Env, args []string) error {
 	if all {
 		return kmonPut(ctx, c, tid, vm, nil)
 	}
-	p, err := kmonVM(ctx, c, tid, vm)
+	rules, err := kmonRules(ctx, c, tid, vm)
 	if err != nil {
 		return err
 	}
-	if p == nil || rule >= len(p.Rules) {
+	if rule >= len(rules) {
 		return fmt.Errorf("vm %q has no rule %d", vm, rule)
 	}
-	return kmonPut(ctx, c, tid, vm, slices.Delete(slices.Clone(p.Rules), rule, rule+1))
+	return kmonPut(ctx, c, tid, vm, slices.Delete(rules, rule, rule+1))
 }
 
 func kmonPolicyList(ctx context.Context, env *Env, args []string) error {
@@ -203,13 +203,9 @@ func kmonPolicyList(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := kmonVM(ctx, c, tid, vm)
+	rules, err := kmonRules(ctx, c, tid, vm)
 	if err != nil {
 		return err
-	}
-	var rules []tenant.KMonRule
-	if p != nil {
-		rules = p.Rules
 	}
 	return render(env, format, rules, func(t *table) {
 		t.row("RULE", "SYSCALLS", "SUBJECT", "OBJECT", "ACTION")

@@ -214,19 +214,7 @@ func (c *compiler) domain(d *tenant.RDomain) bool {
 	}
 	// Ingress from uplinks: the tag selects the domain.
 	for _, u := range uplinks {
-		classify := []Action{{Kind: PopVLAN}, set(RegTID, tid), set(RegSrcNet, 0)}
-		base := Match{Has: FInPort | FVLAN, InPort: u, VLAN: uint16(tid)}
-		m := base
-		m.Has |= FDlType
-		m.DlType = tenant.EthARP
-		c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
-		for _, typ := range ndTypes {
-			m := base
-			m.Has |= FDlType | FNwProto | FICMPType
-			m.DlType, m.NwProto, m.ICMPType = tenant.EthIPv6, tenant.ProtoICMP6, typ
-			c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
-		}
-		c.add(TableClassify, 100, base, append(classify, gotoT(TableLookup))...)
+		c.ingress(Match{Has: FInPort | FVLAN, InPort: u, VLAN: uint16(tid)}, []Action{{Kind: PopVLAN}, set(RegTID, tid), set(RegSrcNet, 0)})
 	}
 
 	// Ingress from the tunnel: the key selects the domain, the endpoint
@@ -240,19 +228,8 @@ func (c *compiler) domain(d *tenant.RDomain) bool {
 		if !slices.Contains(endpoints, e) {
 			endpoints = append(endpoints, e)
 		}
-		classify := []Action{set(RegTID, tid), set(RegSrcNet, vm.Subnet.Bit)}
-		base := Match{Has: FInPort | FTunID | FTunSrc | FDlSrc, InPort: c.tun.Port, TunID: tid, TunSrc: e, DlSrc: vm.HW}
-		m := base
-		m.Has |= FDlType
-		m.DlType = tenant.EthARP
-		c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
-		for _, typ := range ndTypes {
-			m := base
-			m.Has |= FDlType | FNwProto | FICMPType
-			m.DlType, m.NwProto, m.ICMPType = tenant.EthIPv6, tenant.ProtoICMP6, typ
-			c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
-		}
-		c.add(TableClassify, 100, base, append(classify, gotoT(TableLookup))...)
+		c.ingress(Match{Has: FInPort | FTunID | FTunSrc | FDlSrc, InPort: c.tun.Port, TunID: tid, TunSrc: e, DlSrc: vm.HW},
+			[]Action{set(RegTID, tid), set(RegSrcNet, vm.Subnet.Bit)})
 	}
 	slices.SortFunc(endpoints, netip.Addr.Compare)
 	toTunnel := func(e netip.Addr) []Action {
@@ -374,6 +351,23 @@ func (c *compiler) domain(d *tenant.RDomain) bool {
 		}
 	}
 	return len(endpoints) > 0
+}
+
+// ingress classifies what base matches (an uplink's tag, a tunnel's key
+// and source) with classify: ARP and neighbour discovery to TableL2, the
+// rest to TableLookup.
+func (c *compiler) ingress(base Match, classify []Action) {
+	m := base
+	m.Has |= FDlType
+	m.DlType = tenant.EthARP
+	c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
+	for _, typ := range ndTypes {
+		m := base
+		m.Has |= FDlType | FNwProto | FICMPType
+		m.DlType, m.NwProto, m.ICMPType = tenant.EthIPv6, tenant.ProtoICMP6, typ
+		c.add(TableClassify, prioVM, m, append(classify, gotoT(TableL2))...)
+	}
+	c.add(TableClassify, 100, base, append(classify, gotoT(TableLookup))...)
 }
 
 var ndTypes = []uint8{tenant.NDRouterSolicit, tenant.NDRouterAdvert, tenant.NDNeighborSolicit, tenant.NDNeighborAdvert}
