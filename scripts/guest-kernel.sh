@@ -2,8 +2,9 @@
 # Fetches Debian's own kernels for the test guests — the generic (amd64) and
 # cloud (cloud-amd64) flavours of the current linux-image-amd64 version — with
 # no install on the host (apt-get download + dpkg-deb -x) into
-# .cache/guest/<version>-<flavour>/, and builds the test rootkit
-# (internal/lab/rootkit) against the matching linux-headers package.
+# .cache/guest/<version>-<flavour>/, and builds the test modules (the rootkit
+# and the monitor tamperer, internal/lab/rootkit) against the matching
+# linux-headers package.
 # Idempotent. Prints the cache directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,11 +33,12 @@ for FLAVOUR in amd64 cloud-amd64; do
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "linux-headers-$KVER" make gcc >/dev/null
   fi
   RK=$DIR/rootkit
-  if [ ! -s "$RK/secaas_dkom.ko" ] || [ internal/lab/rootkit/secaas_dkom.c -nt "$RK/secaas_dkom.ko" ]; then
+  if [ ! -s "$RK/secaas_dkom.ko" ] || [ ! -s "$RK/secaas_tamper.ko" ] || [ internal/lab/rootkit/secaas_dkom.c -nt "$RK/secaas_dkom.ko" ] \
+     || [ internal/lab/rootkit/secaas_tamper.c -nt "$RK/secaas_tamper.ko" ]; then
     rm -rf "$RK"; mkdir -p "$RK"
-    cp internal/lab/rootkit/secaas_dkom.c internal/lab/rootkit/Kbuild "$RK/"
+    cp internal/lab/rootkit/secaas_dkom.c internal/lab/rootkit/secaas_tamper.c internal/lab/rootkit/Kbuild "$RK/"
     make -s -C "$HDR" M="$PWD/$RK" modules 2>&1 | grep -v "Skipping BTF generation" >&2 || true
-    [ -s "$RK/secaas_dkom.ko" ] || { echo "guest-kernel: building the test rootkit for $KVER failed" >&2; exit 1; }
+    [ -s "$RK/secaas_dkom.ko" ] && [ -s "$RK/secaas_tamper.ko" ] || { echo "guest-kernel: building the test modules for $KVER failed" >&2; exit 1; }
   fi
   echo "$DIR"
 done

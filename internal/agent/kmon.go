@@ -107,7 +107,8 @@ func recordKey(p inventory.Port) string {
 	return string(b)
 }
 
-// runKMon injects the monitor into one VM, reports its events until ctx
+// runKMon injects the monitor into one VM, reports its events and
+// repairs tampering with its hook and code (kmon.tampered) until ctx
 // ends, and then has it removed.
 func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []kmon.Policy, next <-chan []kmon.Policy) {
 	tid, ten, name := want.TID, want.Tenant, want.VM.Name
@@ -173,7 +174,7 @@ func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []k
 		emit("kmon.failed", fmt.Sprintf("injection: %v", err))
 		return
 	}
-	emit("kmon.started", fmt.Sprintf("monitor injected and dispatch hooked in %s; rules: %d", s.Took.Round(time.Millisecond), len(rules)))
+	emit("kmon.started", fmt.Sprintf("monitor injected and dispatch hooked at %#x in %s; rules: %d", s.HookSite(), s.Took.Round(time.Millisecond), len(rules)))
 	// The removal outlives the worker (stop returns at once), holding the
 	// VM's gate until the guest is given back.
 	release = false
@@ -207,6 +208,13 @@ func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []k
 			}
 		case <-t.C:
 			a.kmonEvents(s, emit)
+			tampers, err := s.Check(ctx)
+			if err != nil && ctx.Err() == nil {
+				emit("kmon.failed", fmt.Sprintf("checking the hook: %v", err))
+			}
+			for _, tm := range tampers {
+				emit("kmon.tampered", tm.String())
+			}
 		}
 	}
 }

@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -9,12 +10,14 @@ import (
 	"time"
 
 	"secaas/internal/agent"
+	"secaas/internal/guestmem"
 	"secaas/internal/hostpath"
 	"secaas/internal/inventory"
 	"secaas/internal/kmon"
 	"secaas/internal/lab"
 	"secaas/internal/lab/guesttest"
 	"secaas/internal/lab/labtest"
+	"secaas/internal/linuxkern"
 	"secaas/internal/tenant"
 )
 
@@ -27,15 +30,23 @@ import (
 // fail with EPERM while head still reads the file; the guest's module
 // list never shows the monitor; removing the policy restores the
 // dispatch and frees the monitor, and the guest's syscalls behave as
-// before. A port without a gdbstub socket only waits.
+// before. Two tamperers in the guest (a module that puts the original
+// call back, one that moves the syscall entry MSR) are found and undone
+// by the agent. A port without a gdbstub socket only waits.
 func TestKMonOnLiveGuest(t *testing.T) {
 	labtest.RequireOVS(t)
 	kernel := guesttest.Kernel(t)
+	ks, err := lab.FindKernels("../..")
+	if err != nil || ks[0].Tamper == "" {
+		labtest.Missing(t, "no test tamper module: run scripts/guest-kernel.sh")
+	}
 	obj := filepath.Join(t.TempDir(), "kmon-monitor.o")
 	if err := kmon.Build(context.Background(), obj); err != nil {
 		labtest.Missing(t, "cannot build the monitor object: "+err.Error())
 	}
-	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-agkmon", Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
+	// pti=off: the tamperer's LSTAR stub must be mapped at the entry.
+	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-agkmon", Kernel: kernel, MemMiB: 256, Dir: t.TempDir(),
+		Files: map[string]string{"/secaas_tamper.ko": ks[0].Tamper}, Append: "pti=off"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,6 +136,48 @@ func TestKMonOnLiveGuest(t *testing.T) {
 	waitFor("kmon.block", func(e agent.Event) bool { return strings.Contains(e.Detail, "comm cat ") })
 	if mods, err := g.Run("cat /proc/modules", 30*time.Second); err != nil || mods != modsBefore {
 		t.Fatalf("the guest's module list changed: %q, before %q (%v)", mods, modsBefore, err)
+	}
+	// A rootkit in the guest puts the original call back (the monitor
+	// bypassed): the agent finds it and hooks again; cat stays blocked.
+	var site uint64
+	started := waitFor("kmon.started", nil)
+	if _, err := fmt.Sscanf(started.Detail[strings.Index(started.Detail, "hooked at ")+len("hooked at "):], "%v", &site); err != nil || site == 0 {
+		t.Fatalf("no hook site in %q: %v", started.Detail, err)
+	}
+	mem, err := guestmem.OpenShared(g.RAMFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	k, err := linuxkern.Open(mem, mem.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	x64 := kmon.Symbols(k)["x64_sys_call"]
+	if out, err := g.Run(fmt.Sprintf("insmod /secaas_tamper.ko site=%#x target=%#x && echo loaded", site, x64), 30*time.Second); err != nil || !strings.Contains(out, "loaded") {
+		t.Fatalf("insmod secaas_tamper: %q %v", out, err)
+	}
+	e = waitFor("kmon.tampered", nil)
+	if !strings.Contains(e.Detail, "dispatch") || !strings.Contains(e.Detail, "; repaired") {
+		t.Fatalf("tamper event %+v", e)
+	}
+	t.Logf("%s", e.Detail)
+	if out, err := g.Run("cat /etc/hosts; echo rc=$?", 30*time.Second); err != nil || !strings.Contains(out, "not permitted") {
+		t.Fatalf("cat after the tamperer: %q %v", out, err)
+	}
+	// Another moves the syscall entry (LSTAR) to a stub of its own: the
+	// monitor reads the MSR now and then, the agent puts it back on every
+	// CPU through the guest kernel.
+	if out, err := g.Run("rmmod secaas_tamper; insmod /secaas_tamper.ko lstar=1 && echo loaded; dd if=/dev/zero of=/dev/null bs=1 count=4000 2>/dev/null", 60*time.Second); err != nil || !strings.Contains(out, "loaded") {
+		t.Fatalf("insmod secaas_tamper lstar=1: %q %v", out, err)
+	}
+	e = waitFor("kmon.tampered", func(e agent.Event) bool { return strings.Contains(e.Detail, "lstar") })
+	if !strings.Contains(e.Detail, "; repaired") {
+		t.Fatalf("LSTAR tamper event %+v", e)
+	}
+	t.Logf("%s", e.Detail)
+	if out, err := g.Run("cat /etc/hosts; echo rc=$?; head -1 /etc/hosts", 30*time.Second); err != nil || !strings.Contains(out, "not permitted") || !strings.Contains(out, "secaas") {
+		t.Fatalf("the guest after the LSTAR repair: %q %v", out, err)
 	}
 	// Off: the dispatch is restored and the monitor freed.
 	domains[0].Subnets[0].VMs[0].KMon = nil

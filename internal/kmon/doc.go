@@ -25,6 +25,12 @@
 // wait until no task is in the monitor's check, synchronize_rcu_tasks in
 // the guest, free). The agent runs one per VM whose policy asks for it.
 //
-// Not built yet: protection of the hook (watchpoints, hashes, LSTAR),
-// kernels that dispatch through sys_call_table.
+// Session.Check is the protection: the hooked call, the monitor's code
+// and the syscall entry MSR (LSTAR, read by the monitor every 1,024
+// syscalls into its shared area, since the gdbstub cannot read MSRs) are
+// compared from the guest's RAM with what was written, and put back
+// (LSTAR by the guest kernel, on every CPU) when they differ.
+//
+// Not built yet: write watchpoints, kernels that dispatch through
+// sys_call_table.
 package kmon

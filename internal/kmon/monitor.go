@@ -30,7 +30,9 @@ const (
 	ringEvents   = 64
 	pathLen      = 128
 	maxSyscall   = 512
-	sharedSize   = offEvents + ringEvents*eventSize
+	offLstarSeen = offEvents + ringEvents*eventSize
+	offLstarGood = offLstarSeen + 8
+	sharedSize   = offLstarGood + 8
 	actionOff    = 0
 	actionRecord = 1
 	actionBlock  = 2

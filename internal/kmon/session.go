@@ -134,6 +134,13 @@ func Start(ctx context.Context, k *linuxkern.Kernel, attach func(context.Context
 		tg.Unhook(s.mon.Hook)
 		return nil, err
 	}
+	// The syscall entry MSR as it is now, for the checks.
+	if read := s.mon.Injected.Image.Symbols["secaas_read_lstar"]; read != 0 {
+		if _, err := tg.Call(ctx, read); err != nil {
+			tg.Unhook(s.mon.Hook)
+			return nil, fmt.Errorf("reading the syscall entry MSR: %w", err)
+		}
+	}
 	s.Took = time.Since(t0)
 	return s, nil
 }
@@ -163,6 +170,9 @@ func (s *Session) Poll() ([]Event, int, error) {
 	s.next = next
 	return evs, lost, nil
 }
+
+// HookSite is the address of the hooked call in do_syscall_64.
+func (s *Session) HookSite() uint64 { return s.mon.Hook.Site }
 
 // Calls is how many syscalls went through the monitor.
 func (s *Session) Calls() (uint64, error) { return s.word(offCalls) }

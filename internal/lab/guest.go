@@ -161,6 +161,7 @@ type GuestKernel struct {
 	Version string // uname -r, e.g. 6.1.0-56-cloud-amd64
 	Vmlinuz string
 	Rootkit string // the test rootkit built for it (secaas_dkom.ko), "" if absent
+	Tamper  string // the test module that re-patches a hooked dispatch (secaas_tamper.ko), "" if absent
 }
 
 // FindKernels returns every cached kernel flavour, generic first.
@@ -175,6 +176,9 @@ func FindKernels(repoRoot string) ([]GuestKernel, error) {
 		k := GuestKernel{Version: filepath.Base(dir), Vmlinuz: m}
 		if rk := filepath.Join(dir, "rootkit", "secaas_dkom.ko"); fileExists(rk) {
 			k.Rootkit = rk
+		}
+		if tm := filepath.Join(dir, "rootkit", "secaas_tamper.ko"); fileExists(tm) {
+			k.Tamper = tm
 		}
 		out = append(out, k)
 	}

@@ -29,6 +29,7 @@ extern char current_task[]; /* per-CPU: its value is the offset in %gs */
 #define SECAAS_MAGIC 0x5345434141534d32UL /* "SECAASM2" */
 #define NR_OPEN 2
 #define NR_OPENAT 257
+#define MSR_LSTAR 0xc0000082
 
 enum { ACTION_OFF, ACTION_RECORD, ACTION_BLOCK };
 
@@ -62,6 +63,8 @@ struct secaas_shared {
 	struct secaas_policy policy[SECAAS_POLICIES];
 	unsigned long ev_head; /* events written so far */
 	struct secaas_event ev[SECAAS_EVENTS];
+	unsigned long lstar_seen; /* the syscall entry MSR, read now and then */
+	unsigned long lstar_good; /* its value when the monitor came */
 };
 
 _Static_assert(__builtin_offsetof(struct secaas_shared, off_pid) == 4192, "layout: off_pid");
@@ -70,6 +73,7 @@ _Static_assert(__builtin_offsetof(struct secaas_shared, policy) == 4272, "layout
 _Static_assert(sizeof(struct secaas_policy) == 216, "layout: policy size");
 _Static_assert(__builtin_offsetof(struct secaas_shared, ev_head) == 6000, "layout: ev_head");
 _Static_assert(sizeof(struct secaas_event) == 176, "layout: event size");
+_Static_assert(__builtin_offsetof(struct secaas_shared, lstar_seen) == 17272, "layout: lstar_seen");
 
 /* Pages of its own: the host writes here and the monitor counts here, and
  * a write to a page that holds code costs (an emulator retranslates the
@@ -151,6 +155,31 @@ static __attribute__((noinline)) int policy(const struct pt_regs *regs, unsigned
 	return verdict;
 }
 
+static unsigned long lstar(void)
+{
+	unsigned int lo, hi;
+	asm volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(MSR_LSTAR));
+	return (unsigned long)hi << 32 | lo;
+}
+
+/* secaas_read_lstar records the syscall entry as it is now (the host calls
+ * it once, when the monitor comes). */
+unsigned long secaas_read_lstar(void)
+{
+	struct secaas_shared *s = &secaas_shared;
+	s->lstar_good = s->lstar_seen = lstar();
+	return s->lstar_good;
+}
+
+/* secaas_fix_lstar puts the recorded syscall entry back on this CPU (the
+ * host has the kernel run it on every CPU). */
+void secaas_fix_lstar(void *unused)
+{
+	unsigned long v = secaas_shared.lstar_good;
+	(void)unused;
+	asm volatile("wrmsr" : : "c"(MSR_LSTAR), "a"((unsigned int)v), "d"((unsigned int)(v >> 32)) : "memory");
+}
+
 long secaas_dispatch(const struct pt_regs *regs, unsigned int nr)
 {
 	struct secaas_shared *s = &secaas_shared;
@@ -158,6 +187,10 @@ long secaas_dispatch(const struct pt_regs *regs, unsigned int nr)
 	/* Statistics are plain increments: cheap, and a few may be lost when
 	 * CPUs race. */
 	s->calls++;
+	/* The entry MSR, now and then: a rootkit that moves the syscall entry
+	 * bypasses the dispatch altogether. */
+	if ((s->calls & 1023) == 0)
+		s->lstar_seen = lstar();
 	if (nr < SECAAS_NR) {
 		s->count[nr]++;
 		if (bit(s->block, nr))
