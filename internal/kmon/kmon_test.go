@@ -19,18 +19,12 @@ import (
 	"secaas/internal/linuxkern"
 )
 
-// TestInjectAndCall boots a Debian guest, catches a vCPU on the syscall
-// path through the gdbstub, injects an object relocated against the
-// guest's own kallsyms into module memory made executable, and calls its
-// functions: arithmetic, a call into the guest kernel (strlen of the
-// kernel's banner), and writable data that keeps its state. The guest's
-// module list is unchanged, the memory is freed, and the guest runs on.
-// liveGuest boots a Debian guest that keeps making syscalls, and gives
-// its kernel (read from its RAM) and symbols.
-func liveGuest(t *testing.T, name string) (*lab.Guest, *linuxkern.Kernel, elfreloc.Symbols) {
+// liveGuest boots a Debian guest (with files copied in) that keeps making
+// syscalls, and gives its kernel (read from its RAM) and symbols.
+func liveGuest(t *testing.T, name string, files map[string]string) (*lab.Guest, *linuxkern.Kernel, elfreloc.Symbols) {
 	t.Helper()
 	kernel := guesttest.Kernel(t)
-	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: name, Kernel: kernel, MemMiB: 256, Dir: t.TempDir()})
+	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: name, Kernel: kernel, MemMiB: 256, Dir: t.TempDir(), Files: files})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,10 +82,16 @@ func compileObject(t *testing.T, src string) []byte {
 	return b
 }
 
+// TestInjectAndCall boots a Debian guest, catches a vCPU on the syscall
+// path through the gdbstub, injects an object relocated against the
+// guest's own kallsyms into module memory made executable, and calls its
+// functions: arithmetic, a call into the guest kernel (strlen of the
+// kernel's banner), and writable data that keeps its state. The guest's
+// module list is unchanged, the memory is freed, and the guest runs on.
 func TestInjectAndCall(t *testing.T) {
 	code := compileObject(t, "testdata/probe.c")
 	ctx := context.Background()
-	g, k, syms := liveGuest(t, "secaas-test-kmon")
+	g, k, syms := liveGuest(t, "secaas-test-kmon", nil)
 	modsBefore, err := g.Run("cat /proc/modules | wc -l", 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +200,7 @@ func setBlock(t *testing.T, gdb string, at uint64, nr int, on bool) {
 // syscalls behave as before and the monitor sees none.
 func TestHookCountsAndBlocks(t *testing.T) {
 	code := compileObject(t, "object/monitor.c")
-	g, _, syms := liveGuest(t, "secaas-test-kmon-hook")
+	g, _, syms := liveGuest(t, "secaas-test-kmon-hook", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	tg := caught(t, ctx, g, syms)

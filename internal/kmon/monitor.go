@@ -161,6 +161,10 @@ type Monitor struct {
 	Dispatch uint64 // secaas_dispatch
 	Hook     *Hook
 	Injected *Injected
+	// host is what the host last wrote into the shared area, by offset
+	// (the task layout, the policies, their syscall union, the blocked
+	// numbers): the monitor only reads these.
+	host map[uint64][]byte
 }
 
 // Install injects the monitor object (the caught vCPU makes the calls),
@@ -185,6 +189,7 @@ func (t *Target) Install(ctx context.Context, obj []byte, lay TaskOffsets) (*Mon
 	if err := t.GDB.WriteMemory(m.Shared+offLayout, l); err != nil {
 		return nil, err
 	}
+	m.host = map[uint64][]byte{offLayout: l, offBlock: make([]byte, maxSyscall/8)}
 	if m.Hook, err = t.HookDispatch(m.Dispatch); err != nil {
 		return nil, err
 	}
@@ -201,5 +206,11 @@ func (m *Monitor) SetPolicies(c *gdbstub.Client, ps []Policy) error {
 	if err := c.WriteMemory(m.Shared+offPolicy, table); err != nil {
 		return err
 	}
-	return c.WriteMemory(m.Shared+offWatch, watch)
+	if err := c.WriteMemory(m.Shared+offWatch, watch); err != nil {
+		return err
+	}
+	if m.host != nil {
+		m.host[offPolicy], m.host[offWatch] = table, watch
+	}
+	return nil
 }

@@ -3,9 +3,14 @@ package kmon
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"secaas/internal/gdbstub"
+	"secaas/internal/lab"
+	"secaas/internal/lab/labtest"
 )
 
 func TestEncodePolicies(t *testing.T) {
@@ -94,7 +99,7 @@ func FuzzDecodeEvents(f *testing.F) {
 // inside the guest while another process (head) still reads the file.
 func TestPolicyRecordAndBlock(t *testing.T) {
 	code := compileObject(t, "object/monitor.c")
-	g, k, syms := liveGuest(t, "secaas-test-kmon-policy")
+	g, k, syms := liveGuest(t, "secaas-test-kmon-policy", nil)
 	if _, err := g.Run("mkdir -p /etc; echo '127.0.0.1 localhost secaas' > /etc/hosts", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -162,5 +167,73 @@ func TestPolicyRecordAndBlock(t *testing.T) {
 	c.Detach()
 	if out, err := g.Run("cat /etc/hosts", 30*time.Second); err != nil || !strings.Contains(out, "secaas") {
 		t.Fatalf("cat after the unhook: %q %v", out, err)
+	}
+}
+
+// TestCheckRepairsTampering: a session blocks `cat /etc/hosts`; a module
+// in the guest zeroes the host's part of the monitor's shared area (the
+// monitor is disarmed: cat reads the file); one Check finds it from the
+// guest's RAM and writes it back, and cat is blocked again.
+func TestCheckRepairsTampering(t *testing.T) {
+	code := compileObject(t, "object/monitor.c")
+	ks, err := lab.FindKernels("../..")
+	if err != nil || ks[0].Tamper == "" {
+		labtest.Missing(t, "no test tamper module: run scripts/guest-kernel.sh")
+	}
+	g, k, _ := liveGuest(t, "secaas-test-kmon-tamper", map[string]string{"/secaas_tamper.ko": ks[0].Tamper})
+	if _, err := g.Run("mkdir -p /etc; echo '127.0.0.1 localhost secaas' > /etc/hosts", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dial := func(ctx context.Context) (*gdbstub.Client, error) { return gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second) }
+	s, err := Start(ctx, k, dial, code, []Policy{{Syscalls: []int{2, 257}, Subject: "cat", Object: "/etc/hosts", Action: "block"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocked := func() bool {
+		t.Helper()
+		out, err := g.Run("cat /etc/hosts", 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(out, "not permitted")
+	}
+	if !blocked() {
+		t.Fatal("cat not blocked")
+	}
+	if found, err := s.Check(ctx); err != nil || len(found) != 0 {
+		t.Fatalf("check of an untouched monitor: %v %v", found, err)
+	}
+	area := s.mon.Shared + offLayout
+	if out, err := g.Run(fmt.Sprintf("insmod /secaas_tamper.ko zero=%#x zero_len=%d && echo loaded", area, offEvHead-offLayout), 30*time.Second); err != nil || !strings.Contains(out, "loaded") {
+		t.Fatalf("insmod: %q %v", out, err)
+	}
+	if blocked() {
+		t.Fatal("the zeroed monitor still blocks: the tamperer missed")
+	}
+	found, err := s.Check(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data int
+	for _, f := range found {
+		if f.What != "data" || f.Err != nil {
+			t.Fatalf("found %v", found)
+		}
+		data++
+	}
+	if data < 2 { // the task layout and the policies at least
+		t.Fatalf("found %v", found)
+	}
+	t.Logf("%v", found)
+	if !blocked() {
+		t.Fatal("cat not blocked after the repair")
+	}
+	if err := s.Stop(ctx, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if blocked() {
+		t.Fatal("cat blocked after the monitor left")
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"secaas/internal/gdbstub"
 )
@@ -13,7 +15,7 @@ import (
 // Tamper is a change to the monitor's hold on the guest that Check found
 // and undid.
 type Tamper struct {
-	What   string // "dispatch" (the hooked call), "code" (a monitor section) or "lstar" (the syscall entry MSR)
+	What   string // "dispatch" (the hooked call), "code" (a monitor section), "data" (the host's part of the shared area) or "lstar" (the syscall entry MSR)
 	Addr   uint64
 	Detail string
 	Err    error // the repair failed
@@ -28,10 +30,12 @@ func (t Tamper) String() string {
 }
 
 // Check compares, in the guest's RAM (the guest is not stopped), the
-// hooked call in do_syscall_64 and the monitor's code with what was
-// written, and writes back through the gdbstub whatever differs: a
-// rootkit that unhooks or patches the monitor is undone within one
-// check.
+// hooked call in do_syscall_64, the monitor's code and the host's part of
+// its shared area (task layout, policies, watched and blocked syscalls)
+// with what was written, and the syscall entry MSR with its value at
+// injection, and puts back whatever differs: a rootkit that unhooks,
+// patches or disarms the monitor, or moves the syscall entry, is undone
+// within one check.
 func (s *Session) Check(ctx context.Context) ([]Tamper, error) {
 	var found []Tamper
 	h := s.mon.Hook
@@ -64,6 +68,16 @@ func (s *Session) Check(ctx context.Context) ([]Tamper, error) {
 			found = append(found, Tamper{What: "code", Addr: sec.Addr, Detail: fmt.Sprintf("%d bytes of %s changed", n, sec.Name)})
 		}
 	}
+	for _, off := range slices.Sorted(maps.Keys(s.mon.host)) {
+		want := s.mon.host[off]
+		got, err := ReadVA(s.k, s.mon.Shared+off, len(want))
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(got, want) {
+			found = append(found, Tamper{What: "data", Addr: s.mon.Shared + off, Detail: fmt.Sprintf("the host's %s changed", hostField[off])})
+		}
+	}
 	ls, err := ReadVA(s.k, s.mon.Shared+offLstarSeen, 16)
 	if err != nil {
 		return nil, err
@@ -85,6 +99,8 @@ func (s *Session) Check(ctx context.Context) ([]Tamper, error) {
 			continue
 		}
 		switch t.What {
+		case "data":
+			found[i].Err = c.WriteMemory(t.Addr, s.mon.host[t.Addr-s.mon.Shared])
 		case "lstar":
 			found[i].Err = s.fixLstar(ctx, c, good)
 		case "dispatch":
@@ -99,6 +115,9 @@ func (s *Session) Check(ctx context.Context) ([]Tamper, error) {
 	}
 	return found, nil
 }
+
+// hostField names the host's parts of the shared area.
+var hostField = map[uint64]string{offLayout: "task layout", offBlock: "blocked syscalls", offWatch: "watched syscalls", offPolicy: "policies"}
 
 // fixLstar has the guest kernel put its syscall entry back on every CPU
 // (on_each_cpu_cond_mask with the monitor's secaas_fix_lstar) and marks

