@@ -186,7 +186,9 @@ func TestCheckRepairsTampering(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	dial := func(ctx context.Context) (*gdbstub.Client, error) { return gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second) }
+	dial := func(ctx context.Context) (*gdbstub.Client, error) {
+		return gdbstub.Dial(ctx, "unix", g.GDB, 10*time.Second)
+	}
 	s, err := Start(ctx, k, dial, code, []Policy{{Syscalls: []int{2, 257}, Subject: "cat", Object: "/etc/hosts", Action: "block"}})
 	if err != nil {
 		t.Fatal(err)
