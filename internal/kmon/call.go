@@ -190,16 +190,24 @@ func (t *Target) Inject(ctx context.Context, obj []byte) (*Injected, error) {
 		return nil, err
 	}
 	pages := int((probe.Size + 4095) / 4096)
-	alloc, err := t.sym("module_alloc")
-	if err != nil {
-		return nil, err
-	}
-	base, err := t.Call(ctx, alloc, uint64(pages)*4096)
-	if err != nil {
-		return nil, err
+	// module_alloc(size) until Linux 6.10; execmem_alloc(EXECMEM_DEFAULT,
+	// size) since.
+	var base uint64
+	if alloc, err := t.sym("module_alloc"); err == nil {
+		base, err = t.Call(ctx, alloc, uint64(pages)*4096)
+		if err != nil {
+			return nil, err
+		}
+	} else if alloc, err2 := t.sym("execmem_alloc"); err2 == nil {
+		base, err = t.Call(ctx, alloc, 0, uint64(pages)*4096)
+		if err != nil {
+			return nil, err
+		}
+	} else {
+		return nil, fmt.Errorf("the guest has neither module_alloc nor execmem_alloc: %w", err)
 	}
 	if base == 0 || base&0xfff != 0 {
-		return nil, fmt.Errorf("module_alloc(%d) gave %#x", pages*4096, base)
+		return nil, fmt.Errorf("allocating %d bytes of module memory gave %#x", pages*4096, base)
 	}
 	im, err := elfreloc.Relocate(obj, base, t.Syms)
 	if err != nil {
@@ -229,7 +237,9 @@ func (t *Target) Remove(ctx context.Context, inj *Injected) error {
 	}
 	free, err := t.sym("module_memfree")
 	if err != nil {
-		return err
+		if free, err = t.sym("execmem_free"); err != nil { // Linux 6.10 and later
+			return err
+		}
 	}
 	if r, err := t.Call(ctx, nx, inj.Image.Base, uint64(inj.Pages)); err != nil || int32(r) != 0 {
 		return fmt.Errorf("set_memory_nx(%#x) = %d: %v", inj.Image.Base, int32(r), err)

@@ -32,7 +32,8 @@ const (
 	maxSyscall   = 512
 	offLstarSeen = offEvents + ringEvents*eventSize
 	offLstarGood = offLstarSeen + 8
-	sharedSize   = offLstarGood + 8
+	offCurrent   = offLstarGood + 8
+	sharedSize   = offCurrent + 8
 	actionOff    = 0
 	actionRecord = 1
 	actionBlock  = 2
@@ -49,8 +50,12 @@ type Policy struct {
 	Action   string `json:"action"`
 }
 
-// TaskOffsets are the guest's task layout the monitor needs (from BTF).
-type TaskOffsets struct{ Pid, Comm, Cred, UID uint32 }
+// TaskOffsets are the guest's task layout the monitor needs (from BTF),
+// and where the current task's pointer is (a per-CPU offset in %gs).
+type TaskOffsets struct {
+	Pid, Comm, Cred, UID uint32
+	Current              uint64
+}
 
 // EncodePolicies lays out policies for the shared area: the policy table
 // and the union of their syscall sets.
@@ -189,7 +194,11 @@ func (t *Target) Install(ctx context.Context, obj []byte, lay TaskOffsets) (*Mon
 	if err := t.GDB.WriteMemory(m.Shared+offLayout, l); err != nil {
 		return nil, err
 	}
-	m.host = map[uint64][]byte{offLayout: l, offBlock: make([]byte, maxSyscall/8)}
+	cur := binary.LittleEndian.AppendUint64(nil, lay.Current)
+	if err := t.GDB.WriteMemory(m.Shared+offCurrent, cur); err != nil {
+		return nil, err
+	}
+	m.host = map[uint64][]byte{offLayout: l, offCurrent: cur, offBlock: make([]byte, maxSyscall/8)}
 	if m.Hook, err = t.HookDispatch(m.Dispatch); err != nil {
 		return nil, err
 	}

@@ -117,7 +117,7 @@ func (s *Session) Check(ctx context.Context) ([]Tamper, error) {
 }
 
 // hostField names the host's parts of the shared area.
-var hostField = map[uint64]string{offLayout: "task layout", offBlock: "blocked syscalls", offWatch: "watched syscalls", offPolicy: "policies"}
+var hostField = map[uint64]string{offLayout: "task layout", offCurrent: "current task's place", offBlock: "blocked syscalls", offWatch: "watched syscalls", offPolicy: "policies"}
 
 // fixLstar has the guest kernel put its syscall entry back on every CPU
 // (on_each_cpu_cond_mask with the monitor's secaas_fix_lstar) and marks

@@ -66,6 +66,20 @@ func Layout(k *linuxkern.Kernel) (TaskOffsets, error) {
 		}
 		*f.dst = o
 	}
+	// The current task: the per-CPU current_task until Linux 6.1,
+	// pcpu_hot.current_task since 6.2.
+	syms := Symbols(k)
+	if c := syms["current_task"]; c != 0 {
+		lay.Current = c
+	} else if hot := syms["pcpu_hot"]; hot != 0 {
+		o, err := k.Offset("pcpu_hot", "current_task")
+		if err != nil {
+			return lay, err
+		}
+		lay.Current = hot + uint64(o)
+	} else {
+		return lay, errors.New("the guest has neither current_task nor pcpu_hot")
+	}
 	return lay, nil
 }
 

@@ -58,6 +58,10 @@ func FindVMCoreInfo(mem io.ReaderAt, size int64) (*VMCoreInfo, error) {
 			text := b[at:end]
 			if z := bytes.IndexByte(text, 0); z >= 0 {
 				text = text[:z]
+			} else if nl := bytes.LastIndexByte(text, '\n'); nl >= 0 {
+				// No end within the bound (the text runs on into the
+				// page's next bytes): the lines that fit, not a cut one.
+				text = text[:nl+1]
 			}
 			vi, err := ParseVMCoreInfo(text)
 			if err == nil {
@@ -72,6 +76,17 @@ func FindVMCoreInfo(mem io.ReaderAt, size int64) (*VMCoreInfo, error) {
 		return nil, fmt.Errorf("%w (last candidate: %v)", ErrNoVMCoreInfo, lastErr)
 	}
 	return nil, ErrNoVMCoreInfo
+}
+
+// parseNumber reads a NUMBER() value: decimal, possibly negative, or, as
+// kernels since 6.x print addresses (VMALLOC_START), hexadecimal with 0x,
+// kept as its 64-bit pattern.
+func parseNumber(v string) (int64, error) {
+	if n, err := strconv.ParseInt(v, 0, 64); err == nil {
+		return n, nil
+	}
+	u, err := strconv.ParseUint(v, 0, 64)
+	return int64(u), err
 }
 
 // ParseVMCoreInfo parses VMCOREINFO text ("KEY=value" lines).
@@ -112,7 +127,7 @@ func ParseVMCoreInfo(text []byte) (*VMCoreInfo, error) {
 			} else if name, ok := inner("OFFSET"); ok {
 				vi.Offsets[name], err = strconv.ParseInt(v, 10, 64)
 			} else if name, ok := inner("NUMBER"); ok {
-				vi.Numbers[name], err = strconv.ParseInt(v, 10, 64)
+				vi.Numbers[name], err = parseNumber(v)
 			}
 			// Other keys (CRASHTIME, BUILD-ID, ...) are kept out.
 		}

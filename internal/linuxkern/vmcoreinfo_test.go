@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-const sample = "OSRELEASE=6.1.0-56-amd64\nBUILD-ID=abc\nPAGESIZE=4096\nSYMBOL(init_uts_ns)=ffffffff9a613f20\nSYMBOL(init_top_pgt)=ffffffff9a40a000\nSIZE(list_head)=16\nOFFSET(list_head.next)=0\nNUMBER(phys_base)=-226492416\nKERNELOFFSET=19000000\n"
+const sample = "OSRELEASE=6.1.0-56-amd64\nBUILD-ID=abc\nPAGESIZE=4096\nSYMBOL(init_uts_ns)=ffffffff9a613f20\nSYMBOL(init_top_pgt)=ffffffff9a40a000\nSIZE(list_head)=16\nOFFSET(list_head.next)=0\nNUMBER(phys_base)=-226492416\nNUMBER(VMALLOC_START)=0xffffd19140000000\nKERNELOFFSET=19000000\n"
 
 func TestParseVMCoreInfo(t *testing.T) {
 	vi, err := ParseVMCoreInfo([]byte(sample))
@@ -13,7 +13,7 @@ func TestParseVMCoreInfo(t *testing.T) {
 		t.Fatal(err)
 	}
 	if vi.OSRelease != "6.1.0-56-amd64" || vi.KernelOffset != 0x19000000 || vi.Symbols["init_uts_ns"] != 0xffffffff9a613f20 ||
-		vi.Sizes["list_head"] != 16 || vi.PhysBase != 0xfffffffff2800000 {
+		vi.Sizes["list_head"] != 16 || vi.PhysBase != 0xfffffffff2800000 || uint64(vi.Numbers["VMALLOC_START"]) != 0xffffd19140000000 {
 		t.Fatalf("parsed %+v", vi)
 	}
 	// A negative phys_base wraps: the kernel sits below its link address.

@@ -20,7 +20,6 @@ struct pt_regs {
 extern long x64_sys_call(const struct pt_regs *regs, unsigned int nr);
 extern long strncpy_from_user(char *dst, const char *src, long count);
 extern long long ktime_get(void);
-extern char current_task[]; /* per-CPU: its value is the offset in %gs */
 
 #define SECAAS_NR 512
 #define SECAAS_POLICIES 8
@@ -65,6 +64,9 @@ struct secaas_shared {
 	struct secaas_event ev[SECAAS_EVENTS];
 	unsigned long lstar_seen; /* the syscall entry MSR, read now and then */
 	unsigned long lstar_good; /* its value when the monitor came */
+	/* The per-CPU offset (in %gs) of the current task's pointer, from the
+	 * host: current_task until 6.1, pcpu_hot.current_task since. */
+	unsigned long current_off;
 };
 
 _Static_assert(__builtin_offsetof(struct secaas_shared, off_pid) == 4192, "layout: off_pid");
@@ -74,6 +76,7 @@ _Static_assert(sizeof(struct secaas_policy) == 216, "layout: policy size");
 _Static_assert(__builtin_offsetof(struct secaas_shared, ev_head) == 6000, "layout: ev_head");
 _Static_assert(sizeof(struct secaas_event) == 176, "layout: event size");
 _Static_assert(__builtin_offsetof(struct secaas_shared, lstar_seen) == 17272, "layout: lstar_seen");
+_Static_assert(__builtin_offsetof(struct secaas_shared, current_off) == 17288, "layout: current_off");
 
 /* Pages of its own: the host writes here and the monitor counts here, and
  * a write to a page that holds code costs (an emulator retranslates the
@@ -83,7 +86,7 @@ struct secaas_shared secaas_shared __attribute__((aligned(4096))) = { .magic = S
 static inline char *current(void)
 {
 	char *t;
-	asm volatile("movq %%gs:%P1, %0" : "=r"(t) : "p"(current_task));
+	asm volatile("movq %%gs:(%1), %0" : "=r"(t) : "r"(secaas_shared.current_off));
 	return t;
 }
 

@@ -1,6 +1,7 @@
 package guesttest
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -10,11 +11,17 @@ import (
 	"secaas/internal/lab/labtest"
 )
 
-// Kernel returns the guest kernel (Debian's, which make fetches).
+// Kernel returns the guest kernel (Debian's, which make fetches), or
+// the one $SECAAS_GUEST_KERNEL names, to run the guest tests on another
+// kernel (a vmlinuz with its package's root/lib/modules beside it, as
+// scripts/guest-kernel.sh lays them out).
 func Kernel(t testing.TB) string {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		labtest.Missing(t, "qemu-system-x86_64 not installed")
+	}
+	if k := os.Getenv("SECAAS_GUEST_KERNEL"); k != "" {
+		return k
 	}
 	kernel, err := lab.FindKernel(repoRoot())
 	if err != nil {
