@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"secaas/internal/gdbstub"
@@ -107,9 +109,12 @@ func recordKey(p inventory.Port) string {
 	return string(b)
 }
 
-// runKMon injects the monitor into one VM, reports its events and
-// repairs tampering with its hook and code (kmon.tampered) until ctx
-// ends, and then has it removed.
+// kmonRetry is how long a failed injection waits before the next try.
+const kmonRetry = 30 * time.Second
+
+// runKMon injects the monitor into one VM (trying again every kmonRetry
+// while it fails), reports its events and repairs tampering with its hook
+// and code (kmon.tampered) until ctx ends, and then has it removed.
 func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []kmon.Policy, next <-chan []kmon.Policy) {
 	tid, ten, name := want.TID, want.Tenant, want.VM.Name
 	emit := func(kind, detail string) {
@@ -128,56 +133,41 @@ func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []k
 		emit("kmon.waiting", why)
 		return
 	}
+	// A failure that repeats (the guest makes no syscalls, or went away)
+	// is said once, until something works again.
+	var said string
+	fail := func(err error, what string) {
+		if err == nil {
+			said = ""
+			return
+		}
+		if msg := fmt.Sprintf("%s: %v", what, err); msg != said && ctx.Err() == nil {
+			emit("kmon.failed", msg)
+			said = msg
+		}
+	}
 	gate := a.kgates.gate(id)
 	gate.Lock()
-	release := true
-	defer func() {
-		if release {
+	var s *kmon.Session
+	var mem *guestmem.Mem
+	for {
+		var err error
+		if s, mem, err = a.injectKMon(ctx, want.Host, rules); err == nil {
+			break
+		}
+		fail(err, "injection")
+		select {
+		case <-ctx.Done():
 			gate.Unlock()
+			return
+		case rules = <-next:
+		case <-time.After(kmonRetry):
 		}
-	}()
-	obj, err := os.ReadFile(a.KMonObject)
-	if err != nil {
-		emit("kmon.failed", fmt.Sprintf("monitor object: %v", err))
-		return
 	}
-	f, err := a.Host.OpenFile(want.Host.Memory, os.O_RDONLY, 0)
-	if err != nil {
-		emit("kmon.failed", fmt.Sprintf("guest RAM: %v", err))
-		return
-	}
-	mem, err := guestmem.OpenSharedFile(f)
-	f.Close()
-	if err != nil {
-		emit("kmon.failed", fmt.Sprintf("guest RAM: %v", err))
-		return
-	}
-	k, err := linuxkern.Open(mem, mem.Size())
-	if err != nil {
-		mem.Close()
-		emit("kmon.failed", fmt.Sprintf("guest kernel: %v", err))
-		return
-	}
-	host, sock := a.Host, want.Host.GDB
-	attach := func(ctx context.Context) (*gdbstub.Client, error) {
-		conn, err := host.DialUnix(ctx, sock)
-		if err != nil {
-			return nil, err
-		}
-		return gdbstub.NewClient(conn, 10*time.Second)
-	}
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	s, err := kmon.Start(sctx, k, attach, obj, rules)
-	cancel()
-	if err != nil {
-		mem.Close()
-		emit("kmon.failed", fmt.Sprintf("injection: %v", err))
-		return
-	}
+	said = ""
 	emit("kmon.started", fmt.Sprintf("monitor injected and dispatch hooked at %#x in %s; rules: %d", s.HookSite(), s.Took.Round(time.Millisecond), len(rules)))
 	// The removal outlives the worker (stop returns at once), holding the
 	// VM's gate until the guest is given back.
-	release = false
 	defer func() {
 		a.kgates.wg.Add(1)
 		go func() {
@@ -202,16 +192,17 @@ func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []k
 			return
 		case rules := <-next:
 			if err := s.SetPolicies(ctx, rules); err != nil {
-				emit("kmon.failed", fmt.Sprintf("new rules: %v", err))
+				fail(err, "new rules")
 			} else {
 				emit("kmon.rules", fmt.Sprintf("rules: %d", len(rules)))
 			}
 		case <-t.C:
-			a.kmonEvents(s, emit)
-			tampers, err := s.Check(ctx)
-			if err != nil && ctx.Err() == nil {
-				emit("kmon.failed", fmt.Sprintf("checking the hook: %v", err))
+			if err := a.kmonEvents(s, emit); err != nil {
+				fail(err, "reading events")
+				continue
 			}
+			tampers, err := s.Check(ctx)
+			fail(err, "checking the hook")
 			for _, tm := range tampers {
 				emit("kmon.tampered", tm.String())
 			}
@@ -219,12 +210,51 @@ func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []k
 	}
 }
 
+// injectKMon opens the guest of a port's record (its RAM beneath the
+// roots, its kernel read from it) and starts a monitor there through its
+// gdbstub socket.
+func (a *Agent) injectKMon(ctx context.Context, rec inventory.Port, rules []kmon.Policy) (*kmon.Session, *guestmem.Mem, error) {
+	obj, err := os.ReadFile(a.KMonObject)
+	if err != nil {
+		return nil, nil, fmt.Errorf("monitor object: %w", err)
+	}
+	f, err := a.Host.OpenFile(rec.Memory, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, nil, hostErr("the guest's RAM file", rec.Name, err)
+	}
+	mem, err := guestmem.OpenSharedFile(f)
+	f.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("guest RAM: %w", err)
+	}
+	k, err := linuxkern.Open(mem, mem.Size())
+	if err != nil {
+		mem.Close()
+		return nil, nil, fmt.Errorf("guest kernel: %w", err)
+	}
+	host, sock := a.Host, rec.GDB
+	attach := func(ctx context.Context) (*gdbstub.Client, error) {
+		conn, err := host.DialUnix(ctx, sock)
+		if err != nil {
+			return nil, hostErr("the guest's gdbstub socket", rec.Name, err)
+		}
+		return gdbstub.NewClient(conn, 10*time.Second)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	s, err := kmon.Start(sctx, k, attach, obj, rules)
+	if err != nil {
+		mem.Close()
+		return nil, nil, err
+	}
+	return s, mem, nil
+}
+
 // kmonEvents reports the monitor's new events: kmon.record or kmon.block.
-func (a *Agent) kmonEvents(s *kmon.Session, emit func(kind, detail string)) {
+func (a *Agent) kmonEvents(s *kmon.Session, emit func(kind, detail string)) error {
 	evs, lost, err := s.Poll()
 	if err != nil {
-		emit("kmon.failed", fmt.Sprintf("reading events: %v", err))
-		return
+		return err
 	}
 	for _, e := range evs {
 		emit("kmon."+e.Verdict, fmt.Sprintf("pid %d uid %d comm %s syscall %d path %s", e.PID, e.UID, e.Comm, e.Syscall, e.Path))
@@ -232,10 +262,23 @@ func (a *Agent) kmonEvents(s *kmon.Session, emit func(kind, detail string)) {
 	if lost > 0 {
 		emit("kmon.lost", fmt.Sprintf("%d events overwritten before they were read", lost))
 	}
+	return nil
 }
 
 // stopKMonLocked stops every syscall monitor and waits for their removal.
 func (a *Agent) stopKMonLocked() {
 	stopAll(a.kmons)
 	a.kgates.wg.Wait()
+}
+
+// hostErr says what went wrong with a host resource of a port's record
+// in words a tenant may read: the resource and the system's reason, not
+// the host path (events go to the tenant).
+func hostErr(what, port string, err error) error {
+	var errno syscall.Errno
+	reason := "cannot be opened"
+	if errors.As(err, &errno) {
+		reason = errno.Error()
+	}
+	return fmt.Errorf("%s of port %s: %s", what, port, reason)
 }

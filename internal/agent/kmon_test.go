@@ -10,14 +10,12 @@ import (
 	"time"
 
 	"secaas/internal/agent"
-	"secaas/internal/guestmem"
 	"secaas/internal/hostpath"
 	"secaas/internal/inventory"
 	"secaas/internal/kmon"
 	"secaas/internal/lab"
 	"secaas/internal/lab/guesttest"
 	"secaas/internal/lab/labtest"
-	"secaas/internal/linuxkern"
 	"secaas/internal/tenant"
 )
 
@@ -80,11 +78,12 @@ func TestKMonOnLiveGuest(t *testing.T) {
 	if err := a.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
+	from := 0 // events before this one are an earlier phase's
 	waitFor := func(kind string, match func(agent.Event) bool) agent.Event {
 		t.Helper()
 		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
 			mu.Lock()
-			for _, e := range events {
+			for _, e := range events[from:] {
 				if e.Kind == kind && (match == nil || match(e)) {
 					mu.Unlock()
 					return e
@@ -107,6 +106,17 @@ func TestKMonOnLiveGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("kmon.waiting", nil)
+	// A gdbstub socket that is not there: the injection fails, is said
+	// once, and is tried again later.
+	if err := a.Apply(ctx, domains, inventory.Index([]inventory.Port{{Name: "kmondb", Tenant: "acme", Memory: g.RAMFile, GDB: g.GDB + ".gone"}})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("kmon.failed", func(e agent.Event) bool {
+		return strings.Contains(e.Detail, "gdbstub socket of port kmondb: no such file") && !strings.Contains(e.Detail, "gdb.sock")
+	})
+	mu.Lock()
+	from = len(events)
+	mu.Unlock()
 	inv := inventory.Index([]inventory.Port{{Name: "kmondb", Tenant: "acme", Memory: g.RAMFile, GDB: g.GDB}})
 	if err := a.Apply(ctx, domains, inv); err != nil {
 		t.Fatal(err)
@@ -144,16 +154,7 @@ func TestKMonOnLiveGuest(t *testing.T) {
 	if _, err := fmt.Sscanf(started.Detail[strings.Index(started.Detail, "hooked at ")+len("hooked at "):], "%v", &site); err != nil || site == 0 {
 		t.Fatalf("no hook site in %q: %v", started.Detail, err)
 	}
-	mem, err := guestmem.OpenShared(g.RAMFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	k, err := linuxkern.Open(mem, mem.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
-	x64 := kmon.Symbols(k)["x64_sys_call"]
+	x64 := kmon.Symbols(guesttest.OpenKernel(t, g.RAMFile))["x64_sys_call"]
 	if out, err := g.Run(fmt.Sprintf("insmod /secaas_tamper.ko site=%#x target=%#x && echo loaded", site, x64), 30*time.Second); err != nil || !strings.Contains(out, "loaded") {
 		t.Fatalf("insmod secaas_tamper: %q %v", out, err)
 	}

@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"secaas/internal/guestmem"
 	"secaas/internal/lab"
 	"secaas/internal/lab/guesttest"
-	"secaas/internal/linuxkern"
 )
 
 func TestDecode(t *testing.T) {
@@ -66,15 +64,7 @@ func TestLiveGuest(t *testing.T) {
 	if out, err := g.Run("echo ready", 60*time.Second); err != nil || !strings.Contains(out, "ready") {
 		t.Fatalf("guest: %q %v", out, err)
 	}
-	mem, err := guestmem.OpenShared(g.RAMFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mem.Close()
-	k, err := linuxkern.Open(mem, mem.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := guesttest.OpenKernel(t, g.RAMFile)
 	sym, ok := k.Syms.Lookup("x64_sys_call")
 	if !ok {
 		t.Fatal("no x64_sys_call in kallsyms")
@@ -108,7 +98,7 @@ func TestLiveGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := make([]byte, 64)
-	if _, err := mem.ReadAt(want, pa); err != nil {
+	if _, err := k.Mem.ReadAt(want, pa); err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 4196 || !bytes.Equal(got[:64], want) {

@@ -12,7 +12,6 @@ import (
 
 	"secaas/internal/elfreloc"
 	"secaas/internal/gdbstub"
-	"secaas/internal/guestmem"
 	"secaas/internal/lab"
 	"secaas/internal/lab/guesttest"
 	"secaas/internal/lab/labtest"
@@ -33,15 +32,7 @@ func liveGuest(t *testing.T, name string, files map[string]string) (*lab.Guest, 
 	if _, err := g.Run("(while true; do cat /proc/version > /dev/null; done) &", 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	mem, err := guestmem.OpenShared(g.RAMFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mem.Close() })
-	k, err := linuxkern.Open(mem, mem.Size())
-	if err != nil {
-		t.Fatal(err)
-	}
+	k := guesttest.OpenKernel(t, g.RAMFile)
 	return g, k, Symbols(k)
 }
 

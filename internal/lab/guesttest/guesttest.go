@@ -7,8 +7,10 @@ import (
 	"runtime"
 	"testing"
 
+	"secaas/internal/guestmem"
 	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"
+	"secaas/internal/linuxkern"
 )
 
 // Kernel returns the guest kernel (Debian's, which make fetches), or
@@ -34,4 +36,20 @@ func Kernel(t testing.TB) string {
 func repoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "..")
+}
+
+// OpenKernel reads a running guest's kernel from its RAM file (closed
+// when the test ends).
+func OpenKernel(t testing.TB, ramFile string) *linuxkern.Kernel {
+	t.Helper()
+	mem, err := guestmem.OpenShared(ramFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mem.Close() })
+	k, err := linuxkern.Open(mem, mem.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
