@@ -10,7 +10,13 @@
 // the host keeps its previous state), ErrPending when one has not
 // answered. No node I/O happens inside a store transaction. DomainStatus
 // and Hosts show per-object and per-host state, like Kubernetes'
-// observedGeneration; Sink takes what the hosts report.
+// observedGeneration; Sink takes what the hosts report. A domain whose
+// VMs sit on several hosts goes to each of them with the tunnel endpoints
+// the other hosts reported (VXLAN between their bridges); a host that
+// reports a new endpoint makes the controller publish again at once.
+// Syscall monitoring policies (SetKMon) need the VM's RAM file and
+// gdbstub socket in the inventory, as memory monitoring needs the RAM
+// file.
 //
 // It also keeps the host inventory (package inventory): the admin leases
 // switch ports to tenants and records each VM's host and host resources;
