@@ -1,11 +1,12 @@
 // Package inventory is the host's own record of its switch ports: which
 // tenant each port is leased to, the hypervisor host it is on (where the
 // VM's services run), whether it is an uplink, and, for a VM's port, the
-// host resources of that VM (its guest RAM file, QMP socket and disk). It
+// host resources of that VM (its guest RAM file, QMP socket, gdbstub
+// socket and disk). It
 // is host data, set by the admin (or made from a libvirt domain's XML or
 // Open vSwitch's external_ids: FromLibvirt, FromOVS), never by a tenant: a tenant's
 // domain may bind only ports leased to its tenant, and a tenant's service
-// policies (memory monitoring, HyperAV) take their host resources from
+// policies (memory and syscall monitoring, HyperAV) take their host resources from
 // the port's record, not from the tenant.
 //
 // The package is pure: types, validation, the ownership check and the
