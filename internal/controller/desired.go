@@ -164,12 +164,16 @@ func (c *Controller) publishLocked(ctx context.Context, all []tenant.Domain, por
 		c.log.Error("list hosts", "err", err)
 	}
 	states := c.desiredStates(all, ports, known, g)
+	sums := make(map[string][32]byte, len(states)) // the digest ignores the generation
+	for h, d := range states {
+		sums[h] = digest(d)
+	}
 	if bump != nil {
 		// A host's state changed with no change committed (a host
 		// reported a new tunnel endpoint): that needs a generation of its
 		// own, for agents ignore a state at the generation they have.
-		for h, d := range states {
-			if old, ok := c.sent[h]; ok && old != digest(d) {
+		for h := range states {
+			if old, ok := c.sent[h]; ok && old != sums[h] {
 				ng, err := bump()
 				if err != nil {
 					c.log.Error("new generation", "err", err)
@@ -186,7 +190,7 @@ func (c *Controller) publishLocked(ctx context.Context, all []tenant.Domain, por
 	}
 	var changed []string
 	for h, d := range states {
-		sum := digest(d)
+		sum := sums[h]
 		if old, ok := c.sent[h]; ok && old == sum && !force {
 			continue
 		}

@@ -10,10 +10,12 @@ import (
 	"secaas/internal/tenant"
 )
 
-// Cache remembers the flows each rule compiled to, with their text, so
-// that a compilation through it (Cache.Compile) compiles and renders
-// only the rules whose content, priority or perimeters changed, and
-// Delta finds what changed by rule instead of by line. With priorities
+// Cache remembers the flows each rule compiled to, and each domain's
+// other flows, with their text, so that a compilation through it
+// (Cache.Compile) compiles and renders only the rules whose content,
+// priority or perimeters changed and the domains whose VMs, ports or
+// tunnels changed, and Delta finds what changed by chunk instead of by
+// line. With priorities
 // kept stable (CompileFrom), adding one rule to a domain of thousands
 // compiles one rule. A Cache is not safe for concurrent use.
 type Cache struct {
@@ -23,7 +25,7 @@ type Cache struct {
 }
 
 // chunk is one rule's flows, or a domain's other flows, and their text;
-// immutable once made.
+// only gen changes once it is made.
 type chunk struct {
 	flows     []Flow
 	lines     []string
@@ -211,8 +213,9 @@ func appendRuleSig(b []byte, r *tenant.Rule) []byte {
 }
 
 // Delta says which lines of old's text to delete and which of new's to
-// add to go from old to new: by rule where both came through one Cache
-// (a rule's flows are one unit), by line for the rest.
+// add to go from old to new: by chunk where both came through one Cache
+// (a rule's flows, or a domain's other flows, are one unit), by line for
+// the rest.
 func Delta(old, new *Set) (del, add []string) {
 	had := make(map[*chunk]bool, len(old.chunks))
 	for _, ch := range old.chunks {

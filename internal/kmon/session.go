@@ -188,9 +188,6 @@ func (s *Session) Poll() ([]Event, int, error) {
 // HookSite is the address of the hooked call in do_syscall_64.
 func (s *Session) HookSite() uint64 { return s.mon.Hook.Site }
 
-// Calls is how many syscalls went through the monitor.
-func (s *Session) Calls() (uint64, error) { return s.word(offCalls) }
-
 func (s *Session) word(off uint64) (uint64, error) {
 	b, err := ReadVA(s.k, s.mon.Shared+off, 8)
 	if err != nil {
