@@ -34,6 +34,7 @@ func main() {
 	flag.StringVar(&c.BusListen, "bus-listen", "", "where a controller's embedded NATS server listens (default 127.0.0.1:4222; all: set it to use NATS on one host too)")
 	flag.StringVar(&c.BusTokenFile, "bus-token-file", "/var/lib/secaas/bus.token", "token that admits hosts to the bus (created with a random token if missing; copy it to every agent)")
 	flag.StringVar(&tunnelIP, "tunnel-ip", "", "this host's VXLAN endpoint: the address the other hosts reach it at (unset: domains do not span hosts to or from it)")
+	flag.StringVar(&c.ModelDir, "nad-models", "/var/lib/secaas/models", "directory of trained anomaly-detection models (secaas nad train) that NAD policies name")
 	flag.StringVar(&c.KMonObject, "kmon-object", defaultKMonObject(), "the compiled syscall monitor injected into guests (make builds bin/kmon-monitor.o; empty: no syscall monitoring)")
 	flag.StringVar(&listen, "listen", "127.0.0.1:8470", "API listen address")
 	flag.StringVar(&c.DB, "db", "/var/lib/secaas/secaas.db", "the store: a SQLite database path, or a PostgreSQL URL (postgres://USER@HOST/DB; then give --data-dir)")

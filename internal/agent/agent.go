@@ -87,6 +87,9 @@ type Agent struct {
 	// tunnelled packets from, which the other hosts reach); unset, the
 	// host's domains do not span hosts. Set before Start.
 	TunnelIP netip.Addr
+	// ModelDir holds the trained models NAD policies name (secaasd
+	// --nad-models).
+	ModelDir string
 	// KMonObject is the compiled syscall monitor (secaas kmon build) the
 	// agent injects into guests. Set before Start.
 	KMonObject string

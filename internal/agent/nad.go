@@ -3,13 +3,18 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
 	"secaas/internal/capture"
 	"secaas/internal/detect"
 	"secaas/internal/feature"
+	"secaas/internal/lstm"
+	"secaas/internal/nad"
 	"secaas/internal/tenant"
 )
 
@@ -110,15 +115,21 @@ func (a *Agent) startMonitor(vm *tenant.RVM) (*monitor, error) {
 		a.stopMonitor(ctx, m)
 		return nil, err
 	}
-	kind := detect.Normalized
-	if detName == "stability" {
-		kind = detect.Paper
+	params := detect.Params{History: history, Window: window}
+	if vm.NAD.Model != "" {
+		mod, err := a.loadModel(vm.NAD.Model)
+		if err != nil {
+			a.stopMonitor(ctx, m)
+			live.Close()
+			return nil, err
+		}
+		params.Models = []*lstm.Model{mod}
 	}
-	det := detect.NewStability(feature.StabilityNames[:], detect.Config{History: history, Kind: kind})
 	tenantID, name, ip := vm.Subnet.Domain.Tenant, vm.Name, vm.Addr
-	var mu sync.Mutex // guards ext and det: packets and the clock both drive them
-	ext := feature.NewExtractor(ip, feature.Config{Window: window}, func(w *feature.Window) {
-		v := det.Observe(w.Stability[:])
+	var mu sync.Mutex // guards ext: packets and the clock both drive it
+	ext, err := nad.NewMonitor(ip, feature.Config{Window: window}, []string{detName}, params, func(res nad.Result) {
+		w := &res.Window
+		v := res.Verdicts[detName]
 		if !v.Anomaly {
 			return
 		}
@@ -127,6 +138,11 @@ func (a *Agent) startMonitor(vm *tenant.RVM) (*monitor, error) {
 		b, _ := json.Marshal(al)
 		a.onEvent(Event{Kind: "nad.alert", Tenant: tenantID, Subject: "vm/" + name, Detail: string(b)})
 	})
+	if err != nil {
+		a.stopMonitor(ctx, m)
+		live.Close()
+		return nil, err
+	}
 	mctx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	go func() {
@@ -167,6 +183,28 @@ func (a *Agent) startMonitor(vm *tenant.RVM) (*monitor, error) {
 	a.log.Info("nad monitor started", "vm", name, "ip", ip, "window", window, "history", history, "detector", detName)
 	a.onEvent(Event{Kind: "nad.started", Tenant: tenantID, Subject: "vm/" + name,
 		Detail: fmt.Sprintf("window %s, history %d, detector %s, mirror %s", window, history, detName, m.out)})
+	return m, nil
+}
+
+// loadModel reads a trained model from the node's model directory; name
+// was checked to be a plain file name (tenant.NADPolicy).
+func (a *Agent) loadModel(name string) (*lstm.Model, error) {
+	if a.ModelDir == "" {
+		return nil, fmt.Errorf("nad model %s: this node has no model directory (secaasd --nad-models)", name)
+	}
+	if filepath.Base(name) != name || name == "." || name == ".." {
+		return nil, fmt.Errorf("nad model %q is not a file name", name)
+	}
+	m, err := lstm.LoadFile(filepath.Join(a.ModelDir, name))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("nad model %s is not in this node's model directory", name)
+		}
+		if errors.Is(err, lstm.ErrCorrupt) {
+			return nil, fmt.Errorf("nad model %s: %w", name, lstm.ErrCorrupt)
+		}
+		return nil, fmt.Errorf("nad model %s cannot be read", name)
+	}
 	return m, nil
 }
 

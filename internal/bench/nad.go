@@ -123,8 +123,7 @@ func manyServers(res *NADResult) error {
 	// the heap is measured at the last judged window, while the pipeline
 	// still holds every server's state.
 	windows, ready, last := 0, 0, res.Many*(res.ManyWindows-1)
-	o := nad.Options{Servers: servers, Features: feature.Config{Window: time.Second}, Detectors: map[string]detect.Config{
-		"stability": {History: 120}, "normalized": {History: 120, Kind: detect.Normalized}}}
+	o := nad.Options{Servers: servers, Features: feature.Config{Window: time.Second}, Detectors: []string{"stability", "normalized"}, Params: detect.Params{History: 120}}
 	r, err := capture.NewReader(bytes.NewReader(file))
 	if err != nil {
 		return err

@@ -5,7 +5,9 @@ import (
 	"encoding/csv"
 	"flag"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -139,6 +141,8 @@ func nadFeatures(ctx context.Context, env *Env, args []string) error {
 
 func nadDetect(ctx context.Context, env *Env, args []string) error {
 	fs, o := nadFlags("nad detect", env, true)
+	which := fs.String("detector", "stability,normalized", "detectors, comma separated ("+strings.Join(detect.Names(), ", ")+")")
+	models := fs.String("model", "", "trained model files for the lstm detectors, comma separated")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -146,26 +150,55 @@ func nadDetect(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	ms, err := loadModels(*models)
+	if err != nil {
+		return err
+	}
+	names, _, err := detectorList(*which, ms, false)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if use, _ := detect.Uses(n); use != detect.NoModel && ms[kindOf(n)] == nil {
+			return fmt.Errorf("detector %s needs --model (a %s from secaas nad train)", n, kindOf(n))
+		}
+	}
 	r, c, err := nad.OpenFile(o.pcap)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	dets := map[string]detect.Config{
-		"stability":  {History: o.history, Kind: detect.Paper},
-		"normalized": {History: o.history, Kind: detect.Normalized, K: o.k},
+	type row struct {
+		Server   string                    `json:"server"`
+		Start    string                    `json:"start"`
+		Packets  int                       `json:"packets"`
+		Verdicts map[string]detect.Verdict `json:"verdicts"`
 	}
-	var rows []map[string]any
-	alerts := 0
-	_, err = nad.Run(r, nad.Options{Servers: servers, Features: feature.Config{Window: o.window, SYNWithoutACK: o.synNoACK}, Detectors: dets},
+	rows := []row{}
+	alerts, windows, judged := 0, 0, 0
+	var first, last int64
+	_, err = nad.Run(r, nad.Options{Servers: servers, Features: feature.Config{Window: o.window, SYNWithoutACK: o.synNoACK}, Detectors: names,
+		Params: detect.Params{History: o.history, K: o.k, Models: slices.Collect(maps.Values(ms))}},
 		func(res nad.Result) {
 			w := res.Window
+			windows++
+			if first == 0 {
+				first = w.Start
+			}
+			last = w.Start
+			ready := false
+			for _, v := range res.Verdicts {
+				ready = ready || v.Ready
+			}
+			if ready {
+				judged++
+			}
 			start := time.Unix(0, w.Start).UTC().Format(time.RFC3339)
 			if *o.format == FormatJSON || *o.format == FormatYAML {
-				rows = append(rows, map[string]any{"server": w.Server.String(), "start": start, "packets": w.Packets, "verdicts": res.Verdicts})
+				rows = append(rows, row{w.Server.String(), start, w.Packets, res.Verdicts})
 				return
 			}
-			for _, name := range []string{"stability", "normalized"} {
+			for _, name := range names {
 				v := res.Verdicts[name]
 				if !v.Anomaly {
 					continue
@@ -182,9 +215,18 @@ func nadDetect(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if *o.format == FormatJSON || *o.format == FormatYAML {
-		return render(env, *o.format, rows, nil)
+	summary := fmt.Sprintf("%d windows of %s, %d judged", windows, o.window, judged)
+	if judged == 0 {
+		summary += fmt.Sprintf(": nothing was judged, so nothing could alert. The stability detectors judge a window only after %d windows of history", o.history)
+		if windows > 0 {
+			summary += fmt.Sprintf(" and this capture has %d (%s to %s)", windows,
+				time.Unix(0, first).UTC().Format(time.TimeOnly), time.Unix(0, last).UTC().Format(time.TimeOnly))
+		}
+		summary += "; use a shorter --window or a smaller --history"
 	}
-	fmt.Fprintf(env.Stderr, "%d alerts\n", alerts)
+	if *o.format == FormatJSON || *o.format == FormatYAML {
+		return render(env, *o.format, map[string]any{"windows": windows, "judged": judged, "summary": summary, "results": rows}, nil)
+	}
+	fmt.Fprintf(env.Stderr, "%d alerts; %s\n", alerts, summary)
 	return nil
 }

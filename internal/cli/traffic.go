@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
 
 	"secaas/internal/chart"
-	"secaas/internal/detect"
 	"secaas/internal/feature"
 	"secaas/internal/lab"
 	"secaas/internal/nad"
@@ -51,73 +49,6 @@ func labTraffic(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "capture: %s (%d packets, %d dropped)\nlabels:  %s (%d attacks)\n", res.Capture, res.Packets, res.Dropped, res.LabelsFile, len(res.Labels.Attacks))
-	return nil
-}
-
-func nadEval(ctx context.Context, env *Env, args []string) error {
-	fs := newFlags("nad eval", env)
-	pcap := fs.String("pcap", "", "capture file")
-	labelsFile := fs.String("labels", "", "labels file written by secaas lab traffic")
-	window := fs.Duration("window", time.Second, "window length")
-	history := fs.Int("history", 120, "windows in the normal profile (N)")
-	k := fs.Float64("k", detect.DefaultK, "normalized detector: threshold = mean + K sd of the history's deviations")
-	which := fs.String("detector", "all", "stability, normalized or all")
-	out := addOutput(fs)
-	margin := fs.Duration("margin", 0, "leave windows starting within this long after an attack out of the benign set (its aftermath)")
-	plots := fs.String("plots", "", "write roc.png and features.png (the 8 features over time, attacks shaded) to this directory")
-	if _, err := parse(fs, args); err != nil {
-		return err
-	}
-	if *pcap == "" || *labelsFile == "" {
-		return fmt.Errorf("--pcap and --labels are required")
-	}
-	labels, err := nad.ReadLabels(*labelsFile)
-	if err != nil {
-		return err
-	}
-	server, err := netip.ParseAddr(labels.Server)
-	if err != nil {
-		return fmt.Errorf("labels: server %q: %w", labels.Server, err)
-	}
-	dets := map[string]detect.Config{}
-	if *which == "all" || *which == "stability" {
-		dets["stability"] = detect.Config{History: *history, Kind: detect.Paper}
-	}
-	if *which == "all" || *which == "normalized" {
-		dets["normalized"] = detect.Config{History: *history, Kind: detect.Normalized, K: *k}
-	}
-	if len(dets) == 0 {
-		return fmt.Errorf("--detector must be stability, normalized or all")
-	}
-	r, c, err := nad.OpenFile(*pcap)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	var results []nad.Result
-	if _, err := nad.Run(r, nad.Options{Servers: []netip.Addr{server}, Features: feature.Config{Window: *window}, Detectors: dets},
-		func(res nad.Result) { results = append(results, res) }); err != nil {
-		return err
-	}
-	var evs []nad.Evaluation
-	for _, name := range []string{"stability", "normalized"} {
-		if _, ok := dets[name]; ok {
-			evs = append(evs, nad.Evaluate(name, results, labels, *margin))
-		}
-	}
-	if *plots != "" {
-		if err := evalPlots(*plots, results, labels, evs); err != nil {
-			return err
-		}
-		fmt.Fprintf(env.Stderr, "plots: %s\n", filepath.Join(*plots, "{roc,features}.png"))
-	}
-	if *out == FormatJSON || *out == FormatYAML {
-		return render(env, *out, evs, nil)
-	}
-	for _, ev := range evs {
-		nad.WriteEvaluation(env.Stdout, ev)
-		fmt.Fprintln(env.Stdout)
-	}
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"secaas/internal/detect"
 	"secaas/internal/inventory"
 	"secaas/internal/node"
 	"secaas/internal/store"
@@ -540,6 +541,22 @@ func findVM(d *tenant.Domain, name string) (si, vi int, err error) {
 
 // SetNAD enables (p non-nil) or disables (nil) anomaly detection for a VM.
 func (c *Controller) SetNAD(ctx context.Context, who Caller, tid int, vmName string, p *tenant.NADPolicy) error {
+	if p != nil {
+		_, _, name, err := p.Params()
+		if err != nil {
+			return invalid("%v", err)
+		}
+		// The detector must exist; the model file is the node's to load.
+		use, ok := detect.Uses(name)
+		switch {
+		case !ok:
+			return invalid("nad detector %q is unknown (have %s)", name, strings.Join(detect.Names(), ", "))
+		case use == detect.NoModel && p.Model != "":
+			return invalid("nad detector %s takes no model", name)
+		case use != detect.NoModel && p.Model == "":
+			return invalid("nad detector %s needs a model (secaas nad train; the node loads it from its model directory)", name)
+		}
+	}
 	return c.setVMPolicy(ctx, who, tid, vmName, "nad", p == nil, func(vm *tenant.VM) { vm.NAD = p })
 }
 

@@ -65,6 +65,8 @@ type Config struct {
 	// TunnelIP is an agent's VXLAN endpoint, for domains that span hosts
 	// (unset: none).
 	TunnelIP netip.Addr
+	// ModelDir holds the trained NAD models that policies name.
+	ModelDir string
 	// KMonObject is the compiled syscall monitor an agent injects (secaas
 	// kmon build; unset: no syscall monitoring on this host).
 	KMonObject string
@@ -264,7 +266,7 @@ func (d *Daemon) openAgent(ctx, loops context.Context, c Config, link node.Link,
 	d.reporter = agent.NewReporter(c.Node)
 	d.Agent = agent.New(c.Bridge, log, d.reporter.Put)
 	d.Agent.DataDir, d.Agent.Signatures, d.Agent.Hashes = c.DataDir, c.Signatures, c.Hashes
-	d.Agent.TunnelIP, d.Agent.KMonObject = c.TunnelIP, c.KMonObject
+	d.Agent.TunnelIP, d.Agent.KMonObject, d.Agent.ModelDir = c.TunnelIP, c.KMonObject, c.ModelDir
 	var err error
 	if d.roots, err = hostpath.OpenRoots(c.ImageRoot, c.RunRoot, c.ShmRoot); err != nil {
 		return fmt.Errorf("host roots: %w", err)

@@ -30,6 +30,9 @@ type Config struct {
 	// K (Normalized): the threshold is the mean of the history's normal
 	// deviations plus K standard deviations; default DefaultK.
 	K float64
+	// Resolution (Normalized): per feature, the smallest change worth one
+	// unit of deviation: the floor of its spread (default 0.1 each).
+	Resolution []float64
 }
 
 // DefaultK is the normalized detector's threshold in standard deviations
@@ -39,9 +42,22 @@ type Config struct {
 // that range. Table 5 (seed 30) was not used to choose it.
 const DefaultK = 8
 
-// keepOutFactor: windows with deviation > keepOutFactor * threshold are not
-// learned (unless LearnAlarms).
+// keepOutFactor (Paper): windows with deviation > keepOutFactor *
+// threshold are not learned (unless LearnAlarms).
 const keepOutFactor = 2
+
+// Normalized scores: a feature's term is its distance from the history's
+// median in units of its spread, capped at ZMax; an alarmed window is
+// learned with each feature clipped to within ClipZ spreads of the median.
+const (
+	ZMax  = 10
+	ClipZ = 3
+)
+
+// defaultResolution is a feature's spread floor when Config.Resolution
+// does not name one: a tenth of a bit of entropy, a tenth of the range of
+// a rate or correlation.
+const defaultResolution = 0.1
 
 // Contribution is one feature's share of a deviation.
 type Contribution struct {
@@ -67,6 +83,7 @@ type Stability struct {
 	hist  [][]float64 // ring of the last N vectors
 	next  int
 	full  bool
+	last  profile // the profile of the last verdict
 	// scratch
 	col  []float64
 	keep []bool
@@ -83,6 +100,14 @@ func NewStability(names []string, cfg Config) *Stability {
 	if cfg.K <= 0 {
 		cfg.K = DefaultK
 	}
+	res := make([]float64, len(names))
+	for j := range res {
+		res[j] = defaultResolution
+		if j < len(cfg.Resolution) && cfg.Resolution[j] > 0 {
+			res[j] = cfg.Resolution[j]
+		}
+	}
+	cfg.Resolution = res
 	s := &Stability{cfg: cfg, names: names, hist: make([][]float64, cfg.History)}
 	for i := range s.hist {
 		s.hist[i] = make([]float64, len(names))
@@ -93,11 +118,16 @@ func NewStability(names []string, cfg Config) *Stability {
 // profile is the normal profile of each feature.
 type profile struct {
 	fb, mean, sd, w []float64
+	med, spread     []float64 // Normalized: median and robust spread
 }
 
 func (s *Stability) buildProfile() profile {
 	f := len(s.names)
 	p := profile{fb: make([]float64, f), mean: make([]float64, f), sd: make([]float64, f), w: make([]float64, f)}
+	if s.cfg.Kind == Normalized {
+		s.robustProfile(&p)
+		return p
+	}
 	cv := make([]float64, f)
 	n := len(s.hist)
 	if cap(s.col) < n {
@@ -149,9 +179,53 @@ func (s *Stability) buildProfile() profile {
 	return p
 }
 
+// robustProfile fills the median and spread of every feature: the spread
+// is 1.4826 MAD (the sd of a normal sample), else the 10-90 % range / 2.563
+// when more than half the values are equal, and never below the feature's
+// resolution or 5 % of the median's magnitude. Weights are equal: the
+// spread already gives a stable feature its due, while the paper's cv
+// weights gave a constant feature the largest weight of all.
+func (s *Stability) robustProfile(p *profile) {
+	f := len(s.names)
+	p.med, p.spread = make([]float64, f), make([]float64, f)
+	n := len(s.hist)
+	if cap(s.col) < n {
+		s.col, s.keep = make([]float64, n), make([]bool, n)
+	}
+	col := s.col[:n]
+	for j := 0; j < f; j++ {
+		for i := range s.hist {
+			col[i] = s.hist[i][j]
+		}
+		sort.Float64s(col)
+		med := quantile(col, 0.5)
+		q10, q90 := quantile(col, 0.1), quantile(col, 0.9)
+		for i := range col {
+			col[i] = math.Abs(col[i] - med)
+		}
+		sort.Float64s(col)
+		sp := 1.4826 * quantile(col, 0.5)
+		if sp == 0 {
+			sp = (q90 - q10) / 2.563
+		}
+		sp = max(sp, s.cfg.Resolution[j], 0.05*math.Abs(med))
+		p.med[j], p.spread[j], p.mean[j], p.w[j] = med, sp, med, 1
+	}
+}
+
+// quantile of sorted x at q, interpolated.
+func quantile(x []float64, q float64) float64 {
+	pos := q * float64(len(x)-1)
+	i := int(pos)
+	if i+1 >= len(x) {
+		return x[len(x)-1]
+	}
+	return x[i] + (pos-float64(i))*(x[i+1]-x[i])
+}
+
 func (s *Stability) term(p *profile, j int, x float64) float64 {
 	if s.cfg.Kind == Normalized {
-		return p.w[j] * math.Abs(x-p.mean[j]) / (p.sd[j] + 0.01*math.Abs(p.mean[j]) + 1e-9)
+		return p.w[j] * min(math.Abs(x-p.med[j])/p.spread[j], ZMax)
 	}
 	return p.w[j] * math.Abs(p.fb[j]*p.fb[j]-x*x)
 }
@@ -169,6 +243,7 @@ func (s *Stability) Observe(x []float64) Verdict {
 	var v Verdict
 	if s.full {
 		p := s.buildProfile()
+		s.last = p
 		v.Ready = true
 		v.Deviation = s.deviation(&p, x)
 		v.Threshold = s.threshold(&p)
@@ -183,10 +258,20 @@ func (s *Stability) Observe(x []float64) Verdict {
 		sort.SliceStable(v.Top, func(a, b int) bool { return v.Top[a].Value > v.Top[b].Value })
 		v.Top = v.Top[:min(3, len(v.Top))]
 	}
-	if v.Anomaly && !s.cfg.LearnAlarms && v.Deviation > keepOutFactor*v.Threshold {
+	if v.Anomaly && !s.cfg.LearnAlarms && s.cfg.Kind == Paper && v.Deviation > keepOutFactor*v.Threshold {
 		return v
 	}
 	copy(s.hist[s.next], x)
+	if v.Anomaly && !s.cfg.LearnAlarms && s.cfg.Kind == Normalized {
+		// Learned, but winsorized: an attack moves the profile by a
+		// bounded step, a lasting change becomes normal once it fills
+		// half the history.
+		h := s.hist[s.next]
+		for j := range h {
+			lo, hi := s.last.med[j]-ClipZ*s.last.spread[j], s.last.med[j]+ClipZ*s.last.spread[j]
+			h[j] = min(max(h[j], lo), hi)
+		}
+	}
 	s.next = (s.next + 1) % len(s.hist)
 	if s.next == 0 {
 		s.full = true
@@ -228,8 +313,8 @@ func (s *Stability) threshold(p *profile) float64 {
 	}
 	if s.cfg.Kind == Normalized {
 		// Floor: the sum of the weights, i.e. every feature off by one unit
-		// of its scale (sd + 1 % of its mean) on average. Without it a
-		// perfectly regular history would alarm on any change at all.
+		// of its spread on average. Without it a perfectly regular history
+		// would alarm on any change at all.
 		floor := 0.0
 		for _, w := range p.w {
 			floor += w

@@ -102,12 +102,87 @@ func TestKScalesThreshold(t *testing.T) {
 		}
 		return v.Threshold
 	}
-	t4, t8, t16, def := thr(4), thr(8), thr(16), thr(0)
-	if !(t4 < t8 && t8 < t16) || def != t8 {
-		t.Fatalf("thresholds K=4 %.4g, K=8 %.4g, K=16 %.4g, default %.4g", t4, t8, t16, def)
+	// K well above the floor (the sum of the weights) on this history.
+	t4, t8, t16, def := thr(12), thr(24), thr(48), thr(0)
+	if !(t4 < t8 && t8 < t16) || def != thr(DefaultK) {
+		t.Fatalf("thresholds K=12 %.4g, K=24 %.4g, K=48 %.4g, default %.4g", t4, t8, t16, def)
 	}
 	// Linear in K above the floor: t16 - t8 = 2 (t8 - t4).
 	if d := (t16 - t8) - 2*(t8-t4); d > 1e-9*t16 || d < -1e-9*t16 {
 		t.Fatalf("not mean + K sd: %.6g %.6g %.6g", t4, t8, t16)
+	}
+}
+
+// TestConstantHistoryBounded reproduces the 1e9 of issue 19: a feature
+// whose history is exactly 0 (portacc on a quiet service) once scored any
+// non-zero value as ~1e9 deviations. Now each term is at most ZMax.
+func TestConstantHistoryBounded(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	d := NewStability(names, Config{History: 60, Kind: Normalized})
+	for i := 0; i < 60; i++ {
+		x := normal(r)
+		x[7] = 0 // portacc: constant 0
+		d.Observe(x)
+	}
+	x := normal(r)
+	x[7] = 0.5 // one client reached a second port
+	v := d.Observe(x)
+	if v.Deviation > ZMax*float64(len(names)) || v.Top[0].Value > ZMax {
+		t.Fatalf("unbounded: %+v", v)
+	}
+	// one feature alone, however far off, cannot exceed ZMax
+	x[7] = 1e6
+	if v := d.Observe(x); v.Top[0].Feature != "portacc" || v.Top[0].Value != ZMax {
+		t.Fatalf("far-off feature: %+v", v.Top)
+	}
+}
+
+// TestLearnsNewNormal reproduces the lock-out of issue 19: a lasting change
+// (here, a second TTL appearing for good) was alarmed forever because
+// alarmed windows never entered the history. Now alarms stop once the
+// change fills the history's median, and the Paper kind keeps its rule.
+func TestLearnsNewNormal(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	const n = 60
+	d := NewStability(names, Config{History: n, Kind: Normalized})
+	for i := 0; i < n; i++ {
+		d.Observe(normal(r))
+	}
+	last := -1
+	for i := 0; i < 4*n; i++ {
+		x := normal(r)
+		x[3] += 1.5 // ttl entropy up for good
+		if d.Observe(x).Anomaly {
+			last = i
+		}
+	}
+	if last < 0 {
+		t.Fatal("the change itself was never alarmed")
+	}
+	if last > 2*n {
+		t.Fatalf("still alarming %d windows after a lasting change (history %d)", last, n)
+	}
+	t.Logf("last alarm %d windows after the change (history %d)", last, n)
+	// One burst does not poison the profile: after 10 attack windows the
+	// old normal is still normal and the attack still alarms.
+	d = NewStability(names, Config{History: n, Kind: Normalized})
+	for i := 0; i < n; i++ {
+		d.Observe(normal(r))
+	}
+	flood := func() []float64 { x := normal(r); x[0], x[1], x[4] = 0.6, 7.5, 0.2; return x }
+	for i := 0; i < 10; i++ {
+		d.Observe(flood())
+	}
+	if !d.Observe(flood()).Anomaly {
+		t.Fatal("10 attack windows made the attack normal")
+	}
+	fp := 0
+	for i := 0; i < 20; i++ {
+		if d.Observe(normal(r)).Anomaly {
+			fp++
+		}
+	}
+	if fp > 1 {
+		t.Fatalf("%d of 20 normal windows alarmed after a burst", fp)
 	}
 }

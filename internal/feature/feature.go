@@ -14,6 +14,12 @@ import (
 // StabilityNames are the 2018 features, in vector order.
 var StabilityNames = [NumStability]string{"syn", "ipentr", "ipcorr", "ttl", "portsrv", "porto", "packet", "portacc"}
 
+// StabilityResolution is, per 2018 feature, the smallest change that
+// counts as one unit of deviation (the normalized detector's spread
+// floor): 2 % of packets for syn, 0.05 of correlation, a tenth of a bit for
+// the entropies.
+var StabilityResolution = [NumStability]float64{0.02, 0.1, 0.05, 0.1, 0.1, 0.1, 0.1, 0.1}
+
 // LSTMNames are the 2020 features, in vector order (Table 1).
 var LSTMNames = [NumLSTM]string{"access_port", "ip_entro", "service_port_entro", "syn_rate", "bps", "pps",
 	"packet_per_ip", "ip_count", "syn_per_ip", "bytes_per_ip", "syn_count"}

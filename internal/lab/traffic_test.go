@@ -54,12 +54,12 @@ func TestTrafficLabDetection(t *testing.T) {
 	}
 	defer c.Close()
 	var results []nad.Result
-	dets := map[string]detect.Config{"stability": {History: 30}, "normalized": {History: 30, Kind: detect.Normalized}}
-	if _, err := nad.Run(r, nad.Options{Servers: []netip.Addr{lab.ServerIP}, Features: feature.Config{Window: time.Second}, Detectors: dets},
+	dets := []string{"stability", "normalized"}
+	if _, err := nad.Run(r, nad.Options{Servers: []netip.Addr{lab.ServerIP}, Features: feature.Config{Window: time.Second}, Detectors: dets, Params: detect.Params{History: 30}},
 		func(x nad.Result) { results = append(results, x) }); err != nil {
 		t.Fatal(err)
 	}
-	for name := range dets {
+	for _, name := range dets {
 		ev := nad.Evaluate(name, results, &res.Labels, 0)
 		detected := 0
 		for _, cell := range ev.Grid {

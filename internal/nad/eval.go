@@ -2,7 +2,10 @@ package nad
 
 import (
 	"fmt"
+
 	"io"
+	"secaas/internal/detect"
+	"secaas/internal/feature"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -29,16 +32,37 @@ type Cell struct {
 
 // Evaluation of one detector on one labelled capture.
 type Evaluation struct {
-	Detector      string       `json:"detector"`
-	Grid          []Cell       `json:"grid"`
-	BenignWindows int          `json:"benign_windows"`
-	FalseAlarms   int          `json:"false_alarms"`
-	FPR           float64      `json:"fpr"` // %
-	AUC           float64      `json:"roc_auc"`
-	ROC           [][2]float64 `json:"-"` // (fpr, tpr) points
-	WarmupWindows int          `json:"warmup_windows"`
-	Margin        string       `json:"margin"`
-	Aftermath     int          `json:"aftermath_windows"` // left out by the margin
+	Detector      string  `json:"name"`
+	AUC           float64 `json:"auc"` // ROC AUC over judged windows; 0 without both classes
+	WindowsJudged int     `json:"windows_judged"`
+	BenignWindows int     `json:"benign_windows"`
+	FalseAlarms   int     `json:"false_alarm_windows"`
+	// FalseAlarmsPerHour counts false alarms as an operator sees them: a
+	// run of consecutive alarmed benign windows is one alarm; per hour of
+	// judged benign windows.
+	FalseAlarmsPerHour float64      `json:"false_alarms_per_hour"`
+	FPR                float64      `json:"fpr"` // % of benign windows alarmed
+	Episodes           []Episode    `json:"episodes"`
+	Grid               []Cell       `json:"grid"`
+	ROC                [][2]float64 `json:"-"` // (fpr, tpr) points
+	WarmupWindows      int          `json:"warmup_windows"`
+	Margin             string       `json:"margin"`
+	Aftermath          int          `json:"aftermath_windows"` // left out by the margin
+}
+
+// Episode is one labelled attack and whether the detector found it.
+type Episode struct {
+	Kind     string    `json:"kind"`
+	Scale    int       `json:"scale,omitempty"`
+	Start    time.Time `json:"start"`
+	End      time.Time `json:"end"`
+	Detected bool      `json:"detected"`
+	// FirstAlertAfter: from the attack's start to the end of the first
+	// alarmed window overlapping it (seconds); absent when not detected.
+	FirstAlertAfter *float64 `json:"first_alert_after_s,omitempty"`
+	// Judged is false when the attack lies before the detector judged
+	// anything (in its training part or warm-up).
+	Judged bool `json:"judged"`
 }
 
 // Evaluate scores the verdicts of detector name in results against labels.
@@ -74,6 +98,9 @@ func Evaluate(name string, results []Result, labels *Labels, margin time.Duratio
 		c.Attacks++
 	}
 	detectedAt := make([]time.Time, len(labels.Attacks))
+	judged := make([]bool, len(labels.Attacks))
+	var benignDur time.Duration
+	prevFalse := false
 	for _, r := range results {
 		v, ok := r.Verdicts[name]
 		if !ok || !v.Ready {
@@ -82,10 +109,12 @@ func Evaluate(name string, results []Result, labels *Labels, margin time.Duratio
 		}
 		ws := time.Unix(0, r.Window.Start)
 		we := ws.Add(r.Window.Duration)
+		ev.WindowsJudged++
 		hit, after := false, false
 		for i, a := range labels.Attacks {
 			if a.Start.Before(we) && !a.End.Before(ws) {
 				hit = true
+				judged[i] = true
 				if v.Anomaly && detectedAt[i].IsZero() {
 					detectedAt[i] = we
 				}
@@ -96,6 +125,7 @@ func Evaluate(name string, results []Result, labels *Labels, margin time.Duratio
 		}
 		if !hit && after {
 			ev.Aftermath++
+			prevFalse = false
 			continue
 		}
 		score := 0.0
@@ -105,10 +135,29 @@ func Evaluate(name string, results []Result, labels *Labels, margin time.Duratio
 		pts = append(pts, scored{score, hit})
 		if !hit {
 			ev.BenignWindows++
+			benignDur += r.Window.Duration
 			if v.Anomaly {
 				ev.FalseAlarms++
+				if !prevFalse {
+					ev.FalseAlarmsPerHour++ // counted as runs; divided below
+				}
 			}
 		}
+		prevFalse = !hit && v.Anomaly
+	}
+	if benignDur > 0 {
+		ev.FalseAlarmsPerHour /= benignDur.Hours()
+	} else {
+		ev.FalseAlarmsPerHour = 0
+	}
+	ev.Episodes = make([]Episode, len(labels.Attacks))
+	for i, a := range labels.Attacks {
+		e := Episode{Kind: a.Type, Scale: a.Scale, Start: a.Start, End: a.End, Judged: judged[i], Detected: !detectedAt[i].IsZero()}
+		if e.Detected {
+			d := detectedAt[i].Sub(a.Start).Seconds()
+			e.FirstAlertAfter = &d
+		}
+		ev.Episodes[i] = e
 	}
 	for i, a := range labels.Attacks {
 		if !detectedAt[i].IsZero() {
@@ -183,10 +232,68 @@ func WriteEvaluation(w io.Writer, ev Evaluation) {
 		fmt.Fprintf(tw, "| %s\t %d\t %d\t %d\t %.1f\t %s\t %.1f s\t\n", c.Type, c.Scale, c.Attacks, c.Detected, c.Rate, paper, c.MeanTTD)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nBenign windows: %d, false alarms: %d (FPR %.2f %%); ROC AUC over windows: %.3f; warm-up windows: %d",
-		ev.BenignWindows, ev.FalseAlarms, ev.FPR, ev.AUC, ev.WarmupWindows)
+	fmt.Fprintf(w, "\nWindows judged: %d; benign: %d, alarmed: %d (FPR %.2f %%, %.1f false alarms per hour); ROC AUC over windows: %.3f; warm-up windows: %d",
+		ev.WindowsJudged, ev.BenignWindows, ev.FalseAlarms, ev.FPR, ev.FalseAlarmsPerHour, ev.AUC, ev.WarmupWindows)
 	if ev.Aftermath > 0 {
 		fmt.Fprintf(w, "; %d aftermath windows (within %s after an attack) left out", ev.Aftermath, ev.Margin)
 	}
 	fmt.Fprintln(w)
+}
+
+// Judge runs the detectors registered as names over one server's windows
+// (in time order). Windows that start before trainUntil are training:
+// a detector that fits (detect.Fitter) fits on them, the others observe
+// them unjudged; only the windows after are returned, with verdicts.
+// A zero trainUntil judges every window.
+func Judge(ws []feature.Window, names []string, p detect.Params, trainUntil time.Time) ([]Result, error) {
+	split := 0
+	for split < len(ws) && time.Unix(0, ws[split].Start).Before(trainUntil) {
+		split++
+	}
+	if len(ws) > 0 && p.Window == 0 {
+		p.Window = ws[0].Duration
+	}
+	out := make([]Result, len(ws)-split)
+	for i := range out {
+		out[i] = Result{Window: ws[split+i], Verdicts: make(map[string]detect.Verdict, len(names))}
+	}
+	for _, n := range names {
+		d, err := detect.New(n, p)
+		if err != nil {
+			return nil, err
+		}
+		if f, ok := d.(detect.Fitter); ok {
+			if err := f.Fit(ws[:split]); err != nil {
+				return nil, fmt.Errorf("detector %s: fit on %d windows: %w", n, split, err)
+			}
+		} else {
+			for i := range ws[:split] {
+				d.Observe(&ws[i])
+			}
+		}
+		for i := range out {
+			out[i].Verdicts[n] = d.Observe(&out[i].Window)
+		}
+	}
+	return out, nil
+}
+
+// WindowLabels marks the windows that overlap a labelled attack (all
+// false without labels).
+func WindowLabels(ws []feature.Window, labels *Labels) []bool {
+	out := make([]bool, len(ws))
+	if labels == nil {
+		return out
+	}
+	for i := range ws {
+		s := time.Unix(0, ws[i].Start)
+		e := s.Add(ws[i].Duration)
+		for _, a := range labels.Attacks {
+			if a.Start.Before(e) && !a.End.Before(s) {
+				out[i] = true
+				break
+			}
+		}
+	}
+	return out
 }

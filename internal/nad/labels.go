@@ -1,11 +1,18 @@
 package nad
 
 import (
+	"bytes"
+	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -44,17 +51,106 @@ type Labels struct {
 	Attacks []Attack  `json:"attacks"`
 }
 
-// ReadLabels loads a labels file.
+// ReadLabels loads a labels file: the JSON the traffic lab writes, or a
+// CSV whose header's first three columns are start_unix,end_unix,kind
+// (more columns ignored), one episode per row.
 func ReadLabels(path string) (*Labels, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var l Labels
-	if err := json.Unmarshal(b, &l); err != nil {
+	l, err := ParseLabels(b)
+	if err != nil {
 		return nil, fmt.Errorf("labels %s: %w", path, err)
 	}
-	return &l, nil
+	return l, nil
+}
+
+// maxEpisodes bounds a labels file.
+const maxEpisodes = 1 << 20
+
+// ParseLabels parses the bytes of a labels file (JSON or CSV).
+func ParseLabels(b []byte) (*Labels, error) {
+	t := bytes.TrimLeft(b, " \t\r\n\xef\xbb\xbf")
+	if len(t) > 0 && t[0] == '{' {
+		var l Labels
+		if err := json.Unmarshal(t, &l); err != nil {
+			return nil, err
+		}
+		for i, a := range l.Attacks {
+			if a.End.Before(a.Start) {
+				return nil, fmt.Errorf("attack %d ends before it starts", i)
+			}
+		}
+		return &l, nil
+	}
+	r := csv.NewReader(bytes.NewReader(t))
+	r.FieldsPerRecord = -1
+	r.ReuseRecord = true
+	head, err := r.Read()
+	if err != nil {
+		return nil, fmt.Errorf("csv header: %w", err)
+	}
+	want := []string{"start_unix", "end_unix", "kind"}
+	if len(head) < 3 {
+		return nil, fmt.Errorf("csv header %q: want its first columns to be %s", strings.Join(head, ","), strings.Join(want, ","))
+	}
+	for i, w := range want {
+		if strings.TrimSpace(strings.ToLower(head[i])) != w {
+			return nil, fmt.Errorf("csv header column %d is %q, want %q", i+1, head[i], w)
+		}
+	}
+	l := &Labels{}
+	for line := 2; ; line++ {
+		rec, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("csv: %w", err)
+		}
+		if len(rec) < 3 {
+			return nil, fmt.Errorf("csv line %d: %d columns, want at least 3", line, len(rec))
+		}
+		start, err1 := parseUnix(rec[0])
+		end, err2 := parseUnix(rec[1])
+		if err := errors.Join(err1, err2); err != nil {
+			return nil, fmt.Errorf("csv line %d: %w", line, err)
+		}
+		if end.Before(start) {
+			return nil, fmt.Errorf("csv line %d: ends before it starts", line)
+		}
+		kind := strings.TrimSpace(rec[2])
+		if kind == "" {
+			return nil, fmt.Errorf("csv line %d: empty kind", line)
+		}
+		if len(l.Attacks) == maxEpisodes {
+			return nil, fmt.Errorf("csv: more than %d episodes", maxEpisodes)
+		}
+		l.Attacks = append(l.Attacks, Attack{Type: kind, Start: start, End: end})
+		if l.Start.IsZero() || start.Before(l.Start) {
+			l.Start = start
+		}
+		l.End = maxTime(l.End, end)
+	}
+	return l, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// parseUnix reads seconds since the epoch, with a fraction.
+func parseUnix(s string) (time.Time, error) {
+	f, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > 1e11 {
+		return time.Time{}, fmt.Errorf("%q is not a unix time in seconds", s)
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(math.Round(frac*1e9))).UTC(), nil
 }
 
 // PlanAttacks spreads attacks of the given types and scales, perSetting of

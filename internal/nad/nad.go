@@ -90,47 +90,107 @@ type Result struct {
 	Verdicts map[string]detect.Verdict // by detector name
 }
 
+// Monitor is the pipeline of one monitored server, the same offline (nad
+// detect and eval, the lab, the benchmark) and live (the node agent):
+// packets -> feature windows -> every detector. It is not safe for
+// concurrent use.
+type Monitor struct {
+	ext   *feature.Extractor
+	names []string
+	dets  []detect.Detector
+}
+
+// NewMonitor builds the pipeline of server: the detectors registered as
+// names (package detect), each made with p, judge every whole window, and
+// fn gets each window with their verdicts. Windows cut short by the end of
+// a capture (Flush) are not judged: they are not comparable.
+func NewMonitor(server netip.Addr, fc feature.Config, names []string, p detect.Params, fn func(Result)) (*Monitor, error) {
+	m := &Monitor{names: names}
+	if p.Window == 0 {
+		p.Window = fc.Window
+	}
+	for _, n := range names {
+		d, err := detect.New(n, p)
+		if err != nil {
+			return nil, err
+		}
+		m.dets = append(m.dets, d)
+	}
+	m.ext = feature.NewExtractor(server, fc, func(w *feature.Window) {
+		if w.Partial {
+			return
+		}
+		res := Result{Window: *w, Verdicts: make(map[string]detect.Verdict, len(m.dets))}
+		for i, d := range m.dets {
+			res.Verdicts[m.names[i]] = d.Observe(w)
+		}
+		fn(res)
+	})
+	return m, nil
+}
+
+// Add feeds one decoded packet.
+func (m *Monitor) Add(ts int64, meta *capture.Meta) { m.ext.Add(ts, meta) }
+
+// Tick closes the windows that ended before now (ns), so that a quiet
+// server's windows are judged on time.
+func (m *Monitor) Tick(now int64) { m.ext.Tick(now) }
+
+// Flush closes the open window (the end of a capture).
+func (m *Monitor) Flush() { m.ext.Flush() }
+
 // Options configure Run.
 type Options struct {
 	Servers   []netip.Addr
 	Features  feature.Config
-	Detectors map[string]detect.Config // name -> config; run on the 8 stability features
+	Detectors []string      // registered names (detect.Names)
+	Params    detect.Params // for every detector
 }
 
 // Run extracts windows for every server of o from r and judges each with
 // the configured detectors, calling fn per window in time order per server.
 func Run(r capture.Reader, o Options, fn func(Result)) (Stats, error) {
-	type server struct {
-		ext  *feature.Extractor
-		dets map[string]*detect.Stability
-	}
-	servers := map[netip.Addr]*server{}
+	servers := map[netip.Addr]*Monitor{}
 	for _, a := range o.Servers {
-		s := &server{dets: map[string]*detect.Stability{}}
-		for name, cfg := range o.Detectors {
-			s.dets[name] = detect.NewStability(feature.StabilityNames[:], cfg)
+		m, err := NewMonitor(a, o.Features, o.Detectors, o.Params, fn)
+		if err != nil {
+			return Stats{}, err
 		}
-		s.ext = feature.NewExtractor(a, o.Features, func(w *feature.Window) {
-			if w.Partial {
-				return // cut short by the end of the capture: not comparable, not judged
-			}
-			res := Result{Window: *w, Verdicts: map[string]detect.Verdict{}}
-			for name, d := range s.dets {
-				res.Verdicts[name] = d.Observe(w.Stability[:])
-			}
-			fn(res)
-		})
-		servers[a.Unmap()] = s
+		servers[a.Unmap()] = m
 	}
 	st, err := Each(r, func(ts int64, m *capture.Meta) {
 		if s, ok := servers[m.Dst]; ok {
-			s.ext.Add(ts, m)
+			s.Add(ts, m)
 		} else if s, ok := servers[m.Src]; ok {
-			s.ext.Add(ts, m)
+			s.Add(ts, m)
 		}
 	})
 	for _, s := range servers {
-		s.ext.Flush()
+		s.Flush()
 	}
 	return st, err
+}
+
+// Windows returns every whole window of server in the capture at path, in
+// time order, unjudged (for detectors that fit before they judge).
+func Windows(path string, server netip.Addr, fc feature.Config) ([]feature.Window, Stats, error) {
+	r, c, err := OpenFile(path)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	defer c.Close()
+	var ws []feature.Window
+	ext := feature.NewExtractor(server, fc, func(w *feature.Window) {
+		if !w.Partial {
+			ws = append(ws, *w)
+		}
+	})
+	server = server.Unmap()
+	st, err := Each(r, func(ts int64, m *capture.Meta) {
+		if m.Dst == server || m.Src == server {
+			ext.Add(ts, m)
+		}
+	})
+	ext.Flush()
+	return ws, st, err
 }

@@ -89,7 +89,8 @@ func TestPipelineDetectsFloodOnCapture(t *testing.T) {
 	st, err := Run(r, Options{
 		Servers:   []netip.Addr{netip.MustParseAddr("10.0.0.10")},
 		Features:  feature.Config{Window: time.Second},
-		Detectors: map[string]detect.Config{"stability": {History: 120}, "normalized": {History: 120, Kind: detect.Normalized}},
+		Detectors: []string{"stability", "normalized"},
+		Params:    detect.Params{History: 120},
 	}, func(res Result) { results = append(results, res) })
 	if err != nil || st.Malformed != 0 {
 		t.Fatalf("run: %v %+v", err, st)

@@ -3,6 +3,7 @@ package tenant
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -296,8 +297,16 @@ func (p VMIPolicy) Params() (interval time.Duration, indicators map[string]bool,
 type NADPolicy struct {
 	Window   string `json:"window,omitempty" yaml:"window,omitempty"`     // window length, default 60s
 	History  int    `json:"history,omitempty" yaml:"history,omitempty"`   // windows in the profile, default 120
-	Detector string `json:"detector,omitempty" yaml:"detector,omitempty"` // normalized (default) or stability
+	Detector string `json:"detector,omitempty" yaml:"detector,omitempty"` // a registered detector (secaas nad detectors), default normalized
+	// Model names a trained model in the node's model directory (secaasd
+	// --nad-models), for the detectors that need one (lstm, lstm-unsup).
+	Model string `json:"model,omitempty" yaml:"model,omitempty"`
 }
+
+var (
+	detectorName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+	modelName    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+)
 
 // Limits of a NAD policy.
 const (
@@ -321,12 +330,14 @@ func (p NADPolicy) Params() (window time.Duration, history int, detector string,
 		}
 		history = p.History
 	}
-	switch p.Detector {
-	case "":
-	case "normalized", "stability":
+	if p.Detector != "" {
+		if !detectorName.MatchString(p.Detector) {
+			return 0, 0, "", fmt.Errorf("nad detector %q is not a detector name", p.Detector)
+		}
 		detector = p.Detector
-	default:
-		return 0, 0, "", fmt.Errorf("nad detector %q is neither normalized nor stability", p.Detector)
+	}
+	if p.Model != "" && !modelName.MatchString(p.Model) {
+		return 0, 0, "", fmt.Errorf("nad model %q: a model is named by a file name in the node's model directory (letters, digits, '.', '_', '-')", p.Model)
 	}
 	return window, history, detector, nil
 }

@@ -132,7 +132,8 @@ func TestValidationErrors(t *testing.T) {
 		{"bad uuid", "not a UUID", func(d *Domain) { d.Subnets[0].VMs[0].UUID = "123" }},
 		{"bad nad window", "nad window", func(d *Domain) { d.Subnets[0].VMs[0].NAD = &NADPolicy{Window: "1ms"} }},
 		{"bad nad history", "nad history", func(d *Domain) { d.Subnets[0].VMs[0].NAD = &NADPolicy{History: 3} }},
-		{"bad nad detector", "nad detector", func(d *Domain) { d.Subnets[0].VMs[0].NAD = &NADPolicy{Detector: "lstm"} }},
+		{"bad nad detector", "nad detector", func(d *Domain) { d.Subnets[0].VMs[0].NAD = &NADPolicy{Detector: "LSTM!"} }},
+		{"nad model path", "nad model", func(d *Domain) { d.Subnets[0].VMs[0].NAD = &NADPolicy{Detector: "lstm", Model: "../../etc/shadow"} }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,0 +1,151 @@
+package detect
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"secaas/internal/feature"
+	"secaas/internal/lstm"
+)
+
+// Detector judges one server's windows, one at a time, in time order.
+type Detector interface {
+	Observe(w *feature.Window) Verdict
+}
+
+// Fitter is a detector that learns normal traffic from benign windows
+// before it judges (eval's --train-first). Detectors that are not Fitters
+// learn as they observe.
+type Fitter interface {
+	Fit(ws []feature.Window) error
+}
+
+// Params are what a detector may need; each takes what it uses.
+type Params struct {
+	History int           // stability detectors: N
+	K       float64       // normalized: threshold in sd of the history's deviations
+	Window  time.Duration // the feature window (checked against a model's)
+	// Models are trained models; each lstm detector takes the first of its
+	// kind (lstm a classifier, lstm-unsup a forecaster).
+	Models []*lstm.Model
+	// Train configures a Fitter that trains a model itself (lstm-unsup
+	// without Model).
+	Train    lstm.TrainConfig
+	Progress func(lstm.Epoch)
+}
+
+// model returns the first of p.Models of kind k, or nil.
+func (p Params) model(k lstm.Kind) *lstm.Model {
+	for _, m := range p.Models {
+		if m != nil && m.Kind == k {
+			return m
+		}
+	}
+	return nil
+}
+
+// Factory makes one server's detector.
+type Factory func(Params) (Detector, error)
+
+// ModelUse says whether a detector needs a trained model.
+type ModelUse int
+
+// Model uses.
+const (
+	NoModel    ModelUse = iota // learns as it observes
+	NeedsModel                 // judges only with a model (Params.Model)
+	FitsModel                  // a model, or trains its own in Fit (offline only)
+)
+
+type entry struct {
+	summary string
+	use     ModelUse
+	new     Factory
+}
+
+var (
+	regMu    sync.Mutex // guards registry
+	registry = map[string]entry{}
+)
+
+// Register makes a detector available by name to every pipeline (CLI,
+// lab, benchmark, node agent). It panics on a duplicate name.
+func Register(name, summary string, use ModelUse, f Factory) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("detect: " + name + " registered twice")
+	}
+	registry[name] = entry{summary, use, f}
+}
+
+// New makes the detector registered as name.
+func New(name string, p Params) (Detector, error) {
+	regMu.Lock()
+	e, ok := registry[name]
+	regMu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("unknown detector %q (have %v)", name, Names())
+	}
+	d, err := e.new(p)
+	if err != nil {
+		return nil, fmt.Errorf("detector %s: %w", name, err)
+	}
+	return d, nil
+}
+
+// Names lists the registered detectors, sorted.
+func Names() []string {
+	regMu.Lock()
+	defer regMu.Unlock()
+	var out []string
+	for n := range registry {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Summary says what the detector registered as name is.
+func Summary(name string) string {
+	regMu.Lock()
+	defer regMu.Unlock()
+	return registry[name].summary
+}
+
+// Uses says whether the detector registered as name needs a model, and
+// whether it exists.
+func Uses(name string) (ModelUse, bool) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	e, ok := registry[name]
+	return e.use, ok
+}
+
+// stabilityDetector judges the 2018 features of each window.
+type stabilityDetector struct{ s *Stability }
+
+func (d stabilityDetector) Observe(w *feature.Window) Verdict { return d.s.Observe(w.Stability[:]) }
+
+func init() {
+	Register("stability", "the 2018 paper's stability detector, eq. 1-4 as printed, on the 8 traffic-structure features", NoModel,
+		func(p Params) (Detector, error) {
+			return stabilityDetector{NewStability(feature.StabilityNames[:], Config{History: p.History, Kind: Paper})}, nil
+		})
+	Register("normalized", "our stability variant: median and robust spread per feature, bounded terms, winsorized learning", NoModel,
+		func(p Params) (Detector, error) {
+			return stabilityDetector{NewStability(feature.StabilityNames[:], Config{History: p.History, Kind: Normalized, K: p.K, Resolution: feature.StabilityResolution[:]})}, nil
+		})
+	Register("lstm", "LSTM-NAD (2020 paper): a stacked LSTM classifier trained on labelled windows (needs --model)", NeedsModel,
+		func(p Params) (Detector, error) { return newLSTM(p, lstm.Classifier) })
+	Register("lstm-unsup", "an LSTM forecaster trained on benign windows only; the score is its forecast error", FitsModel,
+		func(p Params) (Detector, error) { return newLSTM(p, lstm.Forecaster) })
+}
+
+var (
+	_ Detector = stabilityDetector{}
+	_ Detector = (*lstmDetector)(nil)
+	_ Fitter   = (*lstmDetector)(nil)
+)
