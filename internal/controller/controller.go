@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"secaas/internal/detect"
 	"secaas/internal/inventory"
 	"secaas/internal/node"
 	"secaas/internal/store"
@@ -57,6 +56,10 @@ type Controller struct {
 	// DefaultHost is the host of ports whose inventory record names none
 	// (and of domains that bind no port). Set before use.
 	DefaultHost string
+	// CheckNAD, when set, checks a NAD policy's detector and model against
+	// what the nodes run (the daemon wires package detect's registry in;
+	// the control plane links no detector). Set before use.
+	CheckNAD func(detector string, model bool) error
 
 	mu   sync.Mutex          // serialises changes and their publication
 	sent map[string][32]byte // per host: the desired state last published
@@ -547,14 +550,10 @@ func (c *Controller) SetNAD(ctx context.Context, who Caller, tid int, vmName str
 			return invalid("%v", err)
 		}
 		// The detector must exist; the model file is the node's to load.
-		use, ok := detect.Uses(name)
-		switch {
-		case !ok:
-			return invalid("nad detector %q is unknown (have %s)", name, strings.Join(detect.Names(), ", "))
-		case use == detect.NoModel && p.Model != "":
-			return invalid("nad detector %s takes no model", name)
-		case use != detect.NoModel && p.Model == "":
-			return invalid("nad detector %s needs a model (secaas nad train; the node loads it from its model directory)", name)
+		if c.CheckNAD != nil {
+			if err := c.CheckNAD(name, p.Model != ""); err != nil {
+				return invalid("%v", err)
+			}
 		}
 	}
 	return c.setVMPolicy(ctx, who, tid, vmName, "nad", p == nil, func(vm *tenant.VM) { vm.NAD = p })

@@ -20,6 +20,7 @@ import (
 	"secaas/internal/api"
 	"secaas/internal/bus"
 	"secaas/internal/controller"
+	"secaas/internal/detect"
 	"secaas/internal/hostpath"
 	"secaas/internal/inventory"
 	"secaas/internal/node"
@@ -242,6 +243,7 @@ func (d *Daemon) openController(ctx context.Context, c Config, fleet node.Fleet,
 	if d.Controller, err = controller.New(d.Store, fleet, tok, log); err != nil {
 		return err
 	}
+	d.Controller.CheckNAD = detect.CheckPolicy
 	h := inventory.Host{}
 	if c.Bridge != nil {
 		h.Reserved = []string{c.Bridge.Name}

@@ -3,6 +3,7 @@ package detect
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -122,6 +123,21 @@ func Uses(name string) (ModelUse, bool) {
 	defer regMu.Unlock()
 	e, ok := registry[name]
 	return e.use, ok
+}
+
+// CheckPolicy says whether a live policy may use detector name, with or
+// without a model (live, a detector that fits needs a model too).
+func CheckPolicy(name string, model bool) error {
+	use, ok := Uses(name)
+	switch {
+	case !ok:
+		return fmt.Errorf("nad detector %q is unknown (have %s)", name, strings.Join(Names(), ", "))
+	case use == NoModel && model:
+		return fmt.Errorf("nad detector %s takes no model", name)
+	case use != NoModel && !model:
+		return fmt.Errorf("nad detector %s needs a model (secaas nad train; the node loads it from its model directory)", name)
+	}
+	return nil
 }
 
 // stabilityDetector judges the 2018 features of each window.

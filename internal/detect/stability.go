@@ -81,9 +81,12 @@ type Stability struct {
 	cfg   Config
 	names []string
 	hist  [][]float64 // ring of the last N vectors
-	next  int
-	full  bool
-	last  profile // the profile of the last verdict
+	// alarmed marks the ring's windows that were alarmed when observed
+	// (Normalized: they shape the profile, winsorized, not the threshold)
+	alarmed []bool
+	next    int
+	full    bool
+	last    profile // the profile of the last verdict
 	// scratch
 	col  []float64
 	keep []bool
@@ -108,7 +111,7 @@ func NewStability(names []string, cfg Config) *Stability {
 		}
 	}
 	cfg.Resolution = res
-	s := &Stability{cfg: cfg, names: names, hist: make([][]float64, cfg.History)}
+	s := &Stability{cfg: cfg, names: names, hist: make([][]float64, cfg.History), alarmed: make([]bool, cfg.History)}
 	for i := range s.hist {
 		s.hist[i] = make([]float64, len(names))
 	}
@@ -262,6 +265,7 @@ func (s *Stability) Observe(x []float64) Verdict {
 		return v
 	}
 	copy(s.hist[s.next], x)
+	s.alarmed[s.next] = v.Anomaly
 	if v.Anomaly && !s.cfg.LearnAlarms && s.cfg.Kind == Normalized {
 		// Learned, but winsorized: an attack moves the profile by a
 		// bounded step, a lasting change becomes normal once it fills
@@ -281,6 +285,9 @@ func (s *Stability) Observe(x []float64) Verdict {
 
 // threshold splits the history's deviations into normal and outliers.
 func (s *Stability) threshold(p *profile) float64 {
+	if s.cfg.Kind == Normalized {
+		return s.robustThreshold(p)
+	}
 	devs := make([]float64, len(s.hist))
 	for i, h := range s.hist {
 		devs[i] = s.deviation(p, h)
@@ -322,6 +329,39 @@ func (s *Stability) threshold(p *profile) float64 {
 		return max(mn+s.cfg.K*sd, floor)
 	}
 	return mn + 3*sd + 1e-12
+}
+
+// robustThreshold (Normalized) is the median deviation of the history's
+// windows that were not alarmed, plus K times their robust spread (1.4826
+// MAD, at least 5 % of the median), and at least the sum of the weights.
+// Alarmed windows are left out so that attacks in the history do not
+// raise the bar for the next one; when every window was alarmed (a lasting
+// change being learned), all count.
+func (s *Stability) robustThreshold(p *profile) float64 {
+	devs := make([]float64, 0, len(s.hist))
+	for i, h := range s.hist {
+		if !s.alarmed[i] {
+			devs = append(devs, s.deviation(p, h))
+		}
+	}
+	if len(devs) < 3 {
+		devs = devs[:0]
+		for _, h := range s.hist {
+			devs = append(devs, s.deviation(p, h))
+		}
+	}
+	sort.Float64s(devs)
+	med := quantile(devs, 0.5)
+	for i := range devs {
+		devs[i] = math.Abs(devs[i] - med)
+	}
+	sort.Float64s(devs)
+	spread := max(1.4826*quantile(devs, 0.5), 0.05*med)
+	floor := 0.0
+	for _, w := range p.w {
+		floor += w
+	}
+	return max(med+s.cfg.K*spread, floor)
 }
 
 // grubbs marks in keep the values that survive repeated two-sided Grubbs
