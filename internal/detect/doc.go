@@ -26,27 +26,36 @@
 // verdict. Each verdict names the features that contributed most.
 //
 // # Normalized (our variant)
-
-The same window features, scored so that no feature can dominate and no
-history can lock itself out of learning:
-
-  - Profile: per feature, the median m of the last N windows and a robust
-    spread s: 1.4826 MAD, else (when most values are equal) the 10-90 %
-    range / 2.563, and never below the feature's resolution
-    (Config.Resolution, from feature.StabilityResolution) or 5 % of |m|.
-    A constant history (portacc always 0, every TTL 64) thus has the
-    resolution as its spread, not 0.
-  - Term: min(|x - m| / s, ZMax) per feature, equal weights; the
-    deviation is their sum, so at most ZMax per feature (the paper's cv
-    weights gave a constant feature the largest weight of all).
-  - Threshold: the median deviation of the history's windows that were
-    not alarmed, plus K (Config.K, DefaultK) times their robust spread, and
-    at least the sum of the weights (a perfectly regular history does not
-    alarm on any change at all).
-  - Learning: every window enters the history; an alarmed one enters
-    winsorized, each feature clipped to m ± ClipZ·s. Drift against
-    poisoning: an attack moves the median by at most ClipZ spreads, and
-    only once it fills half the history; a lasting change of normal
-    traffic is learned the same way, within about N/2 windows, and
-    sooner when its alarmed windows widen the spread.
+//
+// The same window features, scored so that no feature can dominate and no
+// history can lock itself out of learning:
+//
+//   - Profile: per feature, the median m of the last N windows and a robust
+//     spread s: 1.4826 MAD, else (when most values are equal) the 10-90 %
+//     range / 2.563, and never below the feature's resolution
+//     (Config.Resolution, from feature.StabilityResolution) or 5 % of |m|.
+//     A constant history (portacc always 0, every TTL 64) thus has the
+//     resolution as its spread, not 0.
+//   - Term: min(|x - m| / s, ZMax) per feature, equal weights; the
+//     deviation is their sum, so at most ZMax per feature (the paper's cv
+//     weights gave a constant feature the largest weight of all).
+//   - Threshold: the median deviation of the history's windows that were
+//     not alarmed, plus K (Config.K, DefaultK) times their robust spread, and
+//     at least the sum of the weights (a perfectly regular history does not
+//     alarm on any change at all).
+//   - Learning: every window enters the history; an alarmed one enters
+//     winsorized, each feature clipped to m ± ClipZ·s. Drift against
+//     poisoning: an attack moves the median by at most ClipZ spreads, and
+//     only once it fills half the history; a lasting change of normal
+//     traffic is learned the same way, within about N/2 windows, and
+//     sooner when its alarmed windows widen the spread.
+//
+// # One registry
+//
+// Every detector is registered once by name (Register) with what it needs:
+// stability and normalized learn as they observe; lstm (LSTM-NAD, package
+// lstm) needs a trained classifier; lstm-unsup a forecaster, or it trains
+// one on benign windows in Fit (eval's --train-first). The CLI, the lab,
+// the benchmark and the node agent all make detectors with New, and judge
+// whole windows through nad.Monitor or nad.Judge.
 package detect
