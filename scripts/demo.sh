@@ -63,11 +63,16 @@ sleep 2
 bin/secaas events -o json --kind nad.alert --limit 1 --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "nad.alert"' | head -5 | cut -c1-200
 bin/secaas nad disable --tid 100 --vm VM3 --api $API --token-file $STATE/tenant.token
 
-echo "== 7. anomaly detection: 100 s of benign load on a mirrored server with real nmap and hping3 attacks"
-bin/secaas lab traffic --seed 1 --duration 100s --warmup 35s --gap 6s --per-setting 1 --span 1s \
+echo "== 7. anomaly detection: 100 s of varied benign load (300 clients, HTTP/DNS/SMTP/POP3/SSH) on a mirrored server with real nmap and hping3 attacks"
+bin/secaas lab traffic --seed 1 --duration 100s --warmup 35s --gap 6s --per-setting 1 --small 0 --span 1s \
   --prefix sd --out $STATE/traffic >/dev/null
 grep -o '"tool": "[^"]*"' $STATE/traffic/labels.json | sed 's/"tool": /    /' 
 bin/secaas nad eval --pcap $STATE/traffic/capture.pcap --labels $STATE/traffic/labels.json --window 1s --history 30
+echo "-- LSTM in pure Go: a forecaster trained on the first 35 s (benign only), then every detector judged after them"
+bin/secaas nad train --pcap $STATE/traffic/capture.pcap --kind forecaster --train-until 35s --window 1s --seq 5 --epochs 30 \
+  --out $STATE/traffic/unsup.model 2>/dev/null
+bin/secaas nad eval --pcap $STATE/traffic/capture.pcap --labels $STATE/traffic/labels.json --window 1s --history 30 \
+  --detector stability,normalized,lstm-unsup --model $STATE/traffic/unsup.model --train-first 35s | grep "^Detector\|^Windows judged"
 
 echo "== 8. memory monitoring: a test guest (Debian's own kernel under QEMU) watched from the host through its RAM"
 bin/secaas lab guest up --name secaas-demo --mem 512 --rootkit

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,10 +20,13 @@ import (
 	"time"
 
 	"secaas/internal/agent"
+	"secaas/internal/capture"
+	"secaas/internal/feature"
 	"secaas/internal/hostpath"
 	"secaas/internal/inventory"
 	"secaas/internal/lab"
 	"secaas/internal/lab/labtest"
+	"secaas/internal/lstm"
 	"secaas/internal/ovs"
 	"secaas/internal/tenant"
 	"secaas/internal/tenant/tenanttest"
@@ -516,21 +521,7 @@ func TestNADMonitorAlertsOnRealFlood(t *testing.T) {
 	}
 	// Quiet, regular traffic for the profile (12 windows of 0.5 s).
 	web := netip.MustParseAddr("10.31.0.1")
-	stop := make(chan struct{})
-	var pw sync.WaitGroup
-	pw.Add(1)
-	go func() {
-		defer pw.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-				hosts["nadcli"].Ping(ctx, web, 1, time.Second)
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}()
+	stopPings := pingLoop(ctx, hosts["nadcli"], web)
 	time.Sleep(9 * time.Second)
 	if got := alerts(); len(got) > 1 {
 		t.Fatalf("%d alerts on quiet traffic: %+v", len(got), got)
@@ -543,8 +534,7 @@ func TestNADMonitorAlertsOnRealFlood(t *testing.T) {
 	for len(alerts()) == before && time.Now().Before(deadline) {
 		time.Sleep(100 * time.Millisecond)
 	}
-	close(stop)
-	pw.Wait()
+	stopPings()
 	got := alerts()
 	if len(got) == before {
 		mu.Lock()
@@ -741,4 +731,121 @@ func TestRunRepairsAtOnce(t *testing.T) {
 		}
 		t.Logf("%s drift repaired in %s", kind, time.Since(t0).Round(time.Millisecond))
 	}
+}
+
+// quietWindows are 0.5 s windows of a server pinged by one client at 4 to
+// 60 pings a second, the rate drifting (TestNADMonitorLSTM sends about
+// 20), through the real extractor.
+func quietWindows(t *testing.T, n int, server, client netip.Addr) [][]float64 {
+	t.Helper()
+	r := rand.New(rand.NewPCG(5, 5))
+	var out [][]float64
+	ext := feature.NewExtractor(server, feature.Config{Window: 500 * time.Millisecond}, func(w *feature.Window) {
+		out = append(out, append([]float64(nil), w.LSTM[:]...))
+	})
+	ts := int64(1_700_000_000e9)
+	rate := 20.0
+	for len(out) < n {
+		rate = min(60, max(4, rate*math.Exp(0.1*r.NormFloat64())))
+		ts += int64(r.ExpFloat64() / rate * float64(time.Second))
+		ext.Add(ts, &capture.Meta{Src: client, Dst: server, Proto: 1, TTL: 64, Len: 84})
+		ext.Add(ts+int64(200*time.Microsecond), &capture.Meta{Src: server, Dst: client, Proto: 1, TTL: 64, Len: 84})
+	}
+	return out
+}
+
+// TestNADMonitorLSTM: live detection with a registered detector that
+// scores with a model file: lstm-unsup with a forecaster trained on quiet
+// windows, loaded from the node's model directory, alerts on a real SYN
+// flood; a policy naming a model the node does not have reports nad.error.
+func TestNADMonitorLSTM(t *testing.T) {
+	labtest.RequireOVS(t)
+	if _, err := exec.LookPath("hping3"); err != nil {
+		labtest.Missing(t, "hping3 not installed")
+	}
+	ctx := context.Background()
+	web, cli := netip.MustParseAddr("10.32.0.1"), netip.MustParseAddr("10.32.0.2")
+	m, err := lstm.Train(ctx, lstm.TrainConfig{Kind: lstm.Forecaster, Arch: lstm.Arch{Features: feature.NumLSTM, Seq: 4, LSTM1: 16, LSTM2: 8, Dense1: 16, Dense2: 8},
+		Epochs: 20, Seed: 1}, quietWindows(t, 600, web, cli), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Features, m.Window = feature.LSTMNames[:], 500*time.Millisecond
+	dir := t.TempDir()
+	if err := m.SaveFile(filepath.Join(dir, "quiet.model")); err != nil {
+		t.Fatal(err)
+	}
+	br := labtest.Bridge(t, "sctn")
+	domains := []tenant.Domain{{TID: 32, Name: "nadl", Tenant: "acme", Subnets: []tenant.Subnet{{Name: "s", VMs: []tenant.VM{
+		{Name: "web", MAC: "02:00:00:00:32:01", IP: web.String(), Port: "nlweb"},
+		{Name: "cli", MAC: "02:00:00:00:32:02", IP: cli.String(), Port: "nlcli"}},
+		ACRs: []tenant.ACR{{Priority: 1, Action: tenant.Pass}}}}}}
+	var mu sync.Mutex
+	var events []agent.Event
+	hosts, a := enforce(t, br, domains, "sctn-", func(e agent.Event) { mu.Lock(); events = append(events, e); mu.Unlock() })
+	kinds := func(kind string) []agent.Event {
+		mu.Lock()
+		defer mu.Unlock()
+		var out []agent.Event
+		for _, e := range events {
+			if e.Kind == kind {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	a.ModelDir = dir
+	// A model this node does not have: an error event, no monitor.
+	domains[0].Subnets[0].VMs[0].NAD = &tenant.NADPolicy{Window: "500ms", Detector: "lstm-unsup", Model: "absent.model"}
+	if err := a.Apply(ctx, domains, nil); err != nil {
+		t.Fatal(err)
+	}
+	if errs := kinds("nad.error"); len(errs) == 0 || !strings.Contains(errs[0].Detail, "not in this node's model directory") || strings.Contains(errs[0].Detail, dir) {
+		t.Fatalf("missing model: %+v", errs)
+	}
+	domains[0].Subnets[0].VMs[0].NAD = &tenant.NADPolicy{Window: "500ms", Detector: "lstm-unsup", Model: "quiet.model"}
+	if err := a.Apply(ctx, domains, nil); err != nil {
+		t.Fatal(err)
+	}
+	stopPings := pingLoop(ctx, hosts["nlcli"], web)
+	time.Sleep(6 * time.Second)
+	quiet := len(kinds("nad.alert"))
+	if out, err := hosts["nlcli"].Exec(ctx, "hping3", "-q", "-S", "-p", "80", "-c", "3000", "-i", "u300", web.String()); err != nil && len(out) == 0 {
+		t.Logf("hping3: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(kinds("nad.alert")) == quiet && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopPings()
+	got := kinds("nad.alert")
+	if quiet > 1 || len(got) == quiet {
+		t.Fatalf("%d alerts on quiet traffic, %d after the flood: %+v", quiet, len(got), got)
+	}
+	var al agent.Alert
+	if err := json.Unmarshal([]byte(got[len(got)-1].Detail), &al); err != nil || al.Detector != "lstm-unsup" || al.Deviation <= al.Threshold {
+		t.Fatalf("alert %+v (%v)", al, err)
+	}
+	t.Logf("lstm-unsup alert: forecast error %.3g > threshold %.3g, %d packets in the window (%d alerts on quiet traffic)", al.Deviation, al.Threshold, al.Packets, quiet)
+}
+
+// pingLoop pings dst from h every 50 ms or so (quiet, regular traffic for
+// a profile) until the returned function is called.
+func pingLoop(ctx context.Context, h *lab.Host, dst netip.Addr) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				h.Ping(ctx, dst, 1, time.Second)
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }

@@ -272,3 +272,28 @@ func benchControlPlane(ctx context.Context, env *Env, args []string) error {
 	}
 	return nil
 }
+
+func benchLSTM(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("bench lstm", env)
+	var o bench.LSTMOptions
+	fs.IntVar(&o.Windows, "windows", 21600, "training windows (the paper: 21,600)")
+	fs.IntVar(&o.Epochs, "epochs", 50, "epochs (the paper: 50)")
+	fs.IntVar(&o.Seq, "seq", 10, "sequence length T")
+	out := fs.String("out", "", "also write the table to this Markdown file")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	o.Progress = env.Stderr
+	r, err := bench.RunLSTM(ctx, o)
+	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	bench.WriteLSTM(io.MultiWriter(env.Stdout, &buf), r)
+	if *out != "" {
+		if err := os.WriteFile(*out, buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", *out, err)
+		}
+	}
+	return nil
+}

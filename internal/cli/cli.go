@@ -88,6 +88,8 @@ func commands() []command {
 			"secaas bench drift --trials 5 --out docs/bench-drift.md", nil, benchDrift},
 		{"bench nad", "", "packets per second and allocations of decode and features; live capture",
 			"secaas bench nad --out docs/bench-nad.md", nil, benchNAD},
+		{"bench lstm", "", "LSTM-NAD training time (21,600 windows x 50 epochs), inference per window, model size",
+			"secaas bench lstm --out docs/bench-lstm.md", nil, benchLSTM},
 		{"bench kmon", "", "syscall monitoring: a guest's file I/O with the monitor out and in, and the injection time",
 			"secaas bench kmon --out docs/bench-kmon.md", nil, benchKMon},
 		{"bench vmi", "", "a memory monitoring cycle on 512 MiB and 2 GiB guests",

@@ -572,7 +572,8 @@ func nadEnable(ctx context.Context, env *Env, args []string) error {
 		fs.StringVar(&vm, "vm", "", "VM name")
 		fs.StringVar(&p.Window, "window", "60s", "window length")
 		fs.IntVar(&p.History, "history", 120, "windows in the normal profile")
-		fs.StringVar(&p.Detector, "detector", "normalized", "normalized or stability")
+		fs.StringVar(&p.Detector, "detector", "normalized", "a registered detector (secaas nad detectors)")
+		fs.StringVar(&p.Model, "model", "", "for lstm and lstm-unsup: a model file's name in the node's model directory (secaasd --nad-models)")
 	})
 	if err != nil {
 		return err

@@ -139,6 +139,8 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 	trainFirst := fs.String("train-first", "", "detectors that learn from benign traffic fit on this first part of the capture (a duration, or an RFC 3339 time) and are judged only after it")
 	epochs := fs.Int("epochs", 50, "lstm-unsup without --model: training epochs on the --train-first part")
 	seed := fs.Uint64("seed", 1, "lstm-unsup without --model: training seed")
+	fmargin := fs.Float64("forecast-margin", 1.5, "lstm-unsup without --model: threshold = this times the largest forecast error on held-out training windows")
+	seq := fs.Int("seq", detect.DefaultSeq, "lstm-unsup without --model: sequence length T")
 	out := addOutput(fs)
 	margin := fs.Duration("margin", 0, "leave windows starting within this long after an attack out of the benign set (its aftermath)")
 	plots := fs.String("plots", "", "write roc.png (every detector) and features.png (the 8 features over time, attacks shaded) to this directory")
@@ -184,7 +186,7 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	p := detect.Params{History: *history, K: *k, Window: *window, Models: slices.Collect(maps.Values(ms)),
-		Train: lstm.TrainConfig{Epochs: *epochs, Seed: *seed}, Progress: epochPrinter(env.Stderr, "lstm-unsup")}
+		Train: lstm.TrainConfig{Epochs: *epochs, Seed: *seed, Margin: *fmargin, Arch: lstm.Arch{Seq: *seq}}, Progress: epochPrinter(env.Stderr, "lstm-unsup")}
 	results, err := nad.Judge(ws, names, p, until)
 	if err != nil {
 		return err
@@ -264,6 +266,7 @@ func nadTrain(ctx context.Context, env *Env, args []string) error {
 	fs.Float64Var(&cfg.LR, "lr", 1e-3, "Adam's learning rate")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed (a seed gives the same model on any machine)")
 	fs.Float64Var(&cfg.Val, "val", 0.2, "fraction held out at the end to choose the best epoch")
+	fs.Float64Var(&cfg.Margin, "forecast-margin", 1.5, "forecaster: the threshold is this times the largest forecast error on the held-out windows")
 	outFile := fs.String("out", "", "model file to write")
 	if _, err := parse(fs, args); err != nil {
 		return err

@@ -24,7 +24,9 @@ func labTraffic(ctx context.Context, env *Env, args []string) error {
 	per := fs.Int("per-setting", 1, "attacks per (type, scale) setting (the paper: 30)")
 	fs.Float64Var(&cfg.Rate, "rate", 25, "mean benign sessions per second")
 	fs.DurationVar(&cfg.Period, "period", 20*time.Minute, "period of the benign load cycle (a compressed day)")
-	fs.IntVar(&cfg.Clients, "clients", 32, "benign client IP addresses")
+	fs.IntVar(&cfg.Clients, "clients", 0, "benign client IP addresses (default 300 varied, 32 paper)")
+	fs.StringVar(&cfg.Benign, "benign", lab.BenignVaried, "benign profile: varied (hundreds of Zipf-popular clients, mixed TTLs, HTTP/DNS/SMTP/POP3/SSH, long and short sessions) or paper (the first lab's 32 clients)")
+	small := fs.Int("small", -1, "small and slow attacks per setting (nmap -T2 100 ports, 20 pps SYN flood, SSH brute force; default: --per-setting with varied, 0 with paper)")
 	fs.DurationVar(&cfg.Span, "span", 2*time.Second, "how long one flood lasts")
 	fs.StringVar(&cfg.Out, "out", "lab-traffic", "output directory (capture.pcap, labels.json)")
 	fs.StringVar(&cfg.Prefix, "prefix", "sl", "prefix of the lab's bridge, namespaces and interfaces")
@@ -33,7 +35,20 @@ func labTraffic(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	cfg.Seed, cfg.Progress = *seed, env.Stderr
+	if *small < 0 {
+		*small = *per
+		if cfg.Benign == lab.BenignPaper {
+			*small = 0
+		}
+	}
 	var extra []nad.Attack
+	for _, typ := range nad.Kinds {
+		for _, sc := range nad.SmallScales[typ] {
+			for i := 0; i < *small; i++ {
+				extra = append(extra, nad.Attack{Type: typ, Scale: sc})
+			}
+		}
+	}
 	for _, f := range splitList(*replays) {
 		for i := 0; i < *per; i++ {
 			extra = append(extra, nad.Attack{Type: nad.Replay + filepath.Base(f), File: f})

@@ -36,9 +36,12 @@
 //     (Config.Resolution, from feature.StabilityResolution) or 5 % of |m|.
 //     A constant history (portacc always 0, every TTL 64) thus has the
 //     resolution as its spread, not 0.
-//   - Term: min(|x - m| / s, ZMax) per feature, equal weights; the
-//     deviation is their sum, so at most ZMax per feature (the paper's cv
-//     weights gave a constant feature the largest weight of all).
+//   - Term: z² with z = min(|x - m| / s, ZMax) per feature, equal weights;
+//     the deviation is their sum (a diagonal Mahalanobis distance), so at
+//     most ZMax² per feature, and one feature far off counts more than the
+//     same distance spread thinly over noisy ones (a scan that moves only
+//     the port entropy). The paper's cv weights gave a constant feature the
+//     largest weight of all.
 //   - Threshold: the median deviation of the history's windows that were
 //     not alarmed, plus K (Config.K, DefaultK) times their robust spread, and
 //     at least the sum of the weights (a perfectly regular history does not
@@ -47,8 +50,9 @@
 //     winsorized, each feature clipped to m ± ClipZ·s. Drift against
 //     poisoning: an attack moves the median by at most ClipZ spreads, and
 //     only once it fills half the history; a lasting change of normal
-//     traffic is learned the same way, within about N/2 windows, and
-//     sooner when its alarmed windows widen the spread.
+//     traffic is learned the same way, ClipZ spreads per N/2 windows or so
+//     (a change of 15 spreads in about 2.5 N windows; sooner as the clipped
+//     windows widen the spread), and it never locks itself out.
 //
 // # One registry
 //

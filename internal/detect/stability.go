@@ -47,7 +47,7 @@ const DefaultK = 8
 const keepOutFactor = 2
 
 // Normalized scores: a feature's term is its distance from the history's
-// median in units of its spread, capped at ZMax; an alarmed window is
+// median in units of its spread, capped at ZMax, squared; an alarmed window is
 // learned with each feature clipped to within ClipZ spreads of the median.
 const (
 	ZMax  = 10
@@ -228,7 +228,8 @@ func quantile(x []float64, q float64) float64 {
 
 func (s *Stability) term(p *profile, j int, x float64) float64 {
 	if s.cfg.Kind == Normalized {
-		return p.w[j] * min(math.Abs(x-p.med[j])/p.spread[j], ZMax)
+		z := min(math.Abs(x-p.med[j])/p.spread[j], ZMax)
+		return p.w[j] * z * z
 	}
 	return p.w[j] * math.Abs(p.fb[j]*p.fb[j]-x*x)
 }

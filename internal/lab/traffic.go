@@ -32,7 +32,8 @@ type TrafficConfig struct {
 	Duration time.Duration // whole run
 	Period   time.Duration // the compressed "day" of the benign load (default 20 min)
 	Rate     float64       // mean benign sessions per second (default 25)
-	Clients  int           // benign client IPs (default 32)
+	Clients  int           // benign client IPs (default 300 varied, 32 paper)
+	Benign   string        // BenignVaried (default) or BenignPaper
 	Span     time.Duration // how long one attack lasts (default 2 s)
 	Attacks  []nad.Attack  // when and what (see nad.PlanAttacks)
 	Out      string        // directory for capture.pcap and labels.json
@@ -71,8 +72,14 @@ func (c *TrafficConfig) defaults() {
 	if c.Rate <= 0 {
 		c.Rate = 25
 	}
+	if c.Benign == "" {
+		c.Benign = BenignVaried
+	}
 	if c.Clients <= 0 {
 		c.Clients = 32
+		if c.Benign == BenignVaried {
+			c.Clients = 300
+		}
 	}
 	if c.Span <= 0 {
 		c.Span = 2 * time.Second
@@ -99,6 +106,12 @@ func RunTraffic(ctx context.Context, cfg TrafficConfig) (*TrafficResult, error) 
 			return nil, fmt.Errorf("traffic lab: %s is not installed (make deps)", tool)
 		}
 	}
+	if cfg.Benign != BenignVaried && cfg.Benign != BenignPaper {
+		return nil, fmt.Errorf("traffic lab: benign profile %q is neither %s nor %s", cfg.Benign, BenignVaried, BenignPaper)
+	}
+	if max(cfg.Clients, 1) > 16*200 {
+		return nil, fmt.Errorf("traffic lab: at most %d clients", 16*200)
+	}
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, err
 	}
@@ -122,22 +135,34 @@ func (l *trafficLab) build(ctx context.Context) error {
 	if l.server, err = AddHost(ctx, l.br, p+"-srv", p+"srv", mac(1), netip.PrefixFrom(ServerIP, 16)); err != nil {
 		return err
 	}
-	nsCount := (l.cfg.Clients + 7) / 8
+	// Addresses per namespace, and each client's address: the paper
+	// profile keeps its 10.50.1.0/24 plan, the varied one counts up from
+	// 10.50.10.1 (250 per /24).
+	per := 8
+	addr := func(k int) netip.Addr { return netip.AddrFrom4([4]byte{10, 50, 1, byte(k + 1)}) }
+	ttlR := rand.New(rand.NewPCG(l.cfg.Seed, 3))
+	if l.cfg.Benign == BenignVaried {
+		per = 16
+		addr = func(k int) netip.Addr { return netip.AddrFrom4([4]byte{10, 50, byte(10 + k/250), byte(k%250 + 1)}) }
+	}
+	nsCount := (l.cfg.Clients + per - 1) / per
 	for n := 0; n < nsCount; n++ {
-		first := netip.AddrFrom4([4]byte{10, 50, 1, byte(n*8 + 1)})
-		h, err := AddHost(ctx, l.br, fmt.Sprintf("%s-c%d", p, n), fmt.Sprintf("%sc%d", p, n), mac(10+n), netip.PrefixFrom(first, 16))
+		h, err := AddHost(ctx, l.br, fmt.Sprintf("%s-c%d", p, n), fmt.Sprintf("%sc%d", p, n), mac(10+n), netip.PrefixFrom(addr(n*per), 16))
 		if err != nil {
 			return err
 		}
 		// Clients sit at different distances and run different systems:
 		// their TTLs differ, as in the paper's Fig. 6 (64 and 52 most).
 		ttl := []int{64, 52, 64, 128, 57, 64, 52, 118}[n%8]
+		if l.cfg.Benign == BenignVaried {
+			ttl = clientTTL(ttlR)
+		}
 		if _, err := h.Exec(ctx, "sysctl", "-qw", fmt.Sprintf("net.ipv4.ip_default_ttl=%d", ttl)); err != nil {
 			return err
 		}
 		l.clients = append(l.clients, h)
-		for i := 0; i < 8 && len(l.ips) < l.cfg.Clients; i++ {
-			a := netip.AddrFrom4([4]byte{10, 50, 1, byte(n*8 + i + 1)})
+		for i := 0; i < per && len(l.ips) < l.cfg.Clients; i++ {
+			a := addr(n*per + i)
 			if i > 0 {
 				if _, err := h.Exec(ctx, "ip", "addr", "add", a.String()+"/16", "dev", "eth0"); err != nil {
 					return err
@@ -209,10 +234,7 @@ func (l *trafficLab) services(ctx context.Context, wg *sync.WaitGroup) error {
 		return err
 	}
 	page := strings.Repeat("x", 20000)
-	httpSrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
-		io.WriteString(w, page[:min(max(n, 100), len(page))])
-	}), ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{Handler: httpHandler(page), ReadHeaderTimeout: 5 * time.Second}
 	wg.Add(4)
 	go func() { defer wg.Done(); httpSrv.Serve(ls[0]) }()
 	for i, banner := range []string{"220 mail.lab ESMTP\r\n", "+OK POP3 ready\r\n"} {
@@ -222,30 +244,18 @@ func (l *trafficLab) services(ctx context.Context, wg *sync.WaitGroup) error {
 		}
 		go func() {
 			defer wg.Done()
-			var cw sync.WaitGroup
-			defer cw.Wait()
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				cw.Add(1)
-				go func() {
-					defer cw.Done()
-					defer c.Close()
-					c.SetDeadline(time.Now().Add(10 * time.Second))
-					io.WriteString(c, banner)
-					sc := bufio.NewScanner(c)
-					for sc.Scan() {
-						line := strings.ToUpper(sc.Text())
-						if strings.HasPrefix(line, "QUIT") {
-							io.WriteString(c, "221 bye\r\n")
-							return
-						}
-						io.WriteString(c, ok)
+			serveConns(ln, 10*time.Second, func(c net.Conn) {
+				io.WriteString(c, banner)
+				sc := bufio.NewScanner(c)
+				for sc.Scan() {
+					line := strings.ToUpper(sc.Text())
+					if strings.HasPrefix(line, "QUIT") {
+						io.WriteString(c, "221 bye\r\n")
+						return
 					}
-				}()
-			}
+					io.WriteString(c, ok)
+				}
+			})
 		}()
 	}
 	go func() {
@@ -256,9 +266,18 @@ func (l *trafficLab) services(ctx context.Context, wg *sync.WaitGroup) error {
 			if err != nil {
 				return
 			}
-			udp.WriteToUDPAddrPort(buf[:n], from)
+			if a := dnsAnswer(buf[:n]); a != nil {
+				udp.WriteToUDPAddrPort(a, from)
+			} else {
+				udp.WriteToUDPAddrPort(buf[:n], from) // the paper profile's DNS-like echo
+			}
 		}
 	}()
+	if l.cfg.Benign == BenignVaried {
+		if err := l.variedServices(ctx.Done(), wg); err != nil {
+			return err
+		}
+	}
 	go func() {
 		<-ctx.Done()
 		httpSrv.Close()
@@ -343,6 +362,12 @@ func (l *trafficLab) attackCmd(a nad.Attack) []string {
 		return []string{"hping3", "-q", "-S", "-p", "80", "--rand-source", "-c", strconv.Itoa(a.Scale), "-i", gap(), srv}
 	case nad.UDPFlood:
 		return []string{"hping3", "-q", "-n", "--udp", "-p", "53", "-c", strconv.Itoa(a.Scale), "-i", gap(), srv}
+	case nad.SlowScan:
+		return []string{"nmap", "-sS", "-Pn", "-n", "-T2", "--max-retries", "0", "-p", fmt.Sprintf("1-%d", a.Scale), srv}
+	case nad.SlowSYN:
+		return []string{"hping3", "-q", "-S", "-p", "80", "--rand-source", "-c", strconv.Itoa(a.Scale), "-i", "u50000", srv}
+	case nad.BruteForce:
+		return []string{"(in process)", "ssh", "password guessing", strconv.Itoa(a.Scale), "logins to", srv + ":22"}
 	}
 	if strings.HasPrefix(a.Type, nad.Replay) {
 		// At the capture's own pace, for at most 4 attack spans.
@@ -427,27 +452,56 @@ func (l *trafficLab) run(ctx context.Context) (*TrafficResult, error) {
 		defer wg.Done()
 		r := rand.New(rand.NewPCG(cfg.Seed, 1))
 		sem := make(chan struct{}, 64)
+		longSem := make(chan struct{}, 6) // long-lived downloads at once
 		var sw sync.WaitGroup
 		defer sw.Wait()
+		varied := cfg.Benign == BenignVaried
+		pop := newPopularity(r, len(l.ips))
+		var noise arNoise
 		for {
 			el := time.Since(start)
 			if el >= cfg.Duration || runCtx.Err() != nil {
 				return
 			}
 			rate := cfg.Rate * (1 + 0.5*math.Sin(2*math.Pi*el.Seconds()/cfg.Period.Seconds()))
+			if varied {
+				rate *= noise.at(r, el)
+			}
 			time.Sleep(time.Duration(r.ExpFloat64() / max(rate, 0.1) * float64(time.Second)))
 			i := r.IntN(len(l.ips))
+			if varied {
+				i = pop.pick()
+			}
 			sr := rand.New(rand.NewPCG(r.Uint64(), 2))
+			long := false
+			if varied && r.Float64() < 0.01 {
+				select {
+				case longSem <- struct{}{}:
+					long = true
+				default:
+				}
+			}
 			select {
 			case sem <- struct{}{}:
 			default:
+				if long {
+					<-longSem
+				}
 				continue // overloaded: skip rather than queue
 			}
 			sw.Add(1)
 			go func() {
 				defer sw.Done()
 				defer func() { <-sem }()
-				err := l.session(sr, i)
+				var err error
+				if varied {
+					err = l.variedSession(sr, i, long)
+				} else {
+					err = l.session(sr, i)
+				}
+				if long {
+					<-longSem
+				}
 				mu.Lock()
 				res.Sessions++
 				if err != nil {
@@ -488,11 +542,17 @@ func (l *trafficLab) run(ctx context.Context) (*TrafficResult, error) {
 			a.Source = "10.50.2.66"
 		}
 		a.Start = time.Now()
-		out, err := l.attack.Exec(ctx, args...)
+		var out []byte
+		var err error
+		if a.Type == nad.BruteForce {
+			err = l.bruteForce(rand.New(rand.NewPCG(cfg.Seed, uint64(i))), a.Scale)
+		} else {
+			out, err = l.attack.Exec(ctx, args...)
+		}
 		a.End = time.Now()
 		// hping3 exits non-zero when nothing answers (spoofed sources, UDP
 		// without a reply), so only nmap's and tcpreplay's failures are errors.
-		if err != nil && a.Type != nad.SYNFlood && a.Type != nad.UDPFlood {
+		if err != nil && a.Type != nad.SYNFlood && a.Type != nad.UDPFlood && a.Type != nad.SlowSYN {
 			a.Err = strings.TrimSpace(string(out) + " " + err.Error())
 		}
 		fmt.Fprintf(cfg.Progress, "traffic lab: %s scale %d at %s took %s\n", a.Type, a.Scale, a.Start.Sub(start).Round(time.Millisecond), a.End.Sub(a.Start).Round(time.Millisecond))

@@ -24,10 +24,11 @@ import (
 func TestTrafficLabDetection(t *testing.T) {
 	labtest.RequireOVS(t)
 	ctx := context.Background()
-	scales := map[string][]int{nad.PortScan: {600}, nad.SYNFlood: {3000}, nad.UDPFlood: {1800}}
+	// The varied benign profile (the default), with an SSH brute force too.
+	scales := map[string][]int{nad.PortScan: {600}, nad.SYNFlood: {3000}, nad.UDPFlood: {1800}, nad.BruteForce: {20}}
 	// Plus a real capture (masscan of ports 0-1000), readdressed and replayed.
 	replay := nad.Attack{Type: nad.Replay + "masscan", File: filepath.Join(labtest.DataDir(t), "pcaps", "esnet-masscan-tcp-0-1000.pcap")}
-	attacks, err := nad.PlanAttacks(rand.New(rand.NewPCG(7, 0)), scales, 1, 35*time.Second, 70*time.Second, 8*time.Second, replay)
+	attacks, err := nad.PlanAttacks(rand.New(rand.NewPCG(7, 0)), scales, 1, 35*time.Second, 76*time.Second, 8*time.Second, replay)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func TestTrafficLabDetection(t *testing.T) {
 	if testing.Verbose() {
 		progress = os.Stderr
 	}
-	res, err := lab.RunTraffic(ctx, lab.TrafficConfig{Seed: 7, Duration: 76 * time.Second, Span: time.Second,
+	res, err := lab.RunTraffic(ctx, lab.TrafficConfig{Seed: 7, Duration: 84 * time.Second, Span: time.Second,
 		Attacks: attacks, Out: t.TempDir(), Prefix: "tl", Progress: progress})
 	if err != nil {
 		t.Fatal(err)
@@ -61,12 +62,22 @@ func TestTrafficLabDetection(t *testing.T) {
 	}
 	for _, name := range dets {
 		ev := nad.Evaluate(name, results, &res.Labels, 0)
-		detected := 0
-		for _, cell := range ev.Grid {
-			detected += cell.Detected
+		detected, brute := 0, false
+		for _, e := range ev.Episodes {
+			if e.Kind == nad.BruteForce {
+				brute = e.Detected
+			} else if e.Detected {
+				detected++
+			}
 		}
-		t.Logf("%s: %d/4 attacks detected, %d false alarms in %d benign windows, AUC %.3f", name, detected, ev.FalseAlarms, ev.BenignWindows, ev.AUC)
-		if detected < 4 || ev.FPR > 10 {
+		t.Logf("%s: %d/4 floods and scans detected, brute force detected %v, %d false alarms in %d benign windows, AUC %.3f", name, detected, brute, ev.FalseAlarms, ev.BenignWindows, ev.AUC)
+		// The paper's detector, as printed, misses some of them amid the
+		// varied benign traffic (docs/nad-lstm.md); ours must not.
+		want := 4
+		if name == "stability" {
+			want = 2
+		}
+		if detected < want || ev.FPR > 10 {
 			t.Errorf("%s: %d/4 attacks detected (%+v), FPR %.1f %%", name, detected, ev.Grid, ev.FPR)
 		}
 	}

@@ -52,6 +52,9 @@ type Epoch struct {
 	Elapsed, Remains time.Duration
 }
 
+// minBatch is the smallest batch Train shrinks to on a short series.
+const minBatch = 8
+
 // shards: a batch is always cut into this many parts, summed in order, so
 // that a seed gives the same model on any number of cores.
 const shards = 4
@@ -118,8 +121,11 @@ func Train(ctx context.Context, cfg TrainConfig, x [][]float64, labels []bool) (
 	if cfg.Kind == Forecaster {
 		first = T
 	}
-	if split-first < cfg.Batch || len(x)-split < 2 {
-		return nil, fmt.Errorf("train: %d windows are too few for sequences of %d, batches of %d and %.0f %% held out", len(x), T, cfg.Batch, 100*cfg.Val)
+	if split-first < 2*minBatch || len(x)-split < 2 {
+		return nil, fmt.Errorf("train: %d windows are too few for sequences of %d with %.0f %% held out (at least %d training sequences are needed)", len(x), T, 100*cfg.Val, 2*minBatch)
+	}
+	if split-first < cfg.Batch {
+		cfg.Batch = max(minBatch, (split-first)/2) // a short series: smaller batches, at least two per epoch
 	}
 	m := &Model{Kind: cfg.Kind, Arch: cfg.Arch, Seed: cfg.Seed}
 	m.fitNorm(x[:split])

@@ -175,7 +175,10 @@ func Evaluate(name string, results []Result, labels *Labels, margin time.Duratio
 		}
 		ev.Grid = append(ev.Grid, *c)
 	}
-	order := map[string]int{PortScan: 0, SYNFlood: 1, UDPFlood: 2}
+	order := map[string]int{}
+	for i, k := range Kinds {
+		order[k] = i
+	}
 	sort.Slice(ev.Grid, func(i, j int) bool {
 		a, b := ev.Grid[i], ev.Grid[j]
 		if a.Type != b.Type {

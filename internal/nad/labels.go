@@ -21,6 +21,10 @@ const (
 	PortScan = "portscan" // nmap -sS, scale = ports probed
 	SYNFlood = "synflood" // hping3 -S from random sources, scale = packets
 	UDPFlood = "udpflood" // hping3 --udp, scale = packets
+	// Small and slow attacks (the varied lab):
+	SlowScan   = "slowscan"   // nmap -sS -T2 (0.4 s between probes), scale = ports
+	SlowSYN    = "slowsyn"    // hping3 -S at 20 packets/s, scale = packets
+	BruteForce = "bruteforce" // SSH password guessing, a connection per guess, scale = guesses
 	// Replay types are "replay:" + the capture's file name; scale = the
 	// packets replayed (tcpreplay of a real capture, readdressed).
 	Replay = "replay:"
@@ -28,6 +32,14 @@ const (
 
 // PaperScales are the attack scales of the 2018 paper's Table 5.
 var PaperScales = map[string][]int{PortScan: {120, 240, 600}, SYNFlood: {600, 1800, 3000}, UDPFlood: {600, 1200, 1800}}
+
+// SmallScales are the varied lab's small and slow attacks: an nmap -T2
+// scan of 100 ports (about 40 s), a 20 packets/s SYN flood of 300 packets
+// (15 s), 60 SSH password guesses (about 20 s).
+var SmallScales = map[string][]int{SlowScan: {100}, SlowSYN: {300}, BruteForce: {60}}
+
+// Kinds are the lab's attack types in plan order.
+var Kinds = []string{PortScan, SYNFlood, UDPFlood, SlowScan, SlowSYN, BruteForce}
 
 // Attack is one planned attack and, after the run, when it really ran.
 type Attack struct {
@@ -158,7 +170,7 @@ func parseUnix(s string) (time.Time, error) {
 // [from, to) at least gap apart.
 func PlanAttacks(r *rand.Rand, scales map[string][]int, perSetting int, from, to, gap time.Duration, extra ...Attack) ([]Attack, error) {
 	as := append([]Attack(nil), extra...)
-	for _, typ := range []string{PortScan, SYNFlood, UDPFlood} {
+	for _, typ := range Kinds {
 		for _, sc := range scales[typ] {
 			for i := 0; i < perSetting; i++ {
 				as = append(as, Attack{Type: typ, Scale: sc})
