@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sort"
 
 	"secaas/internal/feature"
 	"secaas/internal/lstm"
@@ -109,6 +110,14 @@ func (d *lstmDetector) Observe(w *feature.Window) Verdict {
 		return Verdict{}
 	}
 	v := Verdict{Ready: true, Deviation: s, Threshold: d.model.Threshold, Anomaly: s > d.model.Threshold}
+	if fc, share := d.scorer.Forecast(); fc != nil {
+		// The features the forecast missed most, against what it expected.
+		for j := range share {
+			v.Top = append(v.Top, Contribution{Feature: feature.LSTMNames[j], Value: share[j], Current: w.LSTM[j], Base: fc[j]})
+		}
+		sort.SliceStable(v.Top, func(a, b int) bool { return v.Top[a].Value > v.Top[b].Value })
+		v.Top = v.Top[:min(3, len(v.Top))]
+	}
 	return v
 }
 

@@ -96,6 +96,7 @@ type Scorer struct {
 	n   *net
 	xs  [][]float64
 	tgt []float64
+	out []float64 // the last Score's outputs
 }
 
 // Scorer returns a new scorer of m.
@@ -123,7 +124,30 @@ func (s *Scorer) Score(seq [][]float64) (float64, error) {
 	if s.m.Kind == Forecaster {
 		s.m.normalizeInto(s.tgt, seq[len(seq)-1])
 	}
+	s.out = out
 	return scoreOf(s.m.Kind, out, s.tgt), nil
+}
+
+// Forecast returns, after a forecaster's Score, the forecast of each
+// feature in raw units and its share of the score (its squared error in
+// normalised units over the feature count); nil for a classifier.
+func (s *Scorer) Forecast() (forecast, share []float64) {
+	if s.m.Kind != Forecaster || s.out == nil {
+		return nil, nil
+	}
+	F := s.m.Arch.Features
+	forecast, share = make([]float64, F), make([]float64, F)
+	for j := 0; j < F; j++ {
+		e := s.out[j] - s.tgt[j]
+		share[j] = e * e / float64(F)
+		v := s.out[j]*s.m.Scale[j] + s.m.Mean[j] // slog units
+		if v < 0 {
+			forecast[j] = -math.Expm1(-v)
+		} else {
+			forecast[j] = math.Expm1(v)
+		}
+	}
+	return forecast, share
 }
 
 // ScoreSeries scores every window of a series that has m.Need()-1
