@@ -21,6 +21,7 @@ import (
 
 	"secaas/internal/agent"
 	"secaas/internal/capture"
+	"secaas/internal/detect"
 	"secaas/internal/feature"
 	"secaas/internal/hostpath"
 	"secaas/internal/inventory"
@@ -741,7 +742,7 @@ func quietWindows(t *testing.T, n int, server, client netip.Addr) [][]float64 {
 	r := rand.New(rand.NewPCG(5, 5))
 	var out [][]float64
 	ext := feature.NewExtractor(server, feature.Config{Window: 500 * time.Millisecond}, func(w *feature.Window) {
-		out = append(out, append([]float64(nil), w.LSTM[:]...))
+		out = append(out, append(append([]float64(nil), w.LSTM[:]...), w.Extra[:]...)) // what the forecaster reads
 	})
 	ts := int64(1_700_000_000e9)
 	rate := 20.0
@@ -765,12 +766,12 @@ func TestNADMonitorLSTM(t *testing.T) {
 	}
 	ctx := context.Background()
 	web, cli := netip.MustParseAddr("10.32.0.1"), netip.MustParseAddr("10.32.0.2")
-	m, err := lstm.Train(ctx, lstm.TrainConfig{Kind: lstm.Forecaster, Arch: lstm.Arch{Features: feature.NumLSTM, Seq: 4, LSTM1: 16, LSTM2: 8, Dense1: 16, Dense2: 8},
+	m, err := lstm.Train(ctx, lstm.TrainConfig{Kind: lstm.Forecaster, Arch: lstm.Arch{Features: feature.NumLSTM + feature.NumExtra, Seq: 4, LSTM1: 16, LSTM2: 8, Dense1: 16, Dense2: 8},
 		Epochs: 20, Seed: 1}, quietWindows(t, 600, web, cli), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m.Features, m.Window = feature.LSTMNames[:], 500*time.Millisecond
+	m.Features, m.Window = detect.ModelFeatures(lstm.Forecaster), 500*time.Millisecond
 	dir := t.TempDir()
 	if err := m.SaveFile(filepath.Join(dir, "quiet.model")); err != nil {
 		t.Fatal(err)

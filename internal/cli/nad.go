@@ -39,7 +39,7 @@ func nadFlags(name string, env *Env, withDetect bool) (*flag.FlagSet, *nadOpts) 
 		o.format = addOutput(fs)
 	} else {
 		o.format = addOutput(fs, "csv")
-		fs.StringVar(&o.set, "set", "both", "stability (2018), lstm (2020) or both")
+		fs.StringVar(&o.set, "set", "both", "stability (2018), lstm (2020), extra (beyond the papers), both (2018 and 2020) or all")
 	}
 	return fs, o
 }
@@ -78,8 +78,11 @@ func nadFeatures(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if o.set != "both" && o.set != "stability" && o.set != "lstm" {
-		return fmt.Errorf("--set must be stability, lstm or both")
+	sets := map[string][3]bool{"stability": {true, false, false}, "lstm": {false, true, false}, "extra": {false, false, true},
+		"both": {true, true, false}, "all": {true, true, true}}
+	set, ok := sets[o.set]
+	if !ok {
+		return fmt.Errorf("--set must be stability, lstm, extra, both or all")
 	}
 	r, c, err := nad.OpenFile(o.pcap)
 	if err != nil {
@@ -87,11 +90,14 @@ func nadFeatures(ctx context.Context, env *Env, args []string) error {
 	}
 	defer c.Close()
 	header := []string{"server", "start", "packets", "bytes"}
-	if o.set != "lstm" {
+	if set[0] {
 		header = append(header, feature.StabilityNames[:]...)
 	}
-	if o.set != "stability" {
+	if set[1] {
 		header = append(header, feature.LSTMNames[:]...)
+	}
+	if set[2] {
+		header = append(header, feature.ExtraNames[:]...)
 	}
 	cw := csv.NewWriter(env.Stdout)
 	if *o.format != FormatJSON && *o.format != FormatYAML { // csv, and table or wide as csv
@@ -102,11 +108,14 @@ func nadFeatures(ctx context.Context, env *Env, args []string) error {
 	st, err := nad.Run(r, nad.Options{Servers: servers, Features: cfg}, func(res nad.Result) {
 		w := res.Window
 		vals := []float64{}
-		if o.set != "lstm" {
+		if set[0] {
 			vals = append(vals, w.Stability[:]...)
 		}
-		if o.set != "stability" {
+		if set[1] {
 			vals = append(vals, w.LSTM[:]...)
+		}
+		if set[2] {
+			vals = append(vals, w.Extra[:]...)
 		}
 		start := time.Unix(0, w.Start).UTC().Format(time.RFC3339Nano)
 		if *o.format == FormatJSON || *o.format == FormatYAML {

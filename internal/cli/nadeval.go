@@ -139,7 +139,7 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 	trainFirst := fs.String("train-first", "", "detectors that learn from benign traffic fit on this first part of the capture (a duration, or an RFC 3339 time) and are judged only after it")
 	epochs := fs.Int("epochs", 50, "lstm-unsup without --model: training epochs on the --train-first part")
 	seed := fs.Uint64("seed", 1, "lstm-unsup without --model: training seed")
-	fmargin := fs.Float64("forecast-margin", 1.5, "lstm-unsup without --model: threshold = this times the largest forecast error on held-out training windows")
+	fmargin := fs.Float64("forecast-margin", lstm.DefaultMargin, "lstm-unsup without --model: threshold = this times the largest forecast error on held-out training windows")
 	seq := fs.Int("seq", detect.DefaultSeq, "lstm-unsup without --model: sequence length T")
 	out := addOutput(fs)
 	margin := fs.Duration("margin", 0, "leave windows starting within this long after an attack out of the benign set (its aftermath)")
@@ -253,7 +253,7 @@ func writeEpisodes(w io.Writer, ev nad.Evaluation) {
 func nadTrain(ctx context.Context, env *Env, args []string) error {
 	fs := newFlags("nad train", env)
 	pcap := fs.String("pcap", "", "capture file")
-	featuresCSV := fs.String("features", "", "instead of --pcap: a CSV from secaas nad features --set lstm -o csv (columns start and the 11 LSTM features)")
+	featuresCSV := fs.String("features", "", "instead of --pcap: a CSV from secaas nad features --set all -o csv (columns start, the 11 LSTM features and, for a forecaster, the extra ones)")
 	labelsFile := fs.String("labels", "", "labels (JSON of secaas lab traffic, or CSV start_unix,end_unix,kind)")
 	server := fs.String("server", "", "the monitored server (default: the labels' server, else the most frequent destination)")
 	window := fs.Duration("window", time.Second, "window length")
@@ -266,7 +266,7 @@ func nadTrain(ctx context.Context, env *Env, args []string) error {
 	fs.Float64Var(&cfg.LR, "lr", 1e-3, "Adam's learning rate")
 	fs.Uint64Var(&cfg.Seed, "seed", 1, "seed (a seed gives the same model on any machine)")
 	fs.Float64Var(&cfg.Val, "val", 0.2, "fraction held out at the end to choose the best epoch")
-	fs.Float64Var(&cfg.Margin, "forecast-margin", 1.5, "forecaster: the threshold is this times the largest forecast error on the held-out windows")
+	fs.Float64Var(&cfg.Margin, "forecast-margin", lstm.DefaultMargin, "forecaster: the threshold is this times the largest forecast error on the held-out windows")
 	outFile := fs.String("out", "", "model file to write")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -297,7 +297,7 @@ func nadTrain(ctx context.Context, env *Env, args []string) error {
 		if ws, _, err = nad.Windows(*pcap, srv, feature.Config{Window: *window}); err != nil {
 			return err
 		}
-	} else if ws, err = readFeatureCSV(*featuresCSV, *window); err != nil {
+	} else if ws, err = readFeatureCSV(*featuresCSV, *window, cfg.Kind == lstm.Forecaster); err != nil {
 		return err
 	}
 	if len(ws) == 0 {
@@ -323,11 +323,8 @@ func nadTrain(ctx context.Context, env *Env, args []string) error {
 			}
 		}
 	}
-	x := make([][]float64, len(ws))
-	for i := range ws {
-		x[i] = ws[i].LSTM[:]
-	}
-	cfg.Arch.Features = feature.NumLSTM
+	x := detect.ModelInputs(cfg.Kind, ws)
+	cfg.Arch.Features = len(detect.ModelFeatures(cfg.Kind))
 	cfg.Progress = epochPrinter(env.Stderr, "train")
 	pos := 0
 	for _, a := range anom {
@@ -340,7 +337,7 @@ func nadTrain(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
-	m.Features, m.Window = feature.LSTMNames[:], *window
+	m.Features, m.Window = detect.ModelFeatures(cfg.Kind), *window
 	if err := m.SaveFile(*outFile); err != nil {
 		return err
 	}
@@ -349,8 +346,9 @@ func nadTrain(ctx context.Context, env *Env, args []string) error {
 }
 
 // readFeatureCSV reads windows from the CSV of nad features: a start
-// column (RFC 3339) and the 11 LSTM features by name.
-func readFeatureCSV(path string, window time.Duration) ([]feature.Window, error) {
+// column (RFC 3339) and the 11 LSTM features by name, and with extra the
+// extra features too.
+func readFeatureCSV(path string, window time.Duration, extra bool) ([]feature.Window, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -367,9 +365,12 @@ func readFeatureCSV(path string, window time.Duration) ([]feature.Window, error)
 		col[strings.TrimSpace(h)] = i
 	}
 	need := append([]string{"start"}, feature.LSTMNames[:]...)
+	if extra {
+		need = append(need, feature.ExtraNames[:]...)
+	}
 	for _, n := range need {
 		if _, ok := col[n]; !ok {
-			return nil, fmt.Errorf("%s: no %q column (write it with secaas nad features --set lstm -o csv)", path, n)
+			return nil, fmt.Errorf("%s: no %q column (write it with secaas nad features --set all -o csv)", path, n)
 		}
 	}
 	var ws []feature.Window
@@ -388,6 +389,14 @@ func readFeatureCSV(path string, window time.Duration) ([]feature.Window, error)
 		w := feature.Window{Start: t.UnixNano(), Duration: window}
 		for j, n := range feature.LSTMNames {
 			if w.LSTM[j], err = strconv.ParseFloat(rec[col[n]], 64); err != nil {
+				return nil, fmt.Errorf("%s line %d: %s: %w", path, line, n, err)
+			}
+		}
+		for j, n := range feature.ExtraNames {
+			if !extra {
+				break
+			}
+			if w.Extra[j], err = strconv.ParseFloat(rec[col[n]], 64); err != nil {
 				return nil, fmt.Errorf("%s line %d: %s: %w", path, line, n, err)
 			}
 		}

@@ -27,8 +27,9 @@
 //
 // # Normalized (our variant)
 //
-// The same window features, scored so that no feature can dominate and no
-// history can lock itself out of learning:
+// The 8 features and the 3 extra ones (package feature: new clients, RSTs
+// from the server, most SYNs per client and port), scored so that no
+// feature can dominate and no history can lock itself out of learning:
 //
 //   - Profile: per feature, the median m of the last N windows and a robust
 //     spread s: 1.4826 MAD, else (when most values are equal) the 10-90 %

@@ -37,8 +37,9 @@ func (d *lstmDetector) use(m *lstm.Model) error {
 	if m.Kind != d.kind {
 		return fmt.Errorf("model is a %s, this detector needs a %s", m.Kind, d.kind)
 	}
-	if m.Arch.Features != feature.NumLSTM || (m.Features != nil && !slices.Equal(m.Features, feature.LSTMNames[:])) {
-		return fmt.Errorf("model was trained on features %v, this secaas computes %v", m.Features, feature.LSTMNames)
+	want := ModelFeatures(d.kind)
+	if m.Arch.Features != len(want) || (m.Features != nil && !slices.Equal(m.Features, want)) {
+		return fmt.Errorf("model was trained on features %v, this detector uses %v", m.Features, want)
 	}
 	if d.p.Window > 0 && m.Window > 0 && m.Window != d.p.Window {
 		return fmt.Errorf("model was trained on %s windows, these are %s", m.Window, d.p.Window)
@@ -51,13 +52,10 @@ func (d *lstmDetector) use(m *lstm.Model) error {
 // with a model, it only primes the sequence with the last windows.
 func (d *lstmDetector) Fit(ws []feature.Window) error {
 	if d.model == nil {
-		x := make([][]float64, len(ws))
-		for i := range ws {
-			x[i] = ws[i].LSTM[:]
-		}
+		x := ModelInputs(d.kind, ws)
 		cfg := d.p.Train
 		cfg.Kind = lstm.Forecaster
-		cfg.Arch.Features = feature.NumLSTM
+		cfg.Arch.Features = len(ModelFeatures(d.kind))
 		if cfg.Arch.Seq == 0 {
 			cfg.Arch.Seq = DefaultSeq
 		}
@@ -66,7 +64,7 @@ func (d *lstmDetector) Fit(ws []feature.Window) error {
 		if err != nil {
 			return err
 		}
-		m.Features = feature.LSTMNames[:]
+		m.Features = ModelFeatures(d.kind)
 		if len(ws) > 0 {
 			m.Window = ws[0].Duration
 		}
@@ -91,9 +89,9 @@ func (d *lstmDetector) push(w *feature.Window) {
 		copy(d.ring, d.ring[1:])
 		d.ring[need-1] = v
 	} else {
-		d.ring = append(d.ring, make([]float64, feature.NumLSTM))
+		d.ring = append(d.ring, nil)
 	}
-	copy(d.ring[len(d.ring)-1], w.LSTM[:])
+	d.ring[len(d.ring)-1] = modelInput(d.kind, w, d.ring[len(d.ring)-1])
 }
 
 // Observe scores w once the model has the windows it needs before it.
@@ -113,7 +111,7 @@ func (d *lstmDetector) Observe(w *feature.Window) Verdict {
 	if fc, share := d.scorer.Forecast(); fc != nil {
 		// The features the forecast missed most, against what it expected.
 		for j := range share {
-			v.Top = append(v.Top, Contribution{Feature: feature.LSTMNames[j], Value: share[j], Current: w.LSTM[j], Base: fc[j]})
+			v.Top = append(v.Top, Contribution{Feature: d.model.Features[j], Value: share[j], Current: d.ring[len(d.ring)-1][j], Base: fc[j]})
 		}
 		sort.SliceStable(v.Top, func(a, b int) bool { return v.Top[a].Value > v.Top[b].Value })
 		v.Top = v.Top[:min(3, len(v.Top))]
@@ -123,3 +121,31 @@ func (d *lstmDetector) Observe(w *feature.Window) Verdict {
 
 // Model returns the detector's model (nil before a forecaster's Fit).
 func (d *lstmDetector) Model() *lstm.Model { return d.model }
+
+// ModelFeatures are the features a model of kind k reads: LSTM-NAD the 2020
+// paper's 11; the forecaster (ours) those and the extra ones.
+func ModelFeatures(k lstm.Kind) []string {
+	names := append([]string(nil), feature.LSTMNames[:]...)
+	if k == lstm.Forecaster {
+		names = append(names, feature.ExtraNames[:]...)
+	}
+	return names
+}
+
+// modelInput writes w's vector for a model of kind k into dst (reused).
+func modelInput(k lstm.Kind, w *feature.Window, dst []float64) []float64 {
+	dst = append(dst[:0], w.LSTM[:]...)
+	if k == lstm.Forecaster {
+		dst = append(dst, w.Extra[:]...)
+	}
+	return dst
+}
+
+// ModelInputs are the vectors of ws for a model of kind k.
+func ModelInputs(k lstm.Kind, ws []feature.Window) [][]float64 {
+	x := make([][]float64, len(ws))
+	for i := range ws {
+		x[i] = modelInput(k, &ws[i], nil)
+	}
+	return x
+}

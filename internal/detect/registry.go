@@ -140,19 +140,35 @@ func CheckPolicy(name string, model bool) error {
 	return nil
 }
 
-// stabilityDetector judges the 2018 features of each window.
-type stabilityDetector struct{ s *Stability }
+// stabilityDetector judges the 2018 features of each window, and with
+// extra the features beyond the papers too.
+type stabilityDetector struct {
+	s     *Stability
+	extra bool
+	x     []float64 // scratch
+}
 
-func (d stabilityDetector) Observe(w *feature.Window) Verdict { return d.s.Observe(w.Stability[:]) }
+func (d *stabilityDetector) Observe(w *feature.Window) Verdict {
+	if !d.extra {
+		return d.s.Observe(w.Stability[:])
+	}
+	d.x = append(append(d.x[:0], w.Stability[:]...), w.Extra[:]...)
+	return d.s.Observe(d.x)
+}
+
+// NormalizedFeatures are the features the normalized detector judges: the
+// 2018 paper's 8 and the extra ones.
+var NormalizedFeatures = append(append([]string(nil), feature.StabilityNames[:]...), feature.ExtraNames[:]...)
 
 func init() {
 	Register("stability", "the 2018 paper's stability detector, eq. 1-4 as printed, on the 8 traffic-structure features", NoModel,
 		func(p Params) (Detector, error) {
-			return stabilityDetector{NewStability(feature.StabilityNames[:], Config{History: p.History, Kind: Paper})}, nil
+			return &stabilityDetector{s: NewStability(feature.StabilityNames[:], Config{History: p.History, Kind: Paper})}, nil
 		})
-	Register("normalized", "our stability variant: median and robust spread per feature, bounded terms, winsorized learning", NoModel,
+	Register("normalized", "our stability variant: the 8 features and 3 more (new clients, RSTs out, most SYNs per client and port); robust spread, bounded terms, winsorized learning", NoModel,
 		func(p Params) (Detector, error) {
-			return stabilityDetector{NewStability(feature.StabilityNames[:], Config{History: p.History, Kind: Normalized, K: p.K, Resolution: feature.StabilityResolution[:]})}, nil
+			res := append(append([]float64(nil), feature.StabilityResolution[:]...), feature.ExtraResolution[:]...)
+			return &stabilityDetector{s: NewStability(NormalizedFeatures, Config{History: p.History, Kind: Normalized, K: p.K, Resolution: res}), extra: true}, nil
 		})
 	Register("lstm", "LSTM-NAD (2020 paper): a stacked LSTM classifier trained on labelled windows (needs --model)", NeedsModel,
 		func(p Params) (Detector, error) { return newLSTM(p, lstm.Classifier) })
@@ -161,7 +177,7 @@ func init() {
 }
 
 var (
-	_ Detector = stabilityDetector{}
+	_ Detector = (*stabilityDetector)(nil)
 	_ Detector = (*lstmDetector)(nil)
 	_ Fitter   = (*lstmDetector)(nil)
 )

@@ -45,4 +45,15 @@
 // (= portsrv), syn_rate (= syn), bps and pps (bytes and packets per second
 // of window), packet_per_ip, ip_count (distinct clients), syn_per_ip,
 // bytes_per_ip, syn_count. Per-IP features are 0 when there is no client.
+//
+// # Extra features (ours, beyond the papers)
+//
+// Slow scans, slow floods from spoofed sources and password guessing move
+// none of the papers' features much; three counts do (ExtraNames):
+// new_clients (clients not seen in the MemoryWindows windows before; at
+// most 65,536 clients are remembered, the rest count as new), rst_out
+// (packets from the server with RST, and ICMP from the server: what probes
+// of closed ports draw) and max_syn_conn (the most SYNs without ACK one
+// client sent to one service port). The normalized detector and the
+// forecaster read them; the paper's detectors do not.
 package feature

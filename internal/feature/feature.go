@@ -24,10 +24,33 @@ var StabilityResolution = [NumStability]float64{0.02, 0.1, 0.05, 0.1, 0.1, 0.1, 
 var LSTMNames = [NumLSTM]string{"access_port", "ip_entro", "service_port_entro", "syn_rate", "bps", "pps",
 	"packet_per_ip", "ip_count", "syn_per_ip", "bytes_per_ip", "syn_count"}
 
+// ExtraNames are features beyond the papers, for the attacks that move
+// none of theirs much (slow scans, slow floods from spoofed sources,
+// password guessing), in vector order:
+//   - new_clients: clients of this window not seen in the MemoryWindows
+//     windows before it;
+//   - rst_out: packets from the server with RST, and ICMP from the server
+//     (what probes of closed ports draw);
+//   - max_syn_conn: the most connection requests (SYN without ACK) one
+//     client sent to one service port.
+var ExtraNames = [NumExtra]string{"new_clients", "rst_out", "max_syn_conn"}
+
+// ExtraResolution: one count each.
+var ExtraResolution = [NumExtra]float64{1, 1, 1}
+
+// MemoryWindows is how many windows a client stays known for new_clients.
+const MemoryWindows = 120
+
+// maxKnown bounds the clients remembered for new_clients (a spoofed flood
+// brings one per packet): beyond it, unknown clients count as new and are
+// not remembered.
+const maxKnown = 1 << 16
+
 // Vector sizes.
 const (
 	NumStability = 8
 	NumLSTM      = 11
+	NumExtra     = 3
 )
 
 // Config shapes the extraction.
@@ -47,6 +70,7 @@ type Window struct {
 	Bytes     int
 	Stability [NumStability]float64
 	LSTM      [NumLSTM]float64
+	Extra     [NumExtra]float64
 	// Partial marks the window Flush closed: the capture ended inside it,
 	// so its features describe less than Duration of traffic.
 	Partial bool
@@ -76,8 +100,12 @@ type Extractor struct {
 	proto               [4]int
 	lengths             map[int]int
 	access              map[clientPort]struct{}
-	perClient           map[netip.Addr]int // scratch: client -> distinct ports
-	kdist               map[int]int        // scratch: k -> weight
+	perClient           map[netip.Addr]int   // scratch: client -> distinct ports
+	kdist               map[int]int          // scratch: k -> weight
+	known               map[netip.Addr]int64 // client -> last window seen (new_clients)
+	win                 int64                // windows closed
+	rst                 int
+	synConn             map[clientPort]int // inbound SYN without ACK per (client, service port)
 	w                   Window             // reused for emit
 }
 
@@ -92,7 +120,8 @@ func NewExtractor(server netip.Addr, cfg Config, emit func(*Window)) *Extractor 
 	}
 	return &Extractor{cfg: cfg, server: server.Unmap(), emit: emit, first: true,
 		clients: map[netip.Addr]int{}, prev: map[netip.Addr]int{}, ports: map[uint16]int{},
-		lengths: map[int]int{}, access: map[clientPort]struct{}{}, perClient: map[netip.Addr]int{}, kdist: map[int]int{}}
+		lengths: map[int]int{}, access: map[clientPort]struct{}{}, perClient: map[netip.Addr]int{}, kdist: map[int]int{},
+		known: map[netip.Addr]int64{}, synConn: map[clientPort]int{}}
 }
 
 // Add counts one decoded packet captured at ts (ns). Packets that do not
@@ -125,6 +154,11 @@ func (e *Extractor) Add(ts int64, m *capture.Meta) {
 	}
 	if inbound {
 		e.ttl[m.TTL]++
+		if m.Proto == capture.ProtoTCP && m.TCPFlags&capture.TCPSyn != 0 && m.TCPFlags&capture.TCPAck == 0 {
+			e.synConn[clientPort{client, svcPort}]++
+		}
+	} else if (m.Proto == capture.ProtoTCP && m.TCPFlags&capture.TCPRst != 0) || m.Proto == capture.ProtoICMP || m.Proto == capture.ProtoICMP6 {
+		e.rst++
 	}
 	switch m.Proto {
 	case capture.ProtoTCP:
@@ -213,6 +247,20 @@ func (e *Extractor) close() {
 		ppi, spi, bpi = n/ipCount, float64(e.syn)/ipCount, float64(e.bytes)/ipCount
 	}
 	w.LSTM = [NumLSTM]float64{portacc, ipentr, portsrv, syn, float64(e.bytes) / secs, n / secs, ppi, ipCount, spi, bpi, float64(e.syn)}
+	newClients, maxSyn := 0, 0
+	for c := range e.clients {
+		last, ok := e.known[c]
+		if !ok || e.win-last > MemoryWindows {
+			newClients++
+		}
+		if ok || len(e.known) < maxKnown {
+			e.known[c] = e.win
+		}
+	}
+	for _, k := range e.synConn {
+		maxSyn = max(maxSyn, k)
+	}
+	w.Extra = [NumExtra]float64{float64(newClients), float64(e.rst), float64(maxSyn)}
 	if e.emit != nil {
 		e.emit(w)
 	}
@@ -220,7 +268,16 @@ func (e *Extractor) close() {
 	e.prev, e.clients = e.clients, e.prev
 	clear(e.clients)
 	e.first = false
-	e.packets, e.bytes, e.syn = 0, 0, 0
+	e.packets, e.bytes, e.syn, e.rst = 0, 0, 0, 0
+	clear(e.synConn)
+	e.win++
+	if e.win%MemoryWindows == 0 { // forget the clients not seen for MemoryWindows
+		for c, last := range e.known {
+			if e.win-last > MemoryWindows {
+				delete(e.known, c)
+			}
+		}
+	}
 	e.ttl = [256]int{}
 	e.proto = [4]int{}
 	clear(e.ports)

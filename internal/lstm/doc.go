@@ -12,10 +12,12 @@
 //     sequence is anomalous, trained on labelled windows. Anomalous windows
 //     are rare: the loss weighs each class as much as the other in sum (the
 //     paper oversampled them to the same end).
-//   - Forecaster (beyond the paper): trained on benign windows only, it
+//   - Forecaster (beyond the paper; detect feeds it the 11 features and
+//     the 3 extra ones): trained on benign windows only, it
 //     predicts window t from the T before it; the score is the mean squared
 //     error of that forecast over the normalised features, and the threshold
-//     is Margin times the largest score on the held-out benign windows.
+//     is Margin (DefaultMargin) times the largest score on the held-out
+//     benign windows.
 //
 // Training: features are normalised per feature as sign(x)·ln(1+|x|),
 // standardised with the mean and deviation of the training part only
