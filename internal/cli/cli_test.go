@@ -331,6 +331,32 @@ func TestNADFeaturesOnRealCapture(t *testing.T) {
 	}
 }
 
+// TestNADDetectSaysWhatItJudged: a capture too short for the history
+// judges nothing, and says so (text and JSON, never null); an LSTM detector
+// without a model is refused before any work.
+func TestNADDetectSaysWhatItJudged(t *testing.T) {
+	pcap := filepath.Join(labtest.DataDir(t), "pcaps", "esnet-masscan-tcp-0-1000.pcap")
+	out, code := runCLI(t, "nad", "detect", "--pcap", pcap, "--window", "1s", "-o", "json")
+	var res struct {
+		Windows, Judged int
+		Summary         string
+		Results         []json.RawMessage
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil {
+		t.Fatalf("nad detect: %d %s", code, out)
+	}
+	if res.Windows != 10 || res.Judged != 0 || res.Results == nil || !strings.Contains(res.Summary, "120 windows of history") {
+		t.Fatalf("short capture: %+v", res)
+	}
+	out, code = runCLI(t, "nad", "detect", "--pcap", pcap, "--window", "1s", "--history", "5", "-o", "json")
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Judged != 5 {
+		t.Fatalf("history 5: %+v %s", res, out)
+	}
+	if out, code := runCLI(t, "nad", "detect", "--pcap", pcap, "--detector", "lstm"); code == 0 || !strings.Contains(out, "needs --model") {
+		t.Fatalf("lstm without a model: %d %s", code, out)
+	}
+}
+
 // TestBenchAVOptions: bench av refuses bad options, saying why, before it
 // does any work (no table is printed).
 func TestBenchAVOptions(t *testing.T) {

@@ -225,7 +225,10 @@ func nadDetect(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	summary := fmt.Sprintf("%d windows of %s, %d judged", windows, o.window, judged)
-	if judged == 0 {
+	switch {
+	case windows == 0:
+		summary += fmt.Sprintf(": nothing was judged, so nothing could alert. The capture holds no whole window of %s (its last window, cut short by its end, is never judged); use a shorter --window", o.window)
+	case judged == 0:
 		summary += fmt.Sprintf(": nothing was judged, so nothing could alert. The stability detectors judge a window only after %d windows of history", o.history)
 		if windows > 0 {
 			summary += fmt.Sprintf(" and this capture has %d (%s to %s)", windows,

@@ -76,7 +76,7 @@ type Episode struct {
 // retransmitting SYN-ACKs to spoofed sources, late scan replies) is neither
 // attack nor normal traffic.
 func Evaluate(name string, results []Result, labels *Labels, margin time.Duration) Evaluation {
-	ev := Evaluation{Detector: name, Margin: margin.String()}
+	ev := Evaluation{Detector: name, Margin: margin.String(), Grid: []Cell{}}
 	type scored struct {
 		score  float64
 		attack bool
