@@ -71,6 +71,7 @@ demo-clean:
 bench: deps ovs build
 	bin/secaas bench acl --seconds 10 --rounds 3 --out docs/bench-acl.md
 	bin/secaas bench nad --out docs/bench-nad.md
+	bin/secaas bench lstm --out docs/bench-lstm.md
 	bin/secaas bench vmi --out docs/bench-vmi.md
 	bin/secaas bench drift --out docs/bench-drift.md
 
