@@ -115,6 +115,11 @@ func (a *Agent) startMonitor(vm *tenant.RVM) (*monitor, error) {
 		a.stopMonitor(ctx, m)
 		return nil, err
 	}
+	if err := detect.CheckPolicy(detName, vm.NAD.Model != ""); err != nil {
+		a.stopMonitor(ctx, m)
+		live.Close()
+		return nil, err
+	}
 	params := detect.Params{History: history, Window: window}
 	if vm.NAD.Model != "" {
 		mod, err := a.loadModel(vm.NAD.Model)
