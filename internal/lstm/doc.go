@@ -1,8 +1,11 @@
 // Package lstm is LSTM-NAD's network (the 2020 paper, §3.2.2), trained and
 // served in pure Go: LSTM layers with full backpropagation through time,
 // dense layers (ReLU or linear), inverted dropout, sigmoid with binary
-// cross-entropy or mean squared error, and Adam. Matrix products go through
-// gonum's BLAS; one sequence at inference uses an allocation-free row kernel.
+// cross-entropy or mean squared error, and Adam, in float64. Matrix
+// products go through gonum's BLAS. The live verdict (Scorer: one
+// sequence at a time) runs a float32 copy of the weights, both LSTM layers
+// stepped together, with a rational tanh: about 47 us per verdict instead
+// of 80, equal to the float64 network to about 1e-5 (tested).
 //
 // The paper's shape (PaperArch): <B, T, F> -> LSTM 64 (every step) ->
 // LSTM 32 (last step) -> Dense 64 -> Dense 32 -> Dense 1, dropout after the

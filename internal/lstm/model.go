@@ -90,18 +90,20 @@ func (m *Model) Need() int {
 	return m.Arch.Seq
 }
 
-// Scorer scores sequences with m's weights; each goroutine needs its own.
+// Scorer scores sequences with m's weights, one at a time in float32
+// (package doc); each goroutine needs its own.
 type Scorer struct {
-	m   *Model
-	n   *net
-	xs  [][]float64
-	tgt []float64
-	out []float64 // the last Score's outputs
+	m      *Model
+	f      *fast
+	xs     [][]float64
+	tgt    []float64
+	out    []float64 // the last Score's outputs
+	scored bool
 }
 
 // Scorer returns a new scorer of m.
 func (m *Model) Scorer() *Scorer {
-	s := &Scorer{m: m, n: m.net.copyShared(0), xs: make([][]float64, m.Arch.Seq), tgt: make([]float64, m.Arch.Features)}
+	s := &Scorer{m: m, f: newFast(m.net), xs: make([][]float64, m.Arch.Seq), tgt: make([]float64, m.Arch.Features), out: make([]float64, m.Arch.Out)}
 	for t := range s.xs {
 		s.xs[t] = make([]float64, m.Arch.Features)
 	}
@@ -120,19 +122,21 @@ func (s *Scorer) Score(seq [][]float64) (float64, error) {
 		}
 		s.m.normalizeInto(s.xs[t], seq[t])
 	}
-	out := s.n.forward(s.xs, 1, false)
+	for i, v := range s.f.forward(s.xs) {
+		s.out[i] = float64(v)
+	}
 	if s.m.Kind == Forecaster {
 		s.m.normalizeInto(s.tgt, seq[len(seq)-1])
 	}
-	s.out = out
-	return scoreOf(s.m.Kind, out, s.tgt), nil
+	s.scored = true
+	return scoreOf(s.m.Kind, s.out, s.tgt), nil
 }
 
 // Forecast returns, after a forecaster's Score, the forecast of each
 // feature in raw units and its share of the score (its squared error in
 // normalised units over the feature count); nil for a classifier.
 func (s *Scorer) Forecast() (forecast, share []float64) {
-	if s.m.Kind != Forecaster || s.out == nil {
+	if s.m.Kind != Forecaster || !s.scored {
 		return nil, nil
 	}
 	F := s.m.Arch.Features
@@ -151,27 +155,23 @@ func (s *Scorer) Forecast() (forecast, share []float64) {
 }
 
 // ScoreSeries scores every window of a series that has m.Need()-1
-// windows before it (the others get NaN), in batches.
+// windows before it (the others get NaN), as the live detector would.
 func (m *Model) ScoreSeries(x [][]float64) ([]float64, error) {
 	if err := checkSeries(x, m.Arch.Features); err != nil {
 		return nil, fmt.Errorf("score: %w", err)
 	}
 	out := make([]float64, len(x))
-	for i := range out {
+	sc := m.Scorer()
+	for i := range x {
 		out[i] = math.NaN()
+		if i >= m.Need()-1 {
+			v, err := sc.Score(x[i-m.Need()+1 : i+1])
+			if err != nil {
+				return nil, err
+			}
+			out[i] = v
+		}
 	}
-	first := m.Need() - 1
-	if len(x) <= first {
-		return out, nil
-	}
-	tt := &trainer{cfg: TrainConfig{Kind: m.Kind, Arch: m.Arch}, z: m.normalize(x), labels: make([]bool, len(x))}
-	tt.copies = []*net{m.net.copyShared(0)}
-	idx := make([]int, 0, len(x)-first)
-	for i := first; i < len(x); i++ {
-		idx = append(idx, i)
-	}
-	_, scores := tt.evaluate(idx)
-	copy(out[first:], scores)
 	return out, nil
 }
 
