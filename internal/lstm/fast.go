@@ -12,7 +12,6 @@ import (
 type fast struct {
 	l1, l2     rec32
 	d1, d2, d3 dense32
-	h2         []float32
 	x          []float32
 }
 
