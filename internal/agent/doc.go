@@ -23,6 +23,13 @@
 // when ports come and go. Start installs nothing: the first Apply changes
 // the switch only where it differs, so a restart drops no packet.
 //
+// Anomaly detection (nad.go) mirrors a VM's port to a veth, captures it
+// with AF_PACKET and runs the same pipeline as the offline tools
+// (nad.Monitor) with the policy's registered detector; a detector that
+// needs a model loads it by plain file name from ModelDir (secaasd
+// --nad-models), and a missing or corrupt one is a nad.error event without
+// the host path.
+//
 // Syscall monitoring (kmon.go) injects the monitor into a VM's guest
 // through its gdbstub socket, changes its rules in place, reports its
 // events and repairs tampering every 0.5 s, tries a failed injection

@@ -9,6 +9,16 @@
 // that each run a private Open vSwitch, joined by an underlay bridge)
 // stand in for hosts of a fleet, with VXLAN between their bridges.
 //
+// The traffic lab (RunTraffic) mirrors a server's port and captures it
+// while real clients use the server and real tools attack it, writing a
+// capture and its labels. Its benign side is the varied profile by
+// default (300 Zipf-popular clients at OS-default TTLs minus hops; HTTP,
+// DNS over UDP and TCP, SMTP, POP3 and real SSH on a daily cycle with
+// AR(1) noise; long and short sessions) or the first lab's (BenignPaper);
+// its attacks are the paper's nmap and hping3 settings, slow ones (nmap
+// -T2, a 20 packets/s SYN flood, SSH password guessing) and replays of
+// real captures.
+//
 // Guests: Debian's own kernel with a busybox initramfs under QEMU, RAM in a
 // shared file, QMP, gdbstub and a console. The accelerator is chosen by
 // proof (ChooseAccel, SECAAS_ACCEL=auto|kvm|tcg): KVM only after a probe
