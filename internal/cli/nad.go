@@ -168,8 +168,8 @@ func nadDetect(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	for _, n := range names {
-		if use, _ := detect.Uses(n); use != detect.NoModel && ms[kindOf(n)] == nil {
-			return fmt.Errorf("detector %s needs --model (a %s from secaas nad train)", n, kindOf(n))
+		if use, _ := detect.Uses(n); use != detect.NoModel && ms[detect.ModelKind(n)] == nil {
+			return fmt.Errorf("detector %s needs --model (a %s from secaas nad train)", n, detect.ModelKind(n))
 		}
 	}
 	r, c, err := nad.OpenFile(o.pcap)

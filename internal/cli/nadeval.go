@@ -29,7 +29,7 @@ func detectorList(v string, models map[lstm.Kind]*lstm.Model, canFit bool) ([]st
 	if v == "all" {
 		for _, n := range detect.Names() {
 			use, _ := detect.Uses(n)
-			if (use == detect.NeedsModel && models[kindOf(n)] == nil) || (use == detect.FitsModel && !canFit && models[kindOf(n)] == nil) {
+			if (use == detect.NeedsModel && models[detect.ModelKind(n)] == nil) || (use == detect.FitsModel && !canFit && models[detect.ModelKind(n)] == nil) {
 				skipped = append(skipped, n)
 				continue
 			}
@@ -47,14 +47,6 @@ func detectorList(v string, models map[lstm.Kind]*lstm.Model, canFit bool) ([]st
 		return nil, nil, fmt.Errorf("--detector names no detector")
 	}
 	return names, nil, nil
-}
-
-// kindOf is the kind of model a detector takes.
-func kindOf(name string) lstm.Kind {
-	if name == "lstm-unsup" {
-		return lstm.Forecaster
-	}
-	return lstm.Classifier
 }
 
 // loadModels reads --model files, keyed by their kind.
@@ -181,7 +173,7 @@ func nadEval(ctx context.Context, env *Env, args []string) error {
 		return fmt.Errorf("--train-first: %w", err)
 	}
 	for _, n := range names {
-		if use, _ := detect.Uses(n); use != detect.NoModel && ms[kindOf(n)] == nil && until.IsZero() {
+		if use, _ := detect.Uses(n); use != detect.NoModel && ms[detect.ModelKind(n)] == nil && until.IsZero() {
 			return fmt.Errorf("detector %s needs --model, or --train-first to fit on", n)
 		}
 	}

@@ -119,9 +119,6 @@ func (d *lstmDetector) Observe(w *feature.Window) Verdict {
 	return v
 }
 
-// Model returns the detector's model (nil before a forecaster's Fit).
-func (d *lstmDetector) Model() *lstm.Model { return d.model }
-
 // ModelFeatures are the features a model of kind k reads: LSTM-NAD the 2020
 // paper's 11; the forecaster (ours) those and the extra ones.
 func ModelFeatures(k lstm.Kind) []string {

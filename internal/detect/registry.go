@@ -170,10 +170,26 @@ func init() {
 			res := append(append([]float64(nil), feature.StabilityResolution[:]...), feature.ExtraResolution[:]...)
 			return &stabilityDetector{s: NewStability(NormalizedFeatures, Config{History: p.History, Kind: Normalized, K: p.K, Resolution: res}), extra: true}, nil
 		})
-	Register("lstm", "LSTM-NAD (2020 paper): a stacked LSTM classifier trained on labelled windows (needs --model)", NeedsModel,
-		func(p Params) (Detector, error) { return newLSTM(p, lstm.Classifier) })
-	Register("lstm-unsup", "an LSTM forecaster trained on benign windows only; the score is its forecast error", FitsModel,
-		func(p Params) (Detector, error) { return newLSTM(p, lstm.Forecaster) })
+	registerLSTM("lstm", "LSTM-NAD (2020 paper): a stacked LSTM classifier trained on labelled windows (needs --model)", NeedsModel, lstm.Classifier)
+	registerLSTM("lstm-unsup", "an LSTM forecaster trained on benign windows only; the score is its forecast error", FitsModel, lstm.Forecaster)
+}
+
+// modelKinds: the kind of model each LSTM detector takes (guarded by regMu).
+var modelKinds = map[string]lstm.Kind{}
+
+func registerLSTM(name, summary string, use ModelUse, kind lstm.Kind) {
+	Register(name, summary, use, func(p Params) (Detector, error) { return newLSTM(p, kind) })
+	regMu.Lock()
+	modelKinds[name] = kind
+	regMu.Unlock()
+}
+
+// ModelKind is the kind of model the detector registered as name takes
+// ("" for a detector that takes none).
+func ModelKind(name string) lstm.Kind {
+	regMu.Lock()
+	defer regMu.Unlock()
+	return modelKinds[name]
 }
 
 var (
