@@ -3,7 +3,7 @@
 # packages already installed are not touched.
 set -euo pipefail
 export PATH=/usr/local/go/bin:$PATH
-PKGS=(qemu-system-x86 qemu-utils busybox-static cpio openvswitch-switch iproute2 iputils-ping ethtool nftables tcpdump iperf3 procps curl netcat-openbsd nmap hping3 tcpreplay ca-certificates clamav-daemon clamav-testfiles e2fsprogs ntfs-3g kmod valgrind postgresql gcc binutils)
+PKGS=(qemu-system-x86 qemu-utils busybox-static cpio openvswitch-switch iproute2 iputils-ping ethtool nftables tcpdump iperf3 procps curl netcat-openbsd nmap hping3 tcpreplay ca-certificates clamav-daemon clamav-testfiles e2fsprogs ntfs-3g kmod valgrind postgresql gcc binutils jq)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
