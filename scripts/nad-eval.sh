@@ -10,7 +10,7 @@
 #   3. on REPORT: every detector, at the chosen K and margin, with the
 #      classifier from step 2, judged after --train-first; ROC curves of
 #      all detectors in OUT_DIR/W/roc.png, the JSON in OUT_DIR/W/eval.json.
-# Needs bin/secaas and jq (make deps installs both).
+# Needs bin/secaas (make) and jq (make deps).
 set -euo pipefail
 tune=$1 rep=$2 out=$3
 S=${SECAAS:-bin/secaas}
