@@ -11,6 +11,11 @@
 //	secaas-guest iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N [--burst B]
 //	                                   O_DIRECT write load, JSON result;
 //	                                   several devices are written in turn
+//	secaas-guest hold [--file F] [--unix S]
+//	                                   hold a file, tcp/udp listeners (v4, v6),
+//	                                   a unix listener and a tcp connection
+//	                                   open, print them as JSON, and wait
+//	                                   (memory monitoring tests)
 //
 // It talks to the backend over a virtio-serial port (default
 // /dev/virtio-ports/secaas.0, one JSON request and one JSON reply per
@@ -46,6 +51,8 @@ func main() {
 		err = watchCmd(os.Args[2:])
 	case "iobench":
 		err = iobenchCmd(os.Args[2:])
+	case "hold":
+		err = holdCmd(os.Args[2:])
 	default:
 		usage()
 	}
@@ -56,7 +63,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: secaas-guest extents PATH | scan PATH | isolate PATH | watch DIR... | iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N [--burst B]")
+	fmt.Fprintln(os.Stderr, "usage: secaas-guest extents PATH | scan PATH | isolate PATH | watch DIR... | iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N [--burst B] | hold [--file F] [--unix S]")
 	os.Exit(2)
 }
 

@@ -6,11 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"secaas/internal/guestmem"
+	"secaas/internal/linuxkern"
 	"secaas/internal/tenant"
 	"secaas/internal/vmi"
 )
@@ -30,9 +32,14 @@ func vmiSource(ram, image string) (*guestmem.Mem, error) {
 }
 
 // vmiReport inspects local memory, or fetches the daemon's latest report
-// for a VM when --vm is given.
-func vmiReport(ctx context.Context, name string, env *Env, args []string, ind map[string]bool) (*vmi.Report, string, error) {
+// for a VM when --vm is given. more adds a command's own flags and, after
+// parsing, what they ask for to the indicators.
+func vmiReport(ctx context.Context, name string, env *Env, args []string, ind map[string]bool, more ...func(*flag.FlagSet) func(map[string]bool)) (*vmi.Report, string, error) {
 	fs := newFlags(name, env)
+	var after []func(map[string]bool)
+	for _, m := range more {
+		after = append(after, m(fs))
+	}
 	c := addClientFlags(fs, env)
 	ram := fs.String("ram", "", "guest RAM: the shared memory-backend-file of a running QEMU guest (e.g. /dev/shm/NAME)")
 	image := fs.String("image", "", "a memory dump: ELF core (QMP dump-guest-memory), LiME or raw")
@@ -42,7 +49,13 @@ func vmiReport(ctx context.Context, name string, env *Env, args []string, ind ma
 	if _, err := parse(fs, args); err != nil {
 		return nil, "", err
 	}
+	for _, a := range after {
+		a(ind)
+	}
 	if *vm != "" {
+		if ind[vmi.Maps] || ind[vmi.Environ] {
+			return nil, "", errors.New("memory maps and environments are read from memory here (--ram or --image), not kept in the daemon's reports")
+		}
 		var r vmi.Report
 		err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/vms/%s/vmi/report", *tid, *vm), nil, &r)
 		return &r, *out, err
@@ -57,7 +70,11 @@ func vmiReport(ctx context.Context, name string, env *Env, args []string, ind ma
 }
 
 func vmiPS(ctx context.Context, env *Env, args []string) error {
-	r, format, err := vmiReport(ctx, "vmi ps", env, args, map[string]bool{vmi.Processes: true, vmi.HiddenProcesses: true})
+	r, format, err := vmiReport(ctx, "vmi ps", env, args, map[string]bool{vmi.Processes: true, vmi.HiddenProcesses: true},
+		func(fs *flag.FlagSet) func(map[string]bool) {
+			e := fs.Bool("env", false, "read each process's environment too (values of names like *KEY*, *TOKEN*, *PASS* are redacted)")
+			return func(ind map[string]bool) { ind[vmi.Environ] = *e }
+		})
 	if err != nil {
 		return err
 	}
@@ -65,16 +82,19 @@ func vmiPS(ctx context.Context, env *Env, args []string) error {
 		return render(env, format, r, nil)
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "PID\tPPID\tUID\tSTART\tCOMM\tEXE\tSTATUS\n")
+	fmt.Fprintf(tw, "PID\tPPID\tUID\tSTART\tCOMM\tEXE\tSTATUS\tCMDLINE\n")
 	for _, p := range r.Processes {
 		exe := p.Exe
 		if p.Kernel {
 			exe = "[kernel thread]"
 		}
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%s\n", p.PID, p.PPID, p.UID, startTime(p.Start), p.Comm, exe, "listed")
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", p.PID, p.PPID, p.UID, startTime(p.Start), p.Comm, exe, "listed", cmdline(p.Cmdline))
+		for _, e := range p.Env {
+			fmt.Fprintf(tw, "\t\t\t\t\t\t\t  %s\n", e)
+		}
 	}
 	for _, c := range r.HiddenProcesses {
-		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\tHIDDEN: %s\n", c.PID, c.PPID, c.UID, startTime(c.Start), c.Comm, c.Exe, strings.Join(c.Evidence, "; "))
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%s\t%s\t%s\tHIDDEN: %s\t%s\n", c.PID, c.PPID, c.UID, startTime(c.Start), c.Comm, c.Exe, strings.Join(c.Evidence, "; "), cmdline(c.Cmdline))
 	}
 	tw.Flush()
 	summary(env.Stderr, r)
@@ -104,6 +124,104 @@ func vmiModules(ctx context.Context, env *Env, args []string) error {
 	return partial(r)
 }
 
+// cmdline prints a command line the way ps does, cut to a line's width.
+func cmdline(args []string) string {
+	s := strings.Join(args, " ")
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}
+
+// held marks rows of processes hidden from the task list.
+func held(hidden bool) string {
+	if hidden {
+		return "  HIDDEN PROCESS"
+	}
+	return ""
+}
+
+func vmiFiles(ctx context.Context, env *Env, args []string) error {
+	r, format, err := vmiReport(ctx, "vmi files", env, args, map[string]bool{vmi.HiddenProcesses: true, vmi.Files: true})
+	if err != nil {
+		return err
+	}
+	if format == FormatJSON || format == FormatYAML {
+		return render(env, format, nonNil(r.Files), nil)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "PID\tCOMM\tFD\tTYPE\tINODE\tPATH\n")
+	for _, f := range r.Files {
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s%s\n", f.PID, f.Comm, f.FD, f.Type, f.Inode, f.Path, held(f.HiddenProcess))
+	}
+	tw.Flush()
+	summary(env.Stderr, r)
+	fmt.Fprintf(env.Stderr, "%d open files\n", len(r.Files))
+	return partial(r)
+}
+
+func vmiSockets(ctx context.Context, env *Env, args []string) error {
+	r, format, err := vmiReport(ctx, "vmi sockets", env, args, map[string]bool{vmi.HiddenProcesses: true, vmi.Sockets: true})
+	if err != nil {
+		return err
+	}
+	if format == FormatJSON || format == FormatYAML {
+		return render(env, format, nonNil(r.Sockets), nil)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "PID\tCOMM\tFD\tPROTO\tSTATE\tLOCAL\tREMOTE\n")
+	for _, s := range r.Sockets {
+		local, remote := s.Path, ""
+		if s.Family == "inet" || s.Family == "inet6" {
+			local = net.JoinHostPort(s.LocalAddr, fmt.Sprint(s.LocalPort))
+			remote = net.JoinHostPort(s.RemoteAddr, fmt.Sprint(s.RemotePort))
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s%s\n", s.PID, s.Comm, s.FD, s.Proto+"/"+s.Type, s.State, local, remote, held(s.HiddenProcess))
+	}
+	tw.Flush()
+	summary(env.Stderr, r)
+	fmt.Fprintf(env.Stderr, "%d sockets\n", len(r.Sockets))
+	return partial(r)
+}
+
+func vmiMaps(ctx context.Context, env *Env, args []string) error {
+	var pid *int
+	r, format, err := vmiReport(ctx, "vmi maps", env, args, map[string]bool{vmi.HiddenProcesses: true, vmi.Maps: true},
+		func(fs *flag.FlagSet) func(map[string]bool) {
+			pid = fs.Int("pid", 0, "only this process")
+			return func(map[string]bool) {}
+		})
+	if err != nil {
+		return err
+	}
+	maps := []linuxkern.Map{}
+	for _, m := range r.Maps {
+		if *pid == 0 || int(m.PID) == *pid {
+			maps = append(maps, m)
+		}
+	}
+	if format == FormatJSON || format == FormatYAML {
+		return render(env, format, maps, nil)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "PID\tCOMM\tRANGE\tPERMS\tOFFSET\tPATH\n")
+	for _, m := range maps {
+		fmt.Fprintf(tw, "%d\t%s\t%08x-%08x\t%s\t%08x\t%s%s\n", m.PID, m.Comm, m.Start, m.End, m.Perms, m.Offset, m.Path, held(m.HiddenProcess))
+	}
+	tw.Flush()
+	summary(env.Stderr, r)
+	fmt.Fprintf(env.Stderr, "%d mappings\n", len(maps))
+	return partial(r)
+}
+
+// nonNil makes an empty listing print as [] in JSON, not null.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
 func startTime(ns uint64) string {
 	return (time.Duration(ns) / time.Millisecond * time.Millisecond).String()
 }
@@ -127,7 +245,7 @@ func vmiEnable(ctx context.Context, env *Env, args []string) error {
 		fs.IntVar(&tid, "tid", 0, "domain TID")
 		fs.StringVar(&vm, "vm", "", "VM name")
 		fs.StringVar(&p.Interval, "interval", "10s", "time between cycles")
-		fs.StringVar(&ind, "indicators", "", "comma-separated: processes,hidden_processes,modules,hidden_modules (default all)")
+		fs.StringVar(&ind, "indicators", "", "comma-separated: processes,hidden_processes,modules,hidden_modules,files,sockets (default all)")
 	})
 	if err != nil {
 		return err

@@ -11,8 +11,8 @@ const (
 	maxNameLen   = 255
 )
 
-// Details fills a process's uid, start time and executable path from its
-// task_struct. What cannot be read (a kernel thread has no exe; a hostile
+// Details fills a process's uid, start time, executable path and command
+// line from its task_struct. What cannot be read (a kernel thread has no exe; a hostile
 // pointer) stays empty: details never fail a listing.
 func (k *Kernel) Details(p *Process) {
 	d := k.Detail
@@ -37,6 +37,9 @@ func (k *Kernel) Details(p *Process) {
 		return
 	}
 	p.Exe = k.filePath(file)
+	if k.heldErr == nil {
+		p.Cmdline, _, _ = k.Args(*p)
+	}
 }
 
 // filePath resolves a struct file to a path the way d_path does: up the
@@ -50,7 +53,10 @@ func (k *Kernel) filePath(file uint64) string {
 		return ""
 	}
 	var parts []string
-	for i := 0; i < maxPathDepth; i++ {
+	for i := 0; ; i++ {
+		if i == maxPathDepth { // a cycle, or deeper than any real path
+			return ""
+		}
 		root, err := k.U64(vfsmnt + uint64(d.VfsmountRoot))
 		if err != nil {
 			return ""
@@ -63,7 +69,10 @@ func (k *Kernel) filePath(file uint64) string {
 				return ""
 			}
 			if parent == mnt { // the root mount
-				break
+				if len(parts) == 0 {
+					return "/"
+				}
+				return joinPath(parts)
 			}
 			vfsmnt, dentry = parent+uint64(d.MountMnt), mp
 			continue
@@ -75,10 +84,14 @@ func (k *Kernel) filePath(file uint64) string {
 		parts = append(parts, name)
 		parent, err := k.U64(dentry + uint64(d.DentryParent))
 		if err != nil || parent == dentry {
-			break
+			return joinPath(parts)
 		}
 		dentry = parent
 	}
+}
+
+// joinPath makes a path of names collected leaf first.
+func joinPath(parts []string) string {
 	if len(parts) == 0 {
 		return ""
 	}

@@ -48,7 +48,11 @@ func (k *Kernel) pageTables() error {
 // Walk translates a kernel virtual address through the guest's own page
 // tables (4- or 5-level, with 1 GiB and 2 MiB pages). Every entry is read
 // from guest memory and bounds-checked: a hostile table ends in an error.
-func (k *Kernel) Walk(va uint64) (int64, error) {
+func (k *Kernel) Walk(va uint64) (int64, error) { return k.walkFrom(k.TopPGT, va) }
+
+// walkFrom translates va through the page tables whose top level is at
+// physical address top (the kernel's, or a process's mm->pgd).
+func (k *Kernel) walkFrom(top int64, va uint64) (int64, error) {
 	if k.Levels == 0 {
 		return 0, errors.New("page tables not recovered")
 	}
@@ -56,7 +60,7 @@ func (k *Kernel) Walk(va uint64) (int64, error) {
 	if top := int64(va) >> (bits - 1); top != -1 && top != 0 {
 		return 0, fmt.Errorf("%#x is not canonical for %d-level paging", va, k.Levels)
 	}
-	table := uint64(k.TopPGT)
+	table := uint64(top)
 	var b [8]byte
 	for level := k.Levels; level >= 1; level-- {
 		shift := uint(12 + 9*(level-1))

@@ -31,6 +31,8 @@ type Kernel struct {
 	Pid        PidLayout
 	Module     ModuleLayout
 	Detail     DetailLayout
+	Held       HeldLayout
+	heldErr    error // why Held is unusable, if it is
 }
 
 // Open recovers a kernel from guest memory: VMCOREINFO, kallsyms, BTF,
@@ -76,6 +78,7 @@ func Open(mem io.ReaderAt, size int64) (*Kernel, error) {
 	if err := k.detailLayout(); err != nil {
 		return nil, err
 	}
+	k.heldErr = k.heldLayout()
 	return k, nil
 }
 
@@ -125,6 +128,10 @@ type Process struct {
 	UID   uint32 `json:"uid"`
 	Start uint64 `json:"start_ns"`      // since boot (CLOCK_MONOTONIC)
 	Exe   string `json:"exe,omitempty"` // executable path, where resolvable
+	// Cmdline is the command line from the process's own memory, where
+	// its pages are resident; Env its environment, only when asked for.
+	Cmdline []string `json:"cmdline,omitempty"`
+	Env     []string `json:"env,omitempty"`
 }
 
 // MaxTasks bounds a list walk (a cycle the guest built must end).

@@ -16,10 +16,16 @@ const (
 	HiddenProcesses = "hidden_processes"
 	Modules         = "modules"
 	HiddenModules   = "hidden_modules"
+	Files           = "files"   // open files of every process, hidden ones included
+	Sockets         = "sockets" // sockets of every process, hidden ones included
+	// Asked for by the CLI only (too bulky for a report every cycle).
+	Maps    = "maps"    // memory maps of every process
+	Environ = "environ" // each process's environment, secret-looking values redacted
 )
 
-// AllIndicators asks for everything.
-var AllIndicators = map[string]bool{Processes: true, HiddenProcesses: true, Modules: true, HiddenModules: true}
+// AllIndicators asks for everything a monitoring policy can ask for.
+var AllIndicators = map[string]bool{Processes: true, HiddenProcesses: true, Modules: true, HiddenModules: true,
+	Files: true, Sockets: true}
 
 // Report is one inspection of a guest's memory.
 type Report struct {
@@ -33,6 +39,9 @@ type Report struct {
 	HiddenProcesses []linuxkern.Candidate          `json:"hidden_processes"`
 	Modules         []linuxkern.Module             `json:"modules,omitempty"`
 	HiddenModules   []linuxkern.ModuleCandidate    `json:"hidden_modules"`
+	Files           []linuxkern.OpenFile           `json:"files,omitempty"`
+	Sockets         []linuxkern.Socket             `json:"sockets,omitempty"`
+	Maps            []linuxkern.Map                `json:"maps,omitempty"`
 	Scan            map[string]int                 `json:"scan,omitempty"` // candidates by status
 	Partial         []string                       `json:"partial,omitempty"`
 	scanned         map[string]linuxkern.ScanStats // for benchmarks
@@ -107,7 +116,8 @@ func (s *Session) Inspect(ind map[string]bool) (*Report, error) {
 	r := &Report{At: t0.UTC(), Kernel: k.Info.OSRelease, Source: s.Mem.Format, RAM: s.Mem.RAM(), PagingLevels: k.Levels,
 		HiddenProcesses: []linuxkern.Candidate{}, HiddenModules: []linuxkern.ModuleCandidate{},
 		Scan: map[string]int{}, scanned: map[string]linuxkern.ScanStats{}}
-	if ind[Processes] || ind[HiddenProcesses] {
+	held := ind[Files] || ind[Sockets] || ind[Maps] || ind[Environ]
+	if ind[Processes] || ind[HiddenProcesses] || held {
 		ps, err := listProcesses(k)
 		switch {
 		case err != nil:
@@ -117,11 +127,17 @@ func (s *Session) Inspect(ind map[string]bool) (*Report, error) {
 				r.Partial = append(r.Partial, fmt.Sprintf("process scan: %v", err))
 			}
 		}
-		if ind[Processes] {
+		if ind[Processes] || ind[Environ] {
 			for i := range ps {
 				k.Details(&ps[i])
+				if ind[Environ] {
+					environ(k, &ps[i])
+				}
 			}
 			r.Processes = ps
+		}
+		if held && err == nil {
+			s.held(k, holders(ps, r.HiddenProcesses), ind, r)
 		}
 	}
 	if ind[Modules] || ind[HiddenModules] {
