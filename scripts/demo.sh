@@ -74,7 +74,8 @@ bin/secaas nad train --pcap $STATE/traffic/capture.pcap --kind forecaster --trai
 bin/secaas nad eval --pcap $STATE/traffic/capture.pcap --labels $STATE/traffic/labels.json --window 1s --history 30 \
   --detector stability,normalized,lstm-unsup --model $STATE/traffic/unsup.model --train-first 35s | grep "^Detector\|^Windows judged"
 
-echo "== 8. memory monitoring: a test guest (Debian's own kernel under QEMU) watched from the host through its RAM"
+echo "== 8. memory monitoring: a test guest (Debian's own kernel under QEMU) watched from the host through its RAM:"
+echo "   processes, modules, files, sockets, kernel integrity, and what rootkits hid"
 bin/secaas lab guest up --name secaas-demo --mem 512 --rootkit
 echo "-- the admin records the guest's RAM file as VM2's (port vm2) in the host inventory; the tenant only turns monitoring on"
 bin/secaas inventory set vm2 --tenant demo --vm secaas-demo --memory /dev/shm/secaas-demo --api $API --token-file $STATE/admin.token >/dev/null
@@ -87,6 +88,16 @@ sleep 6
 bin/secaas events -o json --kind vmi. --vm VM2 --limit 10 --api $API --token-file $STATE/tenant.token | grep -B2 -A2 '"kind": "vmi.hidden_' | cut -c1-200 | head -10
 bin/secaas vmi ps --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | grep HIDDEN || true
 bin/secaas vmi modules --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token | grep HIDDEN || true
+echo "-- what the guest's processes hold, from memory: a web server listening on 127.0.0.1:8081"
+bin/secaas lab guest run --name secaas-demo 'ip link set lo up; httpd -p 127.0.0.1:8081' >/dev/null
+sleep 5
+bin/secaas vmi sockets --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token 2>/dev/null
+echo "-- inside the guest: a rootkit (secaas_hook.ko) points a sys_call_table entry at itself, patches a jump over __x64_sys_kcmp,"
+echo "   hooks tcp4_seq_show through ftrace to hide port 8081 from /proc/net/tcp, and hides itself from lsmod"
+bin/secaas lab guest run --name secaas-demo 'a() { grep -w $1 /proc/kallsyms | cut -c1-16; }; insmod /secaas_hook.ko table=0x$(a sys_call_table) nr=312 jmp=0x$(a __x64_sys_kcmp) show=0x$(a tcp4_seq_show) port=8081 hide_module=1 && echo "the guest'"'"'s /proc/net/tcp shows port 8081 $(grep -c ":1F91 " /proc/net/tcp) times"'
+sleep 6
+bin/secaas vmi integrity --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token 2>/dev/null | cut -c1-170
+bin/secaas events -o json --kind vmi.kernel_hook --vm VM2 --limit 3 --api $API --token-file $STATE/tenant.token | grep '"detail"' | cut -c1-200
 bin/secaas vmi disable --tid 100 --vm VM2 --api $API --token-file $STATE/tenant.token
 
 echo "== 8b. syscall monitoring: a monitor injected into the same guest's kernel through its gdbstub (no module, no agent)"

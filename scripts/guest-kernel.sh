@@ -3,7 +3,7 @@
 # cloud (cloud-amd64) flavours of the current linux-image-amd64 version — with
 # no install on the host (apt-get download + dpkg-deb -x) into
 # .cache/guest/<version>-<flavour>/, and builds the test modules (the rootkit
-# and the monitor tamperer, internal/lab/rootkit) against the matching
+# the monitor tamperer and the hooker, internal/lab/rootkit) against the matching
 # linux-headers package.
 # Idempotent. Prints the cache directories.
 set -euo pipefail
@@ -33,12 +33,19 @@ for FLAVOUR in amd64 cloud-amd64; do
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "linux-headers-$KVER" make gcc >/dev/null
   fi
   RK=$DIR/rootkit
-  if [ ! -s "$RK/secaas_dkom.ko" ] || [ ! -s "$RK/secaas_tamper.ko" ] || [ internal/lab/rootkit/secaas_dkom.c -nt "$RK/secaas_dkom.ko" ] \
-     || [ internal/lab/rootkit/secaas_tamper.c -nt "$RK/secaas_tamper.ko" ]; then
+  MODS="secaas_dkom secaas_tamper secaas_hook"
+  STALE=""
+  for M in $MODS; do
+    if [ ! -s "$RK/$M.ko" ] || [ internal/lab/rootkit/$M.c -nt "$RK/$M.ko" ] || [ internal/lab/rootkit/Kbuild -nt "$RK/$M.ko" ]; then STALE=1; fi
+  done
+  if [ -n "$STALE" ]; then
     rm -rf "$RK"; mkdir -p "$RK"
-    cp internal/lab/rootkit/secaas_dkom.c internal/lab/rootkit/secaas_tamper.c internal/lab/rootkit/Kbuild "$RK/"
+    for M in $MODS; do cp internal/lab/rootkit/$M.c "$RK/"; done
+    cp internal/lab/rootkit/Kbuild "$RK/"
     make -s -C "$HDR" M="$PWD/$RK" modules 2>&1 | grep -v "Skipping BTF generation" >&2 || true
-    [ -s "$RK/secaas_dkom.ko" ] && [ -s "$RK/secaas_tamper.ko" ] || { echo "guest-kernel: building the test modules for $KVER failed" >&2; exit 1; }
+    for M in $MODS; do
+      [ -s "$RK/$M.ko" ] || { echo "guest-kernel: building the test module $M for $KVER failed" >&2; exit 1; }
+    done
   fi
   echo "$DIR"
 done

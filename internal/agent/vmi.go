@@ -59,8 +59,9 @@ func (a *Agent) syncVMILocked() {
 				switch v := v.(type) {
 				case *vmi.Report:
 					e.Data, _ = json.Marshal(v)
-					e.Detail = fmt.Sprintf("%d processes, %d hidden; %d modules, %d hidden; %.0f ms", len(v.Processes), len(v.HiddenProcesses), len(v.Modules), len(v.HiddenModules), v.TookMS)
-				case linuxkern.Candidate, linuxkern.ModuleCandidate:
+					e.Detail = fmt.Sprintf("%d processes, %d hidden; %d modules, %d hidden; %d files, %d sockets, %d can be hidden; %d integrity findings; %.0f ms",
+						len(v.Processes), len(v.HiddenProcesses), len(v.Modules), len(v.HiddenModules), len(v.Files), len(v.Sockets), len(v.HiddenSockets), findings(v), v.TookMS)
+				case linuxkern.Candidate, linuxkern.ModuleCandidate, linuxkern.Finding, vmi.HiddenSocket:
 					b, _ := json.Marshal(v)
 					e.Detail = string(b)
 				case string:
@@ -70,6 +71,14 @@ func (a *Agent) syncVMILocked() {
 			})
 		})}
 	}
+}
+
+// findings counts a report's integrity findings (none when not checked).
+func findings(r *vmi.Report) int {
+	if r.Integrity == nil {
+		return 0
+	}
+	return len(r.Integrity.Findings)
 }
 
 // stopVMILocked stops every memory monitor.

@@ -30,7 +30,7 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 	flavour := fs.String("flavour", "amd64", "Debian kernel flavour: amd64 or cloud-amd64")
 	cpu := fs.String("cpu", "", "QEMU CPU model under TCG (max: 5-level paging)")
 	accel := fs.String("accel", lab.AccelMode(), "accelerator: auto (KVM only if a probe guest boots under it, else TCG), kvm or tcg; default $SECAAS_ACCEL")
-	rootkit := fs.Bool("rootkit", false, "put the test rootkit in the guest as /secaas_dkom.ko (insmod /secaas_dkom.ko pid=N hides N)")
+	rootkit := fs.Bool("rootkit", false, "put the test rootkits in the guest: /secaas_dkom.ko (insmod /secaas_dkom.ko pid=N hides N), /secaas_hook.ko (syscall, inline and ftrace hooks) and /secaas_tamper.ko")
 	dataDisk := fs.String("data-disk", "", "attach this image (raw or qcow2) as /dev/vda, block node disk0, with virtio and ext4 drivers loaded")
 	nbdDisk := fs.String("nbd-disk", "", "attach the NBD export \"disk\" on this unix socket as /dev/vda (HyperAV front mode)")
 	vhostDisk := fs.String("vhost-disk", "", "attach the vhost-user-blk back-end on this unix socket as /dev/vda (HyperAV front mode, transport vhost-user)")
@@ -56,6 +56,12 @@ func labGuestUp(ctx context.Context, env *Env, args []string) error {
 			return errors.New("the test rootkit is not built (scripts/guest-kernel.sh)")
 		}
 		cfg.Files = map[string]string{"/secaas_dkom.ko": k.Rootkit}
+		if k.Hook != "" {
+			cfg.Files["/secaas_hook.ko"] = k.Hook
+		}
+		if k.Tamper != "" {
+			cfg.Files["/secaas_tamper.ko"] = k.Tamper
+		}
 	}
 	switch {
 	case (*dataDisk != "") && (*nbdDisk != "" || *vhostDisk != "") || *nbdDisk != "" && *vhostDisk != "":

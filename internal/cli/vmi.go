@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -214,6 +215,44 @@ func vmiMaps(ctx context.Context, env *Env, args []string) error {
 	return partial(r)
 }
 
+func vmiIntegrity(ctx context.Context, env *Env, args []string) error {
+	r, format, err := vmiReport(ctx, "vmi integrity", env, args, map[string]bool{vmi.HiddenModules: true, vmi.Integrity: true,
+		vmi.HiddenProcesses: true, vmi.Sockets: true})
+	if err != nil {
+		return err
+	}
+	if r.Integrity == nil {
+		return partial(r)
+	}
+	if format == FormatJSON || format == FormatYAML {
+		return render(env, format, struct {
+			*linuxkern.Integrity
+			HiddenSockets []vmi.HiddenSocket `json:"hidden_sockets"`
+		}{r.Integrity, nonNil(r.HiddenSockets)}, nil)
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "SEVERITY\tKIND\tTARGET\tSITE\tTO\tOWNER\tEVIDENCE\n")
+	for _, f := range r.Integrity.Findings {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%#x\t%#x\t%s\t%s\n", f.Severity, f.Kind, f.Target, f.Site, f.Addr, f.Owner, f.Evidence)
+	}
+	tw.Flush()
+	for _, h := range r.HiddenSockets {
+		fmt.Fprintf(env.Stdout, "socket %s %s:%d (pid %d %s) can be hidden: %s\n", h.Proto, h.LocalAddr, h.LocalPort, h.PID, h.Comm, h.Evidence)
+	}
+	summary(env.Stderr, r)
+	keys := make([]string, 0, len(r.Integrity.Checked))
+	for k := range r.Integrity.Checked {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var checked []string
+	for _, k := range keys {
+		checked = append(checked, fmt.Sprintf("%d %s", r.Integrity.Checked[k], k))
+	}
+	fmt.Fprintf(env.Stderr, "checked %s: %d findings\n", strings.Join(checked, ", "), len(r.Integrity.Findings))
+	return partial(r)
+}
+
 // nonNil makes an empty listing print as [] in JSON, not null.
 func nonNil[T any](s []T) []T {
 	if s == nil {
@@ -245,7 +284,7 @@ func vmiEnable(ctx context.Context, env *Env, args []string) error {
 		fs.IntVar(&tid, "tid", 0, "domain TID")
 		fs.StringVar(&vm, "vm", "", "VM name")
 		fs.StringVar(&p.Interval, "interval", "10s", "time between cycles")
-		fs.StringVar(&ind, "indicators", "", "comma-separated: processes,hidden_processes,modules,hidden_modules,files,sockets (default all)")
+		fs.StringVar(&ind, "indicators", "", "comma-separated: processes,hidden_processes,modules,hidden_modules,files,sockets,integrity (default all)")
 	})
 	if err != nil {
 		return err

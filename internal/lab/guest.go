@@ -162,6 +162,7 @@ type GuestKernel struct {
 	Vmlinuz string
 	Rootkit string // the test rootkit built for it (secaas_dkom.ko), "" if absent
 	Tamper  string // the test module that re-patches a hooked dispatch (secaas_tamper.ko), "" if absent
+	Hook    string // the test rootkit that hooks syscalls and /proc/net/tcp (secaas_hook.ko), "" if absent
 }
 
 // FindKernels returns every cached kernel flavour, generic first.
@@ -179,6 +180,9 @@ func FindKernels(repoRoot string) ([]GuestKernel, error) {
 		}
 		if tm := filepath.Join(dir, "rootkit", "secaas_tamper.ko"); fileExists(tm) {
 			k.Tamper = tm
+		}
+		if h := filepath.Join(dir, "rootkit", "secaas_hook.ko"); fileExists(h) {
+			k.Hook = h
 		}
 		out = append(out, k)
 	}

@@ -114,11 +114,7 @@ func ReadKallsyms(mem io.ReaderAt, vi *VMCoreInfo) (*Kallsyms, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.byAddr = make([]int, len(k.Syms))
-	for i := range k.byAddr {
-		k.byAddr[i] = i
-	}
-	sort.SliceStable(k.byAddr, func(a, b int) bool { return k.Syms[k.byAddr[a]].Addr < k.Syms[k.byAddr[b]].Addr })
+	k.index()
 	// Believe nothing the guest wrote until both sources agree.
 	checked := 0
 	for _, name := range []string{"_stext", "init_uts_ns", "init_top_pgt", "swapper_pg_dir"} {
@@ -200,4 +196,23 @@ func (k *Kallsyms) Nearest(addr uint64) (Symbol, bool) {
 		return Symbol{}, false
 	}
 	return k.Syms[k.byAddr[i-1]], true
+}
+
+// End is where the symbol at addr ends: the next higher symbol's address
+// (kallsyms has no sizes). ok is false for the last symbol.
+func (k *Kallsyms) End(addr uint64) (uint64, bool) {
+	i := sort.Search(len(k.byAddr), func(i int) bool { return k.Syms[k.byAddr[i]].Addr > addr })
+	if i == len(k.byAddr) {
+		return 0, false
+	}
+	return k.Syms[k.byAddr[i]].Addr, true
+}
+
+// index orders the symbols by address for Nearest and End.
+func (k *Kallsyms) index() {
+	k.byAddr = make([]int, len(k.Syms))
+	for i := range k.byAddr {
+		k.byAddr[i] = i
+	}
+	sort.SliceStable(k.byAddr, func(a, b int) bool { return k.Syms[k.byAddr[a]].Addr < k.Syms[k.byAddr[b]].Addr })
 }

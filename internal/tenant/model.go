@@ -253,7 +253,7 @@ type VMIPolicy struct {
 	// Interval between monitoring cycles, default 10s.
 	Interval string `json:"interval,omitempty" yaml:"interval,omitempty"`
 	// Indicators to collect: processes, hidden_processes, modules,
-	// hidden_modules, files, sockets (default: all).
+	// hidden_modules, files, sockets, integrity (default: all).
 	Indicators []string `json:"indicators,omitempty" yaml:"indicators,omitempty"`
 }
 
@@ -264,7 +264,7 @@ const (
 )
 
 // VMIIndicators are the indicators a VMI policy may ask for.
-var VMIIndicators = []string{"processes", "hidden_processes", "modules", "hidden_modules", "files", "sockets"}
+var VMIIndicators = []string{"processes", "hidden_processes", "modules", "hidden_modules", "files", "sockets", "integrity"}
 
 // Params returns the policy's interval and indicator set with defaults
 // filled in, or an error.

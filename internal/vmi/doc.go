@@ -1,9 +1,13 @@
 // Package vmi is agentless memory monitoring: one inspection of a guest's
-// memory (Session.Inspect) gives its processes with details, the modules
-// loaded, and what a rootkit hid — processes and modules found by the
-// fingerprint scan but missing from the kernel's own lists. Watch repeats
-// that on an interval for a running guest and reports each cycle and each
-// newly hidden object.
+// memory (Session.Inspect) gives its processes with details and command
+// lines, the modules loaded, what every process holds (open files,
+// sockets, memory maps; hidden processes included), the kernel's integrity
+// (diverted syscall dispatch, IDT, inline, ftrace and kprobe hooks, with
+// owners), and what a rootkit hid — processes and modules found by the
+// fingerprint scan but missing from the kernel's own lists, and sockets
+// whose /proc/net line a hooked function prints. Watch repeats that on an
+// interval for a running guest and reports each cycle and each newly
+// hidden object or hook.
 //
 // Precision comes first: a monitor that cries wolf is switched off. A task
 // that appears in the scan but not in the list may simply have been born
@@ -12,5 +16,7 @@
 // still detached. A list that could not be walked whole (torn by the running
 // guest, or hostile) is retried, and if it stays partial the cycle reports
 // no hidden objects at all, only the error: comparing against half a list
-// would flag the other half.
+// would flag the other half. An integrity finding must be in two checks a
+// moment apart, and a process that exits while its files are read is a
+// race, not an error.
 package vmi

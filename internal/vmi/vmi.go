@@ -16,8 +16,9 @@ const (
 	HiddenProcesses = "hidden_processes"
 	Modules         = "modules"
 	HiddenModules   = "hidden_modules"
-	Files           = "files"   // open files of every process, hidden ones included
-	Sockets         = "sockets" // sockets of every process, hidden ones included
+	Files           = "files"     // open files of every process, hidden ones included
+	Sockets         = "sockets"   // sockets of every process, hidden ones included, and hidden ones
+	Integrity       = "integrity" // diverted kernel control flow: syscall dispatch, IDT, inline, ftrace and kprobe hooks
 	// Asked for by the CLI only (too bulky for a report every cycle).
 	Maps    = "maps"    // memory maps of every process
 	Environ = "environ" // each process's environment, secret-looking values redacted
@@ -25,7 +26,7 @@ const (
 
 // AllIndicators asks for everything a monitoring policy can ask for.
 var AllIndicators = map[string]bool{Processes: true, HiddenProcesses: true, Modules: true, HiddenModules: true,
-	Files: true, Sockets: true}
+	Files: true, Sockets: true, Integrity: true}
 
 // Report is one inspection of a guest's memory.
 type Report struct {
@@ -42,6 +43,8 @@ type Report struct {
 	Files           []linuxkern.OpenFile           `json:"files,omitempty"`
 	Sockets         []linuxkern.Socket             `json:"sockets,omitempty"`
 	Maps            []linuxkern.Map                `json:"maps,omitempty"`
+	Integrity       *linuxkern.Integrity           `json:"integrity,omitempty"`
+	HiddenSockets   []HiddenSocket                 `json:"hidden_sockets,omitempty"`
 	Scan            map[string]int                 `json:"scan,omitempty"` // candidates by status
 	Partial         []string                       `json:"partial,omitempty"`
 	scanned         map[string]linuxkern.ScanStats // for benchmarks
@@ -140,14 +143,27 @@ func (s *Session) Inspect(ind map[string]bool) (*Report, error) {
 			s.held(k, holders(ps, r.HiddenProcesses), ind, r)
 		}
 	}
-	if ind[Modules] || ind[HiddenModules] {
+	if ind[Modules] || ind[HiddenModules] || ind[Integrity] {
 		ms, err := listModules(k)
 		switch {
 		case err != nil:
-			r.Partial = append(r.Partial, fmt.Sprintf("module list: %v (hidden modules not assessed)", err))
-		case ind[HiddenModules]:
-			if err := s.hiddenModules(k, ms, r); err != nil {
-				r.Partial = append(r.Partial, fmt.Sprintf("module scan: %v", err))
+			r.Partial = append(r.Partial, fmt.Sprintf("module list: %v (hidden modules and integrity not assessed)", err))
+		default:
+			if ind[HiddenModules] || ind[Integrity] {
+				if err := s.hiddenModules(k, ms, r); err != nil {
+					r.Partial = append(r.Partial, fmt.Sprintf("module scan: %v", err))
+				}
+			}
+			if ind[Integrity] {
+				// Owners are named from every module known, hidden ones too.
+				all := append([]linuxkern.Module{}, ms...)
+				for _, c := range r.HiddenModules {
+					all = append(all, c.Module)
+				}
+				s.integrity(k, all, r)
+				if ind[Sockets] {
+					r.HiddenSockets = hiddenSockets(r.Integrity, r.Sockets)
+				}
 			}
 		}
 		if ind[Modules] {

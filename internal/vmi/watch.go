@@ -26,13 +26,15 @@ const (
 	EventReport        = "vmi.report"         // *Report, every cycle
 	EventHiddenProcess = "vmi.hidden_process" // linuxkern.Candidate, once per newly hidden task
 	EventHiddenModule  = "vmi.hidden_module"  // linuxkern.ModuleCandidate, once per newly hidden module
+	EventKernelHook    = "vmi.kernel_hook"    // linuxkern.Finding, once per new integrity finding
+	EventHiddenSocket  = "vmi.hidden_socket"  // HiddenSocket, once per socket a newly found hook can hide
 	EventError         = "vmi.error"          // string, when a cycle fails (once per distinct error)
 )
 
 // Watch inspects the guest every interval until ctx ends. The RAM file is
 // reopened when it appears, disappears or is replaced (the VM restarted).
 func Watch(ctx context.Context, cfg WatchConfig, emit func(kind string, v any)) {
-	w := watcher{cfg: cfg, emit: emit, seenProc: map[string]bool{}, seenMod: map[string]bool{}}
+	w := watcher{cfg: cfg, emit: emit, seenProc: map[string]bool{}, seenMod: map[string]bool{}, seenHook: map[string]bool{}, seenSock: map[string]bool{}}
 	defer w.close()
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
@@ -55,6 +57,8 @@ type watcher struct {
 	lastErr  string
 	seenProc map[string]bool // hidden tasks already alerted, by pid and address
 	seenMod  map[string]bool
+	seenHook map[string]bool
+	seenSock map[string]bool
 }
 
 func (w *watcher) close() {
@@ -122,6 +126,17 @@ func (w *watcher) cycle() {
 		func(c linuxkern.Candidate) { w.emit(EventHiddenProcess, c) })
 	w.seenMod = alarmNew(r.HiddenModules, w.seenMod, func(c linuxkern.ModuleCandidate) string { return fmt.Sprintf("%s@%#x", c.Name, c.Addr) },
 		func(c linuxkern.ModuleCandidate) { w.emit(EventHiddenModule, c) })
+	if r.Integrity != nil {
+		var hooks []linuxkern.Finding // hidden modules have their own event
+		for _, f := range r.Integrity.Findings {
+			if f.Kind != "hidden_module" {
+				hooks = append(hooks, f)
+			}
+		}
+		w.seenHook = alarmNew(hooks, w.seenHook, linuxkern.Finding.Key, func(f linuxkern.Finding) { w.emit(EventKernelHook, f) })
+	}
+	w.seenSock = alarmNew(r.HiddenSockets, w.seenSock, func(h HiddenSocket) string { return fmt.Sprintf("%#x|%s", h.Sock, h.Hook.Key()) },
+		func(h HiddenSocket) { w.emit(EventHiddenSocket, h) })
 }
 
 // alarmNew raises an alarm for each hidden object not seen in the previous

@@ -1,0 +1,113 @@
+package vmi
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"secaas/internal/linuxkern"
+)
+
+// HiddenSocket is a socket held by a process whose line in the guest's
+// /proc/net listing is produced by a hooked function: the hook can drop
+// it from netstat and ss inside the guest. Which of the sockets a hook
+// really drops cannot be told from memory alone (it would take running
+// the hook), so each one it can reach is reported, with the hook.
+type HiddenSocket struct {
+	linuxkern.Socket
+	Listing  string            `json:"listing"` // the /proc file, e.g. /proc/net/tcp
+	Hook     linuxkern.Finding `json:"hook"`
+	Evidence string            `json:"evidence"`
+}
+
+// procListings maps the functions that print /proc/net lines to the file
+// and the sockets they print.
+var procListings = map[string]struct {
+	file, family string
+	protos       []string
+}{
+	"tcp4_seq_show":   {"/proc/net/tcp", "inet", []string{"tcp", "mptcp"}},
+	"tcp6_seq_show":   {"/proc/net/tcp6", "inet6", []string{"tcp", "mptcp"}},
+	"udp4_seq_show":   {"/proc/net/udp", "inet", []string{"udp"}},
+	"udp6_seq_show":   {"/proc/net/udp6", "inet6", []string{"udp"}},
+	"raw_seq_show":    {"/proc/net/raw", "inet", []string{"raw", "icmp"}},
+	"unix_seq_show":   {"/proc/net/unix", "unix", []string{"unix"}},
+	"packet_seq_show": {"/proc/net/packet", "packet", []string{"packet"}},
+}
+
+// integrityConfirmDelay separates the two integrity checks of a cycle: a
+// finding must be in both (a kernel being patched by its own code, a
+// module mid-load, is read torn).
+const integrityConfirmDelay = 20 * time.Millisecond
+
+// integrity checks the kernel's control flow twice and keeps what both
+// checks found; owners are named from the listed and hidden modules.
+func (s *Session) integrity(k *linuxkern.Kernel, mods []linuxkern.Module, r *Report) {
+	first, err := k.CheckIntegrity(mods)
+	if err != nil {
+		r.Partial = append(r.Partial, fmt.Sprintf("integrity: %v", err))
+		return
+	}
+	if len(first.Findings) > 0 {
+		time.Sleep(integrityConfirmDelay)
+		second, err := k.CheckIntegrity(mods)
+		if err != nil {
+			r.Partial = append(r.Partial, fmt.Sprintf("integrity: %v", err))
+			return
+		}
+		again := map[string]bool{}
+		for _, f := range second.Findings {
+			again[f.Key()] = true
+		}
+		kept := first.Findings[:0]
+		for _, f := range first.Findings {
+			if again[f.Key()] {
+				kept = append(kept, f)
+			} else {
+				r.Scan["integrity_raced"]++
+			}
+		}
+		first.Findings = kept
+	}
+	for _, c := range r.HiddenModules {
+		first.Findings = append(first.Findings, linuxkern.Finding{Kind: "hidden_module", Severity: "alert", Target: c.Name, Site: c.Addr,
+			Addr: c.Base, Owner: c.Name, Evidence: strings.Join(c.Evidence, "; ")})
+	}
+	for _, p := range first.Partial {
+		r.Partial = append(r.Partial, "integrity: "+p)
+	}
+	first.Partial = nil
+	r.Integrity = first
+}
+
+// hiddenSockets: the sockets whose /proc/net listing is printed by a
+// function the integrity check found hooked from outside the kernel.
+func hiddenSockets(in *linuxkern.Integrity, socks []linuxkern.Socket) []HiddenSocket {
+	out := []HiddenSocket{}
+	if in == nil {
+		return out
+	}
+	for _, f := range in.Findings {
+		l, ok := procListings[f.Target]
+		if !ok || f.Severity != "alert" {
+			continue
+		}
+		for _, s := range socks {
+			if s.Family != l.family || !contains(l.protos, s.Proto) {
+				continue
+			}
+			out = append(out, HiddenSocket{Socket: s, Listing: l.file, Hook: f,
+				Evidence: fmt.Sprintf("%s prints this socket's line in %s and is hooked (%s) by %s", f.Target, l.file, f.Kind, f.Owner)})
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
