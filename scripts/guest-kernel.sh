@@ -36,12 +36,14 @@ for FLAVOUR in amd64 cloud-amd64; do
   MODS="secaas_dkom secaas_tamper secaas_hook"
   STALE=""
   for M in $MODS; do
-    if [ ! -s "$RK/$M.ko" ] || [ internal/lab/rootkit/$M.c -nt "$RK/$M.ko" ] || [ internal/lab/rootkit/Kbuild -nt "$RK/$M.ko" ]; then STALE=1; fi
+    for SRC in internal/lab/rootkit/$M.c internal/lab/rootkit/Kbuild internal/lab/rootkit/*.h; do
+      if [ ! -s "$RK/$M.ko" ] || [ "$SRC" -nt "$RK/$M.ko" ]; then STALE=1; fi
+    done
   done
   if [ -n "$STALE" ]; then
     rm -rf "$RK"; mkdir -p "$RK"
     for M in $MODS; do cp internal/lab/rootkit/$M.c "$RK/"; done
-    cp internal/lab/rootkit/Kbuild "$RK/"
+    cp internal/lab/rootkit/Kbuild internal/lab/rootkit/*.h "$RK/"
     make -s -C "$HDR" M="$PWD/$RK" modules 2>&1 | grep -v "Skipping BTF generation" >&2 || true
     for M in $MODS; do
       [ -s "$RK/$M.ko" ] || { echo "guest-kernel: building the test module $M for $KVER failed" >&2; exit 1; }

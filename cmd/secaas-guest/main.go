@@ -16,6 +16,11 @@
 //	                                   a unix listener and a tcp connection
 //	                                   open, print them as JSON, and wait
 //	                                   (memory monitoring tests)
+//	secaas-guest answer [--port P] [--echo E]
+//	                                   answer UDP to port P through a raw
+//	                                   socket, no socket bound to P (a test
+//	                                   backdoor); --echo runs a normal UDP
+//	                                   echo on E beside it
 //
 // It talks to the backend over a virtio-serial port (default
 // /dev/virtio-ports/secaas.0, one JSON request and one JSON reply per
@@ -53,6 +58,8 @@ func main() {
 		err = iobenchCmd(os.Args[2:])
 	case "hold":
 		err = holdCmd(os.Args[2:])
+	case "answer":
+		err = answerCmd(os.Args[2:])
 	default:
 		usage()
 	}
@@ -63,7 +70,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: secaas-guest extents PATH | scan PATH | isolate PATH | watch DIR... | iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N [--burst B] | hold [--file F] [--unix S]")
+	fmt.Fprintln(os.Stderr, "usage: secaas-guest extents PATH | scan PATH | isolate PATH | watch DIR... | iobench --file DEV[,DEV...] --rw write|randwrite --bs 4k --seconds N [--burst B] | hold [--file F] [--unix S] | answer [--port P] [--echo E]")
 	os.Exit(2)
 }
 

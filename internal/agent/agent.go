@@ -72,7 +72,8 @@ type Agent struct {
 	avs       map[string]*avWorker  // HyperAV, by "TID/VM"
 	kmons     map[string]*kmonWatch // syscall monitoring, by "TID/VM"
 	kgates    kmonGates
-	clamd     *av.Clamd // shared by every VM's HyperAV
+	traffic   trafficViews // per VM, which ports answer (from the NAD mirror), for memory monitoring's cross-view
+	clamd     *av.Clamd    // shared by every VM's HyperAV
 
 	// DataDir holds per-VM state (HyperAV sector state, quarantine) and the
 	// node's clamd; Signatures adds .ndb/.hdb/.yar files to clamd's

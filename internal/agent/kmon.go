@@ -36,6 +36,33 @@ type kmonGates struct {
 	mu    sync.Mutex
 	gates map[string]*sync.Mutex
 	wg    sync.WaitGroup // removals under way
+	// own is what each VM's monitor occupies in its kernel, while it is
+	// there: memory monitoring names it as secaas's, not a rootkit's.
+	own map[string]linuxkern.Region
+}
+
+// setOwn records (or, with a zero region, forgets) a VM's injected monitor.
+func (g *kmonGates) setOwn(id string, r linuxkern.Region) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.own == nil {
+		g.own = map[string]linuxkern.Region{}
+	}
+	if r.Size == 0 {
+		delete(g.own, id)
+		return
+	}
+	g.own[id] = r
+}
+
+// owned is what secaas injected into a VM's kernel.
+func (g *kmonGates) owned(id string) []linuxkern.Region {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if r, ok := g.own[id]; ok {
+		return []linuxkern.Region{r}
+	}
+	return nil
 }
 
 func (g *kmonGates) gate(id string) *sync.Mutex {
@@ -165,6 +192,7 @@ func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []k
 		}
 	}
 	said = ""
+	a.kgates.setOwn(id, s.Region())
 	emit("kmon.started", fmt.Sprintf("monitor injected and dispatch hooked at %#x in %s; rules: %d", s.HookSite(), s.Took.Round(time.Millisecond), len(rules)))
 	// The removal outlives the worker (stop returns at once), holding the
 	// VM's gate until the guest is given back.
@@ -180,6 +208,7 @@ func (a *Agent) runKMon(ctx context.Context, id string, want vmPolicy, rules []k
 				emit("kmon.failed", fmt.Sprintf("removal: %v", err))
 				return
 			}
+			a.kgates.setOwn(id, linuxkern.Region{})
 			emit("kmon.stopped", "dispatch restored, monitor freed")
 		}()
 	}()

@@ -123,6 +123,29 @@ func TestKMonOnLiveGuest(t *testing.T) {
 	}
 	e := waitFor("kmon.started", nil)
 	t.Logf("%s", e.Detail)
+	// Memory monitoring of the same VM sees the redirected dispatch as
+	// secaas's own hook (a notice owned by "secaas kmon"), not a rootkit's.
+	domains[0].Subnets[0].VMs[0].VMI = &tenant.VMIPolicy{Interval: "500ms", Indicators: []string{"integrity"}}
+	if err := a.Apply(ctx, domains, inv); err != nil {
+		t.Fatal(err)
+	}
+	e = waitFor("vmi.kernel_hook", nil)
+	if !strings.Contains(e.Detail, `"owner":"secaas kmon"`) || !strings.Contains(e.Detail, `"severity":"notice"`) {
+		t.Fatalf("the monitor's hook seen as %s", e.Detail)
+	}
+	mu.Lock()
+	before := from
+	from = len(events)
+	mu.Unlock()
+	waitFor("vmi.report", nil) // a full cycle more
+	mu.Lock()
+	from = before
+	for _, e := range events {
+		if e.Kind == "vmi.kernel_hook" && strings.Contains(e.Detail, `"severity":"alert"`) {
+			t.Errorf("an alert for secaas's own monitor: %s", e.Detail)
+		}
+	}
+	mu.Unlock()
 	if out, err := g.Run("cat /etc/hosts", 30*time.Second); err != nil || !strings.Contains(out, "secaas") {
 		t.Fatalf("cat with a record rule: %q %v", out, err)
 	}

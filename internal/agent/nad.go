@@ -131,6 +131,7 @@ func (a *Agent) startMonitor(vm *tenant.RVM) (*monitor, error) {
 		params.Models = []*lstm.Model{mod}
 	}
 	tenantID, name, ip := vm.Subnet.Domain.Tenant, vm.Name, vm.Addr
+	answers := a.traffic.get(vmID(vm.Subnet.Domain.TID, vm.Name), vm.Addr.String())
 	var mu sync.Mutex // guards ext: packets and the clock both drive it
 	ext, err := nad.NewMonitor(ip, feature.Config{Window: window}, []string{detName}, params, func(res nad.Result) {
 		w := &res.Window
@@ -180,6 +181,7 @@ func (a *Agent) startMonitor(vm *tenant.RVM) (*monitor, error) {
 				mu.Lock()
 				ext.Add(p.Time, &meta)
 				mu.Unlock()
+				answers.Observe(p.Time, &meta)
 			}
 		}
 		cancel()

@@ -4,12 +4,39 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
+	"sync"
 
 	"secaas/internal/linuxkern"
 	"secaas/internal/tenant"
 	"secaas/internal/vmi"
 )
+
+// trafficViews holds, by "TID/VM", which of a VM's ports answer: anomaly
+// detection feeds it from the VM's mirror, memory monitoring cross-views it
+// with the sockets in the VM's memory.
+type trafficViews struct {
+	mu sync.Mutex
+	m  map[string]*vmi.Responses
+}
+
+// get returns the view of a VM at addr (an address that does not parse
+// matches any), making it on first use.
+func (t *trafficViews) get(id, addr string) *vmi.Responses {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = map[string]*vmi.Responses{}
+	}
+	if r, ok := t.m[id]; ok {
+		return r
+	}
+	a, _ := netip.ParseAddr(addr)
+	r := vmi.NewResponses(a)
+	t.m[id] = r
+	return r
+}
 
 // vmiWatch is the memory monitoring of one VM.
 type vmiWatch struct{ *worker }
@@ -49,19 +76,21 @@ func (a *Agent) syncVMILocked() {
 			})}
 			continue
 		}
-		memory, host, rec := w.Host.Memory, a.Host, w.Host
+		memory, host, rec, vmIP := w.Host.Memory, a.Host, w.Host, w.VM.IP
 		a.vmis[id] = &vmiWatch{startWorker(w.Key, func(ctx context.Context) {
 			a.onEvent(Event{Kind: "vmi.started", Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name,
 				Detail: fmt.Sprintf("every %s", interval)})
 			open := func(name string) (*os.File, error) { return host.OpenFile(name, os.O_RDONLY, 0) }
-			vmi.Watch(ctx, vmi.WatchConfig{Memory: memory, Interval: interval, Indicators: ind, Open: open}, func(kind string, v any) {
+			own := func() []linuxkern.Region { return a.kgates.owned(id) }
+			vmi.Watch(ctx, vmi.WatchConfig{Memory: memory, Interval: interval, Indicators: ind, Open: open, Own: own,
+				Traffic: a.traffic.get(id, vmIP)}, func(kind string, v any) {
 				e := Event{Kind: kind, Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name}
 				switch v := v.(type) {
 				case *vmi.Report:
 					e.Data, _ = json.Marshal(v)
 					e.Detail = fmt.Sprintf("%d processes, %d hidden; %d modules, %d hidden; %d files, %d sockets, %d can be hidden; %d integrity findings; %.0f ms",
 						len(v.Processes), len(v.HiddenProcesses), len(v.Modules), len(v.HiddenModules), len(v.Files), len(v.Sockets), len(v.HiddenSockets), findings(v), v.TookMS)
-				case linuxkern.Candidate, linuxkern.ModuleCandidate, linuxkern.Finding, vmi.HiddenSocket:
+				case linuxkern.Candidate, linuxkern.ModuleCandidate, linuxkern.Finding, vmi.HiddenSocket, vmi.UnownedTraffic:
 					b, _ := json.Marshal(v)
 					e.Detail = string(b)
 				case string:

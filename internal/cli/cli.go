@@ -88,6 +88,8 @@ func commands() []command {
 			"secaas vmi maps --ram /dev/shm/g1 --pid 1", nil, vmiMaps},
 		{"vmi integrity", "", "kernel integrity: syscall dispatch and table, IDT, inline, ftrace and kprobe hooks, hidden modules, and sockets a hooked /proc listing can hide",
 			"secaas vmi integrity --ram /dev/shm/g1\nsecaas vmi integrity --image /tmp/g1.elf -o json", nil, vmiIntegrity},
+		{"vmi crossview", "", "ports a running guest answers on (from its traffic) with no socket in its memory to own them",
+			"secaas vmi crossview --ram /dev/shm/g1 --iface tap0 --ip 10.0.0.5 --for 30s", nil, vmiCrossView},
 		{"av scan", "", "scan files inside a disk image (raw or qcow2), or of a VM through secaasd (exit 3 if infected)",
 			"secaas av scan --image disk.qcow2 --path /etc/x --state av.state\nsecaas av scan --tid 100 --vm VM2 --path /etc/x", []string{"path"}, avScan},
 		{"bench acl", "", "compile, apply and enforcement timings; the paper's Table 3/4 experiment",

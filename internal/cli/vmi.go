@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"secaas/internal/capture"
 	"secaas/internal/guestmem"
 	"secaas/internal/linuxkern"
 	"secaas/internal/tenant"
@@ -251,6 +253,60 @@ func vmiIntegrity(ctx context.Context, env *Env, args []string) error {
 	}
 	fmt.Fprintf(env.Stderr, "checked %s: %d findings\n", strings.Join(checked, ", "), len(r.Integrity.Findings))
 	return partial(r)
+}
+
+func vmiCrossView(ctx context.Context, env *Env, args []string) error {
+	fs := newFlags("vmi crossview", env)
+	ram := fs.String("ram", "", "guest RAM: the shared memory-backend-file of a running QEMU guest")
+	iface := fs.String("iface", "", "the interface carrying the VM's traffic (its tap, or a mirror port)")
+	ip := fs.String("ip", "", "the VM's address (default: any source on the interface)")
+	seconds := fs.Duration("for", 20*time.Second, "how long to watch (a port must answer before and after a listing)")
+	out := addOutput(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	if *ram == "" || *iface == "" {
+		return errors.New("give --ram FILE and --iface IF")
+	}
+	var addr netip.Addr
+	if *ip != "" {
+		var err error
+		if addr, err = netip.ParseAddr(*ip); err != nil {
+			return fmt.Errorf("--ip: %w", err)
+		}
+	}
+	answers := vmi.NewResponses(addr)
+	live, err := capture.OpenLive(*iface)
+	if err != nil {
+		return err
+	}
+	defer live.Close()
+	go answers.Feed(live)
+	wctx, cancel := context.WithTimeout(ctx, *seconds)
+	defer cancel()
+	found := []vmi.UnownedTraffic{}
+	cycles, t0 := 0, time.Now()
+	vmi.Watch(wctx, vmi.WatchConfig{Memory: *ram, Interval: time.Second, Indicators: map[string]bool{vmi.Sockets: true}, Traffic: answers},
+		func(kind string, v any) {
+			switch kind {
+			case vmi.EventReport:
+				cycles++
+				fmt.Fprintf(env.Stderr, "\r%s of %s: %d listings", time.Since(t0).Round(time.Second), *seconds, cycles)
+			case vmi.EventUnowned:
+				found = append(found, v.(vmi.UnownedTraffic))
+			case vmi.EventError:
+				fmt.Fprintf(env.Stderr, "\n%v\n", v)
+			}
+		})
+	fmt.Fprintln(env.Stderr)
+	if *out == FormatJSON || *out == FormatYAML {
+		return render(env, *out, found, nil)
+	}
+	for _, u := range found {
+		fmt.Fprintf(env.Stdout, "UNOWNED %s %s:%d: %s\n", u.Proto, u.Addr, u.Port, u.Evidence)
+	}
+	fmt.Fprintf(env.Stderr, "%d ports answering now; %d answered with no socket to own them\n", len(answers.Answering(time.Now().Add(-5*time.Second), 5*time.Second)), len(found))
+	return nil
 }
 
 // nonNil makes an empty listing print as [] in JSON, not null.

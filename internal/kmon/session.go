@@ -188,6 +188,12 @@ func (s *Session) Poll() ([]Event, int, error) {
 // HookSite is the address of the hooked call in do_syscall_64.
 func (s *Session) HookSite() uint64 { return s.mon.Hook.Site }
 
+// Region is the guest kernel memory the monitor occupies (its code and
+// data), for memory monitoring to tell secaas's own hook from a rootkit's.
+func (s *Session) Region() linuxkern.Region {
+	return linuxkern.Region{Name: "secaas kmon", Base: s.mon.Injected.Image.Base, Size: uint64(s.mon.Injected.Pages) * 4096}
+}
+
 func (s *Session) word(off uint64) (uint64, error) {
 	b, err := ReadVA(s.k, s.mon.Shared+off, 8)
 	if err != nil {

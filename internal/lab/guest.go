@@ -47,6 +47,10 @@ type GuestConfig struct {
 	// Ports are virtio-serial ports (by name, e.g. "secaas.0"); the host
 	// side of each is a unix socket QEMU listens on: PortSocket(name).
 	Ports []string
+	// Tap attaches a virtio network card (eth0 in the guest, with the
+	// virtio_net module loaded) to a host tap device of this name, which
+	// QEMU creates (root); the host side is left down and unaddressed.
+	Tap string
 	// Detach leaves QEMU running when this process exits (its own session,
 	// its log in Dir/qemu.log, its pid in Dir/qemu.pid): AttachGuest
 	// reconnects to it, StopGuest ends it.
@@ -294,6 +298,9 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 	for k, v := range cfg.Files {
 		files[k] = v
 	}
+	if cfg.Tap != "" {
+		cfg.Modules = append(cfg.Modules, "virtio_pci", "virtio_net")
+	}
 	if len(cfg.Modules) > 0 {
 		kos, err := moduleFiles(cfg.Kernel, cfg.Modules)
 		if err != nil {
@@ -344,6 +351,10 @@ func StartGuest(ctx context.Context, cfg GuestConfig) (*Guest, error) {
 			args = append(args, "-chardev", fmt.Sprintf("socket,id=port%d,path=%s,server=on,wait=off", i, filepath.Join(cfg.Dir, "port-"+name+".sock")),
 				"-device", fmt.Sprintf("virtserialport,bus=vser0.0,chardev=port%d,name=%s", i, name))
 		}
+	}
+	if cfg.Tap != "" {
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=net0,ifname=%s,script=no,downscript=no", cfg.Tap),
+			"-device", "virtio-net-pci,netdev=net0,mac=52:54:00:5e:ca:a5")
 	}
 	if accel.Accel == AccelKVM {
 		args = append(args, "-enable-kvm", "-cpu", "host")

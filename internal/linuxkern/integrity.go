@@ -49,21 +49,40 @@ var watchedFunctions = []string{
 	"vfs_read", "vfs_write", "tcp_v4_rcv", "ip_rcv", "__netif_receive_skb_core", "find_task_by_vpid",
 }
 
-// textRanges knows the kernel's own text and each module's, to name the
-// owner of an address.
+// Region is guest kernel memory secaas itself put there (the injected
+// syscall monitor): a branch into it is secaas's own hook, not a
+// rootkit's.
+type Region struct {
+	Name       string `json:"name"`
+	Base, Size uint64
+}
+
+// textRanges knows the kernel's own text, each module's and secaas's own
+// regions, to name the owner of an address.
 type textRanges struct {
 	start, end uint64 // _stext.._etext
 	mods       []Module
+	own        []Region
 	k          *Kernel
 }
 
-func (k *Kernel) textRanges(mods []Module) (textRanges, error) {
+// ours is the region of secaas's own code holding a, if any.
+func (t textRanges) ours(a uint64) (Region, bool) {
+	for _, r := range t.own {
+		if a >= r.Base && a-r.Base < r.Size {
+			return r, true
+		}
+	}
+	return Region{}, false
+}
+
+func (k *Kernel) textRanges(mods []Module, own []Region) (textRanges, error) {
 	s, ok1 := k.Syms.Lookup("_stext")
 	e, ok2 := k.Syms.Lookup("_etext")
 	if !ok1 || !ok2 || e.Addr <= s.Addr {
 		return textRanges{}, fmt.Errorf("integrity: no kernel text bounds (_stext, _etext)")
 	}
-	return textRanges{start: s.Addr, end: e.Addr, mods: mods, k: k}, nil
+	return textRanges{start: s.Addr, end: e.Addr, mods: mods, own: own, k: k}, nil
 }
 
 func (t textRanges) inKernel(a uint64) bool { return a >= t.start && a < t.end }
@@ -73,6 +92,9 @@ func (t textRanges) inKernel(a uint64) bool { return a >= t.start && a < t.end }
 func (t textRanges) owner(a uint64) string {
 	if t.inKernel(a) {
 		return "kernel"
+	}
+	if r, ok := t.ours(a); ok {
+		return r.Name
 	}
 	for _, m := range t.mods {
 		if a >= m.Base && a < m.Base+uint64(m.Size) {
@@ -92,6 +114,9 @@ func (t textRanges) where(a uint64) string {
 			return fmt.Sprintf("%s+%#x", s.Name, a-s.Addr)
 		}
 	}
+	if r, ok := t.ours(a); ok {
+		return fmt.Sprintf("%#x in %s", a, r.Name)
+	}
 	if o := t.owner(a); o != "no module" {
 		return fmt.Sprintf("%#x in module %s", a, o)
 	}
@@ -104,9 +129,11 @@ func (t textRanges) where(a uint64) string {
 // every sys_call_table entry, the IDT, the first instruction of every
 // syscall entry point and of functions rootkits hook (an inline jump, an
 // ftrace call, a kprobe's int3), and the ftrace and kprobe registrations.
-// mods are the modules known (listed and hidden), to name owners.
-func (k *Kernel) CheckIntegrity(mods []Module) (*Integrity, error) {
-	t, err := k.textRanges(mods)
+// mods are the modules known (listed and hidden), to name owners; own are
+// regions secaas injected itself: hooks into them are reported as notices
+// owned by secaas, never as alerts.
+func (k *Kernel) CheckIntegrity(mods []Module, own []Region) (*Integrity, error) {
+	t, err := k.textRanges(mods, own)
 	if err != nil {
 		return nil, err
 	}
@@ -141,6 +168,15 @@ func (k *Kernel) CheckIntegrity(mods []Module) (*Integrity, error) {
 }
 
 func (r *Integrity) add(f Finding) { r.Findings = append(r.Findings, f) }
+
+// add adds f, as a notice when control goes into secaas's own code.
+func (t textRanges) add(r *Integrity, f Finding) {
+	if o, ok := t.ours(f.Addr); ok {
+		f.Severity, f.Owner = "notice", o.Name
+		f.Evidence += " (secaas's own injected code)"
+	}
+	r.add(f)
+}
 
 // readFunc reads a kernel function's body, up to the next symbol.
 func (k *Kernel) readFunc(name string) (Symbol, []byte, error) {
@@ -235,7 +271,7 @@ func (k *Kernel) checkSyscallTable(t textRanges, r *Integrity) []string {
 		if dispatch {
 			f.Evidence += " (this kernel dispatches through x64_sys_call; the table is read by tracing and by rootkits' own code)"
 		}
-		r.add(f)
+		t.add(r, f)
 	}
 	return names
 }
@@ -254,7 +290,7 @@ func (k *Kernel) checkDispatch(t textRanges, r *Integrity) {
 			}
 			continue
 		}
-		callsDispatch := false
+		callsDispatch, ownHook := false, false
 		for _, br := range branches(s.Addr, b) {
 			r.Checked["dispatch"]++
 			inSelf := br.target >= s.Addr && br.target < s.Addr+uint64(len(b))
@@ -274,10 +310,13 @@ func (k *Kernel) checkDispatch(t textRanges, r *Integrity) {
 			if t.inKernel(br.target) {
 				sev = "notice"
 			}
-			r.add(Finding{Kind: "dispatch", Severity: sev, Target: fmt.Sprintf("%s+%#x", name, br.site-s.Addr), Site: br.site, Addr: br.target,
+			t.add(r, Finding{Kind: "dispatch", Severity: sev, Target: fmt.Sprintf("%s+%#x", name, br.site-s.Addr), Site: br.site, Addr: br.target,
 				Owner: t.owner(br.target), Evidence: fmt.Sprintf("the syscall path branches to %s", t.where(br.target))})
+			if _, ok := t.ours(br.target); ok {
+				ownHook = true
+			}
 		}
-		if name == "do_syscall_64" && hasDispatch && !callsDispatch {
+		if name == "do_syscall_64" && hasDispatch && !callsDispatch && !ownHook {
 			r.add(Finding{Kind: "dispatch", Severity: "alert", Target: name, Site: s.Addr, Owner: "no module",
 				Evidence: "do_syscall_64 no longer calls x64_sys_call: the dispatch was redirected"})
 		}
@@ -317,7 +356,7 @@ func (k *Kernel) checkIDT(t textRanges, r *Integrity) {
 		if t.inKernel(a) || i < 32 && a >= early && a < earlyEnd {
 			continue
 		}
-		r.add(Finding{Kind: "idt", Severity: "alert", Target: fmt.Sprintf("idt[%d]", i), Site: s.Addr + uint64(i)*16, Addr: a, Owner: t.owner(a),
+		t.add(r, Finding{Kind: "idt", Severity: "alert", Target: fmt.Sprintf("idt[%d]", i), Site: s.Addr + uint64(i)*16, Addr: a, Owner: t.owner(a),
 			Evidence: fmt.Sprintf("interrupt vector %d is handled at %s, outside kernel text", i, t.where(a))})
 	}
 }
@@ -356,7 +395,7 @@ func (k *Kernel) checkFtraceOps(t textRanges, r *Integrity) []ftraceOp {
 		out = append(out, op)
 		r.Checked["ftrace"]++
 		if !t.inKernel(op.fn) {
-			r.add(Finding{Kind: "ftrace", Severity: "alert", Target: "ftrace_ops_list", Site: p, Addr: op.fn, Owner: t.owner(op.fn),
+			t.add(r, Finding{Kind: "ftrace", Severity: "alert", Target: "ftrace_ops_list", Site: p, Addr: op.fn, Owner: t.owner(op.fn),
 				Evidence: fmt.Sprintf("an ftrace callback at %s is registered: it can redirect any traced function", t.where(op.fn))})
 		}
 		p, err = k.U64(p + uint64(no))
@@ -410,7 +449,7 @@ func (k *Kernel) checkKprobes(t textRanges, r *Integrity) []kprobeAt {
 			if !t.inKernel(at.handler) {
 				sev = "alert"
 			}
-			r.add(Finding{Kind: "kprobe", Severity: sev, Target: t.where(at.addr), Site: at.addr, Addr: at.handler, Owner: t.owner(at.handler),
+			t.add(r, Finding{Kind: "kprobe", Severity: sev, Target: t.where(at.addr), Site: at.addr, Addr: at.handler, Owner: t.owner(at.handler),
 				Evidence: fmt.Sprintf("a kprobe on %s runs %s first", t.where(at.addr), t.where(at.handler))})
 		}
 		if err != nil {
@@ -534,5 +573,5 @@ func (k *Kernel) checkPrologue(t textRanges, name string, ftrace []ftraceOp, kpr
 			f.Severity = "notice"
 		}
 	}
-	r.add(f)
+	t.add(r, f)
 }

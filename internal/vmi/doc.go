@@ -7,7 +7,9 @@
 // fingerprint scan but missing from the kernel's own lists, and sockets
 // whose /proc/net line a hooked function prints. Watch repeats that on an
 // interval for a running guest and reports each cycle and each newly
-// hidden object or hook.
+// hidden object or hook; given the VM's mirrored traffic (Responses), it
+// also cross-views each socket listing with the ports seen answering
+// around it (CrossView): a port that answers with no socket to own it.
 //
 // Precision comes first: a monitor that cries wolf is switched off. A task
 // that appears in the scan but not in the list may simply have been born

@@ -43,31 +43,41 @@ const integrityConfirmDelay = 20 * time.Millisecond
 // integrity checks the kernel's control flow twice and keeps what both
 // checks found; owners are named from the listed and hidden modules.
 func (s *Session) integrity(k *linuxkern.Kernel, mods []linuxkern.Module, r *Report) {
-	first, err := k.CheckIntegrity(mods)
+	own := func() []linuxkern.Region {
+		if s.Own == nil {
+			return nil
+		}
+		return s.Own()
+	}
+	first, err := k.CheckIntegrity(mods, own())
 	if err != nil {
 		r.Partial = append(r.Partial, fmt.Sprintf("integrity: %v", err))
 		return
 	}
 	if len(first.Findings) > 0 {
+		// The second check's findings are kept, those the first had too:
+		// the later reading, and secaas's own regions as they are now (a
+		// monitor injected between the checks is known by then).
 		time.Sleep(integrityConfirmDelay)
-		second, err := k.CheckIntegrity(mods)
+		second, err := k.CheckIntegrity(mods, own())
 		if err != nil {
 			r.Partial = append(r.Partial, fmt.Sprintf("integrity: %v", err))
 			return
 		}
-		again := map[string]bool{}
-		for _, f := range second.Findings {
-			again[f.Key()] = true
-		}
-		kept := first.Findings[:0]
+		before := map[string]bool{}
 		for _, f := range first.Findings {
-			if again[f.Key()] {
+			before[f.Key()] = true
+		}
+		kept := []linuxkern.Finding{}
+		for _, f := range second.Findings {
+			if before[f.Key()] {
 				kept = append(kept, f)
-			} else {
-				r.Scan["integrity_raced"]++
+				delete(before, f.Key())
 			}
 		}
-		first.Findings = kept
+		r.Scan["integrity_raced"] += len(before)
+		second.Findings = kept
+		first = second
 	}
 	for _, c := range r.HiddenModules {
 		first.Findings = append(first.Findings, linuxkern.Finding{Kind: "hidden_module", Severity: "alert", Target: c.Name, Site: c.Addr,

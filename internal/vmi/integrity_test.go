@@ -3,7 +3,6 @@ package vmi_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -26,24 +25,11 @@ import (
 // from lsmod: each is reported once, with the hooked place and the owning
 // module, and the listener as a socket the hook can hide.
 func TestIntegrityLiveGuest(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	ks, err := lab.FindKernels("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
-	k := ks[0]
+	k := testKernel(t)
 	if k.Hook == "" {
 		labtest.Missing(t, "no test rootkit secaas_hook.ko: run scripts/guest-kernel.sh")
 	}
-	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-vmii", Kernel: k.Vmlinuz, MemMiB: 256,
-		Dir: t.TempDir(), Files: map[string]string{"/secaas_hook.ko": k.Hook}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Stop()
-	t.Logf("guest on %s", g.Accel)
+	g := startGuest(t, k, lab.GuestConfig{Name: "secaas-test-vmii", Files: map[string]string{"/secaas_hook.ko": k.Hook}})
 	// A listener, and churn: processes and connections to it come and go.
 	if _, err := g.Run("ip link set lo up && httpd -p 127.0.0.1:8081 && (while true; do /bin/true; echo x | nc 127.0.0.1 8081; done) </dev/null >/dev/null 2>&1 &", 30*time.Second); err != nil {
 		t.Fatal(err)

@@ -54,6 +54,9 @@ type Report struct {
 // the kernel between cycles (kallsyms, BTF) until the guest reboots.
 type Session struct {
 	Mem *guestmem.Mem
+	// Own says what secaas itself injected into the guest's kernel (the
+	// syscall monitor): hooks into it are secaas's, reported as notices.
+	Own func() []linuxkern.Region
 	k   *linuxkern.Kernel
 	// sig is the VMCOREINFO text the kernel was recovered from: when it
 	// changes (a reboot, a new KASLR slide), the kernel is recovered again.

@@ -3,7 +3,6 @@ package vmi_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -20,24 +19,11 @@ import (
 // scan): no hidden-process alarm may fire. Then a DKOM rootkit hides one
 // process and itself: exactly one alarm for each, once.
 func TestWatchLiveGuest(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		labtest.Missing(t, "qemu-system-x86_64 not installed")
-	}
-	ks, err := lab.FindKernels("../..")
-	if err != nil {
-		labtest.Missing(t, err.Error())
-	}
-	k := ks[0]
+	k := testKernel(t)
 	if k.Rootkit == "" {
 		labtest.Missing(t, "no test rootkit: run scripts/guest-kernel.sh")
 	}
-	g, err := lab.StartGuest(context.Background(), lab.GuestConfig{Name: "secaas-test-vmiw", Kernel: k.Vmlinuz, MemMiB: 256,
-		Dir: t.TempDir(), Files: map[string]string{"/secaas_dkom.ko": k.Rootkit}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Stop()
-	t.Logf("guest on %s", g.Accel)
+	g := startGuest(t, k, lab.GuestConfig{Name: "secaas-test-vmiw", Files: map[string]string{"/secaas_dkom.ko": k.Rootkit}})
 	if _, err := g.Run("(while true; do /bin/true; done) </dev/null >/dev/null 2>&1 &", 30*time.Second); err != nil {
 		t.Fatal(err)
 	}

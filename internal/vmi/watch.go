@@ -19,22 +19,30 @@ type WatchConfig struct {
 	// Open opens the RAM file read-only (default os.Open); the daemon
 	// opens it beneath its host roots (package hostpath).
 	Open func(name string) (*os.File, error)
+	// Own is what secaas injected into the guest's kernel (Session.Own).
+	Own func() []linuxkern.Region
+	// Traffic, when the VM's traffic is mirrored (anomaly detection
+	// runs), says which of its ports answer: each socket listing is
+	// cross-viewed with it once the traffic around it is in (CrossView).
+	Traffic *Responses
 }
 
 // Event kinds Watch emits, with the type of their value.
 const (
-	EventReport        = "vmi.report"         // *Report, every cycle
-	EventHiddenProcess = "vmi.hidden_process" // linuxkern.Candidate, once per newly hidden task
-	EventHiddenModule  = "vmi.hidden_module"  // linuxkern.ModuleCandidate, once per newly hidden module
-	EventKernelHook    = "vmi.kernel_hook"    // linuxkern.Finding, once per new integrity finding
-	EventHiddenSocket  = "vmi.hidden_socket"  // HiddenSocket, once per socket a newly found hook can hide
-	EventError         = "vmi.error"          // string, when a cycle fails (once per distinct error)
+	EventReport        = "vmi.report"          // *Report, every cycle
+	EventHiddenProcess = "vmi.hidden_process"  // linuxkern.Candidate, once per newly hidden task
+	EventHiddenModule  = "vmi.hidden_module"   // linuxkern.ModuleCandidate, once per newly hidden module
+	EventKernelHook    = "vmi.kernel_hook"     // linuxkern.Finding, once per new integrity finding
+	EventHiddenSocket  = "vmi.hidden_socket"   // HiddenSocket, once per socket a newly found hook can hide
+	EventUnowned       = "vmi.unowned_traffic" // UnownedTraffic, once per port answering with no socket to own it
+	EventError         = "vmi.error"           // string, when a cycle fails (once per distinct error)
 )
 
 // Watch inspects the guest every interval until ctx ends. The RAM file is
 // reopened when it appears, disappears or is replaced (the VM restarted).
 func Watch(ctx context.Context, cfg WatchConfig, emit func(kind string, v any)) {
-	w := watcher{cfg: cfg, emit: emit, seenProc: map[string]bool{}, seenMod: map[string]bool{}, seenHook: map[string]bool{}, seenSock: map[string]bool{}}
+	w := watcher{cfg: cfg, emit: emit, seenProc: map[string]bool{}, seenMod: map[string]bool{}, seenHook: map[string]bool{}, seenSock: map[string]bool{},
+		seenFlow: map[string]bool{}}
 	defer w.close()
 	t := time.NewTicker(cfg.Interval)
 	defer t.Stop()
@@ -59,6 +67,46 @@ type watcher struct {
 	seenMod  map[string]bool
 	seenHook map[string]bool
 	seenSock map[string]bool
+	seenFlow map[string]bool
+	listings []listing // socket listings waiting for the traffic after them
+}
+
+// listing is one cycle's sockets, for the cross-view with traffic.
+type listing struct {
+	at    time.Time
+	socks []linuxkern.Socket
+}
+
+// crossViewWindow is how much traffic around a listing the cross-view
+// wants on each side: a service must answer before and after it.
+func (w *watcher) crossViewWindow() time.Duration { return max(w.cfg.Interval, 5*time.Second) }
+
+// crossView compares the listings whose traffic after them is in with
+// the ports seen answering, and alarms once per unowned port.
+func (w *watcher) crossView(r *Report) {
+	if w.cfg.Traffic == nil || !w.cfg.Indicators[Sockets] {
+		return
+	}
+	if len(r.Partial) == 0 { // a listing that missed a process could miss its socket
+		w.listings = append(w.listings, listing{at: r.At, socks: r.Sockets})
+		if len(w.listings) > 256 {
+			w.listings = w.listings[1:]
+		}
+	}
+	win := w.crossViewWindow()
+	var unowned []UnownedTraffic
+	judged := 0
+	for len(w.listings) > 0 && time.Since(w.listings[0].at) >= win {
+		l := w.listings[0]
+		w.listings = w.listings[1:]
+		unowned = append(unowned, CrossView(l.socks, w.cfg.Traffic.Answering(l.at, win), l.at)...)
+		judged++
+	}
+	if judged == 0 {
+		return // nothing judged this cycle: the alarms stand as they are
+	}
+	w.seenFlow = alarmNew(unowned, w.seenFlow, func(u UnownedTraffic) string { return fmt.Sprintf("%s|%s|%d", u.Proto, u.Addr, u.Port) },
+		func(u UnownedTraffic) { w.emit(EventUnowned, u) })
 }
 
 func (w *watcher) close() {
@@ -113,6 +161,7 @@ func (w *watcher) cycle() {
 			return
 		}
 		w.ino, w.sess = ino, NewSession(w.mem)
+		w.sess.Own = w.cfg.Own
 	}
 	f.Close()
 	r, err := w.sess.Inspect(w.cfg.Indicators)
@@ -137,6 +186,7 @@ func (w *watcher) cycle() {
 	}
 	w.seenSock = alarmNew(r.HiddenSockets, w.seenSock, func(h HiddenSocket) string { return fmt.Sprintf("%#x|%s", h.Sock, h.Hook.Key()) },
 		func(h HiddenSocket) { w.emit(EventHiddenSocket, h) })
+	w.crossView(r)
 }
 
 // alarmNew raises an alarm for each hidden object not seen in the previous
@@ -146,10 +196,10 @@ func alarmNew[T any](hidden []T, before map[string]bool, key func(T) string, ala
 	seen := map[string]bool{}
 	for _, c := range hidden {
 		k := key(c)
-		seen[k] = true
-		if !before[k] {
+		if !before[k] && !seen[k] { // once, even if listed twice
 			alarm(c)
 		}
+		seen[k] = true
 	}
 	return seen
 }

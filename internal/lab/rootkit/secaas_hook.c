@@ -32,6 +32,7 @@
 #include <linux/seq_file.h>
 #include <net/sock.h>
 #include <asm/processor-flags.h>
+#include "secaas_cr0.h"
 
 static unsigned long table;
 module_param(table, ulong, 0);
@@ -54,20 +55,6 @@ static long hook_syscall(const struct pt_regs *regs)
 {
 	atomic_inc(&hits);
 	return -EPERM;
-}
-
-static inline unsigned long cr0_get(void)
-{
-	unsigned long v;
-
-	asm volatile("mov %%cr0,%0" : "=r"(v));
-	return v;
-}
-
-/* Straight to the register: the kernel's write_cr0 pins WP on. */
-static inline void cr0_set(unsigned long v)
-{
-	asm volatile("mov %0,%%cr0" : : "r"(v) : "memory");
 }
 
 static void poke(void *dst, const void *src, size_t n)

@@ -24,6 +24,7 @@
 #include <linux/smp.h>
 #include <asm/msr.h>
 #include <asm/processor-flags.h>
+#include "secaas_cr0.h"
 
 static unsigned long site;
 module_param(site, ulong, 0);
@@ -56,19 +57,6 @@ asm(".pushsection .text\n"
 static void set_lstar(void *v)
 {
 	wrmsrl(MSR_LSTAR, (unsigned long)v);
-}
-
-static inline unsigned long cr0_get(void)
-{
-	unsigned long v;
-	asm volatile("mov %%cr0,%0" : "=r"(v));
-	return v;
-}
-
-/* Straight to the register: the kernel's write_cr0 pins WP on. */
-static inline void cr0_set(unsigned long v)
-{
-	asm volatile("mov %0,%%cr0" : : "r"(v) : "memory");
 }
 
 static int __init tamper_init(void)

@@ -1,0 +1,40 @@
+package vmi_test
+
+import (
+	"context"
+	"os/exec"
+	"testing"
+
+	"secaas/internal/lab"
+	"secaas/internal/lab/labtest"
+)
+
+// testKernel is the cached generic Debian kernel, with its test modules;
+// the test is skipped (failed under CI) without QEMU or the kernel.
+func testKernel(t *testing.T) lab.GuestKernel {
+	t.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		labtest.Missing(t, "qemu-system-x86_64 not installed")
+	}
+	ks, err := lab.FindKernels("../..")
+	if err != nil {
+		labtest.Missing(t, err.Error())
+	}
+	return ks[0]
+}
+
+// startGuest boots a 256 MiB test guest of cfg that stops with the test.
+func startGuest(t *testing.T, k lab.GuestKernel, cfg lab.GuestConfig) *lab.Guest {
+	t.Helper()
+	cfg.Kernel, cfg.MemMiB = k.Vmlinuz, 256
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	g, err := lab.StartGuest(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Stop)
+	t.Logf("guest on %s", g.Accel)
+	return g
+}
