@@ -290,7 +290,7 @@ func (k *Kernel) checkDispatch(t textRanges, r *Integrity) {
 			}
 			continue
 		}
-		callsDispatch, ownHook := false, false
+		callsDispatch, redirected := false, false
 		for _, br := range branches(s.Addr, b) {
 			r.Checked["dispatch"]++
 			inSelf := br.target >= s.Addr && br.target < s.Addr+uint64(len(b))
@@ -312,11 +312,11 @@ func (k *Kernel) checkDispatch(t textRanges, r *Integrity) {
 			}
 			t.add(r, Finding{Kind: "dispatch", Severity: sev, Target: fmt.Sprintf("%s+%#x", name, br.site-s.Addr), Site: br.site, Addr: br.target,
 				Owner: t.owner(br.target), Evidence: fmt.Sprintf("the syscall path branches to %s", t.where(br.target))})
-			if _, ok := t.ours(br.target); ok {
-				ownHook = true
-			}
+			redirected = true
 		}
-		if name == "do_syscall_64" && hasDispatch && !callsDispatch && !ownHook {
+		// A dispatch call that vanished with no branch to show where
+		// it went (an indirect call put in its place, say).
+		if name == "do_syscall_64" && hasDispatch && !callsDispatch && !redirected {
 			r.add(Finding{Kind: "dispatch", Severity: "alert", Target: name, Site: s.Addr, Owner: "no module",
 				Evidence: "do_syscall_64 no longer calls x64_sys_call: the dispatch was redirected"})
 		}

@@ -21,7 +21,8 @@ import (
 // a test rootkit points a sys_call_table entry at itself, patches a jump
 // over a syscall entry point, hooks tcp4_seq_show through ftrace so that
 // /proc/net/tcp in the guest no longer shows a listener, puts a kprobe on
-// a syscall entry point, and hides itself
+// a syscall entry point, sends the syscall dispatch (do_syscall_64's call
+// of x64_sys_call) through itself, and hides itself
 // from lsmod: each is reported once, with the hooked place and the owning
 // module, and the listener as a socket the hook can hide.
 func TestIntegrityLiveGuest(t *testing.T) {
@@ -106,15 +107,15 @@ func TestIntegrityLiveGuest(t *testing.T) {
 
 	// The rootkit: a table entry, an inline jump, an ftrace hook, hidden.
 	addr := map[string]string{}
-	for _, sym := range []string{"sys_call_table", "__x64_sys_kcmp", "tcp4_seq_show", "__x64_sys_getppid"} {
+	for _, sym := range []string{"sys_call_table", "__x64_sys_kcmp", "tcp4_seq_show", "__x64_sys_getppid", "do_syscall_64", "x64_sys_call"} {
 		out, err := g.Run("grep -w "+sym+" /proc/kallsyms | cut -c1-16", 30*time.Second)
 		if err != nil || len(out) != 16 {
 			t.Fatalf("%s: %v %q", sym, err, out)
 		}
 		addr[sym] = "0x" + out
 	}
-	out, err := g.Run(fmt.Sprintf("insmod /secaas_hook.ko table=%s nr=312 jmp=%s show=%s port=8081 kprobe=%s hide_module=1; echo rc=$?",
-		addr["sys_call_table"], addr["__x64_sys_kcmp"], addr["tcp4_seq_show"], addr["__x64_sys_getppid"]), 30*time.Second)
+	out, err := g.Run(fmt.Sprintf("insmod /secaas_hook.ko table=%s nr=312 jmp=%s show=%s port=8081 kprobe=%s dispatch=%s x64=%s hide_module=1; echo rc=$?",
+		addr["sys_call_table"], addr["__x64_sys_kcmp"], addr["tcp4_seq_show"], addr["__x64_sys_getppid"], addr["do_syscall_64"], addr["x64_sys_call"]), 30*time.Second)
 	if err != nil || !strings.Contains(out, "rc=0") {
 		t.Fatalf("insmod: %v: %s", err, out)
 	}
@@ -125,10 +126,13 @@ func TestIntegrityLiveGuest(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	want := map[string]bool{"syscall_table sys_call_table[312]": false, "inline_hook __x64_sys_kcmp": false, "ftrace tcp4_seq_show": false,
-		"kprobe __x64_sys_getppid": false, "ftrace __x64_sys_getppid": false}
+		"kprobe __x64_sys_getppid": false, "ftrace __x64_sys_getppid": false, "dispatch do_syscall_64+": false}
 	for _, v := range events[vmi.EventKernelHook] {
 		f := v.(linuxkern.Finding)
 		key := f.Kind + " " + f.Target
+		if f.Kind == "dispatch" && strings.HasPrefix(f.Target, "do_syscall_64+") {
+			key = "dispatch do_syscall_64+" // the call's offset is the compiler's
+		}
 		if seen, ok := want[key]; ok {
 			if seen {
 				t.Errorf("%s reported twice", key)

@@ -14,6 +14,10 @@
  *       hooks the function at ADDR (tcp4_seq_show) through ftrace, as
  *       rootkits built on ftrace do, so that /proc/net/tcp (and netstat,
  *       ss) no longer shows sockets on local port P
+ *   insmod secaas_hook.ko dispatch=ADDR x64=ADDR
+ *       rewrites the call of x64_sys_call (at x64) in do_syscall_64 (at
+ *       dispatch) to call this module's dispatcher, which counts and then
+ *       calls x64_sys_call: every syscall passes through the module
  *   insmod secaas_hook.ko kprobe=ADDR
  *       puts a kprobe at ADDR (a syscall entry point) whose handler counts
  *       the calls, as rootkits that watch syscalls through kprobes do
@@ -44,6 +48,10 @@ static unsigned long show;
 module_param(show, ulong, 0);
 static int port;
 module_param(port, int, 0);
+static unsigned long dispatch;
+module_param(dispatch, ulong, 0);
+static unsigned long x64;
+module_param(x64, ulong, 0);
 static unsigned long kp_at;
 module_param_named(kprobe, kp_at, ulong, 0);
 static int hide_module;
@@ -67,6 +75,28 @@ static void poke(void *dst, const void *src, size_t n)
 	memcpy(dst, src, n);
 	cr0_set(cr0);
 	local_irq_restore(flags);
+}
+
+static long (*orig_dispatch)(const struct pt_regs *regs, unsigned int nr);
+
+static long hook_dispatch(const struct pt_regs *regs, unsigned int nr)
+{
+	atomic_inc(&hits);
+	return orig_dispatch(regs, nr);
+}
+
+/* The call of target in the first 512 bytes of fn, or 0. */
+static unsigned long find_call(unsigned long fn, unsigned long target)
+{
+	int i;
+
+	for (i = 0; i < 512; i++) {
+		unsigned char *p = (unsigned char *)fn + i;
+
+		if (p[0] == 0xe8 && fn + i + 5 + *(int *)(p + 1) == target)
+			return fn + i;
+	}
+	return 0;
 }
 
 static int (*orig_show)(struct seq_file *seq, void *v);
@@ -104,7 +134,7 @@ static int __init hook_init(void)
 {
 	int err;
 
-	if (!(table && nr >= 0 && nr < 512) && !inline_at && !(show && port) && !kp_at)
+	if (!(table && nr >= 0 && nr < 512) && !inline_at && !(show && port) && !kp_at && !(dispatch && x64))
 		return -EINVAL;
 	if (table && nr >= 0 && nr < 512) {
 		unsigned long fn = (unsigned long)hook_syscall;
@@ -132,6 +162,18 @@ static int __init hook_init(void)
 		if (err)
 			return err;
 		pr_info("secaas_hook: %lx hooked through ftrace, hiding port %d\n", show, port);
+	}
+	if (dispatch && x64) {
+		unsigned long site = find_call(dispatch, x64);
+		unsigned char call[5] = { 0xe8 };
+		long rel = (long)hook_dispatch - (long)(site + 5);
+
+		if (!site || rel != (int)rel)
+			return -EINVAL;
+		orig_dispatch = (void *)x64;
+		*(int *)(call + 1) = (int)rel;
+		poke((void *)site, call, sizeof(call));
+		pr_info("secaas_hook: the dispatch call at %lx now reaches %px\n", site, hook_dispatch);
 	}
 	if (kp_at) {
 		kp.addr = (kprobe_opcode_t *)kp_at;
