@@ -177,21 +177,28 @@ func FindKernels(repoRoot string) ([]GuestKernel, error) {
 	}
 	var out []GuestKernel
 	for _, m := range ms {
-		dir := filepath.Dir(m)
-		k := GuestKernel{Version: filepath.Base(dir), Vmlinuz: m}
-		if rk := filepath.Join(dir, "rootkit", "secaas_dkom.ko"); fileExists(rk) {
-			k.Rootkit = rk
-		}
-		if tm := filepath.Join(dir, "rootkit", "secaas_tamper.ko"); fileExists(tm) {
-			k.Tamper = tm
-		}
-		if h := filepath.Join(dir, "rootkit", "secaas_hook.ko"); fileExists(h) {
-			k.Hook = h
-		}
-		out = append(out, k)
+		out = append(out, KernelAt(m))
 	}
 	// "6.1.0-56-amd64" sorts before "6.1.0-56-cloud-amd64": generic first.
 	return out, nil
+}
+
+// KernelAt describes the kernel vmlinuz laid out as scripts/guest-kernel.sh
+// does (its test modules in rootkit/ beside it, where built); its version
+// is its directory's name.
+func KernelAt(vmlinuz string) GuestKernel {
+	dir := filepath.Dir(vmlinuz)
+	k := GuestKernel{Version: filepath.Base(dir), Vmlinuz: vmlinuz}
+	if rk := filepath.Join(dir, "rootkit", "secaas_dkom.ko"); fileExists(rk) {
+		k.Rootkit = rk
+	}
+	if tm := filepath.Join(dir, "rootkit", "secaas_tamper.ko"); fileExists(tm) {
+		k.Tamper = tm
+	}
+	if h := filepath.Join(dir, "rootkit", "secaas_hook.ko"); fileExists(h) {
+		k.Hook = h
+	}
+	return k
 }
 
 // FindKernel returns the generic cached Debian kernel.

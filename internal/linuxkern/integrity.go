@@ -156,8 +156,20 @@ func (k *Kernel) CheckIntegrity(mods []Module, own []Region) (*Integrity, error)
 			funcs[s.Name] = true
 		}
 	}
-	names := make([]string, 0, len(funcs))
+	// One check per address: aliases (__ia32_sys_x and __x64_sys_x are
+	// one function on some kernels) are named by the x64 name.
+	byAddr := map[uint64]string{}
 	for n := range funcs {
+		s, ok := k.Syms.Lookup(n)
+		if !ok {
+			continue
+		}
+		if old, dup := byAddr[s.Addr]; !dup || preferName(n, old) {
+			byAddr[s.Addr] = n
+		}
+	}
+	names := make([]string, 0, len(byAddr))
+	for _, n := range byAddr {
 		names = append(names, n)
 	}
 	sort.Strings(names)
@@ -168,6 +180,32 @@ func (k *Kernel) CheckIntegrity(mods []Module, own []Region) (*Integrity, error)
 }
 
 func (r *Integrity) add(f Finding) { r.Findings = append(r.Findings, f) }
+
+// preferName: of two names of one function, the x64 syscall's, else the
+// first in order.
+func preferName(a, b string) bool {
+	ax, bx := strings.HasPrefix(a, "__x64_sys_"), strings.HasPrefix(b, "__x64_sys_")
+	if ax != bx {
+		return ax
+	}
+	return a < b
+}
+
+// entryName names a probed address: the function's name when it is the
+// function's entry (its first byte, or the one after an endbr64, where
+// kernels built for IBT put entry probes), else symbol+offset.
+func (k *Kernel) entryName(t textRanges, a uint64) string {
+	if s, ok := k.Syms.Nearest(a); ok && t.inKernel(a) {
+		if a == s.Addr {
+			return s.Name
+		}
+		var b [4]byte
+		if a == s.Addr+4 && k.readVA(b[:], s.Addr) == nil && b == [4]byte{0xf3, 0x0f, 0x1e, 0xfa} {
+			return s.Name
+		}
+	}
+	return t.where(a)
+}
 
 // add adds f, as a notice when control goes into secaas's own code.
 func (t textRanges) add(r *Integrity, f Finding) {
@@ -449,7 +487,7 @@ func (k *Kernel) checkKprobes(t textRanges, r *Integrity) []kprobeAt {
 			if !t.inKernel(at.handler) {
 				sev = "alert"
 			}
-			t.add(r, Finding{Kind: "kprobe", Severity: sev, Target: t.where(at.addr), Site: at.addr, Addr: at.handler, Owner: t.owner(at.handler),
+			t.add(r, Finding{Kind: "kprobe", Severity: sev, Target: k.entryName(t, at.addr), Site: at.addr, Addr: at.handler, Owner: t.owner(at.handler),
 				Evidence: fmt.Sprintf("a kprobe on %s runs %s first", t.where(at.addr), t.where(at.handler))})
 		}
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -232,11 +233,15 @@ func bootGuest(t *testing.T, name string) *lab.Guest {
 	return bootKernel(t, name, kernels(t)[0], lab.GuestConfig{})
 }
 
-// kernels returns every cached Debian kernel flavour (generic first).
+// kernels returns every cached Debian kernel flavour (generic first), or
+// only the kernel $SECAAS_GUEST_KERNEL names (as guesttest.Kernel).
 func kernels(t *testing.T) []lab.GuestKernel {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		labtest.Missing(t, "qemu-system-x86_64 not installed")
+	}
+	if k := os.Getenv("SECAAS_GUEST_KERNEL"); k != "" {
+		return []lab.GuestKernel{lab.KernelAt(k)}
 	}
 	ks, err := lab.FindKernels("../..")
 	if err != nil {

@@ -2,6 +2,7 @@ package vmi_test
 
 import (
 	"context"
+	"os"
 	"os/exec"
 	"testing"
 
@@ -9,12 +10,16 @@ import (
 	"secaas/internal/lab/labtest"
 )
 
-// testKernel is the cached generic Debian kernel, with its test modules;
-// the test is skipped (failed under CI) without QEMU or the kernel.
+// testKernel is the cached generic Debian kernel, with its test modules,
+// or the kernel $SECAAS_GUEST_KERNEL names; the test is skipped (failed
+// under CI) without QEMU or the kernel.
 func testKernel(t *testing.T) lab.GuestKernel {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		labtest.Missing(t, "qemu-system-x86_64 not installed")
+	}
+	if k := os.Getenv("SECAAS_GUEST_KERNEL"); k != "" {
+		return lab.KernelAt(k)
 	}
 	ks, err := lab.FindKernels("../..")
 	if err != nil {
