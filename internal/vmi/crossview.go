@@ -24,6 +24,7 @@ type Responses struct {
 	vm     netip.Addr // the VM's address; invalid: any source counts
 	answer map[Responder][]int64
 	asked  map[askKey]int64 // UDP: (remote addr, remote port, VM port) -> last request
+	pruned int64            // when asked was last pruned
 }
 
 // Responder is a VM port seen answering.
@@ -71,11 +72,16 @@ func (r *Responses) Observe(t int64, m *capture.Meta) {
 		}
 	case capture.ProtoUDP:
 		if toVM {
-			if len(r.asked) >= maxAsked {
+			// Full (a flood of requests from ever new ports): prune at
+			// most once a second, and meanwhile take no new requester,
+			// so a flood costs no more than a map lookup per packet.
+			if len(r.asked) >= maxAsked && t-r.pruned > int64(time.Second) {
 				r.prune(t)
+				r.pruned = t
 			}
-			if len(r.asked) < maxAsked {
-				r.asked[askKey{m.Src, m.SrcPort, m.DstPort}] = t
+			k := askKey{m.Src, m.SrcPort, m.DstPort}
+			if _, ok := r.asked[k]; ok || len(r.asked) < maxAsked {
+				r.asked[k] = t
 			}
 		}
 		if fromVM {

@@ -49,3 +49,21 @@ func TestCrossView(t *testing.T) {
 		t.Fatalf("a minute later: %+v", ans)
 	}
 }
+
+// TestResponsesFlood: a flood of UDP requests from ever new ports fills
+// the request table to its bound and no further, and stays cheap.
+func TestResponsesFlood(t *testing.T) {
+	vm := netip.MustParseAddr("10.0.0.5")
+	r := NewResponses(vm)
+	t0 := time.Now()
+	for i := 0; i < 4*maxAsked; i++ {
+		src := netip.AddrFrom4([4]byte{10, 1, byte(i >> 16), byte(i >> 8)})
+		r.Observe(int64(i), &capture.Meta{Src: src, Dst: vm, Proto: capture.ProtoUDP, SrcPort: uint16(i), DstPort: 53})
+	}
+	if len(r.asked) > maxAsked {
+		t.Fatalf("%d requests remembered, bound %d", len(r.asked), maxAsked)
+	}
+	if el := time.Since(t0); el > 5*time.Second {
+		t.Fatalf("%d packets took %s", 4*maxAsked, el)
+	}
+}
