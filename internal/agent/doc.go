@@ -34,7 +34,11 @@
 // through its gdbstub socket, changes its rules in place, reports its
 // events and repairs tampering every 0.5 s, tries a failed injection
 // again, and removes it in the background when the policy goes (the VM's
-// next monitor waits for that).
+// next monitor waits for that). While it is there, memory monitoring
+// (vmi.go) knows its region, so the redirected dispatch reads as secaas's
+// own hook; and the packets anomaly detection captures also tell memory
+// monitoring which of the VM's ports answer, for its cross-view with the
+// sockets in the VM's memory.
 //
 // Host resources are opened through Host (package hostpath), confined to
 // the host's configured roots; a service whose resources are missing from

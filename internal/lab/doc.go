@@ -20,11 +20,13 @@
 // real captures.
 //
 // Guests: Debian's own kernel with a busybox initramfs under QEMU, RAM in a
-// shared file, QMP, gdbstub and a console. The accelerator is chosen by
+// shared file, QMP, gdbstub and a console, optionally disks and a NIC on a
+// host tap (GuestConfig.Tap). The accelerator is chosen by
 // proof (ChooseAccel, SECAAS_ACCEL=auto|kvm|tcg): KVM only after a probe
 // guest reached its init under it, else TCG; a device node that opens is
 // no proof, since some hosts have a /dev/kvm that cannot run a guest.
-// Test modules for the guests (rootkit/: a DKOM rootkit, and a tamperer
-// that attacks an injected syscall monitor) are built against each cached
+// Test modules for the guests (rootkit/: a DKOM rootkit, a hooker that
+// diverts syscalls and hides a socket through ftrace, and a tamperer that
+// attacks an injected syscall monitor) are built against each cached
 // kernel's headers by scripts/guest-kernel.sh.
 package lab
