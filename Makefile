@@ -40,6 +40,7 @@ fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/linuxkern FuzzListProcesses
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/linuxkern FuzzHeld
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/linuxkern FuzzIntegrity
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/linuxkern FuzzLoadImage
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/guestmem FuzzFromBytes
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/winkern FuzzHidden
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh ./internal/av FuzzParseClamdReply

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -37,9 +38,9 @@ func vmiSource(ram, image string) (*guestmem.Mem, error) {
 // vmiReport inspects local memory, or fetches the daemon's latest report
 // for a VM when --vm is given. more adds a command's own flags and, after
 // parsing, what they ask for to the indicators.
-func vmiReport(ctx context.Context, name string, env *Env, args []string, ind map[string]bool, more ...func(*flag.FlagSet) func(map[string]bool)) (*vmi.Report, string, error) {
+func vmiReport(ctx context.Context, name string, env *Env, args []string, ind map[string]bool, more ...func(*flag.FlagSet) func(map[string]bool, *vmi.Session) error) (*vmi.Report, string, error) {
 	fs := newFlags(name, env)
-	var after []func(map[string]bool)
+	var after []func(map[string]bool, *vmi.Session) error
 	for _, m := range more {
 		after = append(after, m(fs))
 	}
@@ -52,12 +53,15 @@ func vmiReport(ctx context.Context, name string, env *Env, args []string, ind ma
 	if _, err := parse(fs, args); err != nil {
 		return nil, "", err
 	}
+	local := vmi.NewSession(nil)
 	for _, a := range after {
-		a(ind)
+		if err := a(ind, local); err != nil {
+			return nil, "", err
+		}
 	}
 	if *vm != "" {
-		if ind[vmi.Maps] || ind[vmi.Environ] {
-			return nil, "", errors.New("memory maps and environments are read from memory here (--ram or --image), not kept in the daemon's reports")
+		if ind[vmi.Maps] || ind[vmi.Environ] || local.Image != nil {
+			return nil, "", errors.New("memory maps, environments and the comparison with a kernel image are made from memory here (--ram or --image), not kept in the daemon's reports")
 		}
 		var r vmi.Report
 		err := c.do(ctx, "GET", fmt.Sprintf("/v1/domains/%d/vms/%s/vmi/report", *tid, *vm), nil, &r)
@@ -68,15 +72,16 @@ func vmiReport(ctx context.Context, name string, env *Env, args []string, ind ma
 		return nil, "", err
 	}
 	defer m.Close()
-	r, err := vmi.NewSession(m).Inspect(ind)
+	local.Mem = m
+	r, err := local.Inspect(ind)
 	return r, *out, err
 }
 
 func vmiPS(ctx context.Context, env *Env, args []string) error {
 	r, format, err := vmiReport(ctx, "vmi ps", env, args, map[string]bool{vmi.Processes: true, vmi.HiddenProcesses: true},
-		func(fs *flag.FlagSet) func(map[string]bool) {
+		func(fs *flag.FlagSet) func(map[string]bool, *vmi.Session) error {
 			e := fs.Bool("env", false, "read each process's environment too (values of names like *KEY*, *TOKEN*, *PASS* are redacted)")
-			return func(ind map[string]bool) { ind[vmi.Environ] = *e }
+			return func(ind map[string]bool, _ *vmi.Session) error { ind[vmi.Environ] = *e; return nil }
 		})
 	if err != nil {
 		return err
@@ -190,9 +195,9 @@ func vmiSockets(ctx context.Context, env *Env, args []string) error {
 func vmiMaps(ctx context.Context, env *Env, args []string) error {
 	var pid *int
 	r, format, err := vmiReport(ctx, "vmi maps", env, args, map[string]bool{vmi.HiddenProcesses: true, vmi.Maps: true},
-		func(fs *flag.FlagSet) func(map[string]bool) {
+		func(fs *flag.FlagSet) func(map[string]bool, *vmi.Session) error {
 			pid = fs.Int("pid", 0, "only this process")
-			return func(map[string]bool) {}
+			return func(map[string]bool, *vmi.Session) error { return nil }
 		})
 	if err != nil {
 		return err
@@ -219,7 +224,21 @@ func vmiMaps(ctx context.Context, env *Env, args []string) error {
 
 func vmiIntegrity(ctx context.Context, env *Env, args []string) error {
 	r, format, err := vmiReport(ctx, "vmi integrity", env, args, map[string]bool{vmi.HiddenModules: true, vmi.Integrity: true,
-		vmi.HiddenProcesses: true, vmi.Sockets: true})
+		vmi.HiddenProcesses: true, vmi.Sockets: true},
+		func(fs *flag.FlagSet) func(map[string]bool, *vmi.Session) error {
+			image := fs.String("kernel-image", "", "the guest's own kernel image (its vmlinuz): compare the kernel's code and syscall table with it")
+			return func(_ map[string]bool, s *vmi.Session) error {
+				if *image == "" {
+					return nil
+				}
+				b, err := os.ReadFile(*image)
+				if err != nil {
+					return err
+				}
+				s.Image, err = linuxkern.LoadImage(b)
+				return err
+			}
+		})
 	if err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@
 // tables, sockets, maple-tree memory maps, arguments through its own page
 // tables) and the kernel's integrity (CheckIntegrity: the syscall path and
 // table, the IDT, function entries, ftrace and kprobe registrations, decoded
-// with x86asm). Every parser here reads untrusted
+// with x86asm; CompareImage: the code and table against the kernel's own
+// image, LoadImage unpacking it). Every parser here reads untrusted
 // bytes: lengths are bounded and malformed input is an error, never a panic.
 package linuxkern

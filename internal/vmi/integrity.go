@@ -49,7 +49,7 @@ func (s *Session) integrity(k *linuxkern.Kernel, mods []linuxkern.Module, r *Rep
 		}
 		return s.Own()
 	}
-	first, err := k.CheckIntegrity(mods, own())
+	first, err := s.checkIntegrity(k, mods, own())
 	if err != nil {
 		r.Partial = append(r.Partial, fmt.Sprintf("integrity: %v", err))
 		return
@@ -59,7 +59,7 @@ func (s *Session) integrity(k *linuxkern.Kernel, mods []linuxkern.Module, r *Rep
 		// the later reading, and secaas's own regions as they are now (a
 		// monitor injected between the checks is known by then).
 		time.Sleep(integrityConfirmDelay)
-		second, err := k.CheckIntegrity(mods, own())
+		second, err := s.checkIntegrity(k, mods, own())
 		if err != nil {
 			r.Partial = append(r.Partial, fmt.Sprintf("integrity: %v", err))
 			return
@@ -88,6 +88,26 @@ func (s *Session) integrity(k *linuxkern.Kernel, mods []linuxkern.Module, r *Rep
 	}
 	first.Partial = nil
 	r.Integrity = first
+}
+
+// checkIntegrity is one integrity check: the kernel's invariants, and with
+// the guest's own kernel image, the comparison with it.
+func (s *Session) checkIntegrity(k *linuxkern.Kernel, mods []linuxkern.Module, own []linuxkern.Region) (*linuxkern.Integrity, error) {
+	in, err := k.CheckIntegrity(mods, own)
+	if err != nil || s.Image == nil {
+		return in, err
+	}
+	img, err := k.CompareImage(s.Image, mods, own)
+	if err != nil {
+		in.Partial = append(in.Partial, fmt.Sprintf("kernel image: %v", err))
+		return in, nil
+	}
+	for kind, n := range img.Checked {
+		in.Checked[kind] += n
+	}
+	in.Findings = append(in.Findings, img.Findings...)
+	in.Partial = append(in.Partial, img.Partial...)
+	return in, nil
 }
 
 // hiddenSockets: the sockets whose /proc/net listing is printed by a

@@ -25,7 +25,9 @@ import (
 // a syscall entry point, sends the syscall dispatch (do_syscall_64's call
 // of x64_sys_call) through itself, and hides itself
 // from lsmod: each is reported once, with the hooked place and the owning
-// module, and the listener as a socket the hook can hide.
+// module, and the listener as a socket the hook can hide. Compared with
+// the guest's own kernel image, the clean kernel's code and syscall table
+// match it; the rootkit's patches do not.
 func TestIntegrityLiveGuest(t *testing.T) {
 	k := testKernel(t)
 	cfg := lab.GuestConfig{Name: "secaas-test-vmii", Files: map[string]string{}}
@@ -38,6 +40,16 @@ func TestIntegrityLiveGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The guest's own kernel image: its code and syscall table are
+	// compared with it too.
+	raw, err := os.ReadFile(k.Vmlinuz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	image, err := linuxkern.LoadImage(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	var reports []*vmi.Report
 	events := map[string][]any{}
@@ -45,7 +57,7 @@ func TestIntegrityLiveGuest(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		vmi.Watch(ctx, vmi.WatchConfig{Memory: g.RAMFile, Interval: 300 * time.Millisecond, Indicators: vmi.AllIndicators},
+		vmi.Watch(ctx, vmi.WatchConfig{Memory: g.RAMFile, Interval: 300 * time.Millisecond, Indicators: vmi.AllIndicators, Image: image},
 			func(kind string, v any) {
 				mu.Lock()
 				defer mu.Unlock()
@@ -104,6 +116,9 @@ func TestIntegrityLiveGuest(t *testing.T) {
 		t.Errorf("the httpd listener on 127.0.0.1:8081 was never reported: %+v", clean[len(clean)-1].Sockets)
 	}
 	last := clean[len(clean)-1]
+	if compared := last.Integrity.Checked["image_text"]; compared < 500 {
+		t.Errorf("only %d functions compared with the kernel image", compared)
+	}
 	t.Logf("clean: %d cycles, last %.0f ms, checked %v, %d sockets, %d files, scan %v", len(clean), last.TookMS, last.Integrity.Checked,
 		len(last.Sockets), len(last.Files), last.Scan)
 
@@ -135,12 +150,13 @@ func TestIntegrityLiveGuest(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	want := map[string]bool{"syscall_table sys_call_table[312]": false, "inline_hook __x64_sys_kcmp": false, "ftrace tcp4_seq_show": false,
-		"kprobe __x64_sys_getppid": false, "ftrace __x64_sys_getppid": false, "dispatch do_syscall_64+": false}
+		"kprobe __x64_sys_getppid": false, "ftrace __x64_sys_getppid": false, "dispatch do_syscall_64+": false,
+		"text_changed __x64_sys_kcmp+0x0": false, "text_changed do_syscall_64+": false, "table_changed sys_call_table[312]": false}
 	for _, v := range events[vmi.EventKernelHook] {
 		f := v.(linuxkern.Finding)
 		key := f.Kind + " " + f.Target
-		if f.Kind == "dispatch" && strings.HasPrefix(f.Target, "do_syscall_64+") {
-			key = "dispatch do_syscall_64+" // the call's offset is the compiler's
+		if (f.Kind == "dispatch" || f.Kind == "text_changed") && strings.HasPrefix(f.Target, "do_syscall_64+") {
+			key = f.Kind + " do_syscall_64+" // the call's offset is the compiler's
 		}
 		if seen, ok := want[key]; ok {
 			if seen {

@@ -57,7 +57,10 @@ type Session struct {
 	// Own says what secaas itself injected into the guest's kernel (the
 	// syscall monitor): hooks into it are secaas's, reported as notices.
 	Own func() []linuxkern.Region
-	k   *linuxkern.Kernel
+	// Image is the guest's own kernel image, if known: integrity then
+	// also compares the kernel's code and syscall table with it.
+	Image *linuxkern.Image
+	k     *linuxkern.Kernel
 	// sig is the VMCOREINFO text the kernel was recovered from: when it
 	// changes (a reboot, a new KASLR slide), the kernel is recovered again.
 	sig []byte

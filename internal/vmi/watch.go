@@ -21,6 +21,8 @@ type WatchConfig struct {
 	Open func(name string) (*os.File, error)
 	// Own is what secaas injected into the guest's kernel (Session.Own).
 	Own func() []linuxkern.Region
+	// Image is the guest's own kernel image (Session.Image).
+	Image *linuxkern.Image
 	// Traffic, when the VM's traffic is mirrored (anomaly detection
 	// runs), says which of its ports answer: each socket listing is
 	// cross-viewed with it once the traffic around it is in (CrossView).
@@ -161,7 +163,7 @@ func (w *watcher) cycle() {
 			return
 		}
 		w.ino, w.sess = ino, NewSession(w.mem)
-		w.sess.Own = w.cfg.Own
+		w.sess.Own, w.sess.Image = w.cfg.Own, w.cfg.Image
 	}
 	f.Close()
 	r, err := w.sess.Inspect(w.cfg.Indicators)
