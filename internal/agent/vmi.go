@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"sync"
 
+	"secaas/internal/hostpath"
 	"secaas/internal/linuxkern"
 	"secaas/internal/tenant"
 	"secaas/internal/vmi"
@@ -82,8 +84,16 @@ func (a *Agent) syncVMILocked() {
 				Detail: fmt.Sprintf("every %s", interval)})
 			open := func(name string) (*os.File, error) { return host.OpenFile(name, os.O_RDONLY, 0) }
 			own := func() []linuxkern.Region { return a.kgates.owned(id) }
+			var image *linuxkern.Image
+			if rec.Kernel != "" && ind[vmi.Integrity] {
+				var err error
+				if image, err = loadKernelImage(host, rec.Kernel); err != nil {
+					a.onEvent(Event{Kind: vmi.EventError, Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name,
+						Detail: hidePaths(fmt.Sprintf("kernel image (the comparison is off): %v", err), rec)})
+				}
+			}
 			vmi.Watch(ctx, vmi.WatchConfig{Memory: memory, Interval: interval, Indicators: ind, Open: open, Own: own,
-				Traffic: a.traffic.get(id, vmIP)}, func(kind string, v any) {
+				Traffic: a.traffic.get(id, vmIP), Image: image}, func(kind string, v any) {
 				e := Event{Kind: kind, Tenant: ten, TID: tid, VM: name, Subject: "vm/" + name}
 				switch v := v.(type) {
 				case *vmi.Report:
@@ -100,6 +110,20 @@ func (a *Agent) syncVMILocked() {
 			})
 		})}
 	}
+}
+
+// loadKernelImage reads a guest's kernel image beneath the host roots.
+func loadKernelImage(host hostpath.Host, name string) (*linuxkern.Image, error) {
+	f, err := host.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, linuxkern.MaxVmlinux+1))
+	if err != nil {
+		return nil, err
+	}
+	return linuxkern.LoadImage(b)
 }
 
 // findings counts a report's integrity findings (none when not checked).

@@ -51,12 +51,17 @@ func TestVMIMonitorOnLiveGuest(t *testing.T) {
 	var events []agent.Event
 	// The RAM file comes from the host inventory of the VM's port, opened
 	// beneath the shm root.
-	roots, err := hostpath.OpenRoots(filepath.Dir(g.RAMFile))
+	// So does the guest's own kernel image, beneath the image root.
+	kernel, err := filepath.Abs(ks[0].Vmlinuz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := hostpath.OpenRoots(filepath.Dir(g.RAMFile), filepath.Dir(kernel))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer roots.Close()
-	inv := inventory.Index([]inventory.Port{{Name: "vmidb", Tenant: "acme", Memory: g.RAMFile}})
+	inv := inventory.Index([]inventory.Port{{Name: "vmidb", Tenant: "acme", Memory: g.RAMFile, Kernel: kernel}})
 	_, a := enforceWith(t, br, domains, "sctv-", func(e agent.Event) { mu.Lock(); events = append(events, e); mu.Unlock() }, roots, inv)
 	count := func(kind string) (n int, last agent.Event) {
 		mu.Lock()
@@ -87,6 +92,11 @@ func TestVMIMonitorOnLiveGuest(t *testing.T) {
 	var r vmi.Report
 	if err := json.Unmarshal(e.Data, &r); err != nil || e.TID != 41 || e.VM != "db" || e.Tenant != "acme" || len(r.Processes) < 30 || len(r.HiddenProcesses) != 0 {
 		t.Fatalf("report event %+v: %v, %d processes, hidden %+v", e, err, len(r.Processes), r.HiddenProcesses)
+	}
+	// The default policy checks integrity, with the comparison against
+	// the kernel image from the inventory: a clean guest matches it.
+	if r.Integrity == nil || r.Integrity.Checked["image_text"] < 500 || len(r.Integrity.Findings) != 0 {
+		t.Fatalf("integrity %+v (partial %v)", r.Integrity, r.Partial)
 	}
 	out, err := g.Run("sleep 9191 </dev/null >/dev/null & echo $!", 30*time.Second)
 	if err != nil {

@@ -25,6 +25,7 @@ func inventorySet(ctx context.Context, env *Env, args []string) error {
 		fs.StringVar(&p.Memory, "memory", "", "the VM's RAM file (QEMU memory-backend-file, share=on), beneath the daemon's --shm-root")
 		fs.StringVar(&p.QMP, "qmp", "", "the VM's QMP socket, beneath the daemon's --run-root")
 		fs.StringVar(&p.GDB, "gdb", "", "the VM's gdbstub socket (QEMU -gdb unix:PATH,server=on,wait=off), beneath the daemon's --run-root")
+		fs.StringVar(&p.Kernel, "kernel", "", "the guest's own kernel image (vmlinuz), beneath the daemon's --image-root: memory monitoring compares the running kernel with it")
 		fs.StringVar(&d.Image, "disk", "", "the VM's disk image, beneath the daemon's --image-root")
 		fs.StringVar(&d.Mode, "disk-mode", "bitmap", "bitmap (QEMU's dirty bitmap via --qmp) or front (secaas serves the disk on --socket)")
 		fs.StringVar(&d.Node, "node", "", "the disk's block node (bitmap mode)")

@@ -31,8 +31,11 @@ type Port struct {
 	QMP string `json:"qmp,omitempty" yaml:"qmp,omitempty"`
 	// GDB is the VM's gdbstub socket (QEMU's -gdb unix:PATH,server=on,
 	// wait=off), for syscall monitoring.
-	GDB  string `json:"gdb,omitempty" yaml:"gdb,omitempty"`
-	Disk *Disk  `json:"disk,omitempty" yaml:"disk,omitempty"`
+	GDB string `json:"gdb,omitempty" yaml:"gdb,omitempty"`
+	// Kernel is the guest's own kernel image (its vmlinuz) on the host:
+	// memory monitoring compares the running kernel's code with it.
+	Kernel string `json:"kernel,omitempty" yaml:"kernel,omitempty"`
+	Disk   *Disk  `json:"disk,omitempty" yaml:"disk,omitempty"`
 }
 
 // Disk is how HyperAV reaches the VM's disk on this host.
@@ -68,6 +71,7 @@ func (p Port) Paths() [][2]string {
 	add("memory", p.Memory)
 	add("qmp", p.QMP)
 	add("gdb", p.GDB)
+	add("kernel", p.Kernel)
 	if d := p.Disk; d != nil {
 		add("disk.image", d.Image)
 		add("disk.socket", d.Socket)
@@ -88,6 +92,9 @@ func (p Port) Public() Port {
 	}
 	if p.GDB != "" {
 		out.GDB = "(host)"
+	}
+	if p.Kernel != "" {
+		out.Kernel = "(host)"
 	}
 	if p.Disk != nil {
 		out.Disk = &Disk{Mode: p.Disk.Mode, Transport: p.Disk.Transport, Image: "(host)"}
@@ -123,8 +130,8 @@ func (p Port) Validate(h Host) error {
 	if len(p.VM) > 253 || strings.ContainsFunc(p.VM, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 		bad("port %q: vm name too long or with control characters", p.Name)
 	}
-	if p.Uplink && (p.Memory != "" || p.QMP != "" || p.Disk != nil || p.VM != "") {
-		bad("port %q: an uplink has no VM, memory, qmp or disk", p.Name)
+	if p.Uplink && (p.Memory != "" || p.QMP != "" || p.Disk != nil || p.VM != "" || p.Kernel != "") {
+		bad("port %q: an uplink has no VM, memory, qmp, kernel or disk", p.Name)
 	}
 	for _, f := range p.Paths() {
 		if err := beneath(f[1], h.Roots); err != nil {
