@@ -35,26 +35,8 @@ func (k *Kernel) CompareImage(im *Image, mods []Module, own []Region) (*Integrit
 	if s, ok := k.Syms.Lookup("__fentry__"); ok {
 		fentry = s.Addr - delta
 	}
-	funcs := map[uint64]string{}
-	names := append([]string{}, watchedFunctions...)
-	for _, s := range k.Syms.Syms {
-		if (s.Type == 'T' || s.Type == 't') && syscallName(s.Name) {
-			names = append(names, s.Name)
-		}
-	}
-	for _, n := range names {
-		if s, ok := k.Syms.Lookup(n); ok && t.inKernel(s.Addr) {
-			if old, dup := funcs[s.Addr]; !dup || preferName(n, old) {
-				funcs[s.Addr] = n
-			}
-		}
-	}
-	addrs := make([]uint64, 0, len(funcs))
-	for a := range funcs {
-		addrs = append(addrs, a)
-	}
-	sort.Slice(addrs, func(i, j int) bool { return addrs[i] < addrs[j] })
-	for _, a := range addrs {
+	for _, fn := range k.checkedFunctions(t) {
+		a := fn.Addr
 		end, ok := k.Syms.End(a)
 		if !ok || end <= a {
 			continue
@@ -62,12 +44,12 @@ func (k *Kernel) CompareImage(im *Image, mods []Module, own []Region) (*Integrit
 		n := min(end-a, maxFuncBytes)
 		live := make([]byte, n)
 		if err := k.readSpan(live, a); err != nil {
-			r.Partial = append(r.Partial, fmt.Sprintf("%s: %v", funcs[a], err))
+			r.Partial = append(r.Partial, fmt.Sprintf("%s: %v", fn.Name, err))
 			continue
 		}
 		want, ok := im.relocated(a-delta, n, delta)
 		if !ok {
-			r.Partial = append(r.Partial, fmt.Sprintf("%s: not in the image's text", funcs[a]))
+			r.Partial = append(r.Partial, fmt.Sprintf("%s: not in the image's text", fn.Name))
 			continue
 		}
 		r.Checked["image_text"]++
@@ -83,8 +65,8 @@ func (k *Kernel) CompareImage(im *Image, mods []Module, own []Region) (*Integrit
 				continue
 			}
 			// The first differing byte no boot patch explains.
-			f := Finding{Kind: "text_changed", Severity: "alert", Target: fmt.Sprintf("%s+%#x", funcs[a], i), Site: a + i, Owner: "no module",
-				Evidence: fmt.Sprintf("%s differs from the guest's own kernel image at +%#x: % x, the image has % x", funcs[a], i,
+			f := Finding{Kind: "text_changed", Severity: "alert", Target: fmt.Sprintf("%s+%#x", fn.Name, i), Site: a + i, Owner: "no module",
+				Evidence: fmt.Sprintf("%s differs from the guest's own kernel image at +%#x: % x, the image has % x", fn.Name, i,
 					live[i:min(i+8, n)], want[i:min(i+8, n)])}
 			if tg, ok := branchTarget(live, i, a); ok {
 				f.Addr, f.Owner = tg, t.owner(tg)

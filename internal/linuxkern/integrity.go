@@ -138,45 +138,44 @@ func (k *Kernel) CheckIntegrity(mods []Module, own []Region) (*Integrity, error)
 		return nil, err
 	}
 	r := &Integrity{Checked: map[string]int{}, Findings: []Finding{}}
-	syscalls := k.checkSyscallTable(t, r)
+	k.checkSyscallTable(t, r)
 	k.checkDispatch(t, r)
 	k.checkIDT(t, r)
 	ftraceOwners := k.checkFtraceOps(t, r)
 	kprobes := k.checkKprobes(t, r)
-	funcs := map[string]bool{}
-	for _, n := range watchedFunctions {
-		funcs[n] = true
-	}
-	for _, n := range syscalls {
-		funcs[n] = true
-	}
-	// Every syscall entry point, whatever the table says now.
-	for _, s := range k.Syms.Syms {
-		if (s.Type == 'T' || s.Type == 't') && syscallName(s.Name) {
-			funcs[s.Name] = true
-		}
-	}
-	// One check per address: aliases (__ia32_sys_x and __x64_sys_x are
-	// one function on some kernels) are named by the x64 name.
-	byAddr := map[uint64]string{}
-	for n := range funcs {
-		s, ok := k.Syms.Lookup(n)
-		if !ok {
-			continue
-		}
-		if old, dup := byAddr[s.Addr]; !dup || preferName(n, old) {
-			byAddr[s.Addr] = n
-		}
-	}
-	names := make([]string, 0, len(byAddr))
-	for _, n := range byAddr {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		k.checkPrologue(t, n, ftraceOwners, kprobes, r)
+	for _, f := range k.checkedFunctions(t) {
+		k.checkPrologue(t, f.Name, ftraceOwners, kprobes, r)
 	}
 	return r, nil
+}
+
+// checkedFunctions are the functions whose code is checked: the watched
+// ones and every syscall entry point (whatever the table says now), in
+// kernel text, one per address in address order — aliases (__ia32_sys_x
+// and __x64_sys_x are one function on some kernels) named by the x64 name.
+func (k *Kernel) checkedFunctions(t textRanges) []Symbol {
+	byAddr := map[uint64]string{}
+	consider := func(n string) {
+		if s, ok := k.Syms.Lookup(n); ok && t.inKernel(s.Addr) {
+			if old, dup := byAddr[s.Addr]; !dup || preferName(n, old) {
+				byAddr[s.Addr] = n
+			}
+		}
+	}
+	for _, n := range watchedFunctions {
+		consider(n)
+	}
+	for _, s := range k.Syms.Syms {
+		if (s.Type == 'T' || s.Type == 't') && syscallName(s.Name) {
+			consider(s.Name)
+		}
+	}
+	out := make([]Symbol, 0, len(byAddr))
+	for a, n := range byAddr {
+		out = append(out, Symbol{Name: n, Type: 'T', Addr: a})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Addr < out[j].Addr })
+	return out
 }
 
 func (r *Integrity) add(f Finding) { r.Findings = append(r.Findings, f) }
@@ -273,23 +272,21 @@ func helperName(n string) bool {
 }
 
 // checkSyscallTable checks every sys_call_table entry points at a syscall
-// in kernel text, and returns the entry points' names.
-func (k *Kernel) checkSyscallTable(t textRanges, r *Integrity) []string {
+// entry point in kernel text.
+func (k *Kernel) checkSyscallTable(t textRanges, r *Integrity) {
 	s, ok := k.Syms.Lookup("sys_call_table")
 	if !ok {
 		r.Partial = append(r.Partial, "no sys_call_table symbol")
-		return nil
+		return
 	}
 	end, _ := k.Syms.End(s.Addr)
 	n := min((end-s.Addr)/8, maxSyscalls)
 	b := make([]byte, n*8)
 	if err := k.readSpan(b, s.Addr); err != nil {
 		r.Partial = append(r.Partial, fmt.Sprintf("sys_call_table: %v", err))
-		return nil
+		return
 	}
 	_, dispatch := k.Syms.Lookup("x64_sys_call")
-	seen := map[string]bool{}
-	var names []string
 	for i := uint64(0); i < n; i++ {
 		a := binary.LittleEndian.Uint64(b[i*8:])
 		if a == 0 || !k.kernelPtr(a) { // past the table's end (alignment padding)
@@ -298,10 +295,6 @@ func (k *Kernel) checkSyscallTable(t textRanges, r *Integrity) []string {
 		r.Checked["syscall_table"]++
 		sym, _ := k.Syms.Nearest(a)
 		if t.inKernel(a) && sym.Addr == a && syscallName(sym.Name) {
-			if !seen[sym.Name] {
-				seen[sym.Name] = true
-				names = append(names, sym.Name)
-			}
 			continue
 		}
 		f := Finding{Kind: "syscall_table", Target: fmt.Sprintf("sys_call_table[%d]", i), Site: s.Addr + i*8, Addr: a, Owner: t.owner(a), Severity: "alert"}
@@ -311,7 +304,6 @@ func (k *Kernel) checkSyscallTable(t textRanges, r *Integrity) []string {
 		}
 		t.add(r, f)
 	}
-	return names
 }
 
 // checkDispatch checks the syscall path's direct branches: in

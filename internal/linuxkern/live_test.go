@@ -2,7 +2,6 @@ package linuxkern_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 
 	"secaas/internal/guestmem"
 	"secaas/internal/lab"
+	"secaas/internal/lab/guesttest"
 	"secaas/internal/lab/labtest"
 	"secaas/internal/linuxkern"
 )
@@ -254,14 +254,8 @@ func kernels(t *testing.T) []lab.GuestKernel {
 // files and a CPU model.
 func bootKernel(t *testing.T, name string, k lab.GuestKernel, cfg lab.GuestConfig) *lab.Guest {
 	t.Helper()
-	cfg.Name, cfg.Kernel, cfg.MemMiB, cfg.Dir = name, k.Vmlinuz, 256, t.TempDir()
-	g, err := lab.StartGuest(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Stop)
-	t.Logf("guest on %s", g.Accel)
-	return g
+	cfg.Name, cfg.Kernel = name, k.Vmlinuz
+	return guesttest.Start(t, cfg)
 }
 
 // openRAM maps the guest's RAM for the rest of the test.

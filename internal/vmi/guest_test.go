@@ -1,12 +1,12 @@
 package vmi_test
 
 import (
-	"context"
 	"os"
 	"os/exec"
 	"testing"
 
 	"secaas/internal/lab"
+	"secaas/internal/lab/guesttest"
 	"secaas/internal/lab/labtest"
 )
 
@@ -28,18 +28,10 @@ func testKernel(t *testing.T) lab.GuestKernel {
 	return ks[0]
 }
 
-// startGuest boots a 256 MiB test guest of cfg that stops with the test.
+// startGuest boots a 256 MiB test guest of kernel k and cfg that stops
+// with the test.
 func startGuest(t *testing.T, k lab.GuestKernel, cfg lab.GuestConfig) *lab.Guest {
 	t.Helper()
-	cfg.Kernel, cfg.MemMiB = k.Vmlinuz, 256
-	if cfg.Dir == "" {
-		cfg.Dir = t.TempDir()
-	}
-	g, err := lab.StartGuest(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Stop)
-	t.Logf("guest on %s", g.Accel)
-	return g
+	cfg.Kernel = k.Vmlinuz
+	return guesttest.Start(t, cfg)
 }

@@ -2,6 +2,7 @@ package vmi
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,7 +124,7 @@ func hiddenSockets(in *linuxkern.Integrity, socks []linuxkern.Socket) []HiddenSo
 			continue
 		}
 		for _, s := range socks {
-			if s.Family != l.family || !contains(l.protos, s.Proto) {
+			if s.Family != l.family || !slices.Contains(l.protos, s.Proto) {
 				continue
 			}
 			out = append(out, HiddenSocket{Socket: s, Listing: l.file, Hook: f,
@@ -131,13 +132,4 @@ func hiddenSockets(in *linuxkern.Integrity, socks []linuxkern.Socket) []HiddenSo
 		}
 	}
 	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -1,6 +1,7 @@
 package guesttest
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,4 +53,23 @@ func OpenKernel(t testing.TB, ramFile string) *linuxkern.Kernel {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// Start boots a test guest of cfg (256 MiB and a test directory unless
+// set) that stops when the test ends, and logs its accelerator.
+func Start(t testing.TB, cfg lab.GuestConfig) *lab.Guest {
+	t.Helper()
+	if cfg.MemMiB == 0 {
+		cfg.MemMiB = 256
+	}
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	g, err := lab.StartGuest(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Stop)
+	t.Logf("guest on %s", g.Accel)
+	return g
 }
