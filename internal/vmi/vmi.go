@@ -48,6 +48,7 @@ type Report struct {
 	Scan            map[string]int                 `json:"scan,omitempty"` // candidates by status
 	Partial         []string                       `json:"partial,omitempty"`
 	scanned         map[string]linuxkern.ScanStats // for benchmarks
+	listingWhole    bool                           // every process was listed and read: no socket can be missing
 }
 
 // Session inspects one guest memory source, keeping what it recovered of
@@ -148,6 +149,7 @@ func (s *Session) Inspect(ind map[string]bool) (*Report, error) {
 		if held && err == nil {
 			s.held(k, holders(ps, r.HiddenProcesses), ind, r)
 		}
+		r.listingWhole = err == nil && len(r.Partial) == 0
 	}
 	if ind[Modules] || ind[HiddenModules] || ind[Integrity] {
 		ms, err := listModules(k)

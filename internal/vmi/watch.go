@@ -89,7 +89,7 @@ func (w *watcher) crossView(r *Report) {
 	if w.cfg.Traffic == nil || !w.cfg.Indicators[Sockets] {
 		return
 	}
-	if len(r.Partial) == 0 { // a listing that missed a process could miss its socket
+	if r.listingWhole { // a listing that missed a process could miss its socket (a partial integrity check does not matter)
 		w.listings = append(w.listings, listing{at: r.At, socks: r.Sockets})
 		if len(w.listings) > 256 {
 			w.listings = w.listings[1:]
