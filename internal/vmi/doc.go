@@ -13,9 +13,10 @@
 //
 // Precision comes first: a monitor that cries wolf is switched off. A task
 // that appears in the scan but not in the list may simply have been born
-// between the two; so the list is walked again after the scan, and a
+// between the two, or be in the middle of fork or exit; so the list is
+// walked again after the scan, twice (the second 20 ms later), and a
 // candidate is reported hidden only if it is still absent, still alive and
-// still detached. A list that could not be walked whole (torn by the running
+// still detached both times. A list that could not be walked whole (torn by the running
 // guest, or hostile) is retried, and if it stays partial the cycle reports
 // no hidden objects at all, only the error: comparing against half a list
 // would flag the other half. An integrity finding must be in two checks a

@@ -200,24 +200,43 @@ func (s *Session) hiddenProcesses(k *linuxkern.Kernel, listed []linuxkern.Proces
 	if len(suspects) == 0 {
 		return nil
 	}
-	again, err := listProcesses(k)
-	if err != nil {
-		return fmt.Errorf("confirming %d suspects: %w", len(suspects), err)
-	}
-	recheck, _, err := k.ScanTasksAt(suspects, again)
-	if err != nil {
-		return err
-	}
-	for _, c := range recheck {
-		if c.Status == "hidden" {
-			k.Details(&c.Process)
-			r.HiddenProcesses = append(r.HiddenProcesses, c)
-		} else {
-			r.Scan["raced"]++
+	// Confirm twice, the second time a moment later: a task in the middle
+	// of fork or exit is off the list for a few microseconds, and the
+	// guest runs on while the first walk and re-read are made.
+	for round := 0; round < hiddenConfirmations && len(suspects) > 0; round++ {
+		if round > 0 {
+			time.Sleep(hiddenConfirmDelay)
 		}
+		again, err := listProcesses(k)
+		if err != nil {
+			return fmt.Errorf("confirming %d suspects: %w", len(suspects), err)
+		}
+		recheck, _, err := k.ScanTasksAt(suspects, again)
+		if err != nil {
+			return err
+		}
+		suspects = suspects[:0]
+		for _, c := range recheck {
+			if c.Status == "hidden" {
+				suspects = append(suspects, c)
+			} else {
+				r.Scan["raced"]++
+			}
+		}
+	}
+	for _, c := range suspects {
+		k.Details(&c.Process)
+		r.HiddenProcesses = append(r.HiddenProcesses, c)
 	}
 	return nil
 }
+
+// How a hidden task is confirmed: walks of the list and re-reads of the
+// task after the scan, the later ones this long after the first.
+const (
+	hiddenConfirmations = 2
+	hiddenConfirmDelay  = 20 * time.Millisecond
+)
 
 // hiddenModules scans for modules and confirms each hidden one the same way.
 func (s *Session) hiddenModules(k *linuxkern.Kernel, listed []linuxkern.Module, r *Report) error {
